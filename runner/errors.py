@@ -1,0 +1,69 @@
+"""The project's own small error hierarchy.
+
+Library errors (MCP, LiteLLM, git, YAML, SQLite) are translated into these where they
+enter, so callers handle one family and every message names what it is about.
+"""
+
+from __future__ import annotations
+
+
+class OmniError(Exception):
+    """Base of every error the runner raises on purpose."""
+
+
+class ConfigError(OmniError):
+    """The config file or environment is wrong; the message names the file and key."""
+
+
+class TaskFileError(OmniError):
+    """One problem in one task file, reported as ``PATH:LINE: FIELD: message``."""
+
+    def __init__(self, path: str, line: int | None, field: str, message: str) -> None:
+        self.path = path
+        self.line = line
+        self.field = field
+        self.message = message
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        """The one-line form used by ``omni validate`` and the loader."""
+        line = self.line if self.line is not None else 1
+        return f"{self.path}:{line}: {self.field}: {self.message}"
+
+
+class InvalidTaskFile(OmniError):
+    """A task file with one or more problems; each is a :class:`TaskFileError`."""
+
+    def __init__(self, problems: list[TaskFileError]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(p.render() for p in problems))
+
+
+class StoreError(OmniError):
+    """The state database cannot be used (newer schema, corrupt file, locked)."""
+
+
+class IllegalTransitionError(StoreError):
+    """A run or mode change that the transition tables in ``states.py`` forbid."""
+
+
+class ExecutorError(OmniError):
+    """An executor problem; names the executor and, where there is one, the tool."""
+
+    def __init__(self, executor: str, message: str, tool: str | None = None) -> None:
+        self.executor = executor
+        self.tool = tool
+        where = f"executor {executor!r}" + (f", tool {tool!r}" if tool else "")
+        super().__init__(f"{where}: {message}")
+
+
+class ExecutorUnavailableError(ExecutorError):
+    """The executor could not be started or reached, or its connection died."""
+
+
+class ToolError(ExecutorError):
+    """The tool ran and reported an error (``is_error``), or refused its arguments."""
+
+
+class ExecutorTimeoutError(ExecutorError):
+    """The call got no answer within its timeout; the connection stays usable."""

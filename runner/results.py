@@ -1,0 +1,183 @@
+"""Result files: ``results/<task-id>/<run-id>.json`` and ``.md`` (DESIGN §4).
+
+Written atomically (temp file + rename) and *before* the run's row, so a result file
+on disk is the proof that a run completed: ``resume()`` trusts it after a crash.
+Everything written passes through a :class:`Redactor` first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from runner.states import Mode, RunState
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+REDACTED = "[redacted]"
+
+
+def new_run_id(now: datetime) -> str:
+    """A 26-character ULID-like id: 48 bits of milliseconds, then 80 random bits.
+
+    Ids sort by creation time (to the millisecond) and are unique without a database,
+    so two CI shards never collide.
+    """
+    value = (int(now.timestamp() * 1000) << 80) | secrets.randbits(80)
+    chars = []
+    for _ in range(26):
+        chars.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))
+
+
+class Usage(BaseModel):
+    """Tokens and cost of a run's model calls (empty for tool tasks)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input_tokens: int = 0
+    """Prompt tokens over all model calls."""
+    output_tokens: int = 0
+    """Completion tokens over all model calls."""
+    cost_usd: float | None = None
+    """Cost where LiteLLM knows the price; ``None`` when unknown."""
+
+
+class RunResult(BaseModel):
+    """The content of ``<run-id>.json``; the field names are a contract (DESIGN §4)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    task_id: str
+    run_id: str
+    task_hash: str
+    slot: str | None = None
+    """The schedule time the run served (ISO 8601); ``None`` for one-off tasks."""
+    state: RunState
+    attempt: int
+    executor: str | None = None
+    tool: str | None = None
+    model: str | None = None
+    tier: str | None = None
+    mode: Mode = Mode.NORMAL
+    started_at: str
+    finished_at: str
+    duration_s: float
+    output: Any = None
+    error: str | None = None
+    usage: Usage = Field(default_factory=Usage)
+
+
+class Redactor:
+    """Replaces every known secret value with ``[redacted]`` in text and JSON data."""
+
+    def __init__(self, secret_values: Iterable[str]) -> None:
+        # Longest first, so a secret that contains another is replaced whole.
+        self._values = sorted({v for v in secret_values if len(v) >= 4}, key=len, reverse=True)
+
+    def text(self, value: str) -> str:
+        """``value`` with every secret replaced."""
+        for secret in self._values:
+            if secret in value:
+                value = value.replace(secret, REDACTED)
+        return value
+
+    def data(self, value: Any) -> Any:
+        """A copy of JSON-like ``value`` with every secret in every string replaced."""
+        if not self._values:
+            return value
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            return {self.text(str(k)): self.data(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.data(v) for v in value]
+        return value
+
+
+def truncate(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` UTF-8 bytes, with a note saying how much was cut."""
+    raw = text.encode("utf-8")
+    if len(raw) <= limit:
+        return text
+    kept = raw[:limit].decode("utf-8", errors="ignore")
+    return f"{kept}\n[output truncated: {len(raw):,} bytes, kept the first {limit:,}]"
+
+
+def result_dir(results_root: Path, task_id: str) -> Path:
+    """The folder holding a task's results; ``/`` in the id nests folders."""
+    return results_root.joinpath(*task_id.split("/"))
+
+
+def result_path(results_root: Path, task_id: str, run_id: str) -> Path:
+    """Where a run's JSON result lives."""
+    return result_dir(results_root, task_id) / f"{run_id}.json"
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write via a temp file and rename: a reader never sees half a file.
+
+    No fsync: this survives a killed process, not a power cut (DESIGN §4).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_result(results_root: Path, result: RunResult, redactor: Redactor) -> Path:
+    """Write ``<run-id>.md`` then ``<run-id>.json`` (the JSON is the proof of completion)."""
+    data = redactor.data(result.model_dump(mode="json"))
+    json_path = result_path(results_root, result.task_id, result.run_id)
+    atomic_write(json_path.with_suffix(".md"), render_markdown(data))
+    atomic_write(json_path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    return json_path
+
+
+def read_result(path: Path) -> RunResult | None:
+    """A result file's content, or ``None`` if it is missing or unreadable."""
+    try:
+        return RunResult.model_validate_json(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+
+
+def render_markdown(data: dict[str, Any]) -> str:
+    """The reviewer's view of a result: a heading, the facts, the output or the error."""
+    icon = {"completed": "✅", "failed": "❌", "waiting": "⏸️"}.get(data["state"], "•")
+    lines = [
+        f"# {icon} {data['task_id']} — {data['state']}",
+        "",
+        f"- run: `{data['run_id']}` (attempt {data['attempt']})",
+        f"- executor: `{data.get('executor')}`"
+        + (f", tool `{data['tool']}`" if data.get("tool") else ""),
+    ]
+    if data.get("model"):
+        lines.append(f"- model: `{data['model']}` ({data.get('tier')}), mode {data.get('mode')}")
+    if data.get("slot"):
+        lines.append(f"- slot: {data['slot']}")
+    lines.append(f"- started {data['started_at']}, took {data['duration_s']:.2f} s")
+    if data.get("error"):
+        lines += ["", "## Error", "", "```text", str(data["error"]), "```"]
+    output = data.get("output")
+    if output not in (None, ""):
+        body = output if isinstance(output, str) else json.dumps(output, indent=2)
+        lines += ["", "## Output", "", "```text", body, "```"]
+    return "\n".join(lines) + "\n"
+
+
+def utc_now() -> datetime:
+    """The current time in UTC (the default clock)."""
+    return datetime.now(UTC)
+
+
+def iso(moment: datetime) -> str:
+    """ISO 8601 in UTC with milliseconds, as written in rows and result files."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,0 +1,135 @@
+"""Reading untrusted YAML: size cap, strict UTF-8, safe tags only, bounded expansion.
+
+Task files and config come from outside, so every way YAML can hurt is closed here:
+no Python objects from tags (safe loader), a size cap checked before parsing, a cap on
+how many values a document may expand to through aliases (the "billion laughs"), a
+nesting cap, and exactly one document a file. Errors carry the line they were found at.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+#: Values a document may hold once aliases are expanded; real task files hold dozens.
+MAX_VALUES = 100_000
+#: Nesting a document may reach; real task files nest three or four levels.
+MAX_DEPTH = 64
+
+
+class YamlProblem(Exception):
+    """A file that is not acceptable YAML; ``line`` is 1-based."""
+
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+        self.message = message
+
+
+def read_yaml(path: Path, max_bytes: int) -> tuple[Any, str]:
+    """Load one YAML document from ``path``; returns the data and the decoded text.
+
+    Raises :class:`YamlProblem` for every way the file can be unusable, and ``OSError``
+    when it cannot be read at all.
+    """
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise YamlProblem(1, f"file is {size:,} bytes, over the {max_bytes:,}-byte cap")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise YamlProblem(line, f"not valid UTF-8 (byte {exc.start})") from None
+    return parse_yaml(text), text
+
+
+def parse_yaml(text: str) -> Any:
+    """Parse one document of ``text`` with the safe loader and check its expansion."""
+    try:
+        data = yaml.load(text, Loader=_Loader)  # _Loader is a safe loader
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else 1
+        raise YamlProblem(line, _describe(exc)) from None
+    except yaml.YAMLError as exc:
+        raise YamlProblem(1, f"invalid YAML: {exc}") from None
+    except RecursionError:
+        raise YamlProblem(1, f"nested deeper than {MAX_DEPTH} levels") from None
+    check_size(data)
+    return data
+
+
+def _describe(exc: yaml.MarkedYAMLError) -> str:
+    problem = exc.problem or "invalid YAML"
+    if "expected a single document" in str(exc.context) or "single document" in problem:
+        return "more than one YAML document (---) in one file; put one task in each file"
+    if "could not determine a constructor" in problem:
+        tag = problem.split("for the tag")[-1].strip()
+        return f"YAML tags that build objects are not allowed ({tag})"
+    if exc.context:
+        return f"invalid YAML: {exc.context}, {problem}"
+    return f"invalid YAML: {problem}"
+
+
+def check_size(data: Any) -> None:
+    """Walk ``data`` without recursion; refuse alias bombs and deep nesting."""
+    seen = 0
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        seen += 1
+        if seen > MAX_VALUES:
+            raise YamlProblem(1, f"document expands to over {MAX_VALUES:,} values (an alias bomb?)")
+        if depth > MAX_DEPTH:
+            raise YamlProblem(1, f"nested deeper than {MAX_DEPTH} levels")
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+
+
+def line_of(text: str, loc: Sequence[str | int]) -> int:
+    """The 1-based line of the key or item at ``loc`` in ``text``, as near as it exists.
+
+    Used only after validation failed, so the slower node parse costs nothing on the
+    happy path. Falls back to the deepest part of ``loc`` that exists, then line 1.
+    """
+    try:
+        node = yaml.compose(text, Loader=_Loader)
+    except (yaml.YAMLError, RecursionError):
+        return 1
+    line = 1
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if key.value == str(part):
+                    line = key.start_mark.line + 1
+                    node = value
+                    break
+            else:
+                return line
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part >= len(node.value):
+                return line
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line
+
+
+def dotted(loc: Sequence[str | int]) -> str:
+    """``("rules", 0, "executor")`` -> ``"rules[0].executor"``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(file)"
