@@ -14,17 +14,45 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from runner.errors import ConfigError
+from runner.tasks import check_timezone
 from runner.yamlio import YamlProblem, dotted, line_of, read_yaml
 
 #: The name of the executor shipped in the package (``runner/builtin``).
 BUILTIN = "builtin"
 
 
+_MASK = "**********"
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=True)
+
+    def secret_values(self) -> list[str]:
+        """Every secret this part of the config holds, for redaction (never to print)."""
+        return []
+
+    def __repr__(self) -> str:
+        return self._redact(super().__repr__())
+
+    def __str__(self) -> str:
+        return self._redact(super().__str__())
+
+    def _redact(self, text: str) -> str:
+        """``text`` with every secret of this part masked, however deeply nested."""
+        for secret in sorted(set(self.secret_values()), key=len, reverse=True):
+            text = text.replace(repr(secret), repr(_MASK)).replace(secret, _MASK)
+        return text
 
 
 class McpServer(_Strict):
@@ -62,6 +90,12 @@ class McpServer(_Strict):
         if self.url is not None and not re.match(r"^(https?|wss?)://", self.url):
             raise ValueError(f"url must start with http://, https://, ws:// or wss://: {self.url}")
         return self
+
+    def secret_values(self) -> list[str]:
+        """Values of secret-named ``env`` entries and of the ``Authorization`` header."""
+        values = [v for k, v in self.env.items() if is_secret_name(k)]
+        values.extend(v for k, v in self.headers.items() if _is_secret_header(k))
+        return [v for v in values if v]
 
 
 class FaultHandler(_Strict):
@@ -161,6 +195,11 @@ class Schedule(_Strict):
     misfire_grace: float = Field(default=3600.0, ge=0)
     """Seconds after a missed slot within which it still runs (once) after downtime."""
 
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        return check_timezone(value)
+
 
 class Service(_Strict):
     """Long-running mode (``omni run``)."""
@@ -251,9 +290,10 @@ class Config(_Strict):
     limits: Limits = Field(default_factory=Limits)
     """Input caps."""
 
-    @model_validator(mode="after")
-    def _check_model_list(self) -> Config:
-        for i, entry in enumerate(self.model_list):
+    @field_validator("model_list")
+    @classmethod
+    def _check_model_list(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for i, entry in enumerate(value):
             params = entry.get("litellm_params")
             if not isinstance(entry.get("model_name"), str) or not isinstance(params, dict):
                 raise ValueError(
@@ -261,7 +301,7 @@ class Config(_Strict):
                 )
             if not isinstance(params.get("model"), str):
                 raise ValueError(f"model_list[{i}].litellm_params needs `model`")
-        return self
+        return value
 
     def secret_values(self) -> list[str]:
         """Every secret this config knows, for redaction (never to print)."""
@@ -271,8 +311,7 @@ class Config(_Strict):
             if isinstance(key, str):
                 values.append(key)
         for server in self.mcp_servers.values():
-            values.extend(v for k, v in server.env.items() if is_secret_name(k))
-            values.extend(v for k, v in server.headers.items() if k.lower() == "authorization")
+            values.extend(server.secret_values())
         return [v for v in values if v]
 
 
@@ -282,6 +321,10 @@ _SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD", re.IGNORECASE)
 def is_secret_name(name: str) -> bool:
     """True for names whose values must never be shown (DESIGN §4)."""
     return bool(_SECRET_NAME.search(name))
+
+
+def _is_secret_header(name: str) -> bool:
+    return name.lower() in {"authorization", "proxy-authorization"} or is_secret_name(name)
 
 
 def secret_env_values(environ: Mapping[str, str]) -> list[str]:
@@ -333,15 +376,14 @@ def load_config(
         try:
             data, text = read_yaml(path, max_bytes=1_048_576)
         except YamlProblem as exc:
-            raise ConfigError(f"{path}:{exc.line}: {exc.message}") from None
+            raise ConfigError(f"{path}:{exc.line}: (file): {exc.message}") from None
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(
-            f"{path}:1: (file): config must be a mapping of keys, got a list or value"
-        )
+        kind = "a list" if isinstance(data, list) else f"a {type(data).__name__}"
+        raise ConfigError(f"{path}:1: (file): config must be a mapping of keys, got {kind}")
     try:
         data = expand_env(data, env)
     except KeyError as exc:
@@ -372,7 +414,8 @@ def _message(err: Any) -> str:
     if err["type"] == "missing":
         return "required key is missing"
     msg = str(err["msg"]).removeprefix("Value error, ")
-    if "input" in err and err["type"] not in {"value_error"}:
+    secret = any(isinstance(p, str) and _is_secret_header(p) for p in err["loc"])
+    if "input" in err and err["type"] not in {"value_error"} and not secret:
         msg += f", got {err['input']!r}"[:120]
     return msg
 
@@ -391,10 +434,15 @@ def _add_servers_from(config: Config, source: Path, config_path: Path | None) ->
         raise ConfigError(
             f"{source}:{exc.lineno}: mcp_servers_from: invalid JSON: {exc.msg}"
         ) from None
+    found = doc.get("mcpServers") if isinstance(doc, dict) else None
+    if not isinstance(found, dict):
+        raise ConfigError(f"{source}:1: mcpServers: expected a mapping of server names")
     servers = dict(config.mcp_servers)
-    for name, raw in (doc.get("mcpServers") or {}).items():
+    for name, raw in found.items():
         if name in servers:
             continue  # the config file's own entry wins
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{source}: mcpServers.{name}: expected a mapping")
         entry = {
             k: v for k, v in raw.items() if k in {"command", "args", "env", "cwd", "url", "headers"}
         }
@@ -404,9 +452,8 @@ def _add_servers_from(config: Config, source: Path, config_path: Path | None) ->
             servers[name] = McpServer.model_validate(entry)
         except ValidationError as exc:
             err = exc.errors()[0]
-            raise ConfigError(
-                f"{source}: mcpServers.{name}.{dotted(tuple(err['loc']))}: {_message(err)}"
-            ) from None
+            where = dotted(("mcpServers", name, *err["loc"]))
+            raise ConfigError(f"{source}: {where}: {_message(err)}") from None
     return config.model_copy(update={"mcp_servers": servers})
 
 

@@ -37,12 +37,25 @@ def check_task_id(value: str) -> str:
     if value.startswith("/"):
         raise ValueError(f"id {value!r} starts with '/'; ids are relative, like 'repair/x'")
     for segment in value.split("/"):
-        if segment in {"", ".", ".."}:
-            raise ValueError(f"id {value!r} has an empty, '.' or '..' segment")
+        if not segment:
+            raise ValueError(f"id {value!r} has an empty part (a trailing or doubled '/')")
+        if segment in {".", ".."}:
+            raise ValueError(f"id {value!r} has a {segment!r} part; ids may not use . or ..")
         if not _SEGMENT.match(segment):
             raise ValueError(
                 f"id {value!r}: each '/'-separated part may hold only A-Z a-z 0-9 . _ -"
             )
+    return value
+
+
+def check_timezone(value: str) -> str:
+    """Return ``value`` if it names an IANA time zone, else raise ``ValueError``."""
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown time zone {value!r}; use an IANA name like 'Europe/Berlin'"
+        ) from None
     return value
 
 
@@ -54,6 +67,95 @@ def every_seconds(schedule: str) -> int | None:
     return int(match.group(1)) * _UNIT_SECONDS[match.group(2)[0].lower()]
 
 
+_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+
+def _crontab_weekdays(field_: str) -> str:
+    """A crontab day-of-week field (0 or 7 = Sunday) as APScheduler day names.
+
+    APScheduler 3 numbers weekdays from Monday = 0, so ``1-5`` would mean Tuesday to
+    Saturday there; names mean the same in both.
+    """
+    if field_ == "*":
+        return field_
+    days: set[int] = set()
+    for item in field_.lower().split(","):
+        part, _, step_text = item.partition("/")
+        if not step_text.isdigit() and step_text:
+            raise ValueError(f"day of week {field_!r}: bad step {step_text!r}")
+        step = int(step_text) if step_text else 1
+        if part == "*":
+            first, last = 0, 6
+        else:
+            start, dash, end = part.partition("-")
+            first = _weekday_number(start, field_)
+            last = _weekday_number(end, field_) if dash else (6 if step_text else first)
+            if last == 0 and first > 0:
+                last = 7  # "fri-sun" / "5-0"
+            if last < first:
+                raise ValueError(f"day of week {field_!r}: range {part!r} goes backwards")
+        if step < 1:
+            raise ValueError(f"day of week {field_!r}: the step must be at least 1")
+        days.update(day % 7 for day in range(first, last + 1, step))
+    return ",".join(_WEEKDAYS[day] for day in sorted(days))
+
+
+def _weekday_number(text: str, field_: str) -> int:
+    if text in _WEEKDAYS:
+        return _WEEKDAYS.index(text)
+    if text.isdigit() and int(text) <= 7:
+        return int(text)
+    raise ValueError(f"day of week {field_!r}: {text!r} is not 0-7 or sun..sat")
+
+
+def cron_trigger(schedule: str, timezone: str) -> Any:
+    """An APScheduler trigger that fires as crontab would for the 5-field ``schedule``.
+
+    Use this, not ``CronTrigger.from_crontab``: crontab numbers Sunday 0 (or 7) and
+    fires when *either* a restricted day of month or a restricted day of week matches;
+    APScheduler 3 numbers Monday 0 and wants both. Raises ``ValueError`` saying why.
+    """
+    # apscheduler costs ~60 ms to import; only cron schedules need it.
+    # pylint: disable-next=import-outside-toplevel
+    from apscheduler.triggers.combining import OrTrigger  # noqa: PLC0415
+
+    # pylint: disable-next=import-outside-toplevel
+    from apscheduler.triggers.cron import CronTrigger  # noqa: PLC0415
+
+    fields = schedule.split()
+    if len(fields) != 5:
+        raise ValueError(
+            f"{schedule!r} is neither a 5-field cron ('0 3 * * *') nor 'every N s|m|h|d'"
+        )
+    minute, hour, day, month, weekday = fields
+    zone = ZoneInfo(timezone)
+    try:
+        days = _crontab_weekdays(weekday)
+        parts = {"minute": minute, "hour": hour, "month": month, "timezone": zone}
+        if not day.startswith("*") and not weekday.startswith("*"):
+            return OrTrigger(
+                [CronTrigger(day=day, **parts), CronTrigger(day_of_week=days, **parts)]
+            )
+        return CronTrigger(day=day, day_of_week=days, **parts)
+    except ValueError as exc:
+        raise ValueError(f"bad cron {schedule!r}: {_cron_field_problem(fields, exc)}") from None
+
+
+def _cron_field_problem(fields: list[str], exc: ValueError) -> str:
+    """Which of the first four cron fields is wrong and why (only on the error path)."""
+    # pylint: disable-next=import-outside-toplevel
+    from apscheduler.triggers.cron import CronTrigger  # noqa: PLC0415
+
+    names = (("minute", "minute"), ("hour", "hour"), ("day", "day of month"), ("month", "month"))
+    for (key, name), value in zip(names, fields, strict=False):
+        try:
+            CronTrigger(**{key: value})
+        except ValueError as field_exc:
+            detail = re.sub(r"^Error validating expression '[^']*': ", "", str(field_exc))
+            return f"{name} {value!r}: {detail}"
+    return str(exc)
+
+
 def check_schedule(schedule: str, timezone: str) -> None:
     """Raise ``ValueError`` unless ``schedule`` is a 5-field cron or ``every N unit``."""
     if schedule.strip().lower().startswith("every"):
@@ -63,17 +165,7 @@ def check_schedule(schedule: str, timezone: str) -> None:
         if seconds <= 0:
             raise ValueError(f"{schedule!r}: the interval must be at least 1 second")
         return
-    fields = schedule.split()
-    if len(fields) != 5:
-        raise ValueError(
-            f"{schedule!r} is neither a 5-field cron ('0 3 * * *') nor 'every N s|m|h|d'"
-        )
-    from apscheduler.triggers.cron import CronTrigger  # noqa: PLC0415 - costs 60 ms; only here
-
-    try:
-        CronTrigger.from_crontab(schedule, timezone=ZoneInfo(timezone))
-    except ValueError as exc:
-        raise ValueError(f"bad cron {schedule!r}: {exc}") from None
+    cron_trigger(schedule, timezone)
 
 
 class TaskSpec(BaseModel):
@@ -120,14 +212,7 @@ class TaskSpec(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _timezone(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                ZoneInfo(value)
-            except (ZoneInfoNotFoundError, ValueError):
-                raise ValueError(
-                    f"unknown time zone {value!r}; use an IANA name like 'Europe/Berlin'"
-                ) from None
-        return value
+        return None if value is None else check_timezone(value)
 
     @model_validator(mode="after")
     def _shape(self) -> TaskSpec:
@@ -218,7 +303,8 @@ def load_task_file(path: Path, root: Path, max_bytes: int) -> Task:
     try:
         spec = TaskSpec.model_validate(data)
     except ValidationError as exc:
-        raise InvalidTaskFile([_problem(shown, text, err) for err in exc.errors()]) from None
+        problems = [_problem(shown, text, err) for err in exc.errors()]
+        raise InvalidTaskFile(sorted(problems, key=lambda p: p.line or 1)) from None
     task_id = spec.id or default_id(path, root)
     if spec.id is None:
         try:
@@ -276,9 +362,10 @@ def load_tasks(
     """Load every task file under ``root`` (or just ``files``); duplicate ids are problems."""
     result = LoadResult()
     owners: dict[str, Path] = {}
+    root_is_dir = root.is_dir()
     for path in files if files is not None else find_task_files(root):
         try:
-            task = load_task_file(path, root if root.is_dir() else path.parent, max_bytes)
+            task = load_task_file(path, root if root_is_dir else path.parent, max_bytes)
         except InvalidTaskFile as exc:
             result.problems.extend(exc.problems)
             continue

@@ -13,13 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+from yaml.composer import Composer
+from yaml.constructor import SafeConstructor
+from yaml.nodes import MappingNode, Node, ScalarNode
+from yaml.resolver import Resolver
 
 #: Values a document may hold once aliases are expanded; real task files hold dozens.
 MAX_VALUES = 100_000
 #: Nesting a document may reach; real task files nest three or four levels.
 MAX_DEPTH = 64
+_MERGE = "tag:yaml.org,2002:merge"
 
 
 class YamlProblem(Exception):
@@ -31,16 +34,92 @@ class YamlProblem(Exception):
         self.message = message
 
 
+if getattr(yaml, "__with_libyaml__", False):
+    from yaml.cyaml import CParser
+
+    class _Base(Composer, CParser, SafeConstructor, Resolver):  # type: ignore[misc]
+        """libyaml's parser under PyYAML's Python composer (see :class:`_Loader`)."""
+
+        def __init__(self, stream: str) -> None:  # pylint: disable=super-init-not-called
+            CParser.__init__(self, stream)
+            Composer.__init__(self)
+            SafeConstructor.__init__(self)
+            Resolver.__init__(self)
+
+else:  # pragma: no cover - PyYAML built without libyaml
+    _Base = yaml.SafeLoader  # type: ignore[assignment,misc]
+
+
+class _Loader(_Base):  # pylint: disable=too-many-ancestors
+    """The safe loader, bounded.
+
+    libyaml's own composer recurses in C (a deep enough document kills the process)
+    and its scanner slows quadratically with nesting, so nodes are composed here,
+    counting depth and stopping at :data:`MAX_DEPTH` before reading further. Merge
+    keys (``<<``) are de-duplicated as they are flattened and their total is capped,
+    so nested merges cannot grow a document exponentially or quadratically.
+    """
+
+    _depth = 0
+    _merged = 0
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node:
+        if self._depth >= MAX_DEPTH:
+            line = self.peek_event().start_mark.line + 1
+            raise YamlProblem(line, f"nested deeper than {MAX_DEPTH} levels")
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def compose_mapping_node(self, anchor: str | None) -> MappingNode:
+        node = super().compose_mapping_node(anchor)
+        first: dict[tuple[str, Any], int] = {}
+        for key, _ in node.value:
+            if isinstance(key, ScalarNode) and key.tag != _MERGE:
+                line = key.start_mark.line + 1
+                seen = first.get((key.tag, key.value))
+                if seen is not None:
+                    raise YamlProblem(
+                        line, f"key {key.value!r} appears twice (first on line {seen}); keep one"
+                    )
+                first[key.tag, key.value] = line
+        return node
+
+    def flatten_mapping(self, node: MappingNode) -> None:
+        merges = any(key.tag == _MERGE for key, _ in node.value)
+        super().flatten_mapping(node)
+        if merges:
+            # Later pairs win when constructed, so keep only each key's last pair.
+            seen: set[tuple[str, Any]] = set()
+            kept = []
+            for key, value in reversed(node.value):
+                if isinstance(key, ScalarNode):
+                    if (key.tag, key.value) in seen:
+                        continue
+                    seen.add((key.tag, key.value))
+                kept.append((key, value))
+            node.value = kept[::-1]
+            self._merged += len(kept)
+            if self._merged > MAX_VALUES:
+                raise YamlProblem(
+                    node.start_mark.line + 1,
+                    f"merge keys (<<) expand to over {MAX_VALUES:,} values (a merge bomb?)",
+                )
+
+
 def read_yaml(path: Path, max_bytes: int) -> tuple[Any, str]:
     """Load one YAML document from ``path``; returns the data and the decoded text.
 
     Raises :class:`YamlProblem` for every way the file can be unusable, and ``OSError``
     when it cannot be read at all.
     """
-    size = path.stat().st_size
-    if size > max_bytes:
-        raise YamlProblem(1, f"file is {size:,} bytes, over the {max_bytes:,}-byte cap")
-    raw = path.read_bytes()
+    with path.open("rb") as stream:
+        raw = stream.read(max_bytes + 1)  # never more, even if the file grows meanwhile
+        if len(raw) > max_bytes:
+            size = max(path.stat().st_size, len(raw))
+            raise YamlProblem(1, f"file is {size:,} bytes, over the {max_bytes:,}-byte cap")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -59,7 +138,7 @@ def parse_yaml(text: str) -> Any:
         raise YamlProblem(line, _describe(exc)) from None
     except yaml.YAMLError as exc:
         raise YamlProblem(1, f"invalid YAML: {exc}") from None
-    except RecursionError:
+    except RecursionError:  # pragma: no cover - the composer stops at MAX_DEPTH first
         raise YamlProblem(1, f"nested deeper than {MAX_DEPTH} levels") from None
     check_size(data)
     return data
@@ -73,6 +152,9 @@ def _describe(exc: yaml.MarkedYAMLError) -> str:
         tag = problem.split("for the tag")[-1].strip()
         return f"YAML tags that build objects are not allowed ({tag})"
     if exc.context:
+        mark = exc.context_mark
+        if mark is not None and exc.problem_mark is not None and mark.line != exc.problem_mark.line:
+            return f"invalid YAML: {exc.context} (from line {mark.line + 1}), {problem}"
         return f"invalid YAML: {exc.context}, {problem}"
     return f"invalid YAML: {problem}"
 

@@ -1,0 +1,5 @@
+"""``python -m runner`` is the same as the ``omni`` command."""
+
+from runner.cli import main
+
+main()

@@ -1,0 +1,111 @@
+"""The `omni` command as a user meets it: output lines and exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from runner.cli import app
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    monkeypatch.chdir(tmp_path)
+    for var in ("OMNI_CONFIG", "OMNI_TASKS", "OMNI_RESULTS", "OMNI_STATE"):
+        monkeypatch.delenv(var, raising=False)
+    return CliRunner()
+
+
+def test_validate_shipped_examples_exit_0() -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["validate", str(REPO / "tasks"), "--tasks", str(REPO / "tasks")])
+    assert result.exit_code == 0, result.output
+    assert "ok" in result.output
+
+
+def test_validate_one_broken_file_names_file_line_field(cli: CliRunner, tmp_path: Path) -> None:
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "good.yaml").write_text("tool: echo\nargs: {text: hi}\n")
+    (tasks / "bad.yaml").write_text("tool: echo\ntimeout: -5\n")
+    result = cli.invoke(app, ["validate"])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert lines == ["tasks/bad.yaml:2: timeout: Input should be greater than 0 (got -5)"]
+
+
+def test_validate_flags_an_executor_that_is_not_configured(cli: CliRunner, tmp_path: Path) -> None:
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "a.yaml").write_text("description: x\ntool: echo\nexecutor: ghost\n")
+    result = cli.invoke(app, ["validate"])
+    assert result.exit_code == 1
+    assert "tasks/a.yaml:3: executor: 'ghost'" in result.output
+    assert "configured: builtin" in result.output
+
+
+def test_bad_config_exits_2_with_file_and_key(cli: CliRunner, tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text("dispatch:\n  concurrency: many\n")
+    result = cli.invoke(app, ["validate"])
+    assert result.exit_code == 2
+    assert "config.yaml:2: dispatch.concurrency:" in result.output
+
+
+def test_named_config_that_does_not_exist_exits_2(cli: CliRunner) -> None:
+    result = cli.invoke(app, ["status", "--config", "nope.yaml"])
+    assert result.exit_code == 2
+    assert "nope.yaml: config file not found" in result.output
+
+
+def test_status_without_state_file(cli: CliRunner, tmp_path: Path) -> None:
+    result = cli.invoke(app, ["status", "--json"])
+    assert result.exit_code == 0
+    data = json.loads(result.output)
+    assert data["mode"]["mode"] == "normal"
+    assert data["runs_by_state"]["completed"] == 0
+    assert not (tmp_path / ".omni").exists()  # status never creates state
+
+
+def test_schema_is_json_schema_with_field_docs(cli: CliRunner) -> None:
+    result = cli.invoke(app, ["schema"])
+    assert result.exit_code == 0
+    schema = json.loads(result.output)
+    assert schema["additionalProperties"] is False
+    assert "cron" in schema["properties"]["schedule"]["description"].lower()
+
+
+def test_route_explains_the_choice(cli: CliRunner, tmp_path: Path) -> None:
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "a.yaml").write_text("kind: coding\ntool: echo\n")
+    result = cli.invoke(app, ["route", "tasks/a.yaml", "--json"])
+    assert result.exit_code == 0
+    data = json.loads(result.output)
+    assert data["executor"] == "builtin"  # claude_code is not configured
+    assert data["task"] == "a"
+
+
+def test_status_and_validate_never_import_litellm_or_mcp(tmp_path: Path) -> None:
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "a.yaml").write_text("tool: echo\n")
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from runner.cli import app\n"
+        "r = CliRunner()\n"
+        "assert r.invoke(app, ['validate']).exit_code == 0\n"
+        "assert r.invoke(app, ['status']).exit_code == 0\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('litellm', 'mcp'))\n"
+        "print(bad)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "[]"

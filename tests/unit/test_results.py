@@ -1,0 +1,90 @@
+"""Result files: ids, atomic writes, truncation, redaction, the reviewer's Markdown."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from runner.results import (
+    Redactor,
+    RunResult,
+    new_run_id,
+    read_result,
+    result_path,
+    truncate,
+    write_result,
+)
+from runner.states import RunState
+
+T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+
+
+def make(**fields: object) -> RunResult:
+    base = {
+        "task_id": "repair/gateway",
+        "run_id": new_run_id(T0),
+        "task_hash": "abc",
+        "state": RunState.COMPLETED,
+        "attempt": 1,
+        "executor": "builtin",
+        "tool": "echo",
+        "started_at": "2026-11-21T12:00:00.000Z",
+        "finished_at": "2026-11-21T12:00:01.000Z",
+        "duration_s": 1.0,
+        "output": "hello",
+    }
+    return RunResult.model_validate({**base, **fields})
+
+
+def test_run_ids_sort_by_time_and_are_unique() -> None:
+    ids = [new_run_id(T0 + timedelta(milliseconds=i)) for i in range(200)]
+    assert ids == sorted(ids)
+    assert len({new_run_id(T0) for _ in range(10_000)}) == 10_000
+    assert all(len(i) == 26 for i in ids)
+
+
+def test_nested_ids_nest_folders_and_json_has_the_contract_fields(tmp_path: Path) -> None:
+    result = make()
+    path = write_result(tmp_path, result, Redactor([]))
+    assert path == tmp_path / "repair" / "gateway" / f"{result.run_id}.json"
+    assert path == result_path(tmp_path, "repair/gateway", result.run_id)
+    data = json.loads(path.read_text())
+    for key in (
+        "task_id run_id task_hash slot state attempt executor tool model tier mode "
+        "started_at finished_at duration_s output error usage"
+    ).split():
+        assert key in data
+    assert data["state"] == "completed"
+    assert data["mode"] == "normal"
+    md = path.with_suffix(".md").read_text()
+    assert "repair/gateway" in md
+    assert "completed" in md
+    assert "hello" in md
+    assert read_result(path) == result
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_secrets_are_redacted_everywhere(tmp_path: Path) -> None:
+    secret = "sk-live-0123456789"
+    result = make(output={"note": f"key={secret}", secret: [secret]}, error=f"bad {secret}")
+    path = write_result(tmp_path, result, Redactor([secret, "abc"]))
+    for written in (path, path.with_suffix(".md")):
+        text = written.read_text()
+        assert secret not in text
+        assert "[redacted]" in text
+
+
+def test_truncation_keeps_a_prefix_and_says_so() -> None:
+    text = "é" * 10_000
+    cut = truncate(text, 1024)
+    assert cut.startswith("é" * 500)
+    assert "output truncated: 20,000 bytes, kept the first 1,024" in cut
+    assert truncate("short", 1024) == "short"
+
+
+def test_unreadable_result_reads_as_none(tmp_path: Path) -> None:
+    bad = tmp_path / "x.json"
+    bad.write_text("{not json")
+    assert read_result(bad) is None
+    assert read_result(tmp_path / "missing.json") is None

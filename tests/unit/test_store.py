@@ -1,0 +1,466 @@
+"""The SQLite state store, on real database files: claims, transitions, resume, modes."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from runner.errors import IllegalTransitionError, StoreError
+from runner.results import Redactor, RunResult, iso, result_path, write_result
+from runner.states import Mode, RunState
+from runner.store import RunRecord, Store
+from runner.tasks import Task, TaskSpec
+
+S = RunState
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+class FakeClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / ".omni" / "state.db"
+
+
+@pytest.fixture
+def store(db_path: Path, clock: FakeClock) -> Iterator[Store]:
+    with Store(db_path, clock=clock) as opened:
+        yield opened
+
+
+def run_to(store: Store, state: RunState, *, max_attempts: int = 3, **kw: str) -> RunRecord:
+    """A new run of task ``t`` driven along legal moves into ``state``."""
+    run = store.create_run("t", "h1", max_attempts=max_attempts, **kw)
+    if state is S.IDLE:
+        return run
+    assert store.claim(run.run_id) is not None
+    path = {
+        S.DISPATCHING: [],
+        S.EXECUTING: [S.EXECUTING],
+        S.WAITING: [S.WAITING],
+        S.COMPLETED: [S.EXECUTING, S.COMPLETED],
+        S.FAILED: [S.EXECUTING, S.FAILED],
+    }[state]
+    for step in path:
+        run = store.transition(run.run_id, step)
+    return store.get_run(run.run_id) or run
+
+
+def write_result_file(results: Path, run: RunRecord, state: str = "completed") -> Path:
+    result = RunResult(
+        task_id=run.task_id,
+        run_id=run.run_id,
+        task_hash=run.task_hash,
+        state=state,
+        attempt=run.attempt,
+        started_at=iso(T0),
+        finished_at=iso(T0),
+        duration_s=0.1,
+        output="done",
+        error="boom" if state == "failed" else None,
+    )
+    return write_result(results, result, Redactor([]))
+
+
+def transitions(store: Store, run_id: str) -> list[tuple[str | None, str]]:
+    return [(e["from_state"], e["to_state"]) for e in store.events(run_id)]
+
+
+# -- round trip -----------------------------------------------------------------------
+
+
+def test_create_claim_transition_round_trip_records_events(store: Store, clock: FakeClock) -> None:
+    run = store.create_run("nightly", "h1", max_attempts=2, slot="2026-03-01T03:00:00Z")
+    assert (run.state, run.attempt, run.max_attempts, run.slot) == (
+        "idle",
+        0,
+        2,
+        "2026-03-01T03:00:00Z",
+    )
+    assert run.created_at == "2026-03-01T12:00:00.000Z"
+    assert run.started_at is None
+    assert run.finished_at is None
+
+    clock.advance(1)
+    claimed = store.claim(run.run_id)
+    assert claimed is not None
+    assert (claimed.state, claimed.attempt) == ("dispatching", 1)
+    assert claimed.started_at == "2026-03-01T12:00:01.000Z"
+
+    clock.advance(1)
+    executing = store.transition(
+        run.run_id,
+        S.EXECUTING,
+        detail="routed",
+        executor="builtin",
+        tool="echo",
+        mode=Mode.NORMAL,
+    )
+    assert (executing.executor, executing.tool, executing.mode) == ("builtin", "echo", "normal")
+    assert executing.finished_at is None
+
+    clock.advance(1)
+    done = store.transition(
+        run.run_id, S.COMPLETED, result_path=Path("results/nightly/x.json"), cost_usd=0.25
+    )
+    assert done.state == "completed"
+    assert done.finished_at == "2026-03-01T12:00:03.000Z"
+    assert done.result_path == str(Path("results/nightly/x.json"))
+    assert store.get_run(run.run_id) == done
+
+    events = store.events(run.run_id)
+    assert [(e["from_state"], e["to_state"]) for e in events] == [
+        (None, "idle"),
+        ("idle", "dispatching"),
+        ("dispatching", "executing"),
+        ("executing", "completed"),
+    ]
+    assert events[0]["detail"] == "created"
+    assert events[2]["detail"] == "routed"
+    assert events[3]["at"] == "2026-03-01T12:00:03.000Z"
+    assert store.counts_by_state() == {state: int(state is S.COMPLETED) for state in RunState}
+
+
+def test_default_run_ids_are_unique_and_runs_list_in_creation_order(store: Store) -> None:
+    ids = [store.create_run("t", "h", max_attempts=1).run_id for _ in range(5)]
+    assert len(set(ids)) == 5
+    assert [r.run_id for r in store.runs()] == ids[::-1]
+    assert [r.run_id for r in store.runs(newest_first=False, limit=2)] == ids[:2]
+    assert store.runs(task_id="other") == []
+    assert len(store.runs(state=S.IDLE)) == 5
+
+
+def test_duplicate_run_id_is_refused(store: Store) -> None:
+    store.create_run("t", "h", max_attempts=1, run_id="R1")
+    with pytest.raises(StoreError, match="run R1 already exists"):
+        store.create_run("t", "h", max_attempts=1, run_id="R1")
+
+
+# -- claims ---------------------------------------------------------------------------
+
+
+def test_claim_refuses_runs_that_are_taken_done_or_unknown(store: Store) -> None:
+    taken = run_to(store, S.DISPATCHING)
+    done = run_to(store, S.COMPLETED)
+    assert store.claim(taken.run_id) is None
+    assert store.claim(done.run_id) is None
+    assert store.claim("no-such-run") is None
+    assert store.get_run(taken.run_id).attempt == 1  # type: ignore[union-attr]
+
+
+def test_claim_is_atomic_across_two_stores_on_one_file(db_path: Path) -> None:
+    with Store(db_path) as first, Store(db_path) as second:
+        run = first.create_run("t", "h", max_attempts=3)
+        assert first.claim(run.run_id) is not None
+        assert second.claim(run.run_id) is None
+        assert second.get_run(run.run_id).state == "dispatching"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["store-per-thread", "one-shared-store"])
+def test_of_many_concurrent_claims_exactly_one_wins(db_path: Path, shared: bool) -> None:
+    workers = 8
+    with Store(db_path) as setup:
+        run_id = setup.create_run("t", "h", max_attempts=3).run_id
+    stores = [Store(db_path)] * workers if shared else [Store(db_path) for _ in range(workers)]
+    start = threading.Barrier(workers)
+
+    def claim(store: Store) -> RunRecord | None:
+        start.wait()
+        return store.claim(run_id)
+
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            results = list(pool.map(claim, stores))
+    finally:
+        for store in set(stores):
+            store.close()
+
+    assert sum(r is not None for r in results) == 1
+    with Store(db_path) as check:
+        run = check.get_run(run_id)
+        assert run is not None
+        assert (run.state, run.attempt) == ("dispatching", 1)
+        assert transitions(check, run_id) == [(None, "idle"), ("idle", "dispatching")]
+
+
+# -- attempts and retries -------------------------------------------------------------
+
+
+def test_attempts_count_claims_from_idle_but_not_from_waiting(store: Store) -> None:
+    run = run_to(store, S.FAILED, max_attempts=3)
+    assert run.attempt == 1
+    store.transition(run.run_id, S.IDLE, detail="retry")
+    second = store.claim(run.run_id)
+    assert second is not None
+    assert second.attempt == 2
+
+    store.transition(run.run_id, S.WAITING, detail="brainstem")
+    resumed = store.claim(run.run_id)
+    assert resumed is not None
+    assert (resumed.state, resumed.attempt) == ("dispatching", 2)
+
+
+def test_failed_run_retries_only_while_attempts_are_left(store: Store) -> None:
+    run = run_to(store, S.FAILED, max_attempts=2)
+    store.transition(run.run_id, S.IDLE)
+    store.claim(run.run_id)
+    store.transition(run.run_id, S.EXECUTING)
+    spent = store.transition(run.run_id, S.FAILED, error="still broken")
+    assert (spent.attempt, spent.max_attempts) == (2, 2)
+
+    with pytest.raises(IllegalTransitionError, match=r"no attempts left \(2 of 2\)"):
+        store.transition(run.run_id, S.IDLE)
+    assert store.get_run(run.run_id) == spent
+
+
+def test_illegal_transition_raises_and_leaves_the_row_and_events_unchanged(
+    store: Store, clock: FakeClock
+) -> None:
+    run = store.create_run("t", "h", max_attempts=3)
+    clock.advance(5)
+    with pytest.raises(IllegalTransitionError, match="from idle to completed"):
+        store.transition(run.run_id, S.COMPLETED, note="should not stick")
+    assert store.get_run(run.run_id) == run
+    assert transitions(store, run.run_id) == [(None, "idle")]
+
+
+def test_transition_rejects_unknown_fields_and_unknown_runs(store: Store) -> None:
+    run = store.create_run("t", "h", max_attempts=1)
+    store.claim(run.run_id)
+    with pytest.raises(TypeError, match="attempt"):
+        store.transition(run.run_id, S.EXECUTING, attempt=7)
+    with pytest.raises(TypeError, match="colour"):
+        store.transition(run.run_id, S.EXECUTING, colour="red")
+    with pytest.raises(ValueError, match="sideways"):
+        store.transition(run.run_id, S.EXECUTING, mode="sideways")
+    assert store.get_run(run.run_id).state == "dispatching"  # type: ignore[union-attr]
+    with pytest.raises(StoreError, match="no run nope"):
+        store.transition("nope", S.EXECUTING)
+
+
+# -- open runs and completion ---------------------------------------------------------
+
+
+def test_open_run_and_has_completed(store: Store) -> None:
+    assert store.open_run("t", "h1") is None
+    retryable = run_to(store, S.FAILED, max_attempts=2)
+    assert store.open_run("t", "h1") == retryable
+    assert not store.has_completed("t", "h1")
+
+    spent = run_to(store, S.FAILED, max_attempts=1)
+    assert store.open_run("t", "h1") == retryable  # spent runs are not open
+    assert spent.run_id != retryable.run_id
+
+    waiting = run_to(store, S.WAITING, slot="03:00")
+    assert store.open_run("t", "h1") == waiting
+    assert store.open_run("t", "h1", slot="04:00") is None
+    assert store.open_run("t", "other-hash") is None
+
+    run_to(store, S.COMPLETED, slot="05:00")
+    assert store.has_completed("t", "h1")
+    assert store.has_completed("t", "h1", slot="05:00")
+    assert not store.has_completed("t", "h1", slot="03:00")
+    assert not store.has_completed("t", "h2")
+
+
+# -- resume after a crash -------------------------------------------------------------
+
+
+def test_resume_settles_runs_a_dead_process_left_in_flight(
+    db_path: Path, tmp_path: Path, clock: FakeClock
+) -> None:
+    results = tmp_path / "results"
+    with Store(db_path, clock=clock) as dead:
+        retry = run_to(dead, S.EXECUTING, max_attempts=3)
+        retry_early = run_to(dead, S.DISPATCHING, max_attempts=3)
+        spent = run_to(dead, S.EXECUTING, max_attempts=1)
+        finished = run_to(dead, S.EXECUTING, max_attempts=1)
+        finished_early = run_to(dead, S.DISPATCHING)
+        idle = run_to(dead, S.IDLE)
+        write_result_file(results, finished)
+        write_result_file(results, finished_early)
+
+    with Store(db_path, clock=clock) as store:
+        report = store.resume(results)
+        assert report.to_idle == [retry.run_id, retry_early.run_id]
+        assert report.to_failed == [spent.run_id]
+        assert report.to_completed == [finished.run_id, finished_early.run_id]
+        assert report.waiting == []
+
+        assert store.get_run(idle.run_id) == idle
+        assert store.events(retry.run_id)[-1]["detail"] == "interrupted; will retry"
+        assert store.events(spent.run_id)[-1]["detail"] == "interrupted; no attempts left"
+        done = store.get_run(finished.run_id)
+        assert done is not None
+        assert done.state == "completed"
+        assert done.result_path == str(result_path(results, "t", finished.run_id))
+        assert store.events(finished.run_id)[-1]["detail"] == "result file found on resume"
+        # dispatching -> completed is not a legal move: resume goes through executing.
+        assert transitions(store, finished_early.run_id)[-2:] == [
+            ("dispatching", "executing"),
+            ("executing", "completed"),
+        ]
+        assert store.resume(results) == type(report)([], [], [], [])  # nothing in flight
+        # The retried run can be claimed again, as a new attempt.
+        again = store.claim(retry.run_id)
+        assert again is not None
+        assert again.attempt == 2
+
+
+def test_resume_trusts_the_state_and_attempt_written_in_the_result_file(
+    store: Store, tmp_path: Path
+) -> None:
+    results = tmp_path / "results"
+    failed = run_to(store, S.EXECUTING, max_attempts=1)
+    write_result_file(results, failed, state="failed")
+    stale = run_to(store, S.FAILED, max_attempts=3)
+    write_result_file(results, stale)  # attempt 1 ...
+    store.transition(stale.run_id, S.IDLE)
+    store.claim(stale.run_id)  # ... but attempt 2 was interrupted
+
+    report = store.resume(results)
+    assert report.to_failed == [failed.run_id]
+    assert store.get_run(failed.run_id).error == "boom"  # type: ignore[union-attr]
+    assert report.to_idle == [stale.run_id]
+    assert report.to_completed == []
+
+
+def test_resume_lists_waiting_runs_in_creation_order(store: Store, tmp_path: Path) -> None:
+    first = store.create_run("a", "h", max_attempts=1)
+    second = store.create_run("b", "h", max_attempts=1)
+    third = store.create_run("c", "h", max_attempts=1)
+    for run in (third, first, second):  # parked in a different order than created
+        store.claim(run.run_id)
+        store.transition(run.run_id, S.WAITING, detail="brainstem")
+    report = store.resume(tmp_path / "results")
+    assert [r.run_id for r in report.waiting] == [first.run_id, second.run_id, third.run_id]
+    assert all(r.state == "waiting" for r in report.waiting)
+
+
+# -- the database file ----------------------------------------------------------------
+
+
+def test_database_uses_wal_and_survives_reopening(db_path: Path) -> None:
+    with Store(db_path) as store:
+        run = store.create_run("t", "h", max_attempts=1)
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+    with Store(db_path) as store:
+        assert store.get_run(run.run_id) == run
+
+
+def test_database_from_a_newer_omni_is_refused(db_path: Path) -> None:
+    Store(db_path).close()
+    conn = sqlite3.connect(db_path)
+    known = conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0]
+    with conn:
+        conn.execute("INSERT INTO schema_migrations VALUES (?, ?)", (known + 7, iso(T0)))
+    conn.close()
+    with pytest.raises(StoreError) as caught:
+        Store(db_path)
+    message = str(caught.value)
+    assert str(db_path) in message
+    assert f"schema {known + 7}" in message
+    assert f"knows up to {known}" in message
+
+
+def test_garbage_file_is_refused_naming_the_path(db_path: Path) -> None:
+    db_path.parent.mkdir(parents=True)
+    db_path.write_bytes(b"this is not a database, just some text\n" * 100)
+    with pytest.raises(StoreError, match="not a usable SQLite state database") as caught:
+        Store(db_path)
+    assert str(db_path) in str(caught.value)
+
+
+def test_tasks_and_meta_are_stored(store: Store, db_path: Path, tmp_path: Path) -> None:
+    spec = TaskSpec(tool="echo", schedule="every 10m", enabled=False)
+    store.upsert_task(Task(id="ping", path=tmp_path / "ping.yaml", spec=spec, task_hash="h1"))
+    store.upsert_task(Task(id="ping", path=tmp_path / "ping.yaml", spec=spec, task_hash="h2"))
+    with sqlite3.connect(db_path) as conn:
+        rows = conn.execute("SELECT id, task_hash, schedule, enabled FROM tasks").fetchall()
+    conn.close()
+    assert rows == [("ping", "h2", "every 10m", 0)]
+
+    assert store.meta_get("git.last_commit") is None
+    store.meta_set("git.last_commit", "abc")
+    store.meta_set("git.last_commit", "def")
+    assert store.meta_get("git.last_commit") == "def"
+
+
+def test_delete_runs_removes_rows_and_their_events(store: Store) -> None:
+    keep = store.create_run("t", "h", max_attempts=1)
+    gone = [run_to(store, S.COMPLETED).run_id for _ in range(3)]
+    assert store.delete_runs([*gone, "unknown"]) == 3
+    assert [r.run_id for r in store.runs()] == [keep.run_id]
+    assert all(store.events(run_id) == [] for run_id in gone)
+    assert store.delete_runs([]) == 0
+
+
+# -- modes and spend ------------------------------------------------------------------
+
+
+def test_mode_changes_are_recorded_with_history(store: Store, clock: FakeClock) -> None:
+    initial = store.mode()
+    assert (initial.mode, initial.since, initial.why) == ("normal", None, "")
+
+    clock.advance(10)
+    degraded = store.set_mode(Mode.DEGRADED, "gateway refused 2 calls")
+    assert (degraded.mode, degraded.since) == ("degraded", "2026-03-01T12:00:10.000Z")
+    clock.advance(10)
+    assert store.set_mode(Mode.DEGRADED, "again") == degraded  # same mode: no-op
+    store.set_mode(Mode.BRAINSTEM, "direct API down too")
+    store.set_mode(Mode.NORMAL, "gateway back")
+
+    assert store.mode().mode == "normal"
+    history = store.mode_history()
+    assert [(h["from_mode"], h["to_mode"]) for h in history] == [
+        ("brainstem", "normal"),
+        ("degraded", "brainstem"),
+        ("normal", "degraded"),
+    ]
+    assert history[-1]["why"] == "gateway refused 2 calls"
+    assert len(store.mode_history(limit=1)) == 1
+
+
+def test_illegal_mode_change_raises_and_records_nothing(store: Store) -> None:
+    with pytest.raises(IllegalTransitionError, match="from normal to brainstem"):
+        store.set_mode(Mode.BRAINSTEM, "skipping degraded")
+    assert store.mode().mode == "normal"
+    assert store.mode_history() == []
+
+
+def test_spend_since_sums_costs_of_runs_finished_since(store: Store, clock: FakeClock) -> None:
+    assert store.spend_since(iso(T0)) == 0.0
+    for cost in (0.5, None, 0.25):
+        run = run_to(store, S.EXECUTING)
+        store.transition(run.run_id, S.COMPLETED, cost_usd=cost)
+        clock.advance(3600)
+    failed = run_to(store, S.EXECUTING)
+    store.transition(failed.run_id, S.FAILED, cost_usd=1.0)
+
+    assert store.spend_since(iso(T0)) == pytest.approx(1.75)
+    assert store.spend_since(iso(T0 + timedelta(hours=1))) == pytest.approx(1.25)
+    assert store.spend_since(iso(T0 + timedelta(days=1))) == 0.0
