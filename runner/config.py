@@ -92,7 +92,7 @@ class McpServer(_Strict):
         return self
 
     def secret_values(self) -> list[str]:
-        """Values of secret-named ``env`` entries and of the ``Authorization`` header."""
+        """Values of secret-named ``env`` entries and headers, and of ``Authorization``."""
         values = [v for k, v in self.env.items() if is_secret_name(k)]
         values.extend(v for k, v in self.headers.items() if _is_secret_header(k))
         return [v for v in values if v]

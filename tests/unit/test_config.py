@@ -1,0 +1,407 @@
+"""runner.config: defaults, ``${VAR}`` expansion, errors that name file/line/key, paths,
+``mcp_servers_from`` and secrets (DESIGN §4 "Config")."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from runner.config import (
+    BUILTIN,
+    Config,
+    config_path_from,
+    load_config,
+    resolve_paths,
+    secret_env_values,
+)
+from runner.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str, name: str = "config.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def config_error(path: Path, environ: dict[str, str] | None = None) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ or {})
+    return str(caught.value)
+
+
+def assert_error(message: str, path: Path, line: int, key: str, *words: str) -> None:
+    prefix = f"{path}:{line}: {key}: "
+    assert message.startswith(prefix), f"{message!r} does not start with {prefix!r}"
+    for word in words:
+        assert word.lower() in message.lower(), f"{word!r} not in {message!r}"
+
+
+def assert_defaults(config: Config) -> None:
+    assert config.router.default_executor == BUILTIN == "builtin"
+    assert config.router.default_model == "free_then_paid"
+    assert config.router.rules == []
+    assert config.dispatch.concurrency == 4
+    assert config.dispatch.output_limit_bytes == 65536
+    fault = config.fault_handler
+    assert (fault.lite_llm_timeout, fault.consecutive_failures) == (1.0, 2)
+    assert (fault.check_interval, fault.cloud_check_timeout) == (30, 10)
+    assert config.schedule.timezone == "UTC"
+    assert config.schedule.misfire_grace == 3600
+    assert (config.service.settle_ms, config.service.rescan_interval) == (100, 60)
+    assert config.service.shutdown_grace == 30
+    assert config.agent.max_turns == 10
+    assert config.request_timeout == 600
+    assert config.mcp_servers == {}
+    assert config.lite_llm_key is None
+    assert config.github_key is None
+
+
+def test_no_file_gives_the_defaults(tmp_path: Path) -> None:
+    assert_defaults(load_config(None, {}))
+    assert_defaults(load_config(tmp_path / "config.yaml", {}))
+
+
+@pytest.mark.parametrize("text", ["", "# nothing set yet\n"])
+def test_empty_file_gives_the_defaults(tmp_path: Path, text: str) -> None:
+    assert_defaults(load_config(write(tmp_path, text), {}))
+
+
+def test_required_file_that_is_missing(tmp_path: Path) -> None:
+    path = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError, match="config file not found") as caught:
+        load_config(path, {}, required=True)
+    assert str(path) in str(caught.value)
+
+
+def test_env_expansion_in_nested_keys_and_list_items(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "lite_llm_url: ${GATEWAY:-http://localhost:4000}\n"
+        "router:\n"
+        "  rules:\n"
+        "    - match: {words: ['${WORD}', fixed]}\n"
+        "      executor: ${EXECUTOR}\n"
+        "mcp_servers:\n"
+        "  git:\n"
+        "    command: ${GIT_SERVER:-mcp-server-git}\n"
+        "    args: [--repository, '${REPO}/src']\n"
+        "    env: {HOME_DIR: '${HOME_DIR:-}'}\n",
+    )
+    env = {"WORD": "deploy", "EXECUTOR": "claude_code", "REPO": "/srv/repo"}
+    config = load_config(path, env)
+    assert config.lite_llm_url == "http://localhost:4000"
+    assert config.router.rules[0].match.words == ["deploy", "fixed"]
+    assert config.router.rules[0].executor == "claude_code"
+    git = config.mcp_servers["git"]
+    assert git.command == "mcp-server-git"
+    assert git.args == ["--repository", "/srv/repo/src"]
+    assert git.env == {"HOME_DIR": ""}
+    assert load_config(path, {**env, "GATEWAY": "http://gw:4000"}).lite_llm_url == (
+        "http://gw:4000"
+    )
+
+
+def test_missing_variable_names_file_line_and_key_path(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "router:\n  rules:\n    - match: {kind: coding}\n      executor: ${CODING_EXECUTOR}\n",
+    )
+    assert_error(
+        config_error(path),
+        path,
+        4,
+        "router.rules[0].executor",
+        "${CODING_EXECUTOR}",
+        "not set",
+        "${CODING_EXECUTOR:-default}",
+    )
+
+
+def test_missing_variable_in_a_list_item(tmp_path: Path) -> None:
+    path = write(
+        tmp_path, "mcp_servers:\n  git:\n    command: x\n    args:\n      - a\n      - ${B}\n"
+    )
+    assert_error(config_error(path), path, 6, "mcp_servers.git.args[1]", "${B}")
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "key", "words"),
+    [
+        pytest.param(
+            "agent: {max_turns: 5}\ndispatch: {concurrency: many}\n",
+            2,
+            "dispatch.concurrency",
+            ["valid integer", "'many'"],
+            id="wrong-type",
+        ),
+        pytest.param(
+            "dispatch:\n  concurrency: 0\n",
+            2,
+            "dispatch.concurrency",
+            ["greater than or equal to 1"],
+            id="too-small",
+        ),
+        pytest.param(
+            "dispatch:\n  concurency: 8\n",
+            2,
+            "dispatch.concurency",
+            ["unknown key", "config.yaml.example"],
+            id="unknown-nested-key",
+        ),
+        pytest.param(
+            "agent: {}\nfrobnicate: true\n", 2, "frobnicate", ["unknown key"], id="unknown"
+        ),
+        pytest.param(
+            "mcp_servers:\n  git:\n    command: mcp-server-git\n    url: http://localhost:8000/mcp\n",
+            2,
+            "mcp_servers.git",
+            ["exactly one of `command`", "`url`"],
+            id="command-and-url",
+        ),
+        pytest.param(
+            "mcp_servers:\n  git:\n    args: [x]\n",
+            2,
+            "mcp_servers.git",
+            ["exactly one of `command`", "`url`"],
+            id="neither-command-nor-url",
+        ),
+        pytest.param(
+            "mcp_servers:\n  box:\n    url: ftp://example.com/mcp\n",
+            2,
+            "mcp_servers.box",
+            ["http://", "wss://", "ftp://example.com/mcp"],
+            id="bad-url-scheme",
+        ),
+        pytest.param(
+            "router:\n  rules:\n    - match: {kind: codeing}\n      executor: x\n",
+            3,
+            "router.rules[0].match.kind",
+            ["'coding'", "codeing"],
+            id="bad-rule-kind",
+        ),
+        pytest.param(
+            "schedule:\n  timezone: Mars/Base\n",
+            2,
+            "schedule.timezone",
+            ["unknown time zone", "Mars/Base"],
+            id="bad-timezone",
+        ),
+        pytest.param(
+            "agent: {}\nmodel_list:\n  - model_name: fast\n",
+            2,
+            "model_list",
+            ["model_list[0]", "litellm_params"],
+            id="model-list-entry",
+        ),
+        pytest.param("- a\n- b\n", 1, "(file)", ["mapping", "list"], id="list"),
+        pytest.param("a: [1,\n", 2, "(file)", ["invalid yaml"], id="malformed"),
+    ],
+)
+def test_bad_config_names_file_line_and_key(
+    tmp_path: Path, text: str, line: int, key: str, words: list[str]
+) -> None:
+    path = write(tmp_path, text)
+    assert_error(config_error(path), path, line, key, *words)
+
+
+def test_valid_servers_of_each_kind(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "mcp_servers:\n"
+        "  git: {command: uvx, args: [mcp-server-git]}\n"
+        "  web: {url: 'https://example.com/mcp', headers: {Authorization: Bearer x}}\n"
+        "  old: {url: 'http://localhost:9000/sse', transport: sse}\n"
+        "  claw: {url: 'wss://claw.example.workers.dev'}\n",
+    )
+    servers = load_config(path, {}).mcp_servers
+    assert sorted(servers) == ["claw", "git", "old", "web"]
+    assert servers["old"].transport == "sse"
+
+
+def test_keys_from_the_environment_when_absent(tmp_path: Path) -> None:
+    env = {"GITHUB_LITELLM_KEY": "ghp-from-env", "LITELLM_API_KEY": "sk-from-env"}
+    config = load_config(None, env)
+    assert config.github_key is not None
+    assert config.github_key.get_secret_value() == "ghp-from-env"
+    assert config.lite_llm_key is not None
+    assert config.lite_llm_key.get_secret_value() == "sk-from-env"
+
+
+def test_keys_in_the_config_win_over_the_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, "github_key: ghp-from-config\nlite_llm_key: sk-from-config\n")
+    env = {"GITHUB_LITELLM_KEY": "ghp-from-env", "LITELLM_API_KEY": "sk-from-env"}
+    config = load_config(path, env)
+    assert config.github_key is not None
+    assert config.github_key.get_secret_value() == "ghp-from-config"
+    assert config.lite_llm_key is not None
+    assert config.lite_llm_key.get_secret_value() == "sk-from-config"
+
+
+def test_empty_env_key_is_no_key() -> None:
+    config = load_config(None, {"GITHUB_LITELLM_KEY": "", "LITELLM_API_KEY": ""})
+    assert config.github_key is None
+    assert config.lite_llm_key is None
+
+
+# --- mcp_servers_from ----------------------------------------------------------------
+
+
+def test_mcp_servers_from_a_claude_code_file(tmp_path: Path) -> None:
+    (tmp_path / ".mcp.json").write_text(
+        json.dumps(
+            {
+                "mcpServers": {
+                    "git": {"command": "uvx", "args": ["mcp-server-git", "--repository", "."]},
+                    "time": {"command": "uvx", "args": ["mcp-server-time"], "env": {"TZ": "UTC"}},
+                    "events": {"type": "sse", "url": "http://localhost:9000/sse"},
+                    "mine": {"command": "from-json"},
+                }
+            }
+        )
+    )
+    path = write(
+        tmp_path, "mcp_servers_from: .mcp.json\nmcp_servers:\n  mine: {command: from-config}\n"
+    )
+    servers = load_config(path, {}).mcp_servers
+    assert sorted(servers) == ["events", "git", "mine", "time"]
+    assert servers["git"].args == ["mcp-server-git", "--repository", "."]
+    assert servers["time"].env == {"TZ": "UTC"}
+    assert servers["events"].transport == "sse"
+    assert servers["mine"].command == "from-config"  # the config's own entry wins
+
+
+def test_mcp_servers_from_broken_json_names_that_file(tmp_path: Path) -> None:
+    broken = tmp_path / ".mcp.json"
+    broken.write_text('{"mcpServers": {\n  "git": {"command": "uvx",}\n}}')
+    path = write(tmp_path, "mcp_servers_from: .mcp.json\n")
+    assert_error(config_error(path), broken, 2, "mcp_servers_from", "invalid json")
+
+
+@pytest.mark.parametrize(
+    ("doc", "words"),
+    [
+        ([1, 2], "mcpServers: expected a mapping"),
+        ({"mcpServers": ["git"]}, "mcpServers: expected a mapping"),
+        ({"mcpServers": {"git": "uvx mcp-server-git"}}, "mcpServers.git: expected a mapping"),
+        ({"mcpServers": {"git": {"args": ["x"]}}}, "mcpServers.git: give exactly one of"),
+    ],
+)
+def test_mcp_servers_from_wrong_shapes(tmp_path: Path, doc: object, words: str) -> None:
+    (tmp_path / "servers.json").write_text(json.dumps(doc))
+    path = write(tmp_path, "mcp_servers_from: servers.json\n")
+    message = config_error(path)
+    assert message.startswith(str(tmp_path / "servers.json"))
+    assert words in message
+
+
+def test_mcp_servers_from_missing_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "mcp_servers_from: gone.json\n")
+    message = config_error(path)
+    assert message.startswith(f"{path}:")
+    assert "cannot read" in message
+    assert str(tmp_path / "gone.json") in message
+
+
+# --- paths ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "var", "default"),
+    [
+        ("tasks", "OMNI_TASKS", "tasks"),
+        ("results", "OMNI_RESULTS", "results"),
+        ("state", "OMNI_STATE", ".omni/state.db"),
+    ],
+)
+def test_resolve_paths_precedence(tmp_path: Path, name: str, var: str, default: str) -> None:
+    plain = load_config(None, {})
+    configured = load_config(write(tmp_path, f"paths:\n  {name}: from-config\n"), {})
+    env = {var: "from-env"}
+    flag = {name: Path("from-flag")}
+
+    def resolved(config: Config, environ: dict[str, str], **flags: Path) -> Path:
+        return getattr(resolve_paths(config, None, environ=environ, **flags), name)
+
+    assert resolved(plain, {}) == Path(default)
+    assert resolved(configured, {}) == Path("from-config")
+    assert resolved(configured, env) == Path("from-env")
+    assert resolved(configured, env, **flag) == Path("from-flag")
+    assert resolved(plain, {var: ""}) == Path(default)  # an empty variable is unset
+
+
+def test_resolve_paths_keeps_the_config_path(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    assert resolve_paths(load_config(None, {}), path, environ={}).config == path
+
+
+def test_config_path_from() -> None:
+    assert config_path_from(Path("flag.yaml"), {"OMNI_CONFIG": "env.yaml"}) == (
+        Path("flag.yaml"),
+        True,
+    )
+    assert config_path_from(None, {"OMNI_CONFIG": "env.yaml"}) == (Path("env.yaml"), True)
+    assert config_path_from(None, {"OMNI_CONFIG": ""}) == (Path("config.yaml"), False)
+    assert config_path_from(None, {}) == (Path("config.yaml"), False)
+
+
+# --- secrets -------------------------------------------------------------------------
+
+SECRETS_YAML = """\
+lite_llm_key: sk-gateway-123456
+github_key: ${GH_KEY}
+model_list:
+  - model_name: fast
+    litellm_params: {model: openai/gpt-4o-mini, api_key: sk-model-abcdef}
+mcp_servers:
+  tool:
+    command: run-tool
+    env: {API_TOKEN: tok-env-987654, PLAIN_SETTING: visible-value}
+  web:
+    url: https://example.com/mcp
+    headers: {Authorization: "Bearer hdr-555555", X-Api-Key: hdr-key-777777, Accept: text/x}
+"""
+SECRETS = [
+    "sk-gateway-123456",
+    "ghp-github-424242",
+    "sk-model-abcdef",
+    "tok-env-987654",
+    "Bearer hdr-555555",
+    "hdr-key-777777",
+]
+
+
+def test_secret_values_collects_every_key(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, SECRETS_YAML), {"GH_KEY": "ghp-github-424242"})
+    assert sorted(config.secret_values()) == sorted(SECRETS)
+
+
+def test_secrets_never_appear_in_repr_or_str(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, SECRETS_YAML), {"GH_KEY": "ghp-github-424242"})
+    shown = [repr(config), str(config), repr(config.mcp_servers), str(config.mcp_servers["web"])]
+    for text in shown:
+        for secret in SECRETS:
+            assert secret not in text
+            assert secret.split()[-1] not in text
+    assert "visible-value" in repr(config)  # only secrets are masked
+    assert "**********" in repr(config)
+
+
+def test_a_wrongly_typed_secret_is_not_echoed(tmp_path: Path) -> None:
+    path = write(tmp_path, "lite_llm_key: [sk-oops-123456]\n")
+    message = config_error(path)
+    assert_error(message, path, 1, "lite_llm_key", "valid string")
+    assert "sk-oops-123456" not in message
+
+
+def test_secret_env_values() -> None:
+    env = {
+        "MY_API_KEY": "k-123456",
+        "GH_TOKEN": "t-123456",
+        "DB_PASSWORD": "p-123456",
+        "SHORT_KEY": "abc",
+        "PATH": "/usr/bin",
+        "CLIENT_SECRET": "s-123456",
+    }
+    assert sorted(secret_env_values(env)) == ["k-123456", "p-123456", "s-123456", "t-123456"]
