@@ -36,12 +36,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
 from runner.config import BUILTIN, McpServer
-from runner.errors import (
-    ExecutorError,
-    ExecutorTimeoutError,
-    ExecutorUnavailableError,
-    ToolError,
-)
+from runner.errors import ExecutorError, ExecutorTimeoutError, ExecutorUnavailableError, ToolError
 
 log = logging.getLogger(__name__)
 
@@ -84,14 +79,8 @@ def builtin_server(workspace: Path) -> McpServer:
     )
 
 
-_JSON_TYPES: dict[str, type | tuple[type, ...]] = {
-    "string": str,
-    "integer": int,
-    "number": (int, float),
-    "array": (list, tuple),
-    "object": dict,
-    "null": type(None),
-}
+_JSON_TYPES: dict[str, type | tuple[type, ...]] = {"string": str, "integer": int, "object": dict}
+_JSON_TYPES |= {"number": (int, float), "array": (list, tuple), "null": type(None)}
 
 
 def _is_json_type(value: Any, name: str) -> bool:
@@ -103,60 +92,53 @@ def _is_json_type(value: Any, name: str) -> bool:
     return kind is None or isinstance(value, kind)
 
 
+def _type_names(prop: Any) -> tuple[str, ...]:
+    kind = prop.get("type") if isinstance(prop, dict) else None
+    kinds = [kind] if isinstance(kind, str) else kind if isinstance(kind, list) else []
+    return tuple(k for k in kinds if isinstance(k, str))
+
+
 @dataclass(frozen=True, slots=True)
 class _Tool:
     """A listed tool with its schema's top level pre-digested for a cheap check."""
 
     info: ToolInfo
     required: tuple[str, ...]
-    typed: tuple[tuple[str, tuple[str, ...]], ...]
-    known: frozenset[str] | None  # set when the schema forbids other properties
+    typed: dict[str, tuple[str, ...]]  # property -> JSON type names (empty: any)
+    closed: bool  # the schema forbids properties it does not list
 
     @classmethod
     def of(cls, tool: types.Tool) -> _Tool:
+        """Digest a listed tool."""
         schema = tool.input_schema or {}
-        props: dict[str, Any] = schema.get("properties") or {}
-        typed = []
-        for key, prop in props.items():
-            kind = prop.get("type") if isinstance(prop, dict) else None
-            if isinstance(kind, str):
-                typed.append((key, (kind,)))
-            elif isinstance(kind, list):
-                typed.append((key, tuple(k for k in kind if isinstance(k, str))))
         return cls(
-            info=ToolInfo(tool.name, tool.description or "", dict(schema)),
-            required=tuple(k for k in schema.get("required") or () if isinstance(k, str)),
-            typed=tuple(typed),
-            known=frozenset(props) if schema.get("additionalProperties") is False else None,
+            ToolInfo(tool.name, tool.description or "", dict(schema)),
+            tuple(k for k in schema.get("required") or () if isinstance(k, str)),
+            {k: _type_names(p) for k, p in (schema.get("properties") or {}).items()},
+            schema.get("additionalProperties") is False,
         )
 
     def problem(self, args: Mapping[str, Any]) -> str | None:
         """Why ``args`` fail the schema's top level, or None; the server checks the rest."""
-        missing = [k for k in self.required if k not in args]
-        if missing:
-            return f"missing required argument(s) {', '.join(map(repr, missing))}; " + self.usage()
-        for key, kinds in self.typed:
-            if key in args and not any(_is_json_type(args[key], k) for k in kinds):
-                value = args[key]
-                return (
-                    f"argument {key!r} must be {' or '.join(kinds)}, "
-                    f"got {type(value).__name__} {value!r:.60}"
-                )
-        if self.known is not None and (extra := sorted(set(args) - self.known)):
-            return f"unknown argument(s) {', '.join(map(repr, extra))}; " + self.usage()
+        if missing := [k for k in self.required if k not in args]:
+            return f"missing required argument(s) {', '.join(map(repr, missing))}; {self.usage()}"
+        for key, value in args.items():
+            kinds = self.typed.get(key)
+            if kinds is None and self.closed:
+                return f"unknown argument {key!r}; {self.usage()}"
+            if kinds and not any(_is_json_type(value, k) for k in kinds):
+                got = f"{type(value).__name__} {value!r:.60}"
+                return f"argument {key!r} must be {' or '.join(kinds)}, got {got}"
         return None
 
     def usage(self) -> str:
-        props = self.info.input_schema.get("properties") or {}
-        parts = [
-            f"{k}: {p.get('type', 'any') if isinstance(p, dict) else 'any'}"
-            + ("" if k in self.required else "?")
-            for k, p in props.items()
-        ]
+        """The arguments in short, for error messages (``?`` marks optional ones)."""
+        opt = {k: "" if k in self.required else "?" for k in self.typed}
+        parts = (f"{k}: {'|'.join(t) or 'any'}{opt[k]}" for k, t in self.typed.items())
         return f"the tool takes ({', '.join(parts)})"
 
 
-class _Connection:
+class _Connection:  # pylint: disable=too-many-instance-attributes  # one connection's state
     """One live (or starting) session and the task that owns it."""
 
     def __init__(self, name: str, spec: McpServer, environ: Mapping[str, str]) -> None:
@@ -178,11 +160,9 @@ class _Connection:
 
     def where(self) -> str:
         """The server for messages: its command or URL."""
-        if self.spec.url is None:
+        if (url := self.spec.url) is None:
             return repr(self.command)
-        if self.spec.url.startswith("ws"):
-            return f"{self.spec.url} (via openclaw)"
-        return self.spec.url
+        return url + (" (via openclaw)" if url.startswith("ws") else "")
 
     async def own(self) -> None:
         """The owner task: open, serve until closed or dead, close, in this one task."""
@@ -198,7 +178,7 @@ class _Connection:
             except* ExecutorError as group:
                 self.failure = group.exceptions[0]
             except* _LIBRARY_ERRORS as group:
-                self.failure = _translate(self, group, connected=self.ready.is_set())
+                self.failure = _translate(self, group, self.ready.is_set())
         except BaseException as exc:
             # Not ours to translate (a bug, or cancellation): waiters get a short error,
             # the exception itself goes up to ExecutorPool.__aexit__.
@@ -237,8 +217,7 @@ class _Connection:
         spec = self.spec
         if spec.url is not None:  # ws(s)://: an OpenClaw gateway, bridged to stdio
             command, args = "openclaw", ["mcp", "serve", "--url", spec.url]
-            token = self.environ.get(spec.token_env)
-            if token:
+            if token := self.environ.get(spec.token_env):
                 args += ["--token", token]
         else:
             assert spec.command is not None
@@ -246,21 +225,22 @@ class _Connection:
         # The child inherits only a few variables; take them from our environ, not os's.
         env = {k: self.environ[k] for k in DEFAULT_INHERITED_ENV_VARS if k in self.environ}
         env |= spec.env
-        if os.sep in command:
-            found = Path(spec.cwd or ".", command)
+        if os.sep in command:  # relative to the child's cwd; symlinks kept (a venv's python)
+            found = Path(os.path.abspath(Path(spec.cwd or ".", command)))
             resolved = str(found) if os.access(found, os.X_OK) and found.is_file() else None
         else:
             resolved = shutil.which(command, path=env.get("PATH"))
         if resolved is None:
-            raise ExecutorUnavailableError(self.name, f"cannot start {command!r}: command not found")
+            message = f"cannot start {command!r}: command not found"
+            raise ExecutorUnavailableError(self.name, message)
         return StdioServerParameters(command=resolved, args=args, env=env, cwd=spec.cwd)
 
     async def _subscribe(self, stack: AsyncExitStack, client: Client) -> None:
         # 2026-07-28 servers send list_changed only on a subscriptions/listen stream;
         # older ones send it unasked. Either way it reaches _on_message.
-        tools_caps = client.server_capabilities.tools
+        caps = client.server_capabilities.tools
         if client.protocol_version not in MODERN_PROTOCOL_VERSIONS or not (
-            tools_caps and tools_caps.list_changed
+            caps and caps.list_changed
         ):
             return
         try:
@@ -289,8 +269,7 @@ async def refresh_tools(conn: _Connection, client: Client | None = None) -> dict
         for _ in range(_MAX_PAGES):
             page = await client.list_tools(cursor=cursor)
             tools.update((t.name, _Tool.of(t)) for t in page.tools)
-            cursor = page.next_cursor
-            if cursor is None:
+            if (cursor := page.next_cursor) is None:
                 break
     except MCPError as exc:
         raise _call_error(conn, None, exc, conn.spec.timeout) from exc
@@ -299,27 +278,22 @@ async def refresh_tools(conn: _Connection, client: Client | None = None) -> dict
     return tools
 
 
-def _call_error(conn: _Connection, tool: str | None, exc: MCPError, timeout: float) -> ExecutorError:
+def _call_error(conn: _Connection, tool: str | None, exc: MCPError, limit: float) -> ExecutorError:
     what = "call" if tool else "tools/list request"
     if exc.code == types.REQUEST_TIMEOUT:
-        return ExecutorTimeoutError(
-            conn.name, f"no answer within {timeout:g} s; the {what} was abandoned", tool
-        )
+        message = f"no answer within {limit:g} s; the {what} was abandoned"
+        return ExecutorTimeoutError(conn.name, message, tool)
     if exc.code == types.CONNECTION_CLOSED:
         conn.closing.set()  # the owner reaps the process; the next call starts a new one
         reason = f" ({conn.failure})" if conn.failure is not None else ""
-        return ExecutorUnavailableError(
-            conn.name,
-            f"the connection to {conn.where()} closed during the {what}{reason}; "
-            "the server exited or crashed, and the next call restarts it",
-            tool,
-        )
+        message = f"the connection to {conn.where()} closed during the {what}{reason}"
+        return ExecutorUnavailableError(conn.name, message + "; the next call restarts it", tool)
     return ToolError(conn.name, f"the server refused the {what}: {exc.message} ({exc.code})", tool)
 
 
-def _translate(conn: _Connection, group: BaseExceptionGroup[Any], *, connected: bool) -> ExecutorError:
+def _translate(conn: _Connection, eg: BaseExceptionGroup[Any], connected: bool) -> ExecutorError:
     """One error for a group of library errors from opening or running a connection."""
-    exc = _first_leaf(group)
+    exc = _first_leaf(eg)
     where = conn.where()
     if isinstance(exc, MCPError):
         if exc.code == types.REQUEST_TIMEOUT:
@@ -379,7 +353,7 @@ class ExecutorPool:
         self._closed = False
 
     async def __aenter__(self) -> ExecutorPool:
-        return self
+        return self  # nothing starts before its first use
 
     async def __aexit__(self, *exc_info: object) -> None:
         self._closed = True
@@ -388,13 +362,12 @@ class ExecutorPool:
             if not conn.ready.is_set() and conn.task is not None:
                 conn.task.cancel()  # still connecting: nothing to finish gracefully
         self._conns.clear()
-        if not self._owners:
+        owners, self._owners = self._owners, set()
+        if not owners:
             return
-        _, late = await asyncio.wait(self._owners, timeout=_CLOSE_GRACE)
-        for task in late:
+        for task in (await asyncio.wait(owners, timeout=_CLOSE_GRACE))[1]:
             task.cancel()
-        results = await asyncio.gather(*self._owners, return_exceptions=True)
-        self._owners.clear()
+        results = await asyncio.gather(*owners, return_exceptions=True)
         errors = [r for r in results if isinstance(r, Exception)]
         if errors and exc_info[0] is None:
             raise ExceptionGroup("executor connections failed while open", errors)
@@ -419,7 +392,7 @@ class ExecutorPool:
         tool: str,
         args: dict[str, Any],
         *,
-        timeout: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the MCP request's read timeout
         meta: dict[str, Any] | None = None,
     ) -> ToolOutcome:
         """Call ``tool`` with ``args``; ``meta`` goes out as the request's ``_meta``.
@@ -446,6 +419,11 @@ class ExecutorPool:
                 result = await client.call_tool(tool, args, limit, meta=meta)
         except MCPError as exc:
             raise _call_error(conn, tool, exc, limit) from exc
+        except OSError as exc:
+            # A transport that cannot even send (e.g. a server not reading its stdin)
+            # is wedged: start afresh on the next call.
+            conn.closing.set()
+            raise ExecutorUnavailableError(executor, f"transport error: {exc!r}", tool) from exc
         except (ValidationError, RuntimeError) as exc:
             # The result broke the protocol or the tool's own output schema.
             raise ToolError(executor, f"invalid result from the server: {exc}", tool) from exc

@@ -10,6 +10,7 @@ runner, not to an adversary racing it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shlex
 import signal
@@ -135,7 +136,7 @@ def split_command(command: Sequence[str] | str) -> list[str]:
 async def run_command(
     workspace: Path,
     command: Sequence[str] | str,
-    timeout: float = 60.0,
+    timeout: float = 60.0,  # noqa: ASYNC109 - the command's own time limit, enforced here
     limit: int = OUTPUT_LIMIT,
 ) -> RunResult:
     """Run ``command`` in the workspace (no shell), stdout and stderr merged and capped
@@ -192,7 +193,5 @@ async def run_command(
 
 
 def _kill_group(pid: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):  # already gone
         os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass  # already gone

@@ -24,12 +24,14 @@ def build_server(workspace: Path) -> MCPServer:
     # WARNING: a refused path or a failing command is an answer, not a server event to log.
     server: MCPServer = MCPServer("omni-builtin", instructions=INSTRUCTIONS, log_level="WARNING")
 
-    @server.tool()
+    # Plain text answers (structured_output=False): otherwise the SDK wraps a str or int
+    # as {"result": ...} structured content, and that wrapper would end up in results.
+    @server.tool(structured_output=False)
     def echo(text: str) -> str:
         """Return ``text`` unchanged (a health check)."""
         return text
 
-    @server.tool()
+    @server.tool(structured_output=False)
     def read_file(path: str) -> str:
         """Read a UTF-8 text file in the workspace."""
         try:
@@ -37,7 +39,7 @@ def build_server(workspace: Path) -> MCPServer:
         except ops.BuiltinError as exc:
             raise ToolError(str(exc)) from None
 
-    @server.tool()
+    @server.tool(structured_output=False)
     def write_file(path: str, content: str) -> int:
         """Write a text file in the workspace (parent folders are created); returns the
         number of bytes written."""
@@ -46,16 +48,17 @@ def build_server(workspace: Path) -> MCPServer:
         except ops.BuiltinError as exc:
             raise ToolError(str(exc)) from None
 
-    @server.tool()
-    def list_dir(path: str = ".") -> list[str]:
-        """List a workspace folder: sorted names, folders marked with a trailing ``/``."""
+    @server.tool(structured_output=False)
+    def list_dir(path: str = ".") -> str:
+        """List a workspace folder: sorted names, one a line, folders marked with a
+        trailing ``/``."""
         try:
-            return ops.list_dir(root, path)
+            return "\n".join(ops.list_dir(root, path))
         except ops.BuiltinError as exc:
             raise ToolError(str(exc)) from None
 
     @server.tool()
-    async def run(command: list[str] | str, timeout: float = 60.0) -> CallToolResult:
+    async def run(command: list[str] | str, timeout: float = 60.0) -> CallToolResult:  # noqa: ASYNC109
         """Run a command in the workspace without a shell (a string is split like a
         shell would). Output (stdout and stderr) is capped at 64 KiB. A non-zero exit
         or a timeout is an error result that still carries the output."""

@@ -2,8 +2,8 @@
 
 Run as a script (``python servers.py MODE [PORT] [ARGS...]``):
 - ``stdio``: the current protocol (2026-07-28, ``server/discover``);
-- ``legacy-stdio``: refuses ``server/discover``, so clients fall back to the
-  ``initialize`` handshake, like the pre-2026 servers most people run;
+- ``legacy-stdio``: the handshake-only loop (``initialize``, no ``server/discover``),
+  like the pre-2026 servers most people run;
 - ``streamable-http PORT`` and ``sse PORT``: served on 127.0.0.1 by uvicorn.
 Arguments after the mode (and port) are ignored, but the ``context`` tool reports them.
 """
@@ -15,16 +15,17 @@ import sys
 from typing import Any
 
 import anyio
-from mcp import MCPError
+import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp_types import METHOD_NOT_FOUND, RequestParams
+from mcp.server.runner import serve_loop
+from mcp.server.stdio import stdio_server
 
 _inflight = {"now": 0, "max": 0}
 
 
-def build(*, legacy: bool = False) -> MCPServer:
-    """The test server; ``legacy`` makes it answer only the pre-2026 handshake."""
+def build() -> MCPServer:
+    """The test server."""
     server: MCPServer = MCPServer("omni-test", log_level="WARNING")
 
     @server.tool()
@@ -96,25 +97,26 @@ def build(*, legacy: bool = False) -> MCPServer:
             _inflight["now"] -= 1
         return _inflight["max"]
 
-    if legacy:
-
-        async def no_discover(_ctx: Any, _params: RequestParams) -> Any:
-            raise MCPError(METHOD_NOT_FOUND, "Method not found")
-
-        server._lowlevel_server.add_request_handler(  # pylint: disable=protected-access
-            "server/discover", RequestParams, no_discover
-        )
     return server
+
+
+async def _serve_legacy(server: MCPServer) -> None:
+    # The SDK's handshake-only loop: the server a pre-2026 SDK would be.
+    lowlevel = server._lowlevel_server  # pylint: disable=protected-access
+    async with stdio_server() as (read, write), lowlevel.lifespan(lowlevel) as state:
+        options = lowlevel.create_initialization_options()
+        await serve_loop(lowlevel, read, write, lifespan_state=state, init_options=options)
 
 
 def main(argv: list[str]) -> None:
     """Serve in the mode ``argv[0]`` names."""
     mode = argv[0] if argv else "stdio"
-    if mode in ("stdio", "legacy-stdio"):
-        build(legacy=mode == "legacy-stdio").run("stdio")
+    if mode == "stdio":
+        build().run("stdio")
         return
-    import uvicorn  # pylint: disable=import-outside-toplevel
-
+    if mode == "legacy-stdio":
+        anyio.run(_serve_legacy, build())
+        return
     server = build()
     app = server.sse_app() if mode == "sse" else server.streamable_http_app()
     uvicorn.run(app, host="127.0.0.1", port=int(argv[1]), log_level="warning")

@@ -158,9 +158,9 @@ async def test_server_in_process(ws: Path) -> None:
         missing = await client.call_tool("read_file", {"path": "nope"})
     assert names == {"echo", "read_file", "write_file", "list_dir", "run"}
     assert echo.content[0].text == "hi"
-    assert wrote.structured_content == {"result": 3}
+    assert wrote.content[0].text == "3"
     assert read.content[0].text == "bee"
-    assert listing.structured_content == {"result": ["n/", "sub/"]}
+    assert listing.content[0].text == "n/\nsub/"
     assert not ran.is_error and ran.structured_content["output"] == "bee"
     assert failed.is_error and failed.structured_content["exit_code"] == 1
     assert escaped.is_error and "path '../secret.txt' is outside the workspace" in str(
