@@ -3,6 +3,7 @@
 Modules that pull in the MCP SDK (``once``) are imported inside the commands that need
 them, so ``omni status`` and ``omni validate`` start fast and never load mcp or litellm.
 """
+# pylint: disable=import-outside-toplevel  # deliberate: see the module docstring
 
 from __future__ import annotations
 
@@ -31,16 +32,19 @@ out = Console()
 err = Console(stderr=True)
 
 ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", help="Config file [env OMNI_CONFIG; default ./config.yaml]")
+    Path | None,
+    typer.Option("--config", help="Config file [env OMNI_CONFIG; default ./config.yaml]"),
 ]
 TasksOpt = Annotated[
     Path | None, typer.Option("--tasks", help="Task folder [env OMNI_TASKS; default ./tasks]")
 ]
 ResultsOpt = Annotated[
-    Path | None, typer.Option("--results", help="Results folder [env OMNI_RESULTS; default ./results]")
+    Path | None,
+    typer.Option("--results", help="Results folder [env OMNI_RESULTS; default ./results]"),
 ]
 StateOpt = Annotated[
-    Path | None, typer.Option("--state", help="State file [env OMNI_STATE; default ./.omni/state.db]")
+    Path | None,
+    typer.Option("--state", help="State file [env OMNI_STATE; default ./.omni/state.db]"),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
 
@@ -69,10 +73,16 @@ def _print_json(data: Any) -> None:
 
 @app.command()
 def run(
-    once: Annotated[bool, typer.Option("--once", help="Run what is runnable now, then exit.")] = False,
-    task: Annotated[str | None, typer.Option("--task", help="Run only the task with this id.")] = None,
+    once: Annotated[
+        bool, typer.Option("--once", help="Run what is runnable now, then exit.")
+    ] = False,
+    task: Annotated[
+        str | None, typer.Option("--task", help="Run only the task with this id.")
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Run even if already done.")] = False,
-    shard: Annotated[str | None, typer.Option("--shard", help="K/N: run only shard K of N.")] = None,
+    shard: Annotated[
+        str | None, typer.Option("--shard", help="K/N: run only shard K of N.")
+    ] = None,
     config: ConfigOpt = None,
     tasks: TasksOpt = None,
     results: ResultsOpt = None,
@@ -90,14 +100,18 @@ def run(
         err.print("service mode (`omni run` without --once) is coming; use `omni run --once`")
         raise typer.Exit(2)
     try:
-        options = OnceOptions(task_id=task, force=force, shard=Shard.parse(shard) if shard else None)
+        options = OnceOptions(
+            task_id=task, force=force, shard=Shard.parse(shard) if shard else None
+        )
     except ValueError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
     with reports.RunProgress(err, enabled=not as_json) as progress:
         try:
             report = asyncio.run(
-                run_once(cfg, paths, options, on_planned=progress.start, on_finished=progress.advance)
+                run_once(
+                    cfg, paths, options, on_planned=progress.start, on_finished=progress.advance
+                )
             )
         except OmniError as exc:
             err.print(f"[red]error:[/red] {exc}", highlight=False)

@@ -38,7 +38,7 @@ class ToolCaller(Protocol):
         tool: str,
         args: dict[str, Any],
         *,
-        timeout: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the MCP read timeout, not ours
         meta: dict[str, Any] | None = None,
     ) -> Any:
         """Call one tool; returns an outcome with ``text``, ``structured``, ``is_error``."""
@@ -152,7 +152,9 @@ class Dispatcher:
                     executor, spec.tool or "", spec.args, timeout=spec.timeout, meta=meta
                 )
         except TimeoutError:
-            raise _Failure(f"timed out after {spec.timeout:g} s (task timeout)", retry=True) from None
+            raise _Failure(
+                f"timed out after {spec.timeout:g} s (task timeout)", retry=True
+            ) from None
         except ToolError as exc:
             raise _Failure(str(exc), retry=False) from None
         except ExecutorTimeoutError as exc:

@@ -101,10 +101,14 @@ def plan(
             skipped.append(Skipped(task.id, "disabled (enabled: false)"))
             continue
         if task.spec.schedule is not None and not options.force:
-            skipped.append(Skipped(task.id, f"scheduled ({task.spec.schedule}): runs in `omni run`"))
+            skipped.append(
+                Skipped(task.id, f"scheduled ({task.spec.schedule}): runs in `omni run`")
+            )
             continue
         if not options.force and store.has_completed(task.id, task.task_hash):
-            skipped.append(Skipped(task.id, "already completed for this content", RunState.COMPLETED))
+            skipped.append(
+                Skipped(task.id, "already completed for this content", RunState.COMPLETED)
+            )
             continue
         run = None if options.force else store.open_run(task.id, task.task_hash)
         if run is None:
@@ -112,11 +116,13 @@ def plan(
         elif run.state is RunState.FAILED:
             run = store.transition(run.run_id, RunState.IDLE, detail="retry on next run --once")
         if task.is_prompt:
-            skipped.append(Skipped(
-                task.id,
-                "prompt task: waits (idle) until prompt tasks are supported (coming next)",
-                RunState.IDLE,
-            ))
+            skipped.append(
+                Skipped(
+                    task.id,
+                    "prompt task: waits (idle) until prompt tasks are supported (coming next)",
+                    RunState.IDLE,
+                )
+            )
             continue
         runnable.append((task, run))
     return runnable, skipped

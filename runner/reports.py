@@ -30,7 +30,9 @@ _STYLE = {
 }
 
 
-def status_snapshot(config: Config, paths: ResolvedPaths, now: datetime | None = None) -> dict[str, Any]:
+def status_snapshot(
+    config: Config, paths: ResolvedPaths, now: datetime | None = None
+) -> dict[str, Any]:
     """Mode, runs by state, recent runs and today's spend, as plain data."""
     now = now or utc_now()
     budget = config.router.budget

@@ -32,7 +32,9 @@ def validate_paths(config: Config, paths: list[Path], tasks_root: Path) -> Check
     configured = executor_names(config)
     for path in paths:
         if not path.exists():
-            checked.problems.append(TaskFileError(str(path), None, "(file)", "no such file or folder"))
+            checked.problems.append(
+                TaskFileError(str(path), None, "(file)", "no such file or folder")
+            )
             continue
         files = find_task_files(path)
         root = path if path.is_dir() else (tasks_root if _under(path, tasks_root) else path.parent)
@@ -43,13 +45,15 @@ def validate_paths(config: Config, paths: list[Path], tasks_root: Path) -> Check
             route = choose_executor(task.spec, config.router, configured)
             if not route.configured:
                 text = task.path.read_text(encoding="utf-8")
-                checked.problems.append(TaskFileError(
-                    str(task.path),
-                    line_of(text, ("executor",)) if task.spec.executor else 1,
-                    "executor",
-                    f"{route.executor!r} ({route.reason}) is not configured; "
-                    f"configured: {', '.join(sorted(configured))}",
-                ))
+                checked.problems.append(
+                    TaskFileError(
+                        str(task.path),
+                        line_of(text, ("executor",)) if task.spec.executor else 1,
+                        "executor",
+                        f"{route.executor!r} ({route.reason}) is not configured; "
+                        f"configured: {', '.join(sorted(configured))}",
+                    )
+                )
     return checked
 
 

@@ -154,7 +154,8 @@ def test_missing_variable_in_a_list_item(tmp_path: Path) -> None:
             "agent: {}\nfrobnicate: true\n", 2, "frobnicate", ["unknown key"], id="unknown"
         ),
         pytest.param(
-            "mcp_servers:\n  git:\n    command: mcp-server-git\n    url: http://localhost:8000/mcp\n",
+            "mcp_servers:\n  git:\n    command: mcp-server-git\n"
+            "    url: http://localhost:8000/mcp\n",
             2,
             "mcp_servers.git",
             ["exactly one of `command`", "`url`"],
@@ -220,7 +221,7 @@ def test_valid_servers_of_each_kind(tmp_path: Path) -> None:
     assert servers["old"].transport == "sse"
 
 
-def test_keys_from_the_environment_when_absent(tmp_path: Path) -> None:
+def test_keys_from_the_environment_when_absent() -> None:
     env = {"GITHUB_LITELLM_KEY": "ghp-from-env", "LITELLM_API_KEY": "sk-from-env"}
     config = load_config(None, env)
     assert config.github_key is not None
