@@ -167,10 +167,14 @@ def print_once(out: Console, err: Console, report: OnceReport, paths: ResolvedPa
             f"resumed after an interrupted run: {len(resumed.to_completed)} completed, "
             f"{len(resumed.to_idle)} to retry, {len(resumed.to_failed)} failed"
         )
-    if report.finished or report.skipped:
+    # Tasks already done for their content are counted, not listed: a repository with
+    # hundreds of tasks would otherwise print hundreds of "nothing to do" rows.
+    up_to_date = [s for s in report.skipped if s.state is RunState.COMPLETED]
+    shown = [s for s in report.skipped if s.state is not RunState.COMPLETED]
+    if report.finished or shown:
         table = Table(title_justify="left")
         for column in ("task", "state", "executor", "took", "detail"):
-            table.add_column(column)
+            table.add_column(column, overflow="fold")
         for f in report.finished:
             style = _STYLE[f.run.state]
             detail = f.run.error or (str(f.result_path) if f.result_path else f.note)
@@ -178,11 +182,13 @@ def print_once(out: Console, err: Console, report: OnceReport, paths: ResolvedPa
             table.add_row(
                 f.task.id, f"[{style}]{f.run.state}[/]", f.run.executor or "", took, detail
             )
-        for s in report.skipped:
+        for s in shown:
             table.add_row(s.task_id, f"[dim]{s.state or 'skipped'}[/]", "", "", s.reason)
         out.print(table)
     done = sum(1 for f in report.finished if f.run.state is RunState.COMPLETED)
-    summary = f"{done} completed, {len(report.failed)} failed, {len(report.skipped)} not run"
+    summary = f"{done} completed, {len(report.failed)} failed, {len(shown)} not run"
+    if up_to_date:
+        summary += f", {len(up_to_date)} already done for their content (--force runs again)"
     if report.problems:
         summary += f", {len(report.problems)} invalid task file problem(s)"
     colour = "red" if report.exit_code else "green"

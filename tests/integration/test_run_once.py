@@ -64,7 +64,7 @@ def test_first_run_completes_tasks_and_second_run_does_nothing(project: Path) ->
     second = omni(project, "run", "--once")
     assert second.returncode == 0
     assert len(results_of(project, "hello")) == 1
-    assert "already completed" in second.stdout
+    assert "2 already done for their content" in second.stdout
     assert len(rows(project)) == 3
 
 
