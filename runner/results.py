@@ -122,11 +122,11 @@ def result_path(results_root: Path, task_id: str, run_id: str) -> Path:
 
 
 def atomic_write(path: Path, text: str) -> None:
-    """Write via a temp file and rename: a reader never sees half a file.
+    """Write via a temp file and rename: a reader never sees half a file. The folder
+    must exist (creating folders costs more than the write on some file systems).
 
     No fsync: this survives a killed process, not a power cut (DESIGN §4).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
@@ -136,6 +136,7 @@ def write_result(results_root: Path, result: RunResult, redactor: Redactor) -> P
     """Write ``<run-id>.md`` then ``<run-id>.json`` (the JSON is the proof of completion)."""
     data = redactor.data(result.model_dump(mode="json"))
     json_path = result_path(results_root, result.task_id, result.run_id)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(json_path.with_suffix(".md"), render_markdown(data))
     atomic_write(json_path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     return json_path

@@ -1,0 +1,154 @@
+"""Dispatch overhead: tool tasks through the runner vs a bare ``mcp`` SDK loop.
+
+Same run, same kind of warm server (each side has its own connection), serial and at
+concurrency 8, for the built-in executor's ``echo`` and for ``mcp-server-git``'s
+``git_status``. The runner side does everything a real run does: claim, route, call,
+result file (.json + .md), rows and events in SQLite (WAL).
+
+    uv run python bench/dispatch.py [--tasks 1000]
+
+Prints one JSON object. Bars (DESIGN §6, issue 3): overhead <= 0.5 ms a task over the
+bare loop, serial and concurrent; against mcp-server-git, runner throughput >= 0.8x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from mcp.client.client import Client
+from mcp.client.stdio import StdioServerParameters
+
+from runner.config import Config, McpServer
+from runner.dispatcher import Dispatcher
+from runner.executors import ExecutorPool, builtin_server
+from runner.results import Redactor
+from runner.store import Store
+from runner.tasks import Task, TaskSpec, task_hash
+
+
+def make_tasks(count: int, executor: str, tool: str, args: dict[str, Any]) -> list[Task]:
+    """In-memory tasks (the loader is benched by bench/validate.py)."""
+    tasks = []
+    for i in range(count):
+        spec = TaskSpec(id=f"t{i}", executor=executor, tool=tool, args={**args})
+        tasks.append(Task(f"t{i}", Path(f"t{i}.yaml"), spec, task_hash(spec, f"t{i}")))
+    return tasks
+
+
+async def bare_loop(server: McpServer, tool: str, args: dict[str, Any], n: int, conc: int) -> float:
+    """Seconds for ``n`` calls over one bare SDK session, ``conc`` in flight."""
+    assert server.command is not None
+    env = {k: v for k, v in os.environ.items() if k in {"HOME", "PATH"}} | server.env
+    params = StdioServerParameters(command=server.command, args=server.args, env=env)
+    async with Client(params, read_timeout_seconds=60) as client:
+        for _ in range(20):  # warm up
+            await client.call_tool(tool, args)
+        return await timed(lambda: client.call_tool(tool, args), n, conc)
+
+
+async def timed(call: Callable[[], Awaitable[Any]], n: int, conc: int) -> float:
+    """Seconds for ``n`` awaits of ``call()``, at most ``conc`` at once."""
+    limit = asyncio.Semaphore(conc)
+
+    async def one() -> None:
+        async with limit:
+            await call()
+
+    start = time.perf_counter()
+    if conc == 1:
+        for _ in range(n):
+            await call()
+    else:
+        await asyncio.gather(*(one() for _ in range(n)))
+    return time.perf_counter() - start
+
+
+async def runner_loop(
+    server: McpServer, tool: str, args: dict[str, Any], n: int, conc: int, work: Path
+) -> float:
+    """Seconds for ``n`` tool tasks through the dispatcher on a warm pool."""
+    config = Config.model_validate({"dispatch": {"concurrency": conc}})
+    tasks = make_tasks(n, "bench", tool, args)
+    results = work / f"results-{tool}-{conc}"
+    async with ExecutorPool({"bench": server}, workspace=work) as pool:
+        for _ in range(20):  # warm up: the server is started and its tools cached
+            await pool.call_tool("bench", tool, args)
+        with Store(work / f"state-{tool}-{conc}.db") as store:
+            items = [(t, store.create_run(t.id, t.task_hash, max_attempts=1)) for t in tasks]
+            dispatcher = Dispatcher(
+                store=store, pool=pool, config=config, results_root=results,
+                redactor=Redactor(["sk-bench-secret"]),
+            )  # fmt: skip
+            start = time.perf_counter()
+            finished = await dispatcher.run_all(items)
+            elapsed = time.perf_counter() - start
+    failed = [f for f in finished if f.run.state != "completed"]
+    if failed:
+        raise SystemExit(f"{len(failed)} runs failed, e.g. {failed[0].run.error}")
+    return elapsed
+
+
+async def compare(
+    name: str, server: McpServer, tool: str, args: dict[str, Any], n: int, work: Path
+) -> dict[str, Any]:
+    """Serial and concurrency-8 figures for one server, runner vs bare, in ms a task."""
+    out: dict[str, Any] = {"server": name, "tool": tool, "tasks": n}
+    for conc in (1, 8):
+        bare = await bare_loop(server, tool, args, n, conc)
+        ours = await runner_loop(server, tool, args, n, conc, work)
+        key = "serial" if conc == 1 else "concurrency_8"
+        out[key] = {
+            "bare_ms_per_task": round(bare / n * 1000, 3),
+            "runner_ms_per_task": round(ours / n * 1000, 3),
+            "overhead_ms_per_task": round((ours - bare) / n * 1000, 3),
+            "throughput_ratio": round(bare / ours, 3),
+        }
+    return out
+
+
+async def main() -> None:
+    """Run both comparisons and print JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=1000)
+    parser.add_argument("--git-tasks", type=int, default=300)
+    opts = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        report: dict[str, Any] = {
+            "python": platform.python_version(),
+            "machine": {"cores": os.cpu_count()},
+            "bars": {"overhead_ms_per_task": 0.5, "git_throughput_ratio": 0.8},
+            "results": [],
+        }
+        echo = await compare(
+            "builtin", builtin_server(work), "echo", {"text": "hello"}, opts.tasks, work
+        )
+        report["results"].append(echo)
+        git_cmd = shutil.which("mcp-server-git") or str(
+            Path(sys.executable).parent / "mcp-server-git"
+        )
+        repo = work / "repo"
+        repo.mkdir()
+        subprocess.run(["git", "init", "-q", str(repo)], check=True)
+        git = McpServer(command=git_cmd, args=["--repository", str(repo)])
+        report["results"].append(
+            await compare("mcp-server-git", git, "git_status", {"repo_path": str(repo)},
+                          opts.git_tasks, work)
+        )  # fmt: skip
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
