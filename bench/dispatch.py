@@ -141,7 +141,7 @@ async def main() -> None:
         )
         repo = work / "repo"
         repo.mkdir()
-        subprocess.run(["git", "init", "-q", str(repo)], check=True)
+        await asyncio.to_thread(subprocess.run, ["git", "init", "-q", str(repo)], check=True)
         git = McpServer(command=git_cmd, args=["--repository", str(repo)])
         report["results"].append(
             await compare("mcp-server-git", git, "git_status", {"repo_path": str(repo)},
