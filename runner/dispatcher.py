@@ -1,9 +1,9 @@
 """Claim a run, ask the router, execute it on its executor, record the outcome.
 
 Order of writes for every finished run: result file first, then the row. A run whose
-result file exists therefore counted as done even if the process died before the row
-(see ``Store.resume``). Between the executor's answer and the row there is no ``await``,
-so a cancellation (shutdown) cannot split the two writes.
+result file exists therefore counts as done even if the process died before the row
+(see ``Store.resume``); a cancellation (shutdown) after the executor answered still
+writes both before it takes effect.
 """
 
 from __future__ import annotations
@@ -54,6 +54,19 @@ class Finished:
     note: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """How an attempt ended, before it is recorded."""
+
+    task: Task
+    run: RunRecord
+    state: RunState
+    output: Any = None
+    error: str | None = None
+    executor: str | None = None
+    started: float | None = None
+
+
 class _Failure(Exception):
     """An attempt that failed; ``retry`` says whether another attempt could help."""
 
@@ -92,28 +105,34 @@ class Dispatcher:
         return [job.result() for job in jobs]
 
     async def _limited(self, task: Task, run: RunRecord) -> Finished:
-        async with self._limit:
-            finished = await self.run(task, run)
+        finished = await self.run(task, run)
         if self._on_finished is not None:
             self._on_finished(finished)
         return finished
 
     async def run(self, task: Task, run: RunRecord) -> Finished:
-        """Take one run through claim -> execute -> record, retrying while attempts last."""
-        while True:
-            claimed = self._store.claim(run.run_id)
-            if claimed is None:
-                current = self._store.get_run(run.run_id) or run
-                return Finished(task, current, None, "claimed elsewhere")
-            finished = await self._attempt(task, claimed)
-            if finished is not None:
-                return finished
-            run = self._store.transition(
-                claimed.run_id, RunState.IDLE, detail=f"retry {claimed.attempt + 1}"
-            )
+        """Take one run through claim -> execute -> record, retrying while attempts last.
 
-    async def _attempt(self, task: Task, run: RunRecord) -> Finished | None:
-        """One attempt; ``None`` means it failed and should be retried."""
+        A concurrency slot is held from the claim until the executor answers; recording
+        happens after the slot is freed, so the next run's call overlaps this run's
+        bookkeeping (the result files are written on a worker thread).
+        """
+        while True:
+            async with self._limit:
+                claimed = self._store.claim(run.run_id)
+                if claimed is None:
+                    current = self._store.get_run(run.run_id) or run
+                    return Finished(task, current, None, "claimed elsewhere")
+                attempt = await self._attempt(task, claimed)
+            if isinstance(attempt, _Failure):
+                run = self._store.transition(
+                    claimed.run_id, RunState.IDLE, detail=f"retry {claimed.attempt + 1}"
+                )
+                continue
+            return await self._record(attempt)
+
+    async def _attempt(self, task: Task, run: RunRecord) -> _Outcome | _Failure:
+        """One attempt; a returned :class:`_Failure` has been recorded and is retryable."""
         route = choose_executor(task.spec, self._config.router, self._pool.names())
         tool = task.spec.tool or ""
         if not route.configured:
@@ -122,7 +141,7 @@ class Dispatcher:
                 f"executor {route.executor!r} ({route.reason}) is not configured; "
                 f"configured: {configured}"
             )
-            return self._finish(task, run, RunState.FAILED, error=error, executor=route.executor)
+            return _Outcome(task, run, RunState.FAILED, error=error, executor=route.executor)
         run = self._store.transition(
             run.run_id, RunState.EXECUTING, executor=route.executor, tool=tool,
             detail=f"{route.executor}.{tool} ({route.reason})",
@@ -135,13 +154,30 @@ class Dispatcher:
                 self._store.transition(
                     run.run_id, RunState.FAILED, error=str(failure), detail="attempt failed"
                 )
-                return None
-            return self._finish(task, run, RunState.FAILED, error=str(failure), started=started)
+                return failure
+            return _Outcome(task, run, RunState.FAILED, error=str(failure), started=started)
         except asyncio.CancelledError:
             # Shutdown: hand the run back so the next start resumes it.
             self._store.transition(run.run_id, RunState.IDLE, detail="interrupted by shutdown")
             raise
-        return self._finish(task, run, RunState.COMPLETED, output=output, started=started)
+        return _Outcome(task, run, RunState.COMPLETED, output=output, started=started)
+
+    async def _record(self, outcome: _Outcome) -> Finished:
+        """Write the result files (worker thread), then the row.
+
+        The outcome is final once the executor answered, so a cancellation while the
+        files are written still waits for them and records the row before giving way.
+        """
+        result = self._result(outcome)
+        writing = asyncio.ensure_future(
+            asyncio.to_thread(write_result, self._results, result, self._redactor)
+        )
+        try:
+            path = await asyncio.shield(writing)
+        except asyncio.CancelledError:
+            self._row(outcome, result, await writing)
+            raise
+        return self._row(outcome, result, path)
 
     async def _call(self, task: Task, run: RunRecord, executor: str) -> Any:
         spec = task.spec
@@ -181,46 +217,36 @@ class Dispatcher:
         text = json.dumps(data, ensure_ascii=False)
         return data if len(text.encode()) <= limit else truncate(text, limit)
 
-    def _finish(
-        self,
-        task: Task,
-        run: RunRecord,
-        state: RunState,
-        *,
-        output: Any = None,
-        error: str | None = None,
-        executor: str | None = None,
-        started: float | None = None,
-    ) -> Finished:
-        """Write the result file, then the row; no ``await`` in here (see module doc)."""
+    def _result(self, outcome: _Outcome) -> RunResult:
         now = self._clock()
-        if error is not None:
-            error = self._redactor.text(error)
-        result = RunResult(
-            task_id=task.id,
+        run, started = outcome.run, outcome.started
+        return RunResult(
+            task_id=outcome.task.id,
             run_id=run.run_id,
             task_hash=run.task_hash,
             slot=run.slot,
-            state=state,
+            state=outcome.state,
             attempt=run.attempt,
-            executor=executor or run.executor,
-            tool=task.spec.tool,
+            executor=outcome.executor or run.executor,
+            tool=outcome.task.spec.tool,
             mode=Mode.NORMAL,
             started_at=run.started_at or iso(now),
             finished_at=iso(now),
             duration_s=round(time.perf_counter() - started, 4) if started is not None else 0.0,
-            output=output,
-            error=error,
+            output=outcome.output,
+            error=None if outcome.error is None else self._redactor.text(outcome.error),
         )
-        path = write_result(self._results, result, self._redactor)
-        if run.state is RunState.DISPATCHING and state is RunState.COMPLETED:
+
+    def _row(self, outcome: _Outcome, result: RunResult, path: Path) -> Finished:
+        run = outcome.run
+        if run.state is RunState.DISPATCHING and outcome.state is RunState.COMPLETED:
             run = self._store.transition(run.run_id, RunState.EXECUTING)
         final = self._store.transition(
             run.run_id,
-            state,
-            error=error,
+            outcome.state,
+            error=result.error,
             result_path=str(path),
             executor=result.executor,
-            detail=error or "ok",
+            detail=result.error or "ok",
         )
-        return Finished(task, final, path)
+        return Finished(outcome.task, final, path)
