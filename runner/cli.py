@@ -8,10 +8,11 @@ them, so ``omni status`` and ``omni validate`` start fast and never load mcp or 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -72,7 +73,7 @@ def _print_json(data: Any) -> None:
 
 
 @app.command()
-def run(
+def run(  # pylint: disable=too-many-locals  # one option a flag
     once: Annotated[
         bool, typer.Option("--once", help="Run what is runnable now, then exit.")
     ] = False,
@@ -83,6 +84,19 @@ def run(
     shard: Annotated[
         str | None, typer.Option("--shard", help="K/N: run only shard K of N.")
     ] = None,
+    commit: Annotated[
+        bool, typer.Option("--commit", help="Commit the results on the current branch.")
+    ] = False,
+    push: Annotated[
+        str | None,
+        typer.Option(
+            "--push", metavar="BRANCH", help="Commit the results on BRANCH and push it to origin."
+        ),
+    ] = None,
+    log_format: Annotated[
+        Literal["text", "json"],
+        typer.Option("--log-format", help="Service mode: log lines as text or JSON (stderr)."),
+    ] = "text",
     config: ConfigOpt = None,
     tasks: TasksOpt = None,
     results: ResultsOpt = None,
@@ -91,17 +105,27 @@ def run(
 ) -> None:
     """Run tasks: once (`--once`), or as a service until SIGTERM.
 
-    Example: `omni run --once` · `omni run --once --task nightly-report --force`
+    Example: `omni run --once` · `omni run --once --task nightly-report --force` ·
+    `omni run --once --push omni/results`
     """
     from runner.once import OnceOptions, Shard, run_once  # noqa: PLC0415 - loads mcp
 
     cfg, paths = _setup(config, tasks, results, state)
     if not once:
-        err.print("service mode (`omni run` without --once) is coming; use `omni run --once`")
-        raise typer.Exit(2)
+        if task or force or shard or commit or push:
+            err.print("--task, --force, --shard, --commit and --push go with --once")
+            raise typer.Exit(2)
+        from runner.logs import LogFormat  # noqa: PLC0415
+        from runner.service import serve  # noqa: PLC0415 - loads the service
+
+        raise typer.Exit(serve(cfg, paths, log_format=LogFormat(log_format)))
     try:
         options = OnceOptions(
-            task_id=task, force=force, shard=Shard.parse(shard) if shard else None
+            task_id=task,
+            force=force,
+            shard=Shard.parse(shard) if shard else None,
+            commit=commit,
+            push=push,
         )
     except ValueError as exc:
         err.print(f"[red]{exc}[/red]")
@@ -117,10 +141,110 @@ def run(
             err.print(f"[red]error:[/red] {exc}", highlight=False)
             raise typer.Exit(1) from None
     if as_json:
-        _print_json(reports.once_json(report))
+        _print_json(reports.once_json(report) | _git_json(report.published, report.git_error))
     else:
         reports.print_once(out, err, report, paths)
+        _print_git(report.published, report.git_error)
     raise typer.Exit(report.exit_code)
+
+
+def _git_json(published: Any, error: str | None) -> dict[str, Any]:
+    if published is None and error is None:
+        return {}
+    shown = None if published is None else dataclasses.asdict(published)
+    return {"git": shown, "git_error": error}
+
+
+def _print_git(published: Any, error: str | None) -> None:
+    if error is not None:
+        err.print(f"[red]git:[/red] {error}", highlight=False, soft_wrap=True)
+    elif published is not None:
+        what = f"committed {published.commit[:10]}" if published.commit else "nothing new to commit"
+        sent = f", pushed to {published.remote}" if published.pushed else ""
+        out.print(f"git: {what} on {published.branch}{sent}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def prune(
+    keep: Annotated[int, typer.Option("--keep", min=1, help="Result files kept per task.")],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would go; remove nothing.")
+    ] = False,
+    commit: Annotated[
+        bool, typer.Option("--commit", help="Commit the removal on the current branch.")
+    ] = False,
+    push: Annotated[
+        str | None,
+        typer.Option("--push", metavar="BRANCH", help="Commit the removal on BRANCH and push."),
+    ] = None,
+    config: ConfigOpt = None,
+    results: ResultsOpt = None,
+    state: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Keep the newest N result files per task (and their rows); remove older ones.
+
+    Example: `omni prune --keep 50` · `omni prune --keep 50 --push omni/results`
+    """
+    from runner.prune import prune_and_publish  # noqa: PLC0415 - keeps startup lean
+
+    _, paths = _setup(config, results=results, state=state)
+    try:
+        done, published = prune_and_publish(
+            paths.results, paths.state, keep, dry_run=dry_run, commit=commit, push=push
+        )
+    except OmniError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    if as_json:
+        removed = [str(f.path) for f in done.removed]
+        data = {"removed": removed, "kept": done.kept, "rows_deleted": done.rows_deleted}
+        _print_json(data | _git_json(published, None))
+    else:
+        verb = "would remove" if dry_run else "removed"
+        for item in done.removed:
+            out.print(f"{verb} {item.path}", highlight=False)
+        out.print(f"{verb} {len(done.removed)} result file(s), kept {done.kept}")
+        _print_git(published, None)
+
+
+@app.command()
+def init(
+    path: Annotated[Path, typer.Argument(help="The repository to scaffold.")] = Path(),
+    force: Annotated[bool, typer.Option("--force", help="Replace existing files.")] = False,
+) -> None:
+    """Scaffold `config.yaml`, `tasks/` with examples, and the GitHub Actions workflow.
+
+    Example: `omni init` · `omni init ../my-repo --force`
+    """
+    from runner.scaffold import init as scaffold  # noqa: PLC0415 - keeps startup lean
+
+    for item in scaffold(path, force=force):
+        out.print(f"{item.outcome:>8}  {item.path}", highlight=False)
+
+
+@app.command("report")
+def report_command(
+    base: Annotated[str, typer.Option("--base", help="The branch results merge into.")] = "main",
+    branch: Annotated[str, typer.Option("--branch", help="The results branch.")] = "omni/results",
+    config: ConfigOpt = None,
+    results: ResultsOpt = None,
+) -> None:
+    """Print, as Markdown, the results BRANCH holds and BASE lacks (the pull request body).
+
+    Example: `omni report --base main --branch omni/results > body.md`
+    """
+    from runner.gitops import GitWorkspace  # noqa: PLC0415 - loads gitpython
+    from runner.prbody import render  # noqa: PLC0415 - keeps startup lean
+
+    _, paths = _setup(config, results=results)
+    try:
+        workspace = GitWorkspace.open(Path.cwd(), results=paths.results, state=paths.state)
+        found = workspace.branch_results(base, branch)
+    except OmniError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    sys.stdout.write(render(found, base=base, branch=branch))
 
 
 @app.command()
@@ -168,6 +292,34 @@ def status(
         _print_json(snapshot)
     else:
         reports.print_status(out, snapshot)
+
+
+@app.command()
+def doctor(
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check the gateway, the direct API, the keys (present or not, never shown) and each
+    executor (starts, lists tools); one line each, exit 1 if any fails.
+
+    Example: `omni doctor` · `omni doctor --json | jq '.checks[] | select(.status == "fail")'`
+    """
+    import os  # noqa: PLC0415 - keeps startup lean
+
+    from runner.config import secret_env_values  # noqa: PLC0415
+    from runner.doctor import diagnose  # noqa: PLC0415 - loads mcp
+    from runner.results import Redactor  # noqa: PLC0415
+
+    cfg, _ = _setup(config)
+    env = dict(os.environ)
+    redactor = Redactor([*cfg.secret_values(), *secret_env_values(env)])
+    workspace = Path(cfg.workspace) if cfg.workspace else Path.cwd()
+    found = asyncio.run(diagnose(cfg, environ=env, workspace=workspace, redactor=redactor))
+    if as_json:
+        _print_json(found.as_json())
+    else:
+        reports.print_doctor(out, found)
+    raise typer.Exit(found.exit_code)
 
 
 @app.command()

@@ -17,10 +17,21 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from runner.agent import Agent, SpendGuard, Transcript, spent_today
 from runner.config import Config
-from runner.errors import ExecutorError, ExecutorTimeoutError, OmniError, ToolError
+from runner.errors import (
+    AgentError,
+    BudgetExceededError,
+    ExecutorError,
+    ExecutorTimeoutError,
+    ModelError,
+    OmniError,
+    ToolError,
+)
+from runner.faults import CloudsDownError
+from runner.llm import GatewayOutcome, Via
 from runner.results import Redactor, RunResult, iso, truncate, utc_now, write_result
-from runner.router import choose_executor
+from runner.router import choose_executor, choose_model, model_list_names
 from runner.states import Mode, RunState
 from runner.store import RunRecord, Store
 from runner.tasks import Task
@@ -65,6 +76,14 @@ class _Outcome:
     error: str | None = None
     executor: str | None = None
     started: float | None = None
+    transcript: Transcript | None = None
+    """A prompt run's record (model, tier, usage, turns, tool calls); None for tool runs."""
+    note: str | None = None
+    """Why a run waits (brainstem mode)."""
+
+
+class _Wait(Exception):
+    """A prompt run that must wait: no cloud answers (brainstem mode)."""
 
 
 class _Failure(Exception):
@@ -88,8 +107,13 @@ class Dispatcher:
         redactor: Redactor,
         clock: Callable[[], datetime] = utc_now,
         on_finished: Callable[[Finished], None] | None = None,
+        agent: Agent | None = None,
+        mode_of: Callable[[], Mode] | None = None,
     ) -> None:
         self._store = store
+        self._agent = agent
+        self._mode_of = mode_of
+        """The system mode now (``runner.faults``), for result files; None: normal."""
         self._pool = pool
         self._config = config
         self._results = results_root
@@ -147,20 +171,32 @@ class Dispatcher:
             detail=f"{route.executor}.{tool} ({route.reason})",
         )  # fmt: skip
         started = time.perf_counter()
+        transcript = Transcript() if task.is_prompt else None
         try:
-            output = await self._call(task, run, route.executor)
+            output = await self._call(task, run, route.executor, transcript)
         except _Failure as failure:
             if failure.retry and run.attempt < run.max_attempts:
                 self._store.transition(
-                    run.run_id, RunState.FAILED, error=str(failure), detail="attempt failed"
-                )
+                    run.run_id, RunState.FAILED, error=str(failure), detail="attempt failed",
+                    **_spent(run, transcript),
+                )  # fmt: skip
                 return failure
-            return _Outcome(task, run, RunState.FAILED, error=str(failure), started=started)
+            return _Outcome(
+                task, run, RunState.FAILED, error=str(failure), started=started,
+                transcript=transcript,
+            )  # fmt: skip
+        except _Wait as wait:
+            return _Outcome(
+                task, run, RunState.WAITING, started=started, transcript=transcript,
+                note=str(wait), executor=route.executor,
+            )  # fmt: skip
         except asyncio.CancelledError:
             # Shutdown: hand the run back so the next start resumes it.
             self._store.transition(run.run_id, RunState.IDLE, detail="interrupted by shutdown")
             raise
-        return _Outcome(task, run, RunState.COMPLETED, output=output, started=started)
+        return _Outcome(
+            task, run, RunState.COMPLETED, output=output, started=started, transcript=transcript
+        )
 
     async def _record(self, outcome: _Outcome) -> Finished:
         """Write the result files (worker thread), then the row.
@@ -179,9 +215,13 @@ class Dispatcher:
             raise
         return self._row(outcome, result, path)
 
-    async def _call(self, task: Task, run: RunRecord, executor: str) -> Any:
+    async def _call(
+        self, task: Task, run: RunRecord, executor: str, transcript: Transcript | None = None
+    ) -> Any:
         spec = task.spec
         meta = {"run_id": run.run_id, "task_id": task.id, "attempt": run.attempt}
+        if transcript is not None:
+            return await self._prompt(task, executor, meta, transcript)
         try:
             async with asyncio.timeout(spec.timeout):
                 outcome = await self._pool.call_tool(
@@ -209,6 +249,36 @@ class Dispatcher:
             return self._cap_data(outcome.structured)
         return self._cap(outcome.text)
 
+    async def _prompt(
+        self, task: Task, executor: str, meta: dict[str, Any], transcript: Transcript
+    ) -> str:
+        """A prompt task: the agent loop (or the executor's agent tool), under the timeout."""
+        if self._agent is None:
+            raise _Failure("prompt tasks need a model client; none was given", retry=False)
+        config = self._config
+        choice = choose_model(task.spec, config.router, model_list_names(config))
+        spend = SpendGuard(config.router.budget, spent_today(self._store, self._results,
+                                                             self._clock()))  # fmt: skip
+        try:
+            async with asyncio.timeout(task.spec.timeout):
+                return await self._agent.run(
+                    task, executor, choice=choice, spend=spend, transcript=transcript, meta=meta
+                )
+        except TimeoutError:
+            raise _Failure(
+                f"timed out after {task.spec.timeout:g} s (task timeout) in turn "
+                f"{transcript.turns + 1}",
+                retry=True,
+            ) from None
+        except (BudgetExceededError, AgentError, ToolError) as exc:
+            raise _Failure(str(exc), retry=False) from None
+        except CloudsDownError as exc:
+            raise _Wait(str(exc)) from None
+        except (ModelError, ExecutorError) as exc:
+            raise _Failure(str(exc), retry=True) from None
+        except OmniError as exc:
+            raise _Failure(str(exc), retry=False) from None
+
     def _cap(self, text: str) -> str:
         return truncate(text, self._config.dispatch.output_limit_bytes)
 
@@ -220,6 +290,15 @@ class Dispatcher:
     def _result(self, outcome: _Outcome) -> RunResult:
         now = self._clock()
         run, started = outcome.run, outcome.started
+        prompt: dict[str, Any] = {}
+        mode = self._mode_of() if self._mode_of is not None else Mode.NORMAL
+        if (transcript := outcome.transcript) is not None:
+            # Extra result fields beside DESIGN's (the model allows them): `agent`, `note`.
+            prompt = {"model": transcript.model, "tier": transcript.tier,
+                      "usage": transcript.usage(), "agent": transcript.as_dict()}  # fmt: skip
+            mode = _prompt_mode(outcome, transcript, mode)
+        if outcome.note is not None:
+            prompt["note"] = outcome.note
         return RunResult(
             task_id=outcome.task.id,
             run_id=run.run_id,
@@ -228,13 +307,14 @@ class Dispatcher:
             state=outcome.state,
             attempt=run.attempt,
             executor=outcome.executor or run.executor,
-            tool=outcome.task.spec.tool,
-            mode=Mode.NORMAL,
+            tool=outcome.task.spec.tool or (transcript and transcript.agent_tool),
+            mode=mode,
             started_at=run.started_at or iso(now),
             finished_at=iso(now),
             duration_s=round(time.perf_counter() - started, 4) if started is not None else 0.0,
             output=outcome.output,
             error=None if outcome.error is None else self._redactor.text(outcome.error),
+            **prompt,
         )
 
     def _row(self, outcome: _Outcome, result: RunResult, path: Path) -> Finished:
@@ -247,6 +327,48 @@ class Dispatcher:
             error=result.error,
             result_path=str(path),
             executor=result.executor,
-            detail=result.error or "ok",
+            detail=result.error or outcome.note or _fallbacks(outcome.transcript) or "ok",
+            **_model_fields(result, run),
+            **({"note": outcome.note} if outcome.note is not None else {}),
         )
         return Finished(outcome.task, final, path)
+
+
+def _prompt_mode(outcome: _Outcome, transcript: Transcript, now: Mode) -> Mode:
+    """The mode a prompt run's model calls were made in: brainstem while it waits,
+    degraded when its last answer came from the direct API, normal from the gateway,
+    else (no model call: an agent tool) the mode now."""
+    if outcome.state is RunState.WAITING:
+        return Mode.BRAINSTEM
+    answered = [c for c in transcript.model_calls if c.outcome is GatewayOutcome.OK]
+    if not answered:
+        return now
+    return Mode.DEGRADED if answered[-1].via is Via.DIRECT else Mode.NORMAL
+
+
+def _spent(run: RunRecord, transcript: Transcript | None) -> dict[str, Any]:
+    """``cost_usd`` for the row: earlier attempts' spend plus this attempt's, so the daily
+    cap counts a retried run's every attempt (the result file has the last one's)."""
+    if transcript is None or transcript.cost_usd is None:
+        return {}
+    return {"cost_usd": (run.cost_usd or 0.0) + transcript.cost_usd}
+
+
+def _model_fields(result: RunResult, run: RunRecord) -> dict[str, Any]:
+    """The row's model columns for a prompt run (none for a tool run)."""
+    if result.model is None and result.usage.cost_usd is None:
+        return {}
+    cost = result.usage.cost_usd
+    if cost is not None:
+        cost += run.cost_usd or 0.0
+    return {"model": result.model, "tier": result.tier, "cost_usd": cost}
+
+
+def _fallbacks(transcript: Transcript | None) -> str:
+    """The fallback steps a prompt run took, for its event row ("" when none)."""
+    if transcript is None:
+        return ""
+    failed = [f"{c.model} ({c.tier}) {c.outcome}" for c in transcript.model_calls if c.detail]
+    if not failed:
+        return ""
+    return f"ok; fell back past {', '.join(failed)}; answered by {transcript.model}"

@@ -67,3 +67,42 @@ class ToolError(ExecutorError):
 
 class ExecutorTimeoutError(ExecutorError):
     """The call got no answer within its timeout; the connection stays usable."""
+
+
+class ModelError(OmniError):
+    """A model call failed; names the model and, where known, its tier."""
+
+    def __init__(self, model: str | None, message: str, tier: str | None = None) -> None:
+        self.model = model
+        self.tier = tier
+        where = f"model {model!r}" + (f" ({tier})" if tier else "") if model else "model"
+        super().__init__(f"{where}: {message}")
+
+
+class ModelUnavailableError(ModelError):
+    """No model of the task's choice answered usably (each step's reason is listed)."""
+
+
+class BudgetExceededError(OmniError):
+    """A run stopped because it would pass ``router.budget.per_run_usd`` or ``per_day_usd``."""
+
+
+class AgentError(OmniError):
+    """A prompt task's agent loop stopped without an answer (e.g. ``max_turns``), or its
+    task asks for tools its executor does not offer."""
+
+
+class GitOpsError(OmniError):
+    """A git step (fetch, commit, push) failed; the message says what and what to do.
+
+    Raised after the runs it concerns have written their result files, which stay on disk.
+    """
+
+
+class SourceError(OmniError):
+    """A task source failed (the watched folder, or the git source's clone, fetch or
+    checkout); the message names the source. The service logs it and keeps running."""
+
+
+class ServiceError(OmniError):
+    """Service mode cannot start (e.g. another service already uses the state file)."""

@@ -12,15 +12,30 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from runner.config import Config, ResolvedPaths, secret_env_values
+from runner.agent import Agent
+from runner.config import BUILTIN, Config, ResolvedPaths, secret_env_values
 from runner.dispatcher import Dispatcher, Finished
-from runner.errors import TaskFileError
+from runner.dueness import (
+    Due,
+    DueRule,
+    clock_from,
+    decide,
+    history_from_results,
+    history_from_store,
+)
+from runner.errors import GitOpsError, TaskFileError
 from runner.executors import ExecutorPool
-from runner.results import Redactor, utc_now
-from runner.states import RunState
+from runner.faults import FaultHandling, repair_waits
+from runner.results import Redactor, iso, utc_now
+from runner.router import waits_for_model
+from runner.states import Mode, RunState
 from runner.store import ResumeReport, RunRecord, Store
 from runner.tasks import Task, load_tasks
+
+if TYPE_CHECKING:
+    from runner.gitops import GitWorkspace, Prepared, Published
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +79,10 @@ class OnceReport:
     resumed: ResumeReport | None = None
     finished: list[Finished] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
+    published: Published | None = None
+    """What ``--commit`` / ``--push`` did, when asked."""
+    git_error: str | None = None
+    """Why ``--commit`` / ``--push`` failed (the result files are on disk)."""
 
     @property
     def failed(self) -> list[Finished]:
@@ -72,8 +91,9 @@ class OnceReport:
 
     @property
     def exit_code(self) -> int:
-        """0 when all went well or had to wait; 1 when a run failed or a file was invalid."""
-        return 1 if self.failed or self.problems else 0
+        """0 when all went well or had to wait; 1 when a run failed, a file was invalid,
+        or the results could not be committed or pushed."""
+        return 1 if self.failed or self.problems or self.git_error else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,12 +103,25 @@ class OnceOptions:
     task_id: str | None = None
     force: bool = False
     shard: Shard | None = None
+    commit: bool = False
+    """Commit the results on the current branch (``--commit``)."""
+    push: str | None = None
+    """Commit the results on this branch and push it to ``origin`` (``--push BRANCH``)."""
 
 
 def plan(
-    tasks: list[Task], store: Store, options: OnceOptions
+    tasks: list[Task],
+    store: Store,
+    options: OnceOptions,
+    rule: DueRule | None = None,
+    *,
+    waits_for: Callable[[Task], str | None] | None = None,
 ) -> tuple[list[tuple[Task, RunRecord]], list[Skipped]]:
-    """Decide which tasks run now; create (or reuse) their run rows."""
+    """Decide which tasks run now (due-ness from the store and the result files, see
+    ``runner.dueness``; without ``rule``, from the store alone as of now); create (or
+    reuse) their run rows. A task for which ``waits_for`` gives a reason (a prompt task
+    with no model configured) stays idle."""
+    rule = rule or DueRule(now=utc_now(), results=None)
     runnable: list[tuple[Task, RunRecord]] = []
     skipped: list[Skipped] = []
     for task in tasks:
@@ -100,29 +133,28 @@ def plan(
         if not task.spec.enabled and not options.force:
             skipped.append(Skipped(task.id, "disabled (enabled: false)"))
             continue
-        if task.spec.schedule is not None and not options.force:
-            skipped.append(
-                Skipped(task.id, f"scheduled ({task.spec.schedule}): runs in `omni run`")
+        slot = None  # a forced run serves no slot: it is an extra run
+        if not options.force:
+            history = history_from_store(store, task).merge(
+                history_from_results(rule.results, task.id)
             )
-            continue
-        if not options.force and store.has_completed(task.id, task.task_hash):
-            skipped.append(
-                Skipped(task.id, "already completed for this content", RunState.COMPLETED)
-            )
-            continue
-        run = None if options.force else store.open_run(task.id, task.task_hash)
+            decision = decide(task, history, rule)
+            if decision.verdict is not Due.RUN:
+                done = RunState.COMPLETED if decision.verdict is Due.DONE else None
+                skipped.append(Skipped(task.id, decision.reason, done))
+                continue
+            slot = iso(decision.slot) if decision.slot is not None else None
+        run = None if options.force else store.open_run(task.id, task.task_hash, slot)
         if run is None:
-            run = store.create_run(task.id, task.task_hash, max_attempts=task.spec.retries + 1)
+            run = store.create_run(
+                task.id, task.task_hash, max_attempts=task.spec.retries + 1, slot=slot
+            )
         elif run.state is RunState.FAILED:
             run = store.transition(run.run_id, RunState.IDLE, detail="retry on next run --once")
-        if task.is_prompt:
-            skipped.append(
-                Skipped(
-                    task.id,
-                    "prompt task: waits (idle) until prompt tasks are supported (coming next)",
-                    RunState.IDLE,
-                )
-            )
+        if waits_for is not None and (reason := waits_for(task)) is not None:
+            if run.note != reason:
+                store.set_note(run.run_id, reason)
+            skipped.append(Skipped(task.id, reason, RunState.IDLE))
             continue
         runnable.append((task, run))
     return runnable, skipped
@@ -134,12 +166,59 @@ async def run_once(
     options: OnceOptions,
     *,
     environ: Mapping[str, str] | None = None,
-    clock: Callable[[], datetime] = utc_now,
+    clock: Callable[[], datetime] | None = None,
     on_planned: Callable[[int], None] | None = None,
     on_finished: Callable[[Finished], None] | None = None,
 ) -> OnceReport:
-    """Run every runnable task once and return what happened."""
+    """Run every runnable task once and return what happened; with ``options.commit``
+    or ``options.push``, commit (and push) the results too (``runner.gitops``).
+
+    Raises :class:`GitOpsError` before running anything when the repository cannot
+    take a commit at all; a failed commit or push after the runs is ``git_error``.
+    """
     env = os.environ if environ is None else environ
+    clock = clock or clock_from(env)
+    git: tuple[GitWorkspace, Prepared] | None = None
+    if options.commit or options.push:
+        # gitpython loads only when asked for.
+        from runner.gitops import GitWorkspace  # noqa: PLC0415 # pylint: disable=import-outside-toplevel
+
+        workspace = GitWorkspace.open(
+            Path.cwd(), results=paths.results, state=paths.state, environ=env
+        )
+        git = (workspace, workspace.prepare(options.push, push=options.push is not None))
+    report = await _run_tasks(
+        config, paths, options, env=env, clock=clock,
+        on_planned=on_planned, on_finished=on_finished,
+    )  # fmt: skip
+    if git is not None:
+        try:
+            report.published = git[0].publish(git[1], commit_message(report))
+        except GitOpsError as exc:
+            report.git_error = str(exc)
+    return report
+
+
+def commit_message(report: OnceReport) -> str:
+    """The commit message for a run's results: a summary line, then one line a run."""
+    done = sum(1 for f in report.finished if f.run.state is RunState.COMPLETED)
+    lines = [f"omni: {len(report.finished)} run(s), {done} completed, {len(report.failed)} failed"]
+    if report.finished:
+        lines.append("")
+        lines += [f"- {f.task.id}: {f.run.state}" for f in report.finished]
+    return "\n".join(lines) + "\n"
+
+
+async def _run_tasks(
+    config: Config,
+    paths: ResolvedPaths,
+    options: OnceOptions,
+    *,
+    env: Mapping[str, str],
+    clock: Callable[[], datetime],
+    on_planned: Callable[[int], None] | None,
+    on_finished: Callable[[Finished], None] | None,
+) -> OnceReport:
     loaded = load_tasks(paths.tasks, config.limits.task_file_bytes)
     report = OnceReport(problems=loaded.problems)
     if options.task_id is not None and all(t.id != options.task_id for t in loaded.tasks):
@@ -147,14 +226,33 @@ async def run_once(
         return report
     with Store(paths.state, clock=clock) as store:
         report.resumed = store.resume(paths.results)
-        runnable, report.skipped = plan(loaded.tasks, store, options)
+        rule = DueRule(
+            now=clock(),
+            results=paths.results,
+            timezone=config.schedule.timezone,
+            misfire_grace=config.schedule.misfire_grace,
+        )
+        configured = {BUILTIN, *config.mcp_servers}
+        runnable, report.skipped = plan(
+            loaded.tasks, store, options, rule,
+            waits_for=lambda task: repair_waits(task, config, configured)
+            or waits_for_model(task.spec, config, configured),
+        )  # fmt: skip
+        runnable.sort(key=lambda item: item[1].seq)  # waiting runs resume in their order
         if on_planned is not None:
             on_planned(len(runnable))
         if not runnable:
             return report
         redactor = Redactor([*config.secret_values(), *secret_env_values(env)])
         workspace = Path(config.workspace) if config.workspace else Path.cwd()
-        async with ExecutorPool(config.mcp_servers, workspace=workspace, environ=env) as pool:
+        faults = FaultHandling(
+            config, store=store, redactor=redactor, tasks_root=paths.tasks,
+            results_root=paths.results, environ=env, clock=clock,
+        )  # fmt: skip
+        async with (
+            ExecutorPool(config.mcp_servers, workspace=workspace, environ=env) as pool,
+            faults,  # imports litellm only on a prompt task's first call
+        ):
             dispatcher = Dispatcher(
                 store=store,
                 pool=pool,
@@ -163,6 +261,27 @@ async def run_once(
                 redactor=redactor,
                 clock=clock,
                 on_finished=on_finished,
+                agent=Agent(llm=faults.models, pool=pool, config=config, redactor=redactor),
+                mode_of=faults.mode,
             )
-            report.finished = await dispatcher.run_all(runnable)
+            faults.watching()  # probes every check_interval while not normal
+            report.finished = await _resuming(dispatcher, runnable, faults)
     return report
+
+
+async def _resuming(
+    dispatcher: Dispatcher, runnable: list[tuple[Task, RunRecord]], faults: FaultHandling
+) -> list[Finished]:
+    """Run everything; then, while a cloud answers again, the runs that went waiting
+    (brainstem) once more, in their original order."""
+    finished = await dispatcher.run_all(runnable)
+    while faults.mode() is not Mode.BRAINSTEM:
+        waiting = [(i, f) for i, f in enumerate(finished) if f.run.state is RunState.WAITING]
+        if not waiting:
+            break
+        again = await dispatcher.run_all([(f.task, f.run) for _, f in waiting])
+        for (i, _), done in zip(waiting, again, strict=True):
+            finished[i] = done
+        if all(f.run.state is RunState.WAITING for f in again):
+            break
+    return finished

@@ -3,21 +3,24 @@ for ``--json``. Reads the store; never changes it."""
 
 from __future__ import annotations
 
-from datetime import datetime, time
+from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from runner.agent import spent_today
 from runner.config import Config, ResolvedPaths
-from runner.results import iso, utc_now
+from runner.results import utc_now
 from runner.states import RunState
 from runner.store import Store
 
 if TYPE_CHECKING:
     from runner.dispatcher import Finished
+    from runner.doctor import Diagnosis
     from runner.once import OnceReport
 
 _STYLE = {
@@ -33,7 +36,7 @@ _STYLE = {
 def status_snapshot(
     config: Config, paths: ResolvedPaths, now: datetime | None = None
 ) -> dict[str, Any]:
-    """Mode, runs by state, recent runs and today's spend, as plain data."""
+    """Mode, runs by state, recent runs, next fire times and today's spend, as plain data."""
     now = now or utc_now()
     budget = config.router.budget
     snapshot: dict[str, Any] = {
@@ -43,8 +46,11 @@ def status_snapshot(
         "recent_runs": [],
         "spend_today_usd": 0.0,
         "budget": {"per_run_usd": budget.per_run_usd, "per_day_usd": budget.per_day_usd},
+        "next_fire": [],
     }
     if not paths.state.exists():
+        # No state yet (e.g. a CI run on the results branch): spend from result files.
+        snapshot["spend_today_usd"] = round(spent_today(None, paths.results, now), 6)
         return snapshot
     with Store(paths.state) as store:
         mode = store.mode()
@@ -57,13 +63,19 @@ def status_snapshot(
                 "state": r.state.value,
                 "attempt": r.attempt,
                 "executor": r.executor,
+                "model": r.model,
+                "tier": r.tier,
+                "cost_usd": r.cost_usd,
                 "updated_at": r.updated_at,
                 "error": r.error,
             }
             for r in store.runs(limit=10)
         ]
-        midnight = datetime.combine(now.date(), time(), tzinfo=now.tzinfo)
-        snapshot["spend_today_usd"] = round(store.spend_since(iso(midnight)), 6)
+        snapshot["spend_today_usd"] = round(spent_today(store, paths.results, now), 6)
+        # The jobs `omni run` last scheduled; apscheduler loads only here.
+        from runner.schedule import next_fire_times  # noqa: PLC0415 # pylint: disable=import-outside-toplevel
+
+        snapshot["next_fire"] = next_fire_times(store, now)
     return snapshot
 
 
@@ -77,11 +89,19 @@ def print_status(out: Console, snap: dict[str, Any]) -> None:
         f"[{_STYLE[RunState(s)]}]{s} {n}[/]" for s, n in snap["runs_by_state"].items()
     )
     out.print(f"[bold]runs[/bold]: {counts}")
-    cap = snap["budget"]["per_day_usd"]
+    cap, run_cap = snap["budget"]["per_day_usd"], snap["budget"]["per_run_usd"]
     out.print(
         f"[bold]spend today[/bold]: ${snap['spend_today_usd']:.4f}"
         + (f" of ${cap:.2f}" if cap is not None else " (no daily cap)")
+        + (f"; per run at most ${run_cap:.2f}" if run_cap is not None else "; no per-run cap")
     )
+    if snap.get("next_fire"):
+        fires = Table(title="next fire times (as `omni run` scheduled them)", title_justify="left")
+        for column in ("task", "schedule", "timezone", "next fire"):
+            fires.add_column(column)
+        for job in snap["next_fire"]:
+            fires.add_row(job["task_id"], job["schedule"], job["timezone"], job["next_fire"] or "")
+        out.print(fires)
     if not snap["recent_runs"]:
         out.print(f"no runs yet in {snap['state_file']}; try `omni run --once`")
         return
@@ -200,3 +220,16 @@ def _took(started: str, finished: str | None) -> str:
         return ""
     seconds = (datetime.fromisoformat(finished) - datetime.fromisoformat(started)).total_seconds()
     return f"{seconds:.2f}s"
+
+
+_DOCTOR_STYLE = {"ok": "green", "fail": "red", "skip": "dim"}
+
+
+def print_doctor(out: Console, diagnosis: Diagnosis) -> None:
+    """``omni doctor`` for a person: one line a check."""
+    width = max((len(c.name) for c in diagnosis.checks), default=0)
+    for check in diagnosis.checks:
+        style = _DOCTOR_STYLE[check.status.value]
+        name, detail = escape(f"{check.name:<{width}}"), escape(check.detail)
+        out.print(f"[{style}]{check.status.value:<4}[/] {name}  {detail}",
+                  highlight=False, soft_wrap=True)  # fmt: skip

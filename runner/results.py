@@ -142,6 +142,24 @@ def write_result(results_root: Path, result: RunResult, redactor: Redactor) -> P
     return json_path
 
 
+def spend_since(results_root: Path, moment: datetime) -> float:
+    """Total ``usage.cost_usd`` of the result files of runs finished at or after ``moment``.
+
+    Today's spend when there is no state database yet (a CI run starting from the
+    results branch). Run ids begin with their creation time, so older files are skipped
+    by name without being read.
+    """
+    floor, since = new_run_id(moment)[:10], iso(moment)
+    total = 0.0
+    for path in results_root.rglob("*.json") if results_root.is_dir() else ():
+        if len(path.stem) != 26 or path.stem[:10] < floor:
+            continue
+        found = read_result(path)
+        if found is not None and found.finished_at >= since and found.usage.cost_usd:
+            total += found.usage.cost_usd
+    return total
+
+
 def read_result(path: Path) -> RunResult | None:
     """A result file's content, or ``None`` if it is missing or unreadable."""
     try:
@@ -165,6 +183,14 @@ def render_markdown(data: dict[str, Any]) -> str:
     if data.get("slot"):
         lines.append(f"- slot: {data['slot']}")
     lines.append(f"- started {data['started_at']}, took {data['duration_s']:.2f} s")
+    usage = data.get("usage") or {}
+    if usage.get("input_tokens") or usage.get("output_tokens"):
+        cost = usage.get("cost_usd")
+        lines.append(
+            f"- tokens: {usage['input_tokens']} in, {usage['output_tokens']} out; cost "
+            + (f"${cost:.6f}" if cost is not None else "unknown")
+        )
+    lines += _agent_lines(data.get("agent"))
     if data.get("error"):
         lines += ["", "## Error", "", "```text", str(data["error"]), "```"]
     output = data.get("output")
@@ -172,6 +198,22 @@ def render_markdown(data: dict[str, Any]) -> str:
         body = output if isinstance(output, str) else json.dumps(output, indent=2)
         lines += ["", "## Output", "", "```text", body, "```"]
     return "\n".join(lines) + "\n"
+
+
+def _agent_lines(agent: Any) -> list[str]:
+    """A prompt run's turns, fallback steps and tool calls, for the reviewer."""
+    if not isinstance(agent, dict):
+        return []
+    calls = agent.get("tool_calls") or []
+    lines = [f"- agent: {agent.get('turns', 0)} model turn(s), {len(calls)} tool call(s)"]
+    for step in agent.get("model_calls") or []:
+        if step.get("error"):
+            lines.append(f"  - model `{step['model']}` ({step['tier']}): {step['outcome']}"
+                         f" — {step['error']}")  # fmt: skip
+    for call in calls:
+        note = f" — {call['error']}" if call.get("error") else ""
+        lines.append(f"  - turn {call['turn']}: `{call['name']}` {call['duration_s']:.3f} s{note}")
+    return lines
 
 
 def utc_now() -> datetime:

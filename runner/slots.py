@@ -11,12 +11,15 @@ One rule, used by service mode at start-up and by ``run --once`` in CI (DESIGN Â
   missed slot, however late the runner wakes (a delayed CI cron never skips a day).
 
 ``every N`` schedules fire on multiples of N since the Unix epoch (UTC), so every
-machine agrees on the slots without sharing state.
+machine agrees on the slots without sharing state. At a DST fall-back the hour that
+repeats is served once: a wall time that occurs twice is one slot, its first occurrence
+(so ``30 2 * * *`` runs once that night, as cron does).
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from runner.tasks import cron_trigger, every_seconds
@@ -46,9 +49,9 @@ def latest_slot(schedule: str, timezone: str, now: datetime) -> datetime | None:
         last = None
         while fire is not None and fire <= now:
             last = fire
-            fire = trigger.get_next_fire_time(fire, fire + timedelta(seconds=1))
+            fire = _fire_after(trigger, fire)
         if last is not None:
-            return last.astimezone(UTC)
+            return _first_occurrence(last, zone)
     return None
 
 
@@ -60,8 +63,42 @@ def next_slot(schedule: str, timezone: str, now: datetime) -> datetime | None:
         epoch = int(now.timestamp())
         return datetime.fromtimestamp(epoch - epoch % interval + interval, UTC)
     trigger = cron_trigger(schedule, timezone)
-    fire = trigger.get_next_fire_time(None, now + timedelta(seconds=1))
+    fire = _fire_after(trigger, now, skip_repeats_in=ZoneInfo(timezone))
     return None if fire is None else fire.astimezone(UTC)
+
+
+def _is_repeat(fire: datetime, zone: ZoneInfo) -> bool:
+    """True for the second occurrence of a wall time repeated at a DST fall-back."""
+    local = fire.astimezone(zone)
+    return local.fold == 1 and local.replace(fold=0).utcoffset() != local.utcoffset()
+
+
+def _first_occurrence(fire: datetime, zone: ZoneInfo) -> datetime:
+    """``fire`` in UTC, moved to the first occurrence of its wall time if repeated."""
+    if _is_repeat(fire, zone):
+        return fire.astimezone(zone).replace(fold=0).astimezone(UTC)
+    return fire.astimezone(UTC)
+
+
+def _fire_after(
+    trigger: Any, moment: datetime, skip_repeats_in: ZoneInfo | None = None
+) -> datetime | None:
+    """The trigger's first fire time strictly after ``moment`` (and, given a zone, not
+    the second occurrence of a repeated wall time).
+
+    At a DST fall-back APScheduler 3 can answer with a time *before* the one asked
+    from (the repeated hour's wall time); asking again from past the fold moves on.
+    Without this, ``latest_slot`` looped forever on such a day.
+    """
+    probe = moment + timedelta(seconds=1)
+    for _ in range(8):
+        fire = trigger.get_next_fire_time(None, probe)
+        if fire is None:
+            return None
+        if fire > moment and not (skip_repeats_in and _is_repeat(fire, skip_repeats_in)):
+            return fire
+        probe = max(probe + timedelta(hours=1), fire + timedelta(seconds=1))
+    return None
 
 
 def due_slot(

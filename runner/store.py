@@ -77,6 +77,20 @@ class ModeRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class RunChange:
+    """One run state change, reported to ``on_transition`` after its transaction commits."""
+
+    run_id: str
+    task_id: str
+    slot: str | None
+    old: RunState | None  # None: the run was created
+    new: RunState
+    attempt: int
+    detail: str
+    at: str
+
+
+@dataclass(frozen=True, slots=True)
 class ResumeReport:
     """What :meth:`Store.resume` did with the runs a dead process left in flight."""
 
@@ -172,12 +186,21 @@ def _sql_value(value: Any) -> Any:
     return value
 
 
-class Store:
+class Store:  # pylint: disable=too-many-public-methods  # the store's whole API
     """The state database at ``path``; one object per process (or per test)."""
 
-    def __init__(self, path: Path, *, clock: Callable[[], datetime] = utc_now) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+        on_transition: Callable[[RunChange], None] | None = None,
+    ) -> None:
         self.path = Path(path)
         self._clock = clock
+        # Changes made inside the open transaction; reported only once it commits.
+        self._on_transition = on_transition
+        self._changes: list[RunChange] = []
         # The dispatcher may reach the store from worker threads; one connection must
         # never interleave two transactions.
         self._lock = threading.RLock()
@@ -229,9 +252,14 @@ class Store:
                 yield self._conn
                 self._conn.execute("COMMIT")
             except BaseException:
+                self._changes.clear()
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
                 raise
+            changes, self._changes = self._changes, []
+            if self._on_transition is not None:
+                for change in changes:
+                    self._on_transition(change)
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         with self._lock:
@@ -300,7 +328,18 @@ class Store:
             (*values.values(), record.run_id),
         ).fetchall()[0]
         self._event(conn, record.run_id, record.state, new, detail=detail, now=now)
-        return _record(row)
+        moved = _record(row)
+        self._note(moved, record.state, detail)
+        return moved
+
+    def _note(self, run: RunRecord, old: RunState | None, detail: str) -> None:
+        if self._on_transition is not None:
+            self._changes.append(
+                RunChange(
+                    run.run_id, run.task_id, run.slot, old, run.state, run.attempt, detail,
+                    run.updated_at,
+                )
+            )  # fmt: skip
 
     @staticmethod
     def _event(
@@ -356,7 +395,9 @@ class Store:
             except sqlite3.IntegrityError as exc:
                 raise StoreError(f"{self.path}: run {run_id} already exists") from exc
             self._event(conn, run_id, None, RunState.IDLE, detail="created", now=now)
-        return _record(row)
+            created = _record(row)
+            self._note(created, None, "created")
+        return created
 
     def claim(self, run_id: str) -> RunRecord | None:
         """Move an idle or waiting run to dispatching, or ``None`` if it is not claimable.
@@ -453,6 +494,17 @@ class Store:
         )
         return bool(rows)
 
+    def last_finished_slot(self, task_id: str) -> str | None:
+        """The latest ``slot`` a *finished* run of this task served (completed or failed,
+        any content); an unfinished run does not count, so ``run --once`` takes it up
+        again instead of skipping its slot."""
+        rows = self._read(
+            "SELECT MAX(slot) AS slot FROM runs WHERE task_id = ? AND slot IS NOT NULL"
+            " AND state IN (?, ?)",
+            (task_id, RunState.COMPLETED.value, RunState.FAILED.value),
+        )
+        return rows[0]["slot"]
+
     @staticmethod
     def _task_filter(task_id: str, task_hash: str, slot: str | None) -> tuple[str, list[Any]]:
         sql, params = "task_id = ? AND task_hash = ?", [task_id, task_hash]
@@ -460,6 +512,14 @@ class Store:
             sql += " AND slot = ?"
             params.append(slot)
         return sql, params
+
+    def set_note(self, run_id: str, note: str) -> None:
+        """Set a run's ``note`` (why it waits, how a fault ended) without a state change."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE runs SET note = ?, updated_at = ? WHERE run_id = ?",
+                (note, self._now(), run_id),
+            )
 
     def delete_runs(self, run_ids: list[str]) -> int:
         """Delete runs and (by cascade) their events; returns how many runs went."""

@@ -57,7 +57,7 @@ def test_first_run_completes_tasks_and_second_run_does_nothing(project: Path) ->
     assert rows(project) == [
         ("hello", "completed", 1),
         ("nested/write", "completed", 1),
-        ("think", "idle", 0),  # prompt tasks wait for the prompt-task feature
+        ("think", "idle", 0),  # no model configured: the prompt task waits
     ]
     assert "prompt task" in first.stdout
 

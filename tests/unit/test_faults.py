@@ -74,7 +74,8 @@ def test_consecutive_failures_switch_to_degraded_and_write_one_repair_task(tmp_p
     assert (task.spec.executor, task.spec.kind) == ("claude_code", "coding")
     assert "http://127.0.0.1:4000" in (task.spec.prompt or "")
     assert "1 server_error, 1 timeout" in (task.spec.prompt or "")
-    [(committed, message)] = commits
+    assert len(commits) == 1
+    committed, message = commits[0]
     assert committed == repairs[0]
     assert "repair task" in message
 

