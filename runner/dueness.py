@@ -6,7 +6,9 @@ the files under ``results/<task-id>/``, and takes whichever knows more:
 
 * a **one-off** task (no ``schedule``) is done when a run of its current content
   (``task_hash``) *completed*, by the store or by a result file; a changed file has a
-  new hash and runs again; a run that failed runs again next time;
+  new hash and runs again; a run that failed with every attempt used is not run again
+  for the same content (a broken task must not fail, or spend, every 15 minutes):
+  edit the file or use ``--force``;
 * a **scheduled** task runs the slot :func:`runner.slots.due_slot` picks, given the
   latest slot any earlier run served (completed or failed, whatever the content: an
   edited schedule does not re-serve a slot). Missed slots coalesce into the latest one,
@@ -49,6 +51,8 @@ class Due(StrEnum):
     """A one-off already completed for its current content."""
     SERVED = "served"
     """A scheduled task whose latest slot already ran; it waits for the next one."""
+    FAILED = "failed"
+    """A one-off whose current content already failed with every attempt used."""
     NOT_YET = "not_yet"
     """A scheduled task that never ran and whose latest slot is past the grace period."""
 
@@ -59,6 +63,8 @@ class History:
 
     last_slot: datetime | None = None
     completed_hashes: frozenset[str] = field(default_factory=frozenset)
+    failed_hashes: frozenset[str] = field(default_factory=frozenset)
+    """Contents whose run failed with every attempt used."""
 
     def merge(self, other: History) -> History:
         """What both histories know together."""
@@ -66,6 +72,7 @@ class History:
         return History(
             last_slot=max(slots) if slots else None,
             completed_hashes=self.completed_hashes | other.completed_hashes,
+            failed_hashes=self.failed_hashes | other.failed_hashes,
         )
 
 
@@ -104,6 +111,7 @@ def history_from_results(results: Path | None, task_id: str) -> History:
         return History()
     last: datetime | None = None
     hashes: set[str] = set()
+    failed: set[str] = set()
     for path in folder.glob("*.json"):
         try:
             data = json.loads(path.read_bytes())
@@ -112,24 +120,36 @@ def history_from_results(results: Path | None, task_id: str) -> History:
         if not isinstance(data, dict) or data.get("task_id") != task_id:
             continue
         state, slot = data.get("state"), data.get("slot")
-        if state == RunState.COMPLETED.value and isinstance(data.get("task_hash"), str):
-            hashes.add(data["task_hash"])
+        if isinstance(data.get("task_hash"), str):
+            # Result files are written for final outcomes only: a failed one used
+            # every attempt.
+            if state == RunState.COMPLETED.value:
+                hashes.add(data["task_hash"])
+            elif state == RunState.FAILED.value:
+                failed.add(data["task_hash"])
         if state in _SERVED and isinstance(slot, str):
             try:
                 served = parse_time(slot)
             except ValueError:
                 continue
             last = served if last is None or served > last else last
-    return History(last_slot=last, completed_hashes=frozenset(hashes))
+    return History(
+        last_slot=last, completed_hashes=frozenset(hashes), failed_hashes=frozenset(failed)
+    )
 
 
 def history_from_store(store: Store, task: Task) -> History:
     """The history the state database holds for ``task``."""
     slot = store.last_finished_slot(task.id)
     done = store.has_completed(task.id, task.task_hash)
+    failed = any(
+        run.task_hash == task.task_hash and not run.attempts_left
+        for run in store.runs(task_id=task.id, state=RunState.FAILED)
+    )
     return History(
         last_slot=parse_time(slot) if slot else None,
         completed_hashes=frozenset({task.task_hash}) if done else frozenset(),
+        failed_hashes=frozenset({task.task_hash}) if failed else frozenset(),
     )
 
 
@@ -139,6 +159,10 @@ def decide(task: Task, history: History, rule: DueRule) -> Decision:
     if schedule is None:
         if task.task_hash in history.completed_hashes:
             return Decision(Due.DONE, None, "already completed for this content")
+        if task.task_hash in history.failed_hashes:
+            return Decision(
+                Due.FAILED, None, "failed for this content; edit the task or use --force"
+            )
         return Decision(Due.RUN, None, "new or changed content")
     zone = task.spec.timezone or rule.timezone
     slot = due_slot(schedule, zone, rule.now, history.last_slot, rule.misfire_grace)

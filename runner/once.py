@@ -140,7 +140,9 @@ def plan(
             )
             decision = decide(task, history, rule)
             if decision.verdict is not Due.RUN:
-                done = RunState.COMPLETED if decision.verdict is Due.DONE else None
+                done = {Due.DONE: RunState.COMPLETED, Due.FAILED: RunState.FAILED}.get(
+                    decision.verdict
+                )
                 skipped.append(Skipped(task.id, decision.reason, done))
                 continue
             slot = iso(decision.slot) if decision.slot is not None else None

@@ -1,7 +1,8 @@
 """Where task files come from in service mode: the watched tasks folder and a git source.
 
 Both report lists of :class:`SourceChange` (a task file changed, or is gone) to one
-callback; the service loads the files and decides what runs.
+callback; the service loads the files into a :class:`TaskRegistry` (one task an id, one
+id a file) and decides what runs.
 
 The folder source watches with watchfiles and reads a file only once it has been
 quiet for ``service.settle_ms``: its modification time is that old and its size,
@@ -354,11 +355,9 @@ class GitSource:
         self.tasks_root = clone_dir / "tasks"
         self._store = store
         self._on_changes = on_changes
-        self._env = {
-            **(os.environ if environ is None else environ),
-            "GIT_TERMINAL_PROMPT": "0",
-            "GIT_SSH_COMMAND": "ssh -o BatchMode=yes",
-        }
+        # Never wait for a password prompt: a poll that cannot authenticate fails.
+        self._env = {**(os.environ if environ is None else environ), "GIT_TERMINAL_PROMPT": "0"}
+        self._env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
         url = spec.url
         if "://" not in url and Path(url).exists():
             url = str(Path(url).resolve())  # a relative path would be read from the clone

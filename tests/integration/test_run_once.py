@@ -104,6 +104,10 @@ def test_failures_are_recorded_and_others_complete(project: Path) -> None:
     assert (exit1["state"], exit1["attempt"]) == ("failed", 2)  # retried once
     assert "not configured" in results_of(project, "ghost")[0]["error"]
     assert ("exit1", "failed", 2) in rows(project)
+    # A failed one-off is not run again for the same content: no new results, no spend.
+    again = omni(project, "run", "--once")
+    assert len(results_of(project, "exit1")) == 1
+    assert "failed for this content" in again.stdout
 
 
 def test_shards_split_tasks_without_overlap(tmp_path: Path) -> None:

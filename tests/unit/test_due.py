@@ -150,13 +150,21 @@ def test_one_offs_run_once_per_content(tmp_path: Path) -> None:
     first = make_task(args={"text": "v1"})
     edited = make_task(args={"text": "v2"})
     assert decide(first, history_from_results(tmp_path, "t"), rule).verdict is Due.RUN
-    write_result(tmp_path, first, slot=None, state="failed", run=1)
-    assert decide(first, history_from_results(tmp_path, "t"), rule).verdict is Due.RUN
-    write_result(tmp_path, first, slot=None, run=2)
+    write_result(tmp_path, first, slot=None, run=1)
     assert decide(first, history_from_results(tmp_path, "t"), rule).verdict is Due.DONE
     # An edited one-off has a new hash: it runs; edited back, it is done again.
     assert decide(edited, history_from_results(tmp_path, "t"), rule).verdict is Due.RUN
     assert decide(first, history_from_results(tmp_path, "t"), rule).verdict is Due.DONE
+
+
+def test_a_failed_one_off_waits_for_an_edit(tmp_path: Path) -> None:
+    rule = DueRule(now=at("2026-11-21T10:00"), results=tmp_path)
+    broken, fixed = make_task(args={"text": "v1"}), make_task(args={"text": "v2"})
+    write_result(tmp_path, broken, slot=None, state="failed", run=1)
+    decision = decide(broken, history_from_results(tmp_path, "t"), rule)
+    assert decision.verdict is Due.FAILED
+    assert "edit the task or use --force" in decision.reason
+    assert decide(fixed, history_from_results(tmp_path, "t"), rule).verdict is Due.RUN
 
 
 def test_result_files_of_other_tasks_and_junk_are_ignored(tmp_path: Path) -> None:
