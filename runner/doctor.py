@@ -20,6 +20,7 @@ from typing import Any
 
 from runner.config import BUILTIN, Config
 from runner.executors import ExecutorPool
+from runner.faults import probe_model
 from runner.llm import LlmClient, ProbeResult
 from runner.results import Redactor
 
@@ -74,7 +75,8 @@ def key_checks(config: Config, environ: Mapping[str, str]) -> list[Check]:
         if present:
             checks.append(Check(f"key {name}", Status.OK, "set" + where))
         elif needed:
-            checks.append(Check(f"key {name}", Status.FAIL, f"not set (config or env {env}): {why}"))
+            detail = f"not set (config or env {env}): {why}"
+            checks.append(Check(f"key {name}", Status.FAIL, detail))
         else:
             checks.append(Check(f"key {name}", Status.SKIP, f"not set; not needed: {why}"))
 
@@ -82,7 +84,8 @@ def key_checks(config: Config, environ: Mapping[str, str]) -> list[Check]:
     key("lite_llm_key", "LITELLM_API_KEY", config.lite_llm_key is not None, proxy,
         "the proxy at lite_llm_url wants its key" if proxy else "no lite_llm_url")  # fmt: skip
     key("github_key", "GITHUB_LITELLM_KEY", config.github_key is not None, models,
-        "degraded mode calls the direct API with it" if models else "no models configured")  # fmt: skip
+        "degraded mode calls the direct API with it" if models
+        else "no models configured")  # fmt: skip
     for entry in config.model_list:
         value = (entry.get("litellm_params") or {}).get("api_key")
         if isinstance(value, str) and value.startswith("os.environ/"):
@@ -110,10 +113,11 @@ async def model_checks(config: Config) -> list[Check]:
     """The gateway and the direct API, each probed as the fault monitor probes them."""
     checks = []
     async with LlmClient(config) as llm:
+        model = probe_model(config)
         if config.lite_llm_url:
-            checks.append(_probe(f"gateway {config.lite_llm_url}", await llm.probe_gateway()))
+            checks.append(_probe(f"gateway {config.lite_llm_url}", await llm.probe_gateway(model)))
         elif config.model_list:
-            checks.append(_probe("gateway (in-process router)", await llm.probe_gateway()))
+            checks.append(_probe("gateway (in-process router)", await llm.probe_gateway(model)))
         else:
             checks.append(Check("gateway", Status.SKIP, "no lite_llm_url and no model_list"))
         name = f"direct API {config.direct_api.api_base}"

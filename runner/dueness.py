@@ -142,8 +142,10 @@ def history_from_store(store: Store, task: Task) -> History:
     """The history the state database holds for ``task``."""
     slot = store.last_finished_slot(task.id)
     done = store.has_completed(task.id, task.task_hash)
+    # As with the result files, only a recorded failure counts: a run that a crash cut
+    # short with no attempts left (failed by resume, no result file) must run again.
     failed = any(
-        run.task_hash == task.task_hash and not run.attempts_left
+        run.task_hash == task.task_hash and not run.attempts_left and run.result_path
         for run in store.runs(task_id=task.id, state=RunState.FAILED)
     )
     return History(

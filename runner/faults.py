@@ -44,7 +44,7 @@ from runner.repairs import (
     repair_waits,
 )
 from runner.results import Redactor, iso, utc_now
-from runner.router import ModelChoice
+from runner.router import ModelChoice, ModelPolicy
 from runner.states import Mode, RunState
 from runner.store import ModeRecord, RunRecord, Store
 
@@ -59,6 +59,7 @@ __all__ = [
     "RepairWriter",
     "ResilientModels",
     "Resumer",
+    "probe_model",
     "repair_task_yaml",
     "repair_waits",
 ]
@@ -73,10 +74,22 @@ class Outcome(StrEnum):
     REFUSED = "refused"
     SERVER_ERROR = "server_error"
     TIMEOUT = "timeout"
+    COOLDOWN = "cooldown"
+    """Every deployment of the model is cooling down after failures (the router's)."""
 
 
 Probe = Callable[[], Awaitable[ProbeResult]]
-_UNREACHABLE = frozenset({GatewayOutcome.REFUSED, GatewayOutcome.TIMEOUT})
+_UNREACHABLE = frozenset({GatewayOutcome.REFUSED, GatewayOutcome.TIMEOUT, GatewayOutcome.COOLDOWN})
+
+
+def probe_model(config: Config) -> str | None:
+    """The model a gateway probe asks: the first named in the tiers, else in model_list,
+    else ``router.default_model`` when it names one."""
+    tiers = config.router.model_tiers
+    names = [*tiers.free, *tiers.paid, *(str(e["model_name"]) for e in config.model_list)]
+    if config.router.default_model not in set(ModelPolicy):
+        names.append(config.router.default_model)
+    return names[0] if names else None
 
 
 class CloudsDownError(ModelError):
@@ -127,9 +140,9 @@ class FaultMonitor:  # pylint: disable=too-many-instance-attributes  # the mode 
             if call.outcome.gateway_failure:
                 self.direct_outcome(False, f"{call.model}: {call.outcome}: {call.detail}")
             return
-        if call.outcome is GatewayOutcome.COOLDOWN:
-            return  # the in-process router did not try: neither a failure nor an answer
-        if call.outcome.gateway_failure:
+        if call.outcome.gateway_failure or call.outcome is GatewayOutcome.COOLDOWN:
+            # A cooldown: every deployment of the model failed lately (in-process, or the
+            # proxy's own router), which counts the same way (DESIGN §3).
             self.gateway_outcome(Outcome(call.outcome.value), f"{call.model}: {call.detail}")
             return
         self.gateway_outcome(Outcome.OK)  # an answer, even a 4xx: the gateway is there
@@ -266,14 +279,10 @@ class ResilientModels:
                         raise  # the direct API answered, but not usably
                     continue  # brainstem now (or the gateway is back): go round again
             seen: list[GatewayCall] = []
-
-            def step(call: GatewayCall) -> None:
-                seen.append(call)
-                if on_step is not None:
-                    on_step(call)
-
             try:
-                return await self._llm.complete(messages, tools, choice, on_step=step)
+                return await self._llm.complete(
+                    messages, tools, choice, on_step=_tee(seen, on_step)
+                )
             except ModelUnavailableError:
                 if direct and monitor.mode is not Mode.NORMAL:
                     continue  # this call (or another) tripped the switch: retry there
@@ -285,6 +294,17 @@ class ResilientModels:
                 # the gateway, and its probes lead to brainstem while it stays down.
                 if rounds <= 0 or not seen or not all(c.outcome in _UNREACHABLE for c in seen):
                     raise
+
+
+def _tee(
+    seen: list[GatewayCall], on_step: Callable[[GatewayCall], None] | None
+) -> Callable[[GatewayCall], None]:
+    def step(call: GatewayCall) -> None:
+        seen.append(call)
+        if on_step is not None:
+            on_step(call)
+
+    return step
 
 
 class Resumer:
@@ -354,8 +374,8 @@ class FaultHandling:
         )  # fmt: skip
         self.monitor = FaultMonitor(
             store=store, config=config, repairs=repairs, redactor=redactor,
-            probe_gateway=self.llm.probe_gateway, probe_direct=self.llm.probe_direct,
-            clock=clock,
+            probe_gateway=lambda: self.llm.probe_gateway(probe_model(config)),
+            probe_direct=self.llm.probe_direct, clock=clock,
         )  # fmt: skip
         self.models = ResilientModels(llm=self.llm, monitor=self.monitor, config=config)
         self._stop = asyncio.Event()

@@ -6,7 +6,8 @@ LiteLLM proxy sends its headers only with the finished reply (measured: a 2 s up
 answer gives headers after 2 s), so "no headers yet" alone cannot tell a hung proxy from
 a slow model. :func:`within_headers` therefore asks the proxy's ``/health/liveliness``
 too: a call whose headers are late counts as timed out only when the liveliness endpoint
-did not answer either (:class:`Liveliness` runs that check alongside the call). A gateway
+did not answer either (:class:`Liveliness` runs that check alongside the call, twice
+every ``lite_llm_timeout`` while the headers stay away). A gateway
 that sends its headers early (a streaming-style gateway) is recognised by an httpx
 response hook, which fires after the headers and before the body.
 
@@ -21,7 +22,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
     import httpx
@@ -60,18 +61,41 @@ async def _stop(job: asyncio.Future[Any]) -> None:
     await asyncio.gather(job, return_exceptions=True)
 
 
+class Vouch(Protocol):
+    """What :func:`within_headers` asks of a liveliness check (:class:`Liveliness`)."""
+
+    def now(self) -> float:
+        """A clock reading, comparable with :meth:`alive`'s arguments."""
+
+    def kick(self) -> None:
+        """Start a check unless one is in flight."""
+
+    async def alive(self, period: float, fresh: float) -> bool:
+        """False when a check begun at or after ``period`` got no answer; True when one
+        begun at or after ``fresh`` answered; else wait for such a check."""
+
+
+#: Within a period, a second liveliness check starts this far in (a share of the
+#: period): a gateway that hangs just after a call started is caught 1.1 periods in.
+_FRESH = 0.1
+
+
 async def within_headers(
     call: Callable[[], Awaitable[T]],
     *,
     within: float,
-    alive: Callable[[], Awaitable[bool]] | None = None,
+    live: Vouch | None = None,
     what: str = "the gateway",
 ) -> T:
     """``await call()``, made through a :func:`watched_client`.
 
     Raises :class:`HeadersTimeoutError` (and cancels the call) when no response headers
-    arrived within ``within`` seconds and ``alive()`` (when given) returns False; when it
-    returns True the call goes on (a slow answer), bounded by its own timeout.
+    arrived within ``within`` seconds, unless ``live`` (when given) vouches for the
+    gateway: a liveliness check started with the period and another a tenth into it;
+    either unanswered means a hung gateway, the later one answering means a slow answer,
+    and the call goes on into another period (its own timeout bounds the rest). A
+    gateway that hangs while a call waits is therefore caught 1.1 periods after the call
+    started when it hangs early in it, at most two periods after it hung otherwise.
     """
     seen = asyncio.Event()
 
@@ -80,22 +104,30 @@ async def within_headers(
         return await call()
 
     job = asyncio.ensure_future(marked())
+    waiter = asyncio.ensure_future(seen.wait())
+    again: asyncio.TimerHandle | None = None
     try:
-        waiter = asyncio.ensure_future(seen.wait())
-        try:
+        while True:
+            period = live.now() if live is not None else 0.0
+            if live is not None:
+                live.kick()
+                again = asyncio.get_running_loop().call_later(within * _FRESH, live.kick)
             await asyncio.wait({job, waiter}, timeout=within, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            await _stop(waiter)
-        if not job.done() and not seen.is_set():
-            if alive is None:
+            if again is not None:
+                again.cancel()
+            if job.done() or seen.is_set():
+                return await job
+            if live is None:
                 raise HeadersTimeoutError(f"no response headers from {what} within {within:g} s")
-            if not await alive():
+            if not await live.alive(period, period + within * _FRESH):
                 raise HeadersTimeoutError(
                     f"no response headers from {what} within {within:g} s, and its"
                     " /health/liveliness did not answer either"
                 )
-        return await job
     finally:
+        if again is not None:
+            again.cancel()
+        await _stop(waiter)
         await _stop(job)
 
 
@@ -112,32 +144,49 @@ class Liveliness:
         self._client: httpx.AsyncClient | None = None
         self._inflight: asyncio.Task[tuple[bool, str]] | None = None
         self._inflight_started = -math.inf
-        self._ok_at = -math.inf
+        self._answered = -math.inf
+        """When the latest check that got an answer began."""
+        self._unanswered = -math.inf
+        """When the latest check that got none began."""
+
+    def now(self) -> float:
+        """The clock the checks are timed by."""
+        return self._clock()
 
     def kick(self) -> None:
-        """Start a check unless one is in flight (call this as a model call starts)."""
+        """Start a check unless one is in flight."""
         if self._inflight is None or self._inflight.done():
             self._inflight_started = self._clock()
             self._inflight = asyncio.ensure_future(self._get())
 
-    async def answered_since(self, since: float) -> bool:
-        """True when the endpoint answered at or after ``since`` (a clock reading),
-        waiting for the check in flight, or one more, as needed."""
-        while self._ok_at < since:
-            if self._inflight is None or self._inflight.done():
+    async def alive(self, period: float, fresh: float) -> bool:
+        """False when a check begun at or after ``period`` got no answer; True when one
+        begun at or after ``fresh`` answered; else wait for such a check (starting one
+        if none is in flight)."""
+        while True:
+            if self._unanswered >= period:
+                return False
+            if self._answered >= fresh:
+                return True
+            if self._inflight is None or (self._inflight.done() and self._inflight_started < fresh):
                 self.kick()
             assert self._inflight is not None
-            started = self._inflight_started
             await asyncio.shield(self._inflight)
-            if self._ok_at < since and started >= since:
-                return False  # a check begun after `since` got no answer
-        return True
 
     async def check(self) -> tuple[bool, str]:
         """One fresh check: (answered, what was seen)."""
         return await self._get()
 
     async def _get(self) -> tuple[bool, str]:
+        began = self._clock()
+        ok, detail = await self._fetch()
+        if ok:
+            self._answered = max(self._answered, began)
+        else:
+            self._unanswered = max(self._unanswered, began)
+        return ok, detail
+
+    async def _fetch(self) -> tuple[bool, str]:
         import httpx  # noqa: PLC0415 # pylint: disable=import-outside-toplevel  # lazy
 
         if self._client is None:
@@ -152,7 +201,6 @@ class Liveliness:
         took = (time.perf_counter() - started) * 1000
         if reply.status_code != 200:
             return False, f"HTTP {reply.status_code} in {took:.0f} ms"
-        self._ok_at = self._clock()
         return True, f"HTTP 200 in {took:.0f} ms"
 
     async def aclose(self) -> None:

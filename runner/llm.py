@@ -273,8 +273,7 @@ class LlmClient:
         like a gateway step but ``via`` direct. A call whose response headers do not start
         within ``fault_handler.cloud_check_timeout`` fails (``timeout``). Raises
         :class:`ModelUnavailableError` when it fails."""
-        model = self.direct_model
-        tier = _tier_of(model, self._config)
+        model, tier = self.direct_model, Tier.UNLISTED
         await self._ensure_loaded()
         try:
             return await self._step(model, tier, messages, tools, Via.DIRECT, on_step)
@@ -290,18 +289,19 @@ class LlmClient:
         model = self._config.direct_api.model
         return model if "/" in model else f"github/{model}"
 
-    async def probe_gateway(self) -> ProbeResult:
+    async def probe_gateway(self, model: str | None) -> ProbeResult:
         """The gateway's probe: the proxy's ``/health/liveliness``, then a one-token
-        completion (``lite_llm_timeout`` each); in-process, the completion alone."""
+        completion from ``model`` (``lite_llm_timeout`` each); in-process, the completion
+        alone."""
         detail = ""
         if self._liveliness is not None:
             ok, seen = await self._liveliness.check()
             if not ok:
                 return ProbeResult(False, f"GET {self._liveliness.url}: {seen}")
             detail = f"liveliness {seen}"
-            if not (model := _probe_model(self._config)):
+            if not model:
                 return ProbeResult(True, f"{detail}; no model named in config to ask")
-        elif not (model := _probe_model(self._config)):
+        elif not model:
             return ProbeResult(False, "no proxy and no model in model_list to ask")
         asked = await self._ping(model, Via.GATEWAY, self._config.fault_handler.lite_llm_timeout)
         return ProbeResult(asked.ok, "; ".join(filter(None, (detail, asked.detail))))
@@ -313,15 +313,15 @@ class LlmClient:
         timeout = self._config.fault_handler.cloud_check_timeout
         return await self._ping(self.direct_model, Via.DIRECT, timeout)
 
-    async def _ping(self, model: str, via: Via, timeout: float) -> ProbeResult:
+    async def _ping(self, model: str, via: Via, limit: float) -> ProbeResult:
         await self._ensure_loaded()
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(limit):
                 await self._request(model, list(_PROBE_MESSAGES), (), via, max_tokens=1)
         except Exception as exc:  # pylint: disable=broad-exception-caught  # any failure: down
             outcome, detail = (
-                (GatewayOutcome.TIMEOUT, f"no answer within {timeout:g} s")
+                (GatewayOutcome.TIMEOUT, f"no answer within {limit:g} s")
                 if isinstance(exc, TimeoutError)
                 else _classify(exc)
             )
@@ -391,22 +391,16 @@ class LlmClient:
         handler, limit = self._config.fault_handler, self._config.request_timeout
         try:
             async with asyncio.timeout(limit):
-                if via is Via.DIRECT:
-                    response = await within_headers(
-                        lambda: self._request(model, messages, tools, via),
-                        within=handler.cloud_check_timeout, what="the direct API",
-                    )  # fmt: skip
-                elif (live := self._liveliness) is not None:
-                    since = time.monotonic()
-                    live.kick()
-                    response = await within_headers(
-                        lambda: self._request(model, messages, tools, via),
-                        within=handler.lite_llm_timeout,
-                        alive=lambda: live.answered_since(since),
-                        what="the LiteLLM proxy",
-                    )  # fmt: skip
-                else:
+                if via is Via.GATEWAY and self._liveliness is None:  # the in-process router
                     response = await self._request(model, messages, tools, via)
+                else:
+                    direct = via is Via.DIRECT
+                    response = await within_headers(
+                        lambda: self._request(model, messages, tools, via),
+                        within=handler.cloud_check_timeout if direct else handler.lite_llm_timeout,
+                        live=None if direct else self._liveliness,
+                        what="the direct API" if direct else "the LiteLLM proxy",
+                    )  # fmt: skip
         except HeadersTimeoutError as exc:
             raise _StepFailed(GatewayOutcome.TIMEOUT, str(exc)) from None
         except TimeoutError:
@@ -457,24 +451,6 @@ class LlmClient:
                 http_client=watched_client(self._config.request_timeout, connect),
             )  # fmt: skip
         return self._clients[via]
-
-
-def _tier_of(model: str, config: Config) -> Tier:
-    tiers = config.router.model_tiers
-    if model in tiers.free:
-        return Tier.FREE
-    return Tier.PAID if model in tiers.paid else Tier.UNLISTED
-
-
-def _probe_model(config: Config) -> str | None:
-    """The model a gateway probe asks: the first named in the tiers, else in model_list,
-    else ``router.default_model`` when it names one."""
-    tiers = config.router.model_tiers
-    names = [*tiers.free, *tiers.paid, *(str(e["model_name"]) for e in config.model_list)]
-    default = config.router.default_model
-    if default not in {"free", "paid", "free_then_paid"}:
-        names.append(default)
-    return names[0] if names else None
 
 
 def _completion(model: str, tier: Tier, response: Any) -> Completion:

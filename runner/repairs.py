@@ -44,11 +44,11 @@ Committer = Callable[[Path, str], None]
 #: Told of each repair file as its fault is resolved: (path, why).
 OnResolved = Callable[[Path, str], None]
 RESOLVED = "# resolved:"
+#: omni's commit identity, for a repository (or machine) that has none configured.
 _IDENTITY = {
-    "GIT_AUTHOR_NAME": "omni",
-    "GIT_AUTHOR_EMAIL": "omni@localhost",
-    "GIT_COMMITTER_NAME": "omni",
-    "GIT_COMMITTER_EMAIL": "omni@localhost",
+    f"GIT_{who}_{part}": value
+    for who in ("AUTHOR", "COMMITTER")
+    for part, value in (("NAME", "omni"), ("EMAIL", "omni@localhost"))
 }
 
 
@@ -232,9 +232,7 @@ class RepairRuns:
             if done:
                 store.set_note(done[0].run_id, note)
                 return store.get_run(done[0].run_id)
-            run = store.create_run(
-                task.id, task.task_hash, max_attempts=task.spec.retries + 1
-            )
+            run = store.create_run(task.id, task.task_hash, max_attempts=task.spec.retries + 1)
         if run.state is RunState.FAILED:
             run = store.transition(run.run_id, RunState.IDLE, detail="fault resolved")
         claimed = store.claim(run.run_id)
@@ -266,6 +264,7 @@ def git_committer(tasks_root: Path, environ: Mapping[str, str] | None = None) ->
         # gitpython loads only when a repair task is written.
         # pylint: disable-next=import-outside-toplevel
         from git import Repo  # noqa: PLC0415
+
         # pylint: disable-next=import-outside-toplevel
         from git.exc import GitCommandError, InvalidGitRepositoryError, NoSuchPathError  # noqa: PLC0415
 

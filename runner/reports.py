@@ -68,6 +68,7 @@ def status_snapshot(
                 "cost_usd": r.cost_usd,
                 "updated_at": r.updated_at,
                 "error": r.error,
+                "note": r.note,
             }
             for r in store.runs(limit=10)
         ]
@@ -106,13 +107,13 @@ def print_status(out: Console, snap: dict[str, Any]) -> None:
         out.print(f"no runs yet in {snap['state_file']}; try `omni run --once`")
         return
     table = Table(title="recent runs", title_justify="left")
-    for column in ("task", "state", "attempt", "executor", "updated", "error"):
+    for column in ("task", "state", "attempt", "executor", "updated", "error / note"):
         table.add_column(column)
     for run in snap["recent_runs"]:
         style = _STYLE[RunState(run["state"])]
         table.add_row(
             run["task_id"], f"[{style}]{run['state']}[/]", str(run["attempt"]),
-            run["executor"] or "", run["updated_at"], (run["error"] or "")[:60],
+            run["executor"] or "", run["updated_at"], (run["error"] or run["note"] or "")[:60],
         )  # fmt: skip
     out.print(table)
 
@@ -197,7 +198,11 @@ def print_once(out: Console, err: Console, report: OnceReport, paths: ResolvedPa
             table.add_column(column, overflow="fold")
         for f in report.finished:
             style = _STYLE[f.run.state]
-            detail = f.run.error or (str(f.result_path) if f.result_path else f.note)
+            detail = (
+                f.run.error
+                or (f.run.state is RunState.WAITING and f.run.note)
+                or (str(f.result_path) if f.result_path else f.note)
+            )
             took = "" if f.run.started_at is None else _took(f.run.started_at, f.run.finished_at)
             table.add_row(
                 f.task.id, f"[{style}]{f.run.state}[/]", f.run.executor or "", took, detail
@@ -207,6 +212,8 @@ def print_once(out: Console, err: Console, report: OnceReport, paths: ResolvedPa
         out.print(table)
     done = sum(1 for f in report.finished if f.run.state is RunState.COMPLETED)
     summary = f"{done} completed, {len(report.failed)} failed, {len(shown)} not run"
+    if waiting := sum(1 for f in report.finished if f.run.state is RunState.WAITING):
+        summary += f", {waiting} waiting for a model (brainstem mode)"
     if up_to_date:
         summary += f", {len(up_to_date)} already done for their content (--force runs again)"
     if report.problems:

@@ -63,7 +63,8 @@ async def test_proxy_killed_degrades_commits_repair_task_and_recovers(
     upstream.script("direct-model", [{"content": "from the direct API"}])
     project = Project(tmp_path)
     with KillableProxy(upstream.url) as own:
-        cfg = config(own.url, upstream, ["k-gw"])
+        # 2 s: a freshly started proxy takes ~1 s over its first completion (the probe's).
+        cfg = config(own.url, upstream, ["k-gw"], fault_handler={"lite_llm_timeout": 2.0})
         project.task("before", PROMPT.format(model="k-gw"))
         assert (await project.run(cfg)).exit_code == 0
         assert project.results("before")[0]["mode"] == "normal"
@@ -132,6 +133,27 @@ async def test_hung_gateway_degrades_after_consecutive_timeouts(
     assert project.modes() == [("normal", "degraded")]
     [why] = project.query("SELECT why FROM modes")
     assert "2 timeout" in why["why"]
+
+
+async def test_in_process_router_deployments_failing_count_the_same_way(
+    tmp_path: Path, upstream: ScriptedUpstream
+) -> None:
+    upstream.script("direct-model", [{"content": "from the direct API"}])
+    project = Project(tmp_path, with_git=False)
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    deployment = {"model_name": "r-gw", "litellm_params": {
+        "model": "openai/r-gw", "api_base": dead, "api_key": "sk-upstream-test"}}  # fmt: skip
+    settings = fault_config("", upstream.url, free=["r-gw"], model_list=[deployment])
+    settings.pop("lite_llm_url")
+    project.task("t", PROMPT.format(model="r-gw"))
+    assert (await project.run(Config.model_validate(settings))).exit_code == 0
+    [result] = project.results("t")
+    calls = model_calls(result)
+    # Two failures in a row (refused; or cooling down, once the router benched it).
+    assert [model for model, _ in calls] == ["r-gw", "r-gw", "github/direct-model"]
+    assert {outcome for _, outcome in calls[:2]} <= {"refused", "cooldown"}
+    assert calls[2][1] == "ok"
+    assert project.modes() == [("normal", "degraded")]
 
 
 async def test_slow_but_answering_gateways_stay_normal(
@@ -251,9 +273,14 @@ async def test_planted_secrets_never_reach_results_repairs_commits_or_logs(
     for secret in (PLANTED_CONFIG, PLANTED_ENV):
         assert secret not in history
         assert secret not in logs
-        found = subprocess.run(
-            ["grep", "-rl", "--binary-files=text", secret, str(tmp_path)],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
-        assert found.stdout == "", f"{secret} found in {found.stdout}"
+        assert files_holding(tmp_path, secret) == ""
     assert os.environ.get("OMNI_PLANTED_TOKEN") is None
+
+
+def files_holding(root: Path, text: str) -> str:
+    """Every file under ``root`` (results, tasks, state database, git) holding ``text``."""
+    found = subprocess.run(
+        ["grep", "-rl", "--binary-files=text", text, str(root)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    return found.stdout

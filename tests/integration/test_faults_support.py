@@ -9,7 +9,6 @@ import os
 import signal
 import socket
 import sqlite3
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -18,22 +17,21 @@ from typing import Any, Self
 
 # pytest puts this folder on sys.path (rootdir-relative test modules have no package).
 from llm_upstream import MASTER_KEY, LiteLLMProxy  # pylint: disable=import-error
+from test_service_support import git  # pylint: disable=import-error
 
 from runner.config import Config, ResolvedPaths
 from runner.once import OnceOptions, OnceReport, run_once
 
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "Omni Test",
-    "GIT_AUTHOR_EMAIL": "omni@example.invalid",
-    "GIT_COMMITTER_NAME": "Omni Test",
-    "GIT_COMMITTER_EMAIL": "omni@example.invalid",
-}
+__all__ = ["KillableProxy", "Project", "SilentGateway", "SlowBodyGateway", "fault_config", "git"]
 
 
 class KillableProxy(LiteLLMProxy):
     """A real ``litellm`` proxy that keeps its port: :meth:`kill` (SIGKILL) and
     :meth:`restart` it, or :meth:`hang` (SIGSTOP: the kernel still accepts connections,
     nothing answers) and :meth:`unhang` it."""
+
+    # The process is the parent's `_proc`, made in its __init__ and set in __enter__.
+    # pylint: disable=access-member-before-definition,attribute-defined-outside-init
 
     def kill(self) -> None:
         """SIGKILL the process; the port refuses connections until :meth:`restart`."""
@@ -45,7 +43,7 @@ class KillableProxy(LiteLLMProxy):
     def restart(self) -> None:
         """Start the proxy again on the same port; returns once it is ready (~10 s)."""
         self.kill()
-        self.__enter__()
+        self.__enter__()  # pylint: disable=unnecessary-dunder-call  # the same object again
 
     def hang(self) -> None:
         """Stop the process (SIGSTOP): connections are accepted, never answered."""
@@ -140,9 +138,10 @@ class SlowBodyGateway:
                                  "message": {"role": "assistant", "content": self._text}}],
                     "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
                 }).encode()  # fmt: skip
+                size = str(len(reply)).encode()
                 conn.sendall(
                     b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                    b"Connection: close\r\nContent-Length: " + str(len(reply)).encode() + b"\r\n\r\n"
+                    b"Connection: close\r\nContent-Length: " + size + b"\r\n\r\n"
                 )
                 self._stop.wait(self._delay)
                 conn.sendall(reply)
@@ -157,15 +156,6 @@ class SlowBodyGateway:
         self._stop.set()
         self._sock.close()
         self._thread.join(5)
-
-
-def git(cwd: Path, *args: str) -> str:
-    """Run git in ``cwd``; returns stdout, raises on failure."""
-    done = subprocess.run(
-        ["git", *args], cwd=cwd, env={**os.environ, **GIT_ENV},
-        check=True, capture_output=True, text=True,
-    )  # fmt: skip
-    return done.stdout.strip()
 
 
 class Project:

@@ -170,3 +170,14 @@ def test_json_logs_mask_secrets_and_a_second_service_refuses_to_start(tmp_path: 
     assert len(invalid) == 1 and "bad.yaml:2: timeout:" in invalid[0], invalid
     assert "s3cr3t-value-42" not in (tmp_path / "service.log").read_text()
     assert "[redacted]" in invalid[0]
+
+
+def test_once_only_options_without_once_are_a_usage_error(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "runner", "run", "--task", "x"], cwd=tmp_path, env=env,
+        text=True, capture_output=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "go with --once" in done.stderr
+    assert not (tmp_path / ".omni").exists()  # nothing started

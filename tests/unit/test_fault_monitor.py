@@ -3,13 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from runner.config import Config
-from runner.faults import FaultMonitor, Outcome, ProbeResult, RepairWriter
-from runner.results import Redactor
-from runner.states import Mode
+from runner.errors import ModelUnavailableError
+from runner.faults import (
+    CloudsDownError,
+    Fault,
+    FaultMonitor,
+    Outcome,
+    ProbeResult,
+    RepairWriter,
+    ResilientModels,
+    Resumer,
+    repair_waits,
+)
+from runner.gateway import HeadersTimeoutError, within_headers
+from runner.llm import Completion, GatewayCall, GatewayOutcome, Via
+from runner.repairs import RepairRuns, git_committer
+from runner.results import Redactor, RunResult, read_result
+from runner.router import ModelChoice, ModelStep, Tier
+from runner.states import Mode, RunState
 from runner.store import Store
 from runner.tasks import load_tasks
 
@@ -127,3 +147,220 @@ async def test_watch_probes_until_recovered_and_stops(tmp_path: Path) -> None:
             fm.changed.clear()
     stop.set()
     await asyncio.wait_for(watcher, 5)
+
+
+# --- the model client's hook -----------------------------------------------------------
+
+
+def call(outcome: str, via: str = "gateway") -> GatewayCall:
+    return GatewayCall("m", Tier.FREE, GatewayOutcome(outcome), 0.01, "boom", Via(via))
+
+
+def test_on_call_counts_gateway_failures_and_direct_failures(tmp_path: Path) -> None:
+    fm, _ = monitor(tmp_path, Endpoint(), Endpoint())
+    fm.on_call(call("refused"))
+    fm.on_call(call("rejected"))  # a 4xx is an answer: the count starts again
+    fm.on_call(call("timeout"))
+    assert fm.mode is Mode.NORMAL
+    fm.on_call(call("cooldown"))  # the router's deployments all failed lately: counts
+    assert fm.mode is Mode.DEGRADED
+    fm.on_call(call("rejected", "direct"))  # the direct API answered (a 4xx)
+    assert fm.mode is Mode.DEGRADED
+    fm.on_call(call("timeout", "direct"))
+    assert fm.mode is Mode.BRAINSTEM
+
+
+# --- repair tasks over their life ----------------------------------------------------------
+
+
+def git(cwd: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}  # fmt: skip
+    done = subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True)
+    return done.stdout.decode().strip()
+
+
+def test_repair_task_is_committed_reused_and_resolved_with_its_run(tmp_path: Path) -> None:
+    git(tmp_path, "init", "-q", "-b", "main")
+    (tmp_path / "staged.txt").write_text("not ours\n")
+    git(tmp_path, "add", "staged.txt")  # someone's staged change stays staged
+    config = Config.model_validate({"lite_llm_url": "http://127.0.0.1:9"})
+    tasks, results = tmp_path / "tasks", tmp_path / "results"
+    clock = iter([NOW.replace(minute=m) for m in (0, 5, 9)] + [NOW.replace(minute=10)] * 20)
+    resolved: list[Path] = []
+    with Store(tmp_path / "state.db", clock=lambda: NOW) as store:
+        closer = RepairRuns(
+            store=store, tasks_root=tasks, results_root=results, redactor=Redactor([]),
+            max_bytes=1 << 20, clock=lambda: NOW,
+        )  # fmt: skip
+
+        def on_resolved(path: Path, why: str) -> None:
+            resolved.append(path)
+            closer.close(path, why)
+
+        writer = RepairWriter(
+            config=config, tasks_root=tasks, redactor=Redactor([]),
+            commit=git_committer(tasks, {}), clock=lambda: next(clock), on_resolved=on_resolved,
+        )  # fmt: skip
+        first = writer.write(Fault(started_at="t0"))
+        assert writer.write(Fault(started_at="t1")) == first  # still open: reused
+        assert git(tmp_path, "log", "--format=%s") == (
+            "omni: repair task for LiteLLM gateway fault ()"
+        )
+        assert git(tmp_path, "diff", "--cached", "--name-only") == "staged.txt"
+        assert writer.resolve("gateway answered") == [first]
+        assert writer.open_repairs() == []
+        assert "# resolved:" in first.read_text()
+        assert git(tmp_path, "log", "-1", "--format=%s").startswith("omni: LiteLLM gateway fault")
+        [run] = store.runs(task_id=f"repair/{first.stem}")
+        assert (run.state, run.note) == (RunState.COMPLETED, "fault resolved at "
+                                         "2026-11-21T10:00:00.000Z: gateway answered")  # fmt: skip
+        assert "Nothing to repair" in (read_result(Path(run.result_path or "")) or _no()).output
+        second = writer.write(Fault(started_at="t2"))  # a new fault: a new task
+        assert second != first
+        assert resolved == [first]
+
+
+def _no() -> RunResult:
+    raise AssertionError("no result file")
+
+
+def test_repair_task_waits_for_a_missing_executor_and_no_other_task_does(tmp_path: Path) -> None:
+    config = Config()
+    (tmp_path / "repair").mkdir()
+    (tmp_path / "repair" / "gateway-x.yaml").write_text("executor: claude_code\nprompt: fix\n")
+    (tmp_path / "other.yaml").write_text("executor: claude_code\nprompt: fix\n")
+    loaded = {t.id: t for t in load_tasks(tmp_path).tasks}
+    assert "not configured" in (repair_waits(loaded["repair/gateway-x"], config, {"builtin"}) or "")
+    assert repair_waits(loaded["repair/gateway-x"], config, {"builtin", "claude_code"}) is None
+    assert repair_waits(loaded["other"], config, {"builtin"}) is None
+
+
+# --- waiting runs ------------------------------------------------------------------------
+
+
+def test_resumer_starts_waiting_runs_oldest_first_unless_in_brainstem(tmp_path: Path) -> None:
+    fm, _ = monitor(tmp_path, Endpoint(), Endpoint(), fault_handler={"consecutive_failures": 1})
+    started: list[str] = []
+    with Store(tmp_path / "state.db", clock=lambda: NOW) as store:
+        for task_id in ("b", "a", "c"):
+            run = store.create_run(task_id, "h", max_attempts=1)
+            store.claim(run.run_id)
+            store.transition(run.run_id, RunState.WAITING)
+        resumer = Resumer(store=store, monitor=fm, interval=1,
+                          start=lambda run: started.append(run.task_id) is None)  # fmt: skip
+        fm.gateway_outcome(Outcome.REFUSED)
+        fm.direct_outcome(False, "down")
+        assert resumer.resume() == 0
+        asyncio.run(fm.probe_once())  # gateway still down, direct down: stays
+        direct_up = Endpoint()
+        direct_up.up = True
+        fm._probe_direct = direct_up.probe  # pylint: disable=protected-access
+        asyncio.run(fm.probe_once())
+        assert fm.mode is Mode.DEGRADED
+        assert resumer.resume() == 3
+    assert started == ["b", "a", "c"]
+
+
+# --- the model client that follows the mode -------------------------------------------------
+
+
+class FakeModels:  # pylint: disable=unused-argument  # LlmClient's signatures
+    """Scripted gateway and direct outcomes, reported like LlmClient reports them."""
+
+    def __init__(self, fm: FaultMonitor, gateway: list[str], direct: list[str]) -> None:
+        self.fm, self.gateway, self.direct = fm, gateway, direct
+        self.calls: list[str] = []
+
+    async def _one(self, script: list[str], via: str, on_step: Any) -> Completion:
+        outcome = script.pop(0)
+        self.calls.append(f"{via}:{outcome}")
+        made = call(outcome, via)
+        if on_step is not None:
+            on_step(made)
+        self.fm.on_call(made)
+        if outcome != "ok":
+            raise ModelUnavailableError("m", outcome)
+        return Completion("m", Tier.FREE, "answer", (), 1, 1, None)
+
+    async def complete(self, messages: Any, tools: Any, choice: Any, *, on_step: Any = None
+                       ) -> Completion:  # fmt: skip
+        return await self._one(self.gateway, "gateway", on_step)
+
+    async def complete_direct(self, messages: Any, tools: Any, *, on_step: Any = None
+                              ) -> Completion:  # fmt: skip
+        return await self._one(self.direct, "direct", on_step)
+
+
+def resilient(
+    tmp_path: Path, gateway: list[str], direct: list[str], **cfg: object
+) -> tuple[ResilientModels, FakeModels, FaultMonitor]:
+    fm, _ = monitor(tmp_path, Endpoint(), Endpoint(), github_key="sk-backup", **cfg)
+    fake = FakeModels(fm, gateway, direct)
+    config = Config.model_validate({"github_key": "sk-backup", **cfg})
+    models = ResilientModels(llm=fake, monitor=fm, config=config)  # type: ignore[arg-type]
+    return models, fake, fm
+
+
+CHOICE = ModelChoice("m", (ModelStep("m", Tier.FREE),), "test")
+
+
+def test_a_dead_gateway_trips_within_one_call_and_the_call_goes_direct(tmp_path: Path) -> None:
+    models, fake, fm = resilient(tmp_path, ["refused", "refused"], ["ok"])
+    assert asyncio.run(models.complete([], [], CHOICE)).text == "answer"
+    assert fake.calls == ["gateway:refused", "gateway:refused", "direct:ok"]
+    assert fm.mode is Mode.DEGRADED
+
+
+def test_a_5xx_counts_but_fails_the_call_without_a_retry(tmp_path: Path) -> None:
+    models, fake, fm = resilient(tmp_path, ["server_error"], [])
+    with pytest.raises(ModelUnavailableError):
+        asyncio.run(models.complete([], [], CHOICE))
+    assert (fake.calls, fm.mode) == (["gateway:server_error"], Mode.NORMAL)
+
+
+def test_direct_failing_too_means_the_run_waits(tmp_path: Path) -> None:
+    models, fake, fm = resilient(tmp_path, ["timeout", "timeout"], ["refused"])
+    with pytest.raises(CloudsDownError, match="brainstem"):
+        asyncio.run(models.complete([], [], CHOICE))
+    assert fm.mode is Mode.BRAINSTEM
+    with pytest.raises(CloudsDownError):  # no call at all while in brainstem
+        asyncio.run(models.complete([], [], CHOICE))
+    assert fake.calls == ["gateway:timeout", "gateway:timeout", "direct:refused"]
+
+
+# --- response headers vs liveliness ---------------------------------------------------
+
+
+class Vouching:  # pylint: disable=unused-argument  # runner.gateway.Vouch's signatures
+    """A liveliness check whose answers the test scripts, one a period."""
+
+    def __init__(self, answers: list[bool]) -> None:
+        self.answers = answers
+        self.kicks = 0
+
+    def now(self) -> float:
+        return 0.0
+
+    def kick(self) -> None:
+        self.kicks += 1
+
+    async def alive(self, period: float, fresh: float) -> bool:
+        return self.answers.pop(0)
+
+
+async def test_late_headers_fail_only_when_liveliness_does_not_vouch() -> None:
+    async def slow() -> str:
+        await asyncio.sleep(0.1)
+        return "answer"
+
+    live = Vouching([True] * 10)
+    assert await within_headers(slow, within=0.02, live=live) == "answer"
+    assert live.kicks >= 8  # two fresh checks a period while the headers stay away
+    with pytest.raises(HeadersTimeoutError, match="liveliness did not answer"):
+        await within_headers(slow, within=0.02, live=Vouching([False]))
+    # It vouched, then hung: the next period without headers fails the call.
+    with pytest.raises(HeadersTimeoutError, match="liveliness did not answer"):
+        await within_headers(slow, within=0.02, live=Vouching([True, False]))
+    with pytest.raises(HeadersTimeoutError, match="no response headers"):
+        await within_headers(slow, within=0.02)
