@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from runner.agent import Agent, SpendGuard, Transcript, spent_today
+from runner.agent import Agent, AgentPool, SpendGuard, Transcript, spent_today
 from runner.config import Config
 from runner.errors import (
     AgentError,
@@ -37,22 +37,11 @@ from runner.store import RunRecord, Store
 from runner.tasks import Task
 
 
-class ToolCaller(Protocol):
-    """What the dispatcher needs of an executor pool."""
+class ToolCaller(AgentPool, Protocol):
+    """What the dispatcher needs of an executor pool: the agent's needs, plus names."""
 
     def names(self) -> list[str]:
         """Configured executor names."""
-
-    async def call_tool(
-        self,
-        executor: str,
-        tool: str,
-        args: dict[str, Any],
-        *,
-        timeout: float | None = None,  # noqa: ASYNC109 - the MCP read timeout, not ours
-        meta: dict[str, Any] | None = None,
-    ) -> Any:
-        """Call one tool; returns an outcome with ``text``, ``structured``, ``is_error``."""
 
 
 @dataclass(frozen=True, slots=True)

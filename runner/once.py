@@ -30,6 +30,7 @@ from runner.executors import ExecutorPool
 from runner.faults import FaultHandling, repair_waits
 from runner.results import Redactor, iso, utc_now
 from runner.router import waits_for_model
+from runner.statelock import StateLock
 from runner.states import Mode, RunState
 from runner.store import ResumeReport, RunRecord, Store
 from runner.tasks import Task, load_tasks
@@ -226,7 +227,7 @@ async def _run_tasks(
     if options.task_id is not None and all(t.id != options.task_id for t in loaded.tasks):
         report.skipped.append(Skipped(options.task_id, "no valid task has this id"))
         return report
-    with Store(paths.state, clock=clock) as store:
+    with StateLock(paths.state, "run --once"), Store(paths.state, clock=clock) as store:
         report.resumed = store.resume(paths.results)
         rule = DueRule(
             now=clock(),

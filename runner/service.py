@@ -23,7 +23,6 @@ fault monitor be. Every run state change is one log line (:mod:`runner.logs`;
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
 import os
 import signal
@@ -31,7 +30,6 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import IO
 
 from runner.agent import Agent
 from runner.config import BUILTIN, Config, ResolvedPaths, secret_env_values
@@ -46,6 +44,7 @@ from runner.results import Redactor, utc_now
 from runner.router import waits_for_model
 from runner.schedule import LIVE_GRACE, Firing, TaskScheduler, plan_of, save_plans
 from runner.sources import ChangeKind, FolderSource, GitSource, SourceChange, TaskRegistry
+from runner.statelock import StateLock
 from runner.states import RunState
 from runner.store import ResumeReport, RunRecord, Store
 from runner.tasks import Task, load_task_file
@@ -302,40 +301,6 @@ class Intake:  # pylint: disable=too-many-instance-attributes  # the wiring of o
         )
 
 
-class _ServiceLock:
-    """One service a state file: an exclusive ``flock`` held for the service's life
-    (the kernel drops it when the process dies, even by ``kill -9``)."""
-
-    def __init__(self, state: Path) -> None:
-        self.path = state.with_name(state.name + ".service.lock")
-        self._file: IO[str] | None = None
-
-    def __enter__(self) -> _ServiceLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = self.path.open("a+", encoding="utf-8")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            handle.close()
-            raise ServiceError(
-                f"another omni service (pid {holder}) is using {self.path.parent}; "
-                "stop it first (two services would run every schedule twice)"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        self._file = handle
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._file is not None:
-            self._file.close()  # closing releases the lock
-            self._file = None
-
-
 class Service:  # pylint: disable=too-many-instance-attributes  # the service's wiring
     """``omni run``: watch, schedule and dispatch until :meth:`stop`."""
 
@@ -381,7 +346,7 @@ class Service:  # pylint: disable=too-many-instance-attributes  # the service's 
         tasks.mkdir(parents=True, exist_ok=True)
         config, env = self._config, self._env
         with (
-            _ServiceLock(self._paths.state),
+            StateLock(self._paths.state, "service"),
             Store(self._paths.state, clock=self._clock, on_transition=log_run_change) as store,
         ):
             _report_resume(store.resume(self._paths.results))

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from runner.statelock import StateLock
+
 pytestmark = pytest.mark.integration
 
 
@@ -127,3 +129,12 @@ def test_bad_shard_is_a_usage_error(project: Path) -> None:
     done = omni(project, "run", "--once", "--shard", "4/3")
     assert done.returncode == 2
     assert "--shard 4/3" in done.stderr
+
+
+def test_run_once_refuses_a_state_file_another_runner_holds(project: Path) -> None:
+    with StateLock(project / ".omni" / "state.db", "service"):
+        busy = omni(project, "run", "--once")
+    assert busy.returncode == 1
+    assert "another omni service (pid" in busy.stderr
+    assert not (project / "results").exists()
+    assert omni(project, "run", "--once").returncode == 0  # released: runs normally

@@ -157,7 +157,7 @@ def test_json_logs_mask_secrets_and_a_second_service_refuses_to_start(tmp_path: 
             capture_output=True, timeout=30, check=False,
         )  # fmt: skip
         assert second.returncode == 1
-        assert "another omni service" in second.stderr
+        assert "another omni service" in second.stderr, second.stderr
         first.send_signal(signal.SIGTERM)
         assert first.wait(20) == 0
     lines = [json.loads(line) for line in (tmp_path / "service.log").read_text().splitlines()]
