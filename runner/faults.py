@@ -25,7 +25,6 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
-from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -54,7 +53,6 @@ __all__ = [
     "Fault",
     "FaultHandling",
     "FaultMonitor",
-    "Outcome",
     "ProbeResult",
     "RepairWriter",
     "ResilientModels",
@@ -65,17 +63,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-class Outcome(StrEnum):
-    """What one gateway call (or probe) met."""
-
-    OK = "ok"
-    REFUSED = "refused"
-    SERVER_ERROR = "server_error"
-    TIMEOUT = "timeout"
-    COOLDOWN = "cooldown"
-    """Every deployment of the model is cooling down after failures (the router's)."""
 
 
 Probe = Callable[[], Awaitable[ProbeResult]]
@@ -143,16 +130,16 @@ class FaultMonitor:  # pylint: disable=too-many-instance-attributes  # the mode 
         if call.outcome.gateway_failure or call.outcome is GatewayOutcome.COOLDOWN:
             # A cooldown: every deployment of the model failed lately (in-process, or the
             # proxy's own router), which counts the same way (DESIGN §3).
-            self.gateway_outcome(Outcome(call.outcome.value), f"{call.model}: {call.detail}")
+            self.gateway_outcome(call.outcome, f"{call.model}: {call.detail}")
             return
-        self.gateway_outcome(Outcome.OK)  # an answer, even a 4xx: the gateway is there
+        self.gateway_outcome(GatewayOutcome.OK)  # an answer, even a 4xx: the gateway is there
         if self._stale_repairs and self.mode is Mode.NORMAL:
             self._stale_repairs = False
             self._repairs.resolve(f"the gateway answered a model call ({call.model})")
 
-    def gateway_outcome(self, outcome: Outcome, detail: str = "") -> Mode:
-        """Feed one gateway call's outcome; returns the mode after it."""
-        if outcome is Outcome.OK:
+    def gateway_outcome(self, outcome: GatewayOutcome, detail: str = "") -> Mode:
+        """Feed one gateway call's outcome (``ok`` or a failure); returns the mode after."""
+        if outcome is GatewayOutcome.OK:
             self._failures_in_a_row = 0
             return self.mode
         self._failures_in_a_row += 1

@@ -76,9 +76,9 @@ class ProbeResult:
 
 
 class GatewayOutcome(StrEnum):
-    """How one model call ended. ``ok``, ``refused``, ``server_error`` and ``timeout``
-    carry the values of :class:`runner.faults.Outcome`; the other three mean the gateway
-    answered (they are not gateway failures)."""
+    """How one model call ended. ``refused``, ``server_error`` and ``timeout`` are
+    gateway failures (the fault monitor counts them, and ``cooldown``); the rest mean the
+    gateway answered."""
 
     OK = "ok"
     REFUSED = "refused"

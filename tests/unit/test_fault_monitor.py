@@ -17,7 +17,6 @@ from runner.faults import (
     CloudsDownError,
     Fault,
     FaultMonitor,
-    Outcome,
     ProbeResult,
     RepairWriter,
     ResilientModels,
@@ -78,11 +77,13 @@ def monitor(
 
 def test_consecutive_failures_switch_to_degraded_and_write_one_repair_task(tmp_path: Path) -> None:
     fm, commits = monitor(tmp_path, Endpoint(), Endpoint())
-    assert fm.gateway_outcome(Outcome.REFUSED, f"connect refused, key={SECRET}") is Mode.NORMAL
-    assert fm.gateway_outcome(Outcome.OK) is Mode.NORMAL  # a success resets the count
-    fm.gateway_outcome(Outcome.TIMEOUT, "no headers in 1 s")
-    assert fm.gateway_outcome(Outcome.SERVER_ERROR, "502") is Mode.DEGRADED
-    fm.gateway_outcome(Outcome.REFUSED, "again")  # same fault: no second task
+    assert (
+        fm.gateway_outcome(GatewayOutcome.REFUSED, f"connect refused, key={SECRET}") is Mode.NORMAL
+    )
+    assert fm.gateway_outcome(GatewayOutcome.OK) is Mode.NORMAL  # a success resets the count
+    fm.gateway_outcome(GatewayOutcome.TIMEOUT, "no headers in 1 s")
+    assert fm.gateway_outcome(GatewayOutcome.SERVER_ERROR, "502") is Mode.DEGRADED
+    fm.gateway_outcome(GatewayOutcome.REFUSED, "again")  # same fault: no second task
     repairs = list((tmp_path / "tasks" / "repair").glob("*.yaml"))
     assert [p.name for p in repairs] == ["gateway-20261121T100000Z.yaml"]
     text = repairs[0].read_text()
@@ -103,7 +104,7 @@ def test_consecutive_failures_switch_to_degraded_and_write_one_repair_task(tmp_p
 def test_probes_walk_the_modes_and_history_records_each(tmp_path: Path) -> None:
     gateway, direct = Endpoint(), Endpoint()
     fm, _ = monitor(tmp_path, gateway, direct, fault_handler={"consecutive_failures": 1})
-    fm.gateway_outcome(Outcome.REFUSED)
+    fm.gateway_outcome(GatewayOutcome.REFUSED)
     assert fm.mode is Mode.DEGRADED
     assert asyncio.run(fm.probe_once()) is Mode.BRAINSTEM  # both down
     direct.up = True
@@ -125,7 +126,7 @@ def test_probes_walk_the_modes_and_history_records_each(tmp_path: Path) -> None:
 def test_direct_failure_in_degraded_means_brainstem(tmp_path: Path) -> None:
     fm, _ = monitor(tmp_path, Endpoint(), Endpoint(), fault_handler={"consecutive_failures": 1})
     assert fm.direct_outcome(False, "boom") is Mode.NORMAL  # only from degraded
-    fm.gateway_outcome(Outcome.TIMEOUT)
+    fm.gateway_outcome(GatewayOutcome.TIMEOUT)
     assert fm.direct_outcome(False, "503") is Mode.BRAINSTEM
 
 
@@ -135,7 +136,7 @@ async def test_watch_probes_until_recovered_and_stops(tmp_path: Path) -> None:
         tmp_path, gateway, Endpoint(),
         fault_handler={"consecutive_failures": 1, "check_interval": 0.01},
     )  # fmt: skip
-    fm.gateway_outcome(Outcome.REFUSED)
+    fm.gateway_outcome(GatewayOutcome.REFUSED)
     stop = asyncio.Event()
     watcher = asyncio.create_task(fm.watch(stop))
     await asyncio.sleep(0.05)
@@ -249,7 +250,7 @@ def test_resumer_starts_waiting_runs_oldest_first_unless_in_brainstem(tmp_path: 
             store.transition(run.run_id, RunState.WAITING)
         resumer = Resumer(store=store, monitor=fm, interval=1,
                           start=lambda run: started.append(run.task_id) is None)  # fmt: skip
-        fm.gateway_outcome(Outcome.REFUSED)
+        fm.gateway_outcome(GatewayOutcome.REFUSED)
         fm.direct_outcome(False, "down")
         assert resumer.resume() == 0
         asyncio.run(fm.probe_once())  # gateway still down, direct down: stays
