@@ -321,9 +321,7 @@ class Agent:
             return self._refuse(
                 record, f"the tool reported an error: {truncate(outcome.text, limit)}"
             )
-        if outcome.structured is not None and not outcome.text:
-            return truncate(json.dumps(outcome.structured, ensure_ascii=False), limit)
-        return truncate(outcome.text, limit)
+        return _as_text(outcome, limit)
 
     def _check(
         self,
@@ -386,9 +384,7 @@ class Agent:
         if outcome.is_error:
             record.error = self._redactor.text(truncate(outcome.text, limit))
             raise ToolError(executor, f"the agent tool reported an error: {record.error}", tool)
-        if outcome.structured is not None and not outcome.text:
-            return truncate(json.dumps(outcome.structured, ensure_ascii=False), limit)
-        return truncate(outcome.text, limit)
+        return _as_text(outcome, limit)
 
 
 def _prompt_argument(info: ToolInfo) -> str:
@@ -405,3 +401,11 @@ def _prompt_argument(info: ToolInfo) -> str:
         f"agent_tool {info.name!r}: cannot tell which argument takes the prompt (no "
         f"`prompt`, and not exactly one required string among {sorted(properties)})"
     )
+
+
+def _as_text(outcome: ToolOutcome, limit: int) -> str:
+    """What the model is shown of a tool's answer: its text, or its structured content
+    as JSON when it sent no text; cut to ``limit`` bytes."""
+    if outcome.structured is not None and not outcome.text:
+        return truncate(json.dumps(outcome.structured, ensure_ascii=False), limit)
+    return truncate(outcome.text, limit)
