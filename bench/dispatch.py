@@ -9,6 +9,12 @@ result file (.json + .md), rows and events in SQLite (WAL).
 
 Prints one JSON object. Bars (DESIGN §6, issue 3): overhead <= 0.5 ms a task over the
 bare loop, serial and concurrent; against mcp-server-git, runner throughput >= 0.8x.
+
+``file_create_us`` is what creating one result file costs on the results' file system
+right now. On an ext4 without a journal (this project's CI machines) it rises from
+~35 us to ~500 us for a few minutes after many files were deleted (the kernel skips
+recently deleted inodes one by one): run the bench on a machine that has not just run
+the test suite, or the figures measure the disk, not the runner.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,7 +40,7 @@ from mcp.client.stdio import StdioServerParameters
 from runner.config import Config, McpServer
 from runner.dispatcher import Dispatcher
 from runner.executors import ExecutorPool, builtin_server
-from runner.results import Redactor
+from runner.results import Redactor, atomic_write
 from runner.store import Store
 from runner.tasks import Task, TaskSpec, task_hash
 
@@ -100,6 +107,17 @@ async def runner_loop(
     return elapsed
 
 
+def file_create_us(folder: Path, count: int = 200) -> float:
+    """Median microseconds to create one small file (temp file + rename) in ``folder``."""
+    folder.mkdir()
+    times = []
+    for i in range(count):
+        start = time.perf_counter()
+        atomic_write(folder / f"{i}.json", "{}\n")
+        times.append(time.perf_counter() - start)
+    return round(statistics.median(times) * 1e6, 1)
+
+
 async def compare(
     name: str, server: McpServer, tool: str, args: dict[str, Any], n: int, work: Path
 ) -> dict[str, Any]:
@@ -130,6 +148,7 @@ async def main() -> None:
             "python": platform.python_version(),
             "machine": {"cores": os.cpu_count()},
             "bars": {"overhead_ms_per_task": 0.5, "git_throughput_ratio": 0.8},
+            "file_create_us": file_create_us(work / "probe"),
             "results": [],
         }
         echo = await compare(

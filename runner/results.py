@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import to_json
 
 from runner.states import Mode, RunState
 
@@ -81,6 +82,13 @@ class Redactor:
     def __init__(self, secret_values: Iterable[str]) -> None:
         # Longest first, so a secret that contains another is replaced whole.
         self._values = sorted({v for v in secret_values if len(v) >= 4}, key=len, reverse=True)
+        # JSON escapes character by character, so a string holding a secret serializes
+        # to text holding the secret's escaped form.
+        self._in_json = [to_json(v)[1:-1] for v in self._values]
+
+    def in_json(self, text: bytes) -> bool:
+        """True if serialized JSON ``text`` may hold a secret (then redact the data)."""
+        return any(escaped in text for escaped in self._in_json)
 
     def text(self, value: str) -> str:
         """``value`` with every secret replaced."""
@@ -121,24 +129,36 @@ def result_path(results_root: Path, task_id: str, run_id: str) -> Path:
     return result_dir(results_root, task_id) / f"{run_id}.json"
 
 
-def atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str | bytes) -> None:
     """Write via a temp file and rename: a reader never sees half a file. The folder
     must exist (creating folders costs more than the write on some file systems).
 
     No fsync: this survives a killed process, not a power cut (DESIGN §4).
     """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
+    data = text.encode() if isinstance(text, str) else text
+    # os-level calls: this is on the dispatch path, and a text-mode file costs more.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
     os.replace(tmp, path)
 
 
 def write_result(results_root: Path, result: RunResult, redactor: Redactor) -> Path:
     """Write ``<run-id>.md`` then ``<run-id>.json`` (the JSON is the proof of completion)."""
-    data = redactor.data(result.model_dump(mode="json"))
+    data = result.model_dump(mode="json")
+    text = to_json(data, indent=2)
+    if redactor.in_json(text):
+        data = redactor.data(data)
+        text = to_json(data, indent=2)
     json_path = result_path(results_root, result.task_id, result.run_id)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(json_path.with_suffix(".md"), render_markdown(data))
-    atomic_write(json_path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    atomic_write(json_path, text + b"\n")
     return json_path
 
 

@@ -165,11 +165,16 @@ _PRAGMAS = (
 )
 
 
+_STATE_AT, _MODE_AT = _COLUMNS.index("state"), _COLUMNS.index("mode")
+
+
 def _record(row: Sequence[Any]) -> RunRecord:
-    values = dict(zip(_COLUMNS, row, strict=True))
-    values["state"] = RunState(values["state"])
-    values["mode"] = Mode(values["mode"]) if values["mode"] else None
-    return RunRecord(**values)
+    # Positional, not by name: this runs for every row read on the dispatch path.
+    values = list(row)
+    values[_STATE_AT] = RunState(values[_STATE_AT])
+    mode = values[_MODE_AT]
+    values[_MODE_AT] = Mode(mode) if mode else None
+    return RunRecord(*values)
 
 
 def _dicts(cursor: sqlite3.Cursor) -> list[dict[str, Any]]:
@@ -306,31 +311,59 @@ class Store:  # pylint: disable=too-many-public-methods  # the store's whole API
         self,
         conn: sqlite3.Connection,
         record: RunRecord,
-        new: RunState,
-        detail: str,
+        steps: Sequence[tuple[RunState, str]],
         changes: dict[str, Any] | None = None,
     ) -> RunRecord:
-        """The one checked path of every run state change; the caller holds ``_write()``."""
-        check_transition(record.state, new)
-        if record.state is RunState.FAILED and new is RunState.IDLE and not record.attempts_left:
-            raise IllegalTransitionError(
-                f"run {record.run_id} cannot go from failed to idle: no attempts left"
-                f" ({record.attempt} of {record.max_attempts})"
-            )
+        """The one checked path of every run state change; the caller holds ``_write()``.
+
+        Takes the run through each ``(state, detail)`` step in order (each checked
+        against the table, each one event row) with one row update. The update applies
+        only while the row is still in ``record.state``: a stale record is refused, not
+        acted on.
+        """
+        old = record.state
+        for new, _ in steps:
+            check_transition(old, new)
+            if old is RunState.FAILED and new is RunState.IDLE and not record.attempts_left:
+                raise IllegalTransitionError(
+                    f"run {record.run_id} cannot go from failed to idle: no attempts left"
+                    f" ({record.attempt} of {record.max_attempts})"
+                )
+            old = new
         now = self._now()
         values = {k: _sql_value(v) for k, v in (changes or {}).items()}
-        values |= {"state": new.value, "updated_at": now}
-        if new in TERMINAL:
+        values |= {"state": old.value, "updated_at": now}
+        if old in TERMINAL:
             values["finished_at"] = now
         assignments = ", ".join(f"{name} = ?" for name in values)
         row = conn.execute(
-            f"UPDATE runs SET {assignments} WHERE run_id = ? RETURNING {', '.join(_COLUMNS)}",
-            (*values.values(), record.run_id),
-        ).fetchall()[0]
-        self._event(conn, record.run_id, record.state, new, detail=detail, now=now)
+            f"UPDATE runs SET {assignments} WHERE run_id = ? AND state = ?"
+            f" RETURNING {', '.join(_COLUMNS)}",
+            (*values.values(), record.run_id, record.state.value),
+        ).fetchone()
+        if row is None:
+            raise self._stale(conn, record)
         moved = _record(row)
-        self._note(moved, record.state, detail)
+        before: RunState | None = record.state
+        for new, detail in steps:
+            self._event(conn, record.run_id, before, new, detail=detail, now=now)
+            if self._on_transition is not None:
+                self._changes.append(
+                    RunChange(moved.run_id, moved.task_id, moved.slot, before, new,
+                              moved.attempt, detail, now)
+                )  # fmt: skip
+            before = new
         return moved
+
+    def _stale(self, conn: sqlite3.Connection, record: RunRecord) -> StoreError:
+        """The error for a move whose record no longer matches the row."""
+        found = conn.execute("SELECT state FROM runs WHERE run_id = ?", (record.run_id,)).fetchone()
+        if found is None:
+            return StoreError(f"{self.path}: no run {record.run_id}")
+        return StoreError(
+            f"{self.path}: run {record.run_id} is {found[0]}, not {record.state} as read:"
+            " another process changed it"
+        )
 
     def _note(self, run: RunRecord, old: RunState | None, detail: str) -> None:
         if self._on_transition is not None:
@@ -399,28 +432,44 @@ class Store:  # pylint: disable=too-many-public-methods  # the store's whole API
             self._note(created, None, "created")
         return created
 
-    def claim(self, run_id: str) -> RunRecord | None:
+    def claim(
+        self,
+        run_id: str,
+        *,
+        executor: str | None = None,
+        tool: str | None = None,
+        detail: str = "",
+    ) -> RunRecord | None:
         """Move an idle or waiting run to dispatching, or ``None`` if it is not claimable.
 
         Only a claim from idle starts a new attempt: a waiting run was parked mid-attempt.
+        With ``executor`` the run goes on to executing (on that executor and ``tool``,
+        event ``detail``) in the same transaction: the dispatch path's one commit
+        before the call.
         """
         with self._write() as conn:
-            record = self.get_run(run_id)
+            record = self._get(conn, run_id)
             if record is None or record.state not in _CLAIMABLE:
                 return None
             attempt = record.attempt + 1 if record.state is RunState.IDLE else record.attempt
-            changes = {"attempt": attempt, "started_at": self._now()}
-            return self._move(
-                conn, record, RunState.DISPATCHING, f"claimed, attempt {attempt}", changes
-            )
+            steps = [(RunState.DISPATCHING, f"claimed, attempt {attempt}")]
+            changes: dict[str, Any] = {"attempt": attempt, "started_at": self._now()}
+            if executor is not None:
+                steps.append((RunState.EXECUTING, detail))
+                changes |= {"executor": executor, "tool": tool}
+            return self._move(conn, record, steps, changes)
 
     def transition(
-        self, run_id: str, new: RunState, *, detail: str = "", **changes: Any
+        self, run: str | RunRecord, new: RunState, *, detail: str = "", **changes: Any
     ) -> RunRecord:
         """Move a run to ``new`` (checked against the table), setting any column in
         ``changes`` (executor, tool, model, tier, mode, note, error, result_path,
-        cost_usd, slot). Raises :class:`IllegalTransitionError`, :class:`StoreError`
-        for an unknown run, ``TypeError`` for an unknown field."""
+        cost_usd, slot).
+
+        ``run`` is a run id, or the :class:`RunRecord` its caller holds: then the row
+        is not read first, and the move is refused with :class:`StoreError` if the row
+        is no longer in that record's state. Raises :class:`IllegalTransitionError`,
+        :class:`StoreError` for an unknown run, ``TypeError`` for an unknown field."""
         unknown = set(changes) - _SETTABLE
         if unknown:
             raise TypeError(
@@ -430,15 +479,20 @@ class Store:  # pylint: disable=too-many-public-methods  # the store's whole API
         if changes.get("mode") is not None:
             changes["mode"] = Mode(changes["mode"])  # a bad mode fails here, not on every read
         with self._write() as conn:
-            record = self.get_run(run_id)
+            record = run if isinstance(run, RunRecord) else self._get(conn, run)
             if record is None:
-                raise StoreError(f"{self.path}: no run {run_id}")
-            return self._move(conn, record, RunState(new), detail, changes)
+                raise StoreError(f"{self.path}: no run {run}")
+            return self._move(conn, record, [(RunState(new), detail)], changes)
+
+    @staticmethod
+    def _get(conn: sqlite3.Connection, run_id: str) -> RunRecord | None:
+        row = conn.execute(f"{_SELECT_RUNS} WHERE run_id = ?", (run_id,)).fetchone()
+        return None if row is None else _record(row)
 
     def get_run(self, run_id: str) -> RunRecord | None:
         """The run's current row, or ``None``."""
-        found = self._read_runs("WHERE run_id = ?", (run_id,))
-        return found[0] if found else None
+        with self._lock:
+            return self._get(self._conn, run_id)
 
     def runs(
         self,
@@ -569,14 +623,14 @@ class Store:  # pylint: disable=too-many-public-methods  # the store's whole API
             target = RunState(found.state)
             if target not in RUN_TRANSITIONS[record.state]:
                 # dispatching -> completed is not in the table: pass through executing.
-                record = self._move(conn, record, RunState.EXECUTING, "resumed with a result")
+                record = self._move(conn, record, [(RunState.EXECUTING, "resumed with a result")])
             changes = {"result_path": str(path), "error": found.error}
             if found.usage.cost_usd is not None:
                 changes["cost_usd"] = found.usage.cost_usd
-            return self._move(conn, record, target, "result file found on resume", changes)
+            return self._move(conn, record, [(target, "result file found on resume")], changes)
         if record.attempts_left:
-            return self._move(conn, record, RunState.IDLE, "interrupted; will retry")
-        return self._move(conn, record, RunState.FAILED, "interrupted; no attempts left")
+            return self._move(conn, record, [(RunState.IDLE, "interrupted; will retry")])
+        return self._move(conn, record, [(RunState.FAILED, "interrupted; no attempts left")])
 
     # -- modes, spend, metadata -----------------------------------------------------
 

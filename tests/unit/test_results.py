@@ -6,6 +6,8 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from runner.results import (
     Redactor,
     RunResult,
@@ -73,6 +75,25 @@ def test_secrets_are_redacted_everywhere(tmp_path: Path) -> None:
         text = written.read_text()
         assert secret not in text
         assert "[redacted]" in text
+
+
+@pytest.mark.parametrize(
+    "secret", ['pa"ss\\word', "tab\tand\nnewline", "pässwörd-ünïcode", "plain-token-123"]
+)
+def test_secrets_that_json_escapes_are_redacted_too(tmp_path: Path, secret: str) -> None:
+    result = make(output={"text": f"<{secret}>", "list": [secret]}, error=f"bad {secret}")
+    path = write_result(tmp_path, result, Redactor([secret]))
+    data = json.loads(path.read_text())
+    assert data["output"] == {"text": "<[redacted]>", "list": ["[redacted]"]}
+    assert data["error"] == "bad [redacted]"
+    assert secret not in path.with_suffix(".md").read_text()
+
+
+def test_a_result_without_secrets_is_written_unchanged(tmp_path: Path) -> None:
+    result = make(output={"text": "nothing to hide", "n": 0.00001})
+    path = write_result(tmp_path, result, Redactor(["sk-not-in-there"]))
+    assert read_result(path) == result
+    assert path.read_text().endswith("}\n")
 
 
 def test_truncation_keeps_a_prefix_and_says_so() -> None:

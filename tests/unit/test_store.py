@@ -205,6 +205,47 @@ def test_of_many_concurrent_claims_exactly_one_wins(db_path: Path, shared: bool)
         assert transitions(check, run_id) == [(None, "idle"), ("idle", "dispatching")]
 
 
+def test_claim_with_an_executor_goes_on_to_executing_in_one_transaction(
+    db_path: Path, clock: FakeClock
+) -> None:
+    changes: list[tuple[str | None, str, str]] = []
+    with Store(db_path, clock=clock, on_transition=lambda c: changes.append(
+        (c.old, c.new, c.detail))) as store:  # fmt: skip
+        run = store.create_run("t", "h", max_attempts=2)
+        clock.advance(1)
+        claimed = store.claim(run.run_id, executor="builtin", tool="echo", detail="routed")
+    assert claimed is not None
+    assert (claimed.state, claimed.attempt, claimed.executor, claimed.tool) == (
+        "executing", 1, "builtin", "echo",
+    )  # fmt: skip
+    assert claimed.started_at == "2026-03-01T12:00:01.000Z"
+    with Store(db_path) as check:
+        assert check.get_run(run.run_id) == claimed
+        events = check.events(run.run_id)
+    assert [(e["from_state"], e["to_state"], e["detail"]) for e in events] == [
+        (None, "idle", "created"),
+        ("idle", "dispatching", "claimed, attempt 1"),
+        ("dispatching", "executing", "routed"),
+    ]
+    assert changes == [(None, "idle", "created"), ("idle", "dispatching", "claimed, attempt 1"),
+                       ("dispatching", "executing", "routed")]  # fmt: skip
+
+
+def test_a_move_from_a_stale_record_is_refused_and_changes_nothing(db_path: Path) -> None:
+    with Store(db_path) as ours, Store(db_path) as theirs:
+        run = ours.create_run("t", "h", max_attempts=1)
+        held = ours.claim(run.run_id, executor="builtin", tool="echo")
+        assert held is not None
+        moved = theirs.transition(run.run_id, S.FAILED, error="settled elsewhere")
+        with pytest.raises(StoreError, match=r"is failed, not executing as read"):
+            ours.transition(held, S.COMPLETED, result_path="x.json")
+        assert ours.get_run(run.run_id) == moved
+        assert transitions(ours, run.run_id)[-1] == ("executing", "failed")
+        ours.delete_runs([run.run_id])
+        with pytest.raises(StoreError, match=f"no run {run.run_id}"):
+            ours.transition(held, S.COMPLETED)
+
+
 # -- attempts and retries -------------------------------------------------------------
 
 
