@@ -5,7 +5,7 @@ concurrency 8, for the built-in executor's ``echo`` and for ``mcp-server-git``'s
 ``git_status``. The runner side does everything a real run does: claim, route, call,
 result file (.json + .md), rows and events in SQLite (WAL).
 
-    uv run python bench/dispatch.py [--tasks 1000]
+    uv run python bench/dispatch.py [--tasks 1000] [--git-tasks 300] [--rounds 3]
 
 Prints one JSON object. Bars (DESIGN §6, issue 3): overhead <= 0.5 ms a task over the
 bare loop, serial and concurrent; against mcp-server-git, runner throughput >= 0.8x.
@@ -119,19 +119,30 @@ def file_create_us(folder: Path, count: int = 200) -> float:
 
 
 async def compare(
-    name: str, server: McpServer, tool: str, args: dict[str, Any], n: int, work: Path
+    name: str, server: McpServer, tool: str, args: dict[str, Any], n: int, work: Path, rounds: int
 ) -> dict[str, Any]:
-    """Serial and concurrency-8 figures for one server, runner vs bare, in ms a task."""
-    out: dict[str, Any] = {"server": name, "tool": tool, "tasks": n}
+    """Serial and concurrency-8 figures for one server, runner vs bare, in ms a task.
+
+    Bare and runner loops alternate for ``rounds`` rounds and the medians are compared:
+    on a small machine one loop alone can land on a noisy second.
+    """
+    out: dict[str, Any] = {"server": name, "tool": tool, "tasks": n, "rounds": rounds}
     for conc in (1, 8):
-        bare = await bare_loop(server, tool, args, n, conc)
-        ours = await runner_loop(server, tool, args, n, conc, work)
+        bares, ours = [], []
+        for round_ in range(rounds):
+            bares.append(await bare_loop(server, tool, args, n, conc))
+            ours.append(await runner_loop(server, tool, args, n, conc, work / f"r{round_}"))
+        bare, runner = statistics.median(bares), statistics.median(ours)
         key = "serial" if conc == 1 else "concurrency_8"
         out[key] = {
             "bare_ms_per_task": round(bare / n * 1000, 3),
-            "runner_ms_per_task": round(ours / n * 1000, 3),
-            "overhead_ms_per_task": round((ours - bare) / n * 1000, 3),
-            "throughput_ratio": round(bare / ours, 3),
+            "runner_ms_per_task": round(runner / n * 1000, 3),
+            "overhead_ms_per_task": round((runner - bare) / n * 1000, 3),
+            "throughput_ratio": round(bare / runner, 3),
+            "rounds_ms_per_task": [
+                [round(b / n * 1000, 3), round(o / n * 1000, 3)]
+                for b, o in zip(bares, ours, strict=True)
+            ],
         }
     return out
 
@@ -141,6 +152,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--git-tasks", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=3, help="bare/runner pairs; medians")
     opts = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -152,7 +164,13 @@ async def main() -> None:
             "results": [],
         }
         echo = await compare(
-            "builtin", builtin_server(work), "echo", {"text": "hello"}, opts.tasks, work
+            "builtin",
+            builtin_server(work),
+            "echo",
+            {"text": "hello"},
+            opts.tasks,
+            work,
+            opts.rounds,
         )
         report["results"].append(echo)
         git_cmd = shutil.which("mcp-server-git") or str(
@@ -164,7 +182,7 @@ async def main() -> None:
         git = McpServer(command=git_cmd, args=["--repository", str(repo)])
         report["results"].append(
             await compare("mcp-server-git", git, "git_status", {"repo_path": str(repo)},
-                          opts.git_tasks, work)
+                          opts.git_tasks, work, opts.rounds)
         )  # fmt: skip
     print(json.dumps(report, indent=2))
 

@@ -347,11 +347,7 @@ class Store:  # pylint: disable=too-many-public-methods  # the store's whole API
         before: RunState | None = record.state
         for new, detail in steps:
             self._event(conn, record.run_id, before, new, detail=detail, now=now)
-            if self._on_transition is not None:
-                self._changes.append(
-                    RunChange(moved.run_id, moved.task_id, moved.slot, before, new,
-                              moved.attempt, detail, now)
-                )  # fmt: skip
+            self._note(moved, before, new, detail)
             before = new
         return moved
 
@@ -365,11 +361,11 @@ class Store:  # pylint: disable=too-many-public-methods  # the store's whole API
             " another process changed it"
         )
 
-    def _note(self, run: RunRecord, old: RunState | None, detail: str) -> None:
+    def _note(self, run: RunRecord, old: RunState | None, new: RunState, detail: str) -> None:
         if self._on_transition is not None:
             self._changes.append(
                 RunChange(
-                    run.run_id, run.task_id, run.slot, old, run.state, run.attempt, detail,
+                    run.run_id, run.task_id, run.slot, old, new, run.attempt, detail,
                     run.updated_at,
                 )
             )  # fmt: skip
@@ -429,7 +425,7 @@ class Store:  # pylint: disable=too-many-public-methods  # the store's whole API
                 raise StoreError(f"{self.path}: run {run_id} already exists") from exc
             self._event(conn, run_id, None, RunState.IDLE, detail="created", now=now)
             created = _record(row)
-            self._note(created, None, "created")
+            self._note(created, None, RunState.IDLE, "created")
         return created
 
     def claim(
