@@ -5,16 +5,18 @@ concurrency 8, for the built-in executor's ``echo`` and for ``mcp-server-git``'s
 ``git_status``. The runner side does everything a real run does: claim, route, call,
 result file (.json + .md), rows and events in SQLite (WAL).
 
-    uv run python bench/dispatch.py [--tasks 1000] [--git-tasks 300] [--rounds 3]
+    uv run python bench/dispatch.py [--tasks 1000] [--git-tasks 300] [--rounds 10]
 
 Prints one JSON object. Bars (DESIGN §6, issue 3): overhead <= 0.5 ms a task over the
 bare loop, serial and concurrent; against mcp-server-git, runner throughput >= 0.8x.
 
-``file_create_us`` is what creating one result file costs on the results' file system
-right now. On an ext4 without a journal (this project's CI machines) it rises from
-~35 us to ~500 us for a few minutes after many files were deleted (the kernel skips
-recently deleted inodes one by one): run the bench on a machine that has not just run
-the test suite, or the figures measure the disk, not the runner.
+``file_create_us`` is what creating one result file costs on the results' file system,
+at the start and after each server's runs. On an ext4 without a journal (this
+project's CI machines) it rises from ~35 us to ~500 us for a few minutes after many
+files were deleted (the kernel skips recently deleted inodes one by one): run the bench
+on a machine that has not just run the test suite, or the figures measure the disk, not
+the runner. ``git status`` creates and deletes ``index.lock`` on every call, so the
+mcp-server-git runs raise it.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -45,24 +48,32 @@ from runner.store import Store
 from runner.tasks import Task, TaskSpec, task_hash
 
 
-def make_tasks(count: int, executor: str, tool: str, args: dict[str, Any]) -> list[Task]:
-    """In-memory tasks (the loader is benched by bench/validate.py)."""
+def make_tasks(first: int, end: int, executor: str, tool: str, args: dict[str, Any]) -> list[Task]:
+    """In-memory tasks ``t<first>`` .. ``t<end - 1>`` (the loader is benched by
+    bench/validate.py)."""
     tasks = []
-    for i in range(count):
+    for i in range(first, end):
         spec = TaskSpec(id=f"t{i}", executor=executor, tool=tool, args={**args})
         tasks.append(Task(f"t{i}", Path(f"t{i}.yaml"), spec, task_hash(spec, f"t{i}")))
     return tasks
 
 
-async def bare_loop(server: McpServer, tool: str, args: dict[str, Any], n: int, conc: int) -> float:
-    """Seconds for ``n`` calls over one bare SDK session, ``conc`` in flight."""
+Timer = Callable[[int], Awaitable[float]]
+"""Runs ``n`` more calls (or tasks) on a warm server; returns the seconds they took."""
+
+
+@asynccontextmanager
+async def bare_loop(
+    server: McpServer, tool: str, args: dict[str, Any], conc: int
+) -> AsyncIterator[Timer]:
+    """Calls over one bare SDK session, ``conc`` in flight."""
     assert server.command is not None
     env = {k: v for k, v in os.environ.items() if k in {"HOME", "PATH"}} | server.env
     params = StdioServerParameters(command=server.command, args=server.args, env=env)
     async with Client(params, read_timeout_seconds=60) as client:
         for _ in range(20):  # warm up
             await client.call_tool(tool, args)
-        return await timed(lambda: client.call_tool(tool, args), n, conc)
+        yield lambda n: timed(lambda: client.call_tool(tool, args), n, conc)
 
 
 async def timed(call: Callable[[], Awaitable[Any]], n: int, conc: int) -> float:
@@ -82,29 +93,36 @@ async def timed(call: Callable[[], Awaitable[Any]], n: int, conc: int) -> float:
     return time.perf_counter() - start
 
 
+@asynccontextmanager
 async def runner_loop(
-    server: McpServer, tool: str, args: dict[str, Any], n: int, conc: int, work: Path
-) -> float:
-    """Seconds for ``n`` tool tasks through the dispatcher on a warm pool."""
+    server: McpServer, tool: str, args: dict[str, Any], conc: int, work: Path
+) -> AsyncIterator[Timer]:
+    """Tool tasks (each a new task id) through the dispatcher on a warm pool."""
     config = Config.model_validate({"dispatch": {"concurrency": conc}})
-    tasks = make_tasks(n, "bench", tool, args)
-    results = work / f"results-{tool}-{conc}"
+    made = 0
     async with ExecutorPool({"bench": server}, workspace=work) as pool:
         for _ in range(20):  # warm up: the server is started and its tools cached
             await pool.call_tool("bench", tool, args)
         with Store(work / f"state-{tool}-{conc}.db") as store:
-            items = [(t, store.create_run(t.id, t.task_hash, max_attempts=1)) for t in tasks]
             dispatcher = Dispatcher(
-                store=store, pool=pool, config=config, results_root=results,
+                store=store, pool=pool, config=config,
+                results_root=work / f"results-{tool}-{conc}",
                 redactor=Redactor(["sk-bench-secret"]),
             )  # fmt: skip
-            start = time.perf_counter()
-            finished = await dispatcher.run_all(items)
-            elapsed = time.perf_counter() - start
-    failed = [f for f in finished if f.run.state != "completed"]
-    if failed:
-        raise SystemExit(f"{len(failed)} runs failed, e.g. {failed[0].run.error}")
-    return elapsed
+
+            async def run(n: int) -> float:
+                nonlocal made
+                tasks = make_tasks(made, made + n, "bench", tool, args)
+                made += n
+                items = [(t, store.create_run(t.id, t.task_hash, max_attempts=1)) for t in tasks]
+                start = time.perf_counter()
+                finished = await dispatcher.run_all(items)
+                elapsed = time.perf_counter() - start
+                if failed := [f for f in finished if f.run.state != "completed"]:
+                    raise SystemExit(f"{len(failed)} runs failed, e.g. {failed[0].run.error}")
+                return elapsed
+
+            yield run
 
 
 def file_create_us(folder: Path, count: int = 200) -> float:
@@ -123,25 +141,29 @@ async def compare(
 ) -> dict[str, Any]:
     """Serial and concurrency-8 figures for one server, runner vs bare, in ms a task.
 
-    Bare and runner loops alternate for ``rounds`` rounds and the medians are compared:
-    on a small machine one loop alone can land on a noisy second.
+    Both sides stay warm and take turns, ``n / rounds`` calls (or tasks) a turn; the
+    medians of the turns are compared, so a noisy second on a small machine hits one
+    turn of each side, not a whole side.
     """
     out: dict[str, Any] = {"server": name, "tool": tool, "tasks": n, "rounds": rounds}
+    chunk = n // rounds
     for conc in (1, 8):
         bares, ours = [], []
-        for round_ in range(rounds):
-            bares.append(await bare_loop(server, tool, args, n, conc))
-            ours.append(await runner_loop(server, tool, args, n, conc, work / f"r{round_}"))
-        bare, runner = statistics.median(bares), statistics.median(ours)
-        key = "serial" if conc == 1 else "concurrency_8"
-        out[key] = {
-            "bare_ms_per_task": round(bare / n * 1000, 3),
-            "runner_ms_per_task": round(runner / n * 1000, 3),
-            "overhead_ms_per_task": round((runner - bare) / n * 1000, 3),
-            "throughput_ratio": round(bare / runner, 3),
+        async with (
+            bare_loop(server, tool, args, conc) as bare,
+            runner_loop(server, tool, args, conc, work) as runner,
+        ):
+            for _ in range(rounds):
+                bares.append(await bare(chunk) / chunk)
+                ours.append(await runner(chunk) / chunk)
+        bare_s, runner_s = statistics.median(bares), statistics.median(ours)
+        out["serial" if conc == 1 else "concurrency_8"] = {
+            "bare_ms_per_task": round(bare_s * 1000, 3),
+            "runner_ms_per_task": round(runner_s * 1000, 3),
+            "overhead_ms_per_task": round((runner_s - bare_s) * 1000, 3),
+            "throughput_ratio": round(bare_s / runner_s, 3),
             "rounds_ms_per_task": [
-                [round(b / n * 1000, 3), round(o / n * 1000, 3)]
-                for b, o in zip(bares, ours, strict=True)
+                [round(b * 1000, 3), round(o * 1000, 3)] for b, o in zip(bares, ours, strict=True)
             ],
         }
     return out
@@ -152,7 +174,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--git-tasks", type=int, default=300)
-    parser.add_argument("--rounds", type=int, default=3, help="bare/runner pairs; medians")
+    parser.add_argument("--rounds", type=int, default=10, help="turns a side; medians")
     opts = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -160,7 +182,7 @@ async def main() -> None:
             "python": platform.python_version(),
             "machine": {"cores": os.cpu_count()},
             "bars": {"overhead_ms_per_task": 0.5, "git_throughput_ratio": 0.8},
-            "file_create_us": file_create_us(work / "probe"),
+            "file_create_us": {"start": file_create_us(work / "probe-start")},
             "results": [],
         }
         echo = await compare(
@@ -173,6 +195,7 @@ async def main() -> None:
             opts.rounds,
         )
         report["results"].append(echo)
+        report["file_create_us"]["after_builtin"] = file_create_us(work / "probe-builtin")
         git_cmd = shutil.which("mcp-server-git") or str(
             Path(sys.executable).parent / "mcp-server-git"
         )
@@ -184,6 +207,7 @@ async def main() -> None:
             await compare("mcp-server-git", git, "git_status", {"repo_path": str(repo)},
                           opts.git_tasks, work, opts.rounds)
         )  # fmt: skip
+        report["file_create_us"]["after_git"] = file_create_us(work / "probe-git")
     print(json.dumps(report, indent=2))
 
 

@@ -129,15 +129,18 @@ def result_path(results_root: Path, task_id: str, run_id: str) -> Path:
     return result_dir(results_root, task_id) / f"{run_id}.json"
 
 
-def atomic_write(path: Path, text: str | bytes) -> None:
+def atomic_write(path: str | os.PathLike[str], text: str | bytes) -> None:
     """Write via a temp file and rename: a reader never sees half a file. The folder
     must exist (creating folders costs more than the write on some file systems).
 
     No fsync: this survives a killed process, not a power cut (DESIGN §4).
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # Plain os calls and str paths: this is on the dispatch path twice a run, where
+    # pathlib objects and text-mode files cost more than the writes.
+    target = os.fspath(path)
+    folder, name = os.path.split(target)
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
     data = text.encode() if isinstance(text, str) else text
-    # os-level calls: this is on the dispatch path, and a text-mode file costs more.
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         view = memoryview(data)
@@ -145,7 +148,7 @@ def atomic_write(path: Path, text: str | bytes) -> None:
             view = view[os.write(fd, view) :]
     finally:
         os.close(fd)
-    os.replace(tmp, path)
+    os.replace(tmp, target)
 
 
 def write_result(results_root: Path, result: RunResult, redactor: Redactor) -> Path:
@@ -155,11 +158,16 @@ def write_result(results_root: Path, result: RunResult, redactor: Redactor) -> P
     if redactor.in_json(text):
         data = redactor.data(data)
         text = to_json(data, indent=2)
-    json_path = result_path(results_root, result.task_id, result.run_id)
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(json_path.with_suffix(".md"), render_markdown(data))
-    atomic_write(json_path, text + b"\n")
-    return json_path
+    folder = os.path.join(results_root, *result.task_id.split("/"))
+    stem = os.path.join(folder, result.run_id)
+    markdown = render_markdown(data)
+    try:
+        atomic_write(f"{stem}.md", markdown)
+    except FileNotFoundError:  # the task's first result (or its folder was pruned)
+        os.makedirs(folder, exist_ok=True)
+        atomic_write(f"{stem}.md", markdown)
+    atomic_write(f"{stem}.json", text + b"\n")
+    return Path(f"{stem}.json")
 
 
 def spend_since(results_root: Path, moment: datetime) -> float:
