@@ -306,13 +306,12 @@ def doctor(
     """
     import os  # noqa: PLC0415 - keeps startup lean
 
-    from runner.config import secret_env_values  # noqa: PLC0415
+    from runner.assembly import redactor_for  # noqa: PLC0415
     from runner.doctor import diagnose  # noqa: PLC0415 - loads mcp
-    from runner.results import Redactor  # noqa: PLC0415
 
     cfg, _ = _setup(config)
     env = dict(os.environ)
-    redactor = Redactor([*cfg.secret_values(), *secret_env_values(env)])
+    redactor = redactor_for(cfg, env)
     workspace = Path(cfg.workspace) if cfg.workspace else Path.cwd()
     found = asyncio.run(diagnose(cfg, environ=env, workspace=workspace, redactor=redactor))
     if as_json:

@@ -14,8 +14,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from runner.agent import Agent
-from runner.config import BUILTIN, Config, ResolvedPaths, secret_env_values
+from runner.assembly import dispatching
+from runner.config import BUILTIN, Config, ResolvedPaths
 from runner.dispatcher import Dispatcher, Finished
 from runner.dueness import (
     Due,
@@ -26,9 +26,8 @@ from runner.dueness import (
     history_from_store,
 )
 from runner.errors import GitOpsError, TaskFileError
-from runner.executors import ExecutorPool
 from runner.faults import FaultHandling, repair_waits
-from runner.results import Redactor, iso, utc_now
+from runner.results import iso, utc_now
 from runner.router import waits_for_model
 from runner.statelock import StateLock
 from runner.states import Mode, RunState
@@ -246,29 +245,11 @@ async def _run_tasks(
             on_planned(len(runnable))
         if not runnable:
             return report
-        redactor = Redactor([*config.secret_values(), *secret_env_values(env)])
-        workspace = Path(config.workspace) if config.workspace else Path.cwd()
-        faults = FaultHandling(
-            config, store=store, redactor=redactor, tasks_root=paths.tasks,
-            results_root=paths.results, environ=env, clock=clock,
-        )  # fmt: skip
-        async with (
-            ExecutorPool(config.mcp_servers, workspace=workspace, environ=env) as pool,
-            faults,  # imports litellm only on a prompt task's first call
-        ):
-            dispatcher = Dispatcher(
-                store=store,
-                pool=pool,
-                config=config,
-                results_root=paths.results,
-                redactor=redactor,
-                clock=clock,
-                on_finished=on_finished,
-                agent=Agent(llm=faults.models, pool=pool, config=config, redactor=redactor),
-                mode_of=faults.mode,
-            )
-            faults.watching()  # probes every check_interval while not normal
-            report.finished = await _resuming(dispatcher, runnable, faults)
+        async with dispatching(
+            config, paths, store, environ=env, clock=clock, on_finished=on_finished
+        ) as machinery:
+            machinery.faults.watching()  # probes every check_interval while not normal
+            report.finished = await _resuming(machinery.dispatcher, runnable, machinery.faults)
     return report
 
 

@@ -31,16 +31,15 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 
-from runner.agent import Agent
-from runner.config import BUILTIN, Config, ResolvedPaths, secret_env_values
+from runner.assembly import dispatching, redactor_for
+from runner.config import BUILTIN, Config, ResolvedPaths
 from runner.dispatcher import Dispatcher, Finished
 from runner.dueness import Due, DueRule, decide, history_from_results, history_from_store
 from runner.errors import InvalidTaskFile, OmniError, ServiceError, TaskFileError
-from runner.executors import ExecutorPool
 from runner.faults import FaultHandling, Resumer, repair_waits
 from runner.logs import LogFormat, configure_logging, log_run_change
 from runner.once import OnceOptions, plan
-from runner.results import Redactor, utc_now
+from runner.results import utc_now
 from runner.router import waits_for_model
 from runner.schedule import LIVE_GRACE, Firing, TaskScheduler, plan_of, save_plans
 from runner.sources import ChangeKind, FolderSource, GitSource, SourceChange, TaskRegistry
@@ -350,21 +349,11 @@ class Service:  # pylint: disable=too-many-instance-attributes  # the service's 
             Store(self._paths.state, clock=self._clock, on_transition=log_run_change) as store,
         ):
             _report_resume(store.resume(self._paths.results))
-            redactor = Redactor([*config.secret_values(), *secret_env_values(env)])
-            workspace = Path(config.workspace) if config.workspace else Path.cwd()
-            pool = ExecutorPool(config.mcp_servers, workspace=workspace, environ=env)
-            faults = FaultHandling(
-                config, store=store, redactor=redactor, tasks_root=self._paths.tasks,
-                results_root=self._paths.results, environ=env, clock=self._clock,
-            )  # fmt: skip
-            # The model client imports litellm only on a prompt task's first model call.
-            async with pool, faults:
-                agent = Agent(llm=faults.models, pool=pool, config=config, redactor=redactor)
-                dispatcher = Dispatcher(
-                    store=store, pool=pool, config=config, results_root=self._paths.results,
-                    redactor=redactor, clock=self._clock, agent=agent, mode_of=faults.mode,
-                )  # fmt: skip
-                await self._serve(store, Runs(dispatcher, store), faults)
+            async with dispatching(
+                config, self._paths, store, environ=env, clock=self._clock
+            ) as machinery:
+                runs = Runs(machinery.dispatcher, store)
+                await self._serve(store, runs, machinery.faults)
         return self._exit
 
     async def _serve(self, store: Store, runs: Runs, faults: FaultHandling) -> None:
@@ -461,7 +450,7 @@ def serve(
 ) -> int:
     """``omni run``: log setup, signal handlers, the service; returns the exit code."""
     env = dict(os.environ if environ is None else environ)
-    configure_logging(log_format, Redactor([*config.secret_values(), *secret_env_values(env)]))
+    configure_logging(log_format, redactor_for(config, env))
     return asyncio.run(_until_signal(Service(config, paths, environ=env)))
 
 

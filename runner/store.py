@@ -206,8 +206,8 @@ class Store:  # pylint: disable=too-many-public-methods  # the store's whole API
         # Changes made inside the open transaction; reported only once it commits.
         self._on_transition = on_transition
         self._changes: list[RunChange] = []
-        # The dispatcher may reach the store from worker threads; one connection must
-        # never interleave two transactions.
+        # A store may be shared by threads (the runner keeps it on the event loop's, but
+        # a caller need not); one connection must never interleave two transactions.
         self._lock = threading.RLock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
