@@ -313,8 +313,6 @@ class Dispatcher:
 
     def _row(self, outcome: _Outcome, result: RunResult, path: Path) -> Finished:
         run = outcome.run
-        if run.state is RunState.DISPATCHING and outcome.state is RunState.COMPLETED:
-            run = self._store.transition(run, RunState.EXECUTING)
         final = self._store.transition(
             run,
             outcome.state,

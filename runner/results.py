@@ -7,6 +7,7 @@ Everything written passes through a :class:`Redactor` first.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -143,12 +144,18 @@ def atomic_write(path: str | os.PathLike[str], text: str | bytes) -> None:
     data = text.encode() if isinstance(text, str) else text
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-    finally:
-        os.close(fd)
-    os.replace(tmp, target)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+    except BaseException:
+        # A full disk must not leave a temp file for `--commit` to pick up.
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def write_result(results_root: Path, result: RunResult, redactor: Redactor) -> Path:

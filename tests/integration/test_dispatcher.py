@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,7 @@ import pytest
 from runner.config import BUILTIN, Config
 from runner.dispatcher import Dispatcher
 from runner.executors import ExecutorPool, ToolOutcome
-from runner.results import Redactor
+from runner.results import Redactor, read_result
 from runner.store import Store
 from runner.tasks import Task, TaskSpec, task_hash
 
@@ -50,5 +49,6 @@ async def test_a_shutdown_after_the_executor_answered_still_records_the_run(
     assert row is not None
     assert (row.state, row.attempt) == ("completed", 1)
     assert row.result_path == str(results / "hello" / f"{run.run_id}.json")
-    written = json.loads(Path(row.result_path).read_text(encoding="utf-8"))
-    assert (written["state"], written["output"]) == ("completed", "hi")
+    written = read_result(Path(row.result_path))
+    assert written is not None
+    assert (written.state, written.output, written.attempt) == ("completed", "hi", 1)

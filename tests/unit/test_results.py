@@ -11,6 +11,7 @@ import pytest
 from runner.results import (
     Redactor,
     RunResult,
+    atomic_write,
     new_run_id,
     read_result,
     result_path,
@@ -51,7 +52,7 @@ def test_nested_ids_nest_folders_and_json_has_the_contract_fields(tmp_path: Path
     path = write_result(tmp_path, result, Redactor([]))
     assert path == tmp_path / "repair" / "gateway" / f"{result.run_id}.json"
     assert path == result_path(tmp_path, "repair/gateway", result.run_id)
-    data = json.loads(path.read_text())
+    data = json.loads(path.read_text(encoding="utf-8"))
     contract = (
         "task_id run_id task_hash slot state attempt executor tool model tier mode "
         "started_at finished_at duration_s output error usage"
@@ -59,7 +60,7 @@ def test_nested_ids_nest_folders_and_json_has_the_contract_fields(tmp_path: Path
     assert set(contract.split()) <= set(data)
     assert data["state"] == "completed"
     assert data["mode"] == "normal"
-    md = path.with_suffix(".md").read_text()
+    md = path.with_suffix(".md").read_text(encoding="utf-8")
     assert "repair/gateway" in md
     assert "completed" in md
     assert "hello" in md
@@ -72,7 +73,7 @@ def test_secrets_are_redacted_everywhere(tmp_path: Path) -> None:
     result = make(output={"note": f"key={secret}", secret: [secret]}, error=f"bad {secret}")
     path = write_result(tmp_path, result, Redactor([secret, "abc"]))
     for written in (path, path.with_suffix(".md")):
-        text = written.read_text()
+        text = written.read_text(encoding="utf-8")
         assert secret not in text
         assert "[redacted]" in text
 
@@ -83,17 +84,25 @@ def test_secrets_are_redacted_everywhere(tmp_path: Path) -> None:
 def test_secrets_that_json_escapes_are_redacted_too(tmp_path: Path, secret: str) -> None:
     result = make(output={"text": f"<{secret}>", "list": [secret]}, error=f"bad {secret}")
     path = write_result(tmp_path, result, Redactor([secret]))
-    data = json.loads(path.read_text())
+    data = json.loads(path.read_text(encoding="utf-8"))
     assert data["output"] == {"text": "<[redacted]>", "list": ["[redacted]"]}
     assert data["error"] == "bad [redacted]"
-    assert secret not in path.with_suffix(".md").read_text()
+    assert secret not in path.with_suffix(".md").read_text(encoding="utf-8")
 
 
 def test_a_result_without_secrets_is_written_unchanged(tmp_path: Path) -> None:
     result = make(output={"text": "nothing to hide", "n": 0.00001})
     path = write_result(tmp_path, result, Redactor(["sk-not-in-there"]))
     assert read_result(path) == result
-    assert path.read_text().endswith("}\n")
+    assert path.read_text(encoding="utf-8").endswith("}\n")
+
+
+def test_a_failed_write_leaves_no_temp_file(tmp_path: Path) -> None:
+    blocked = tmp_path / "x.json"
+    blocked.mkdir()  # the rename onto it fails after the temp file was written
+    with pytest.raises(OSError):
+        atomic_write(blocked, "{}\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.json"]
 
 
 def test_truncation_keeps_a_prefix_and_says_so() -> None:
