@@ -75,7 +75,7 @@ class McpServer(_Strict):
     """HTTP headers sent with every request (e.g. ``Authorization``)."""
     token_env: str = "OPENCLAW_GATEWAY_TOKEN"
     """For a ``ws(s)://`` gateway: the environment variable holding its token, passed
-    to the bridge as ``--token`` when set."""
+    to the bridge as ``--token-file`` (a temp file only this user can read) when set."""
     timeout: float = Field(default=60.0, gt=0)
     """Seconds a call may take when the task sets no ``timeout``."""
     max_concurrency: int = Field(default=4, ge=1)

@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import sys
+import tempfile
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -203,7 +204,7 @@ class _Connection:  # pylint: disable=too-many-instance-attributes  # one connec
                 await stack.enter_async_context(http)
                 transport = streamable_http_client(spec.url, http_client=http)
         else:
-            transport = self._stdio_params()
+            transport = self._stdio_params(stack)
         client = Client(
             transport,
             read_timeout_seconds=spec.timeout,
@@ -213,12 +214,10 @@ class _Connection:  # pylint: disable=too-many-instance-attributes  # one connec
         )
         return await stack.enter_async_context(client)
 
-    def _stdio_params(self) -> StdioServerParameters:
+    def _stdio_params(self, stack: AsyncExitStack) -> StdioServerParameters:
         spec = self.spec
         if spec.url is not None:  # ws(s)://: an OpenClaw gateway, bridged to stdio
             command, args = "openclaw", ["mcp", "serve", "--url", spec.url]
-            if token := self.environ.get(spec.token_env):
-                args += ["--token", token]
         else:
             assert spec.command is not None
             command, args = spec.command, list(spec.args)
@@ -233,6 +232,9 @@ class _Connection:  # pylint: disable=too-many-instance-attributes  # one connec
         if resolved is None:
             message = f"cannot start {command!r}: command not found"
             raise ExecutorUnavailableError(self.name, message)
+        if spec.url is not None and (token := self.environ.get(spec.token_env)):
+            # A file, not --token: any process on the machine can read a command line.
+            args += ["--token-file", _token_file(token, stack)]
         return StdioServerParameters(command=resolved, args=args, env=env, cwd=spec.cwd)
 
     async def _subscribe(self, stack: AsyncExitStack, client: Client) -> None:
@@ -255,6 +257,15 @@ class _Connection:  # pylint: disable=too-many-instance-attributes  # one connec
             self.tools_version += 1
         elif isinstance(message, Exception):
             log.debug("executor %r: transport error: %r", self.name, message)
+
+
+def _token_file(token: str, stack: AsyncExitStack) -> str:
+    """A temp file only this user can read, holding ``token``; gone when ``stack`` closes."""
+    fd, path = tempfile.mkstemp(prefix="omni-gateway-token-")  # mode 0600
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(token)
+    stack.callback(Path(path).unlink, missing_ok=True)
+    return path
 
 
 async def refresh_tools(conn: _Connection, client: Client | None = None) -> dict[str, _Tool]:

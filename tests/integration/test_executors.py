@@ -149,8 +149,15 @@ async def test_ws_url_goes_through_the_openclaw_bridge(
     servers = {"claw": McpServer(url="ws://127.0.0.1:18789")}
     async with ExecutorPool(servers, workspace=workspace, environ=environ) as pool:
         outcome = await pool.call_tool("claw", "context", {})
+        argv = outcome.structured["argv"]
+        token_file = Path(argv[-1]) if token else None
+        if token_file is not None:  # while the bridge runs: the token, for this user only
+            assert token_file.read_text(encoding="utf-8") == token
+            assert token_file.stat().st_mode & 0o777 == 0o600
     expected = ["mcp", "serve", "--url", "ws://127.0.0.1:18789"]
-    assert outcome.structured["argv"] == expected + (["--token", token] if token else [])
+    assert argv == expected + (["--token-file", str(token_file)] if token else [])
+    assert token is None or token not in " ".join(argv)
+    assert token_file is None or not token_file.exists()  # removed with the connection
 
 
 async def test_openclaw_not_installed(workspace: Path) -> None:
