@@ -157,10 +157,10 @@ class Dispatcher:
     def _claim(self, task: Task, run: RunRecord, route: Route) -> RunRecord | None:
         """Claim the run, straight on to executing when its executor is configured."""
         if not route.configured:
-            return self._store.claim(run.run_id)
+            return self._store.claim(run)
         tool = task.spec.tool or ""
         return self._store.claim(
-            run.run_id, executor=route.executor, tool=tool,
+            run, executor=route.executor, tool=tool,
             detail=f"{route.executor}.{tool} ({route.reason})",
         )  # fmt: skip
 

@@ -43,6 +43,10 @@ class StoreError(OmniError):
     """The state database cannot be used (newer schema, corrupt file, locked)."""
 
 
+class StaleRunError(StoreError):
+    """A run moved from a record that no longer matches its row (someone else moved it)."""
+
+
 class IllegalTransitionError(StoreError):
     """A run or mode change that the transition tables in ``states.py`` forbid."""
 

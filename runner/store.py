@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from sqlite_utils import Database
 
-from runner.errors import IllegalTransitionError, StoreError
+from runner.errors import IllegalTransitionError, StaleRunError, StoreError
 from runner.results import iso, new_run_id, read_result, result_path, utc_now
 from runner.states import (
     IN_FLIGHT,
@@ -318,8 +318,8 @@ class Store:  # pylint: disable=too-many-public-methods  # the store's whole API
 
         Takes the run through each ``(state, detail)`` step in order (each checked
         against the table, each one event row) with one row update. The update applies
-        only while the row is still in ``record.state``: a stale record is refused, not
-        acted on.
+        only while the row still has ``record``'s state and attempt: a stale record is
+        refused (:class:`StaleRunError`), not acted on.
         """
         old = record.state
         for new, _ in steps:
@@ -337,9 +337,9 @@ class Store:  # pylint: disable=too-many-public-methods  # the store's whole API
             values["finished_at"] = now
         assignments = ", ".join(f"{name} = ?" for name in values)
         row = conn.execute(
-            f"UPDATE runs SET {assignments} WHERE run_id = ? AND state = ?"
+            f"UPDATE runs SET {assignments} WHERE run_id = ? AND state = ? AND attempt = ?"
             f" RETURNING {', '.join(_COLUMNS)}",
-            (*values.values(), record.run_id, record.state.value),
+            (*values.values(), record.run_id, record.state.value, record.attempt),
         ).fetchone()
         if row is None:
             raise self._stale(conn, record)
@@ -353,12 +353,14 @@ class Store:  # pylint: disable=too-many-public-methods  # the store's whole API
 
     def _stale(self, conn: sqlite3.Connection, record: RunRecord) -> StoreError:
         """The error for a move whose record no longer matches the row."""
-        found = conn.execute("SELECT state FROM runs WHERE run_id = ?", (record.run_id,)).fetchone()
+        found = conn.execute(
+            "SELECT state, attempt FROM runs WHERE run_id = ?", (record.run_id,)
+        ).fetchone()
         if found is None:
             return StoreError(f"{self.path}: no run {record.run_id}")
-        return StoreError(
-            f"{self.path}: run {record.run_id} is {found[0]}, not {record.state} as read:"
-            " another process changed it"
+        return StaleRunError(
+            f"{self.path}: run {record.run_id} is {found[0]} (attempt {found[1]}), not"
+            f" {record.state} (attempt {record.attempt}) as read: something else moved it"
         )
 
     def _note(self, run: RunRecord, old: RunState | None, new: RunState, detail: str) -> None:
@@ -430,7 +432,7 @@ class Store:  # pylint: disable=too-many-public-methods  # the store's whole API
 
     def claim(
         self,
-        run_id: str,
+        run: str | RunRecord,
         *,
         executor: str | None = None,
         tool: str | None = None,
@@ -441,10 +443,12 @@ class Store:  # pylint: disable=too-many-public-methods  # the store's whole API
         Only a claim from idle starts a new attempt: a waiting run was parked mid-attempt.
         With ``executor`` the run goes on to executing (on that executor and ``tool``,
         event ``detail``) in the same transaction: the dispatch path's one commit
-        before the call.
+        before the call. ``run`` is a run id, or the caller's :class:`RunRecord`: then
+        the row is not read first, and a record that no longer matches it is not
+        claimable either.
         """
         with self._write() as conn:
-            record = self._get(conn, run_id)
+            record = run if isinstance(run, RunRecord) else self._get(conn, run)
             if record is None or record.state not in _CLAIMABLE:
                 return None
             attempt = record.attempt + 1 if record.state is RunState.IDLE else record.attempt
@@ -453,7 +457,10 @@ class Store:  # pylint: disable=too-many-public-methods  # the store's whole API
             if executor is not None:
                 steps.append((RunState.EXECUTING, detail))
                 changes |= {"executor": executor, "tool": tool}
-            return self._move(conn, record, steps, changes)
+            try:
+                return self._move(conn, record, steps, changes)
+            except StaleRunError:
+                return None
 
     def transition(
         self, run: str | RunRecord, new: RunState, *, detail: str = "", **changes: Any
@@ -463,8 +470,8 @@ class Store:  # pylint: disable=too-many-public-methods  # the store's whole API
         cost_usd, slot).
 
         ``run`` is a run id, or the :class:`RunRecord` its caller holds: then the row
-        is not read first, and the move is refused with :class:`StoreError` if the row
-        is no longer in that record's state. Raises :class:`IllegalTransitionError`,
+        is not read first, and the move is refused with :class:`StaleRunError` if the
+        row no longer has that record's state and attempt. Raises :class:`IllegalTransitionError`,
         :class:`StoreError` for an unknown run, ``TypeError`` for an unknown field."""
         unknown = set(changes) - _SETTABLE
         if unknown:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.errors import IllegalTransitionError, StoreError
+from runner.errors import IllegalTransitionError, StaleRunError, StoreError
 from runner.results import Redactor, RunResult, iso, result_path, write_result
 from runner.states import Mode, RunState
 from runner.store import RunRecord, Store
@@ -237,13 +237,29 @@ def test_a_move_from_a_stale_record_is_refused_and_changes_nothing(db_path: Path
         held = ours.claim(run.run_id, executor="builtin", tool="echo")
         assert held is not None
         moved = theirs.transition(run.run_id, S.FAILED, error="settled elsewhere")
-        with pytest.raises(StoreError, match=r"is failed, not executing as read"):
+        with pytest.raises(StaleRunError, match=r"is failed \(attempt 1\), not executing"):
             ours.transition(held, S.COMPLETED, result_path="x.json")
         assert ours.get_run(run.run_id) == moved
         assert transitions(ours, run.run_id)[-1] == ("executing", "failed")
         ours.delete_runs([run.run_id])
         with pytest.raises(StoreError, match=f"no run {run.run_id}"):
             ours.transition(held, S.COMPLETED)
+
+
+def test_a_claim_from_a_stale_record_claims_nothing(store: Store) -> None:
+    run = store.create_run("t", "h", max_attempts=3)
+    first = store.claim(run)
+    assert first is not None
+    assert store.claim(run) is None  # the record still says idle; the row does not
+    store.transition(first, S.FAILED, error="boom")
+    retried = store.transition(run.run_id, S.IDLE, detail="retry")
+    # Idle again, as the old record says, but one attempt on: still not the row it read.
+    assert (run.state, run.attempt, retried.state, retried.attempt) == ("idle", 0, "idle", 1)
+    assert store.claim(run) is None
+    assert store.get_run(run.run_id) == retried
+    second = store.claim(retried, executor="builtin", tool="echo")
+    assert second is not None
+    assert (second.state, second.attempt) == ("executing", 2)
 
 
 # -- attempts and retries -------------------------------------------------------------
