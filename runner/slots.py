@@ -35,6 +35,10 @@ _WINDOWS = (
 )
 
 
+# A repeated hour holds at most 60 minute-resolution fire times to skip.
+_MAX_REPEATS = 62
+
+
 def latest_slot(schedule: str, timezone: str, now: datetime) -> datetime | None:
     """The most recent fire time at or before ``now`` (UTC), or ``None`` if none in 4 years."""
     now = now.astimezone(UTC)
@@ -45,7 +49,7 @@ def latest_slot(schedule: str, timezone: str, now: datetime) -> datetime | None:
     trigger = cron_trigger(schedule, timezone)
     zone = ZoneInfo(timezone)
     for window in _WINDOWS:
-        fire = trigger.get_next_fire_time(None, (now - window).astimezone(zone))
+        fire = _fire_after(trigger, now - window)
         last = None
         while fire is not None and fire <= now:
             last = fire
@@ -63,8 +67,7 @@ def next_slot(schedule: str, timezone: str, now: datetime) -> datetime | None:
         epoch = int(now.timestamp())
         return datetime.fromtimestamp(epoch - epoch % interval + interval, UTC)
     trigger = cron_trigger(schedule, timezone)
-    fire = _fire_after(trigger, now, skip_repeats_in=ZoneInfo(timezone))
-    return None if fire is None else fire.astimezone(UTC)
+    return _fire_after(trigger, now, skip_repeats_in=ZoneInfo(timezone))
 
 
 def _is_repeat(fire: datetime, zone: ZoneInfo) -> bool:
@@ -83,21 +86,23 @@ def _first_occurrence(fire: datetime, zone: ZoneInfo) -> datetime:
 def _fire_after(
     trigger: Any, moment: datetime, skip_repeats_in: ZoneInfo | None = None
 ) -> datetime | None:
-    """The trigger's first fire time strictly after ``moment`` (and, given a zone, not
-    the second occurrence of a repeated wall time).
+    """The trigger's first fire time strictly after ``moment``, in UTC (and, given a
+    zone, not the second occurrence of a repeated wall time).
 
-    At a DST fall-back APScheduler 3 can answer with a time *before* the one asked
-    from (the repeated hour's wall time); asking again from past the fold moves on.
-    Without this, ``latest_slot`` looped forever on such a day.
+    Everything stays in UTC: datetimes that share a ZoneInfo add and compare by wall
+    time and ignore ``fold``, so at a DST fall-back the repeated hour's second
+    occurrence would read as earlier than the first, and a walk through it would run
+    backwards (it skipped the slots after it, or looped).
     """
-    probe = moment + timedelta(seconds=1)
-    for _ in range(8):
+    probe = moment.astimezone(UTC) + timedelta(seconds=1)
+    for _ in range(_MAX_REPEATS):
         fire = trigger.get_next_fire_time(None, probe)
         if fire is None:
             return None
-        if fire > moment and not (skip_repeats_in and _is_repeat(fire, skip_repeats_in)):
+        fire = fire.astimezone(UTC)
+        if not (skip_repeats_in and _is_repeat(fire, skip_repeats_in)):
             return fire
-        probe = max(probe + timedelta(hours=1), fire + timedelta(seconds=1))
+        probe = fire + timedelta(seconds=1)
     return None
 
 

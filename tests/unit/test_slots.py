@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -40,6 +42,34 @@ def test_dst_spring_forward_gap_still_has_a_slot() -> None:
     slot = latest_slot("30 2 * * *", "Europe/Berlin", at("2026-03-29T12:00:00"))
     assert slot is not None
     assert slot.date() == at("2026-03-29T00:00:00").date()
+
+
+@pytest.mark.parametrize(
+    ("schedule", "step", "tz", "start"),
+    [
+        ("*/15 * * * *", 15, "Europe/Berlin", "2026-10-24T23:00:00"),  # 03:00 CEST -> 02:00 CET
+        ("*/30 * * * *", 30, "America/New_York", "2026-11-01T04:00:00"),  # 02:00 EDT -> 01:00 EST
+        ("0 * * * *", 60, "Europe/Berlin", "2026-10-24T23:00:00"),
+    ],
+)
+def test_a_fall_back_night_serves_every_wall_time_once(
+    schedule: str, step: int, tz: str, start: str
+) -> None:
+    # A runner waking every 5 minutes through the night, as CI or the service would.
+    served: list[datetime] = []
+    now = at(start)
+    while now < at(start) + timedelta(hours=5):
+        slot = due_slot(schedule, tz, now, served[-1] if served else None, 600)
+        if slot is not None:
+            served.append(slot)
+        now += timedelta(minutes=5)
+    walls = [s.astimezone(ZoneInfo(tz)).strftime("%H:%M") for s in served]
+    # Five hours of wall time less the repeated hour: four hours of slots, none twice.
+    assert len(walls) == len(set(walls)) == 4 * 60 // step
+    assert served == sorted(served)
+    # No slot skipped: one step apart, or one step plus the repeated hour across it.
+    gaps = {b - a for a, b in pairwise(served)}
+    assert gaps <= {timedelta(minutes=step), timedelta(minutes=step + 60)}
 
 
 def test_next_slot() -> None:
