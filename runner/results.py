@@ -165,7 +165,7 @@ def write_result(results_root: Path, result: RunResult, redactor: Redactor) -> P
     if redactor.in_json(text):
         data = redactor.data(data)
         text = to_json(data, indent=2)
-    folder = os.path.join(results_root, *result.task_id.split("/"))
+    folder = os.fspath(result_dir(results_root, result.task_id))
     stem = os.path.join(folder, result.run_id)
     markdown = render_markdown(data)
     try:
