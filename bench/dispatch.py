@@ -40,12 +40,12 @@ from typing import Any
 from mcp.client.client import Client
 from mcp.client.stdio import StdioServerParameters
 
-from runner.config import Config, McpServer
-from runner.dispatcher import Dispatcher
-from runner.executors import ExecutorPool, builtin_server
-from runner.results import Redactor, atomic_write
-from runner.store import Store
-from runner.tasks import Task, TaskSpec, task_hash
+from runner.defs.config import Config, McpServer
+from runner.defs.tasks import Task, TaskSpec, task_hash
+from runner.dispatch.dispatcher import Dispatcher
+from runner.reach.executors import ExecutorPool, builtin_server
+from runner.state.results import Redactor, atomic_write
+from runner.state.store import Store
 
 
 def make_tasks(first: int, end: int, executor: str, tool: str, args: dict[str, Any]) -> list[Task]:

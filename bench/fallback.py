@@ -35,13 +35,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from runner.config import Config, ResolvedPaths
-from runner.faults import FaultHandling
-from runner.llm import GatewayCall, Via
-from runner.results import Redactor
-from runner.router import ModelChoice, ModelStep, Tier
-from runner.service import Service
-from runner.store import Store
+from runner.app.service import Service
+from runner.defs.config import Config, ResolvedPaths
+from runner.defs.routing import ModelChoice, ModelStep, Tier
+from runner.dispatch.faults import FaultHandling
+from runner.reach.llm import GatewayCall, Via
+from runner.state.results import Redactor
+from runner.state.store import Store
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 # pylint: disable-next=wrong-import-position,wrong-import-order,import-error  # tests helper

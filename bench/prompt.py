@@ -30,15 +30,15 @@ from typing import Any
 
 from openai import AsyncOpenAI
 
-from runner.agent import SYSTEM_PROMPT, Agent
-from runner.config import BUILTIN, Config
-from runner.dispatcher import Dispatcher
-from runner.executors import ExecutorPool
-from runner.llm import LlmClient
-from runner.results import Redactor
-from runner.states import RunState
-from runner.store import Store
-from runner.tasks import load_task_file
+from runner.core.states import RunState
+from runner.defs.config import BUILTIN, Config
+from runner.defs.tasks import load_task_file
+from runner.dispatch.agent import SYSTEM_PROMPT, Agent
+from runner.dispatch.dispatcher import Dispatcher
+from runner.reach.executors import ExecutorPool
+from runner.reach.llm import LlmClient
+from runner.state.results import Redactor
+from runner.state.store import Store
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 # pylint: disable-next=wrong-import-position,wrong-import-order,import-error  # tests helper

@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from runner.tasks import load_tasks
+from runner.defs.tasks import load_tasks
 
 BAR_S = 1.0
 SCHEDULES = [None, None, "every 10m", "every 30s", "every 2h", "0 3 * * *", "*/15 * * * 1-5"]

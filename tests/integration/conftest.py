@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from runner.config import McpServer
+from runner.defs.config import McpServer
 
 SERVERS = Path(__file__).with_name("servers.py")
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import mcp_types as types
 import pytest
 
-from runner.config import BUILTIN, McpServer
-from runner.errors import ExecutorTimeoutError, ExecutorUnavailableError, ToolError
-from runner.executors import ExecutorPool, ToolInfo, _Tool  # pylint: disable=protected-access
+from runner.core.errors import ExecutorTimeoutError, ExecutorUnavailableError, ToolError
+from runner.defs.config import BUILTIN, McpServer
+from runner.reach.executors import ExecutorPool, ToolInfo, _Tool  # pylint: disable=protected-access
 
 pytestmark = pytest.mark.integration
 

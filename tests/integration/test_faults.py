@@ -25,7 +25,7 @@ from test_faults_support import (  # pylint: disable=import-error
 )
 from test_service_support import drop, rows, running, wait_for  # pylint: disable=import-error
 
-from runner.config import Config
+from runner.defs.config import Config
 
 pytestmark = pytest.mark.integration
 

@@ -19,8 +19,8 @@ from typing import Any, Self
 from llm_upstream import MASTER_KEY, LiteLLMProxy  # pylint: disable=import-error
 from test_service_support import git  # pylint: disable=import-error
 
-from runner.config import Config, ResolvedPaths
-from runner.once import OnceOptions, OnceReport, run_once
+from runner.app.once import OnceOptions, OnceReport, run_once
+from runner.defs.config import Config, ResolvedPaths
 
 __all__ = ["KillableProxy", "Project", "SilentGateway", "SlowBodyGateway", "fault_config", "git"]
 

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from runner.config import load_config
-from runner.errors import GitOpsError
-from runner.gitops import GitWorkspace
-from runner.prbody import render
-from runner.prune import prune
-from runner.scaffold import Outcome, init
-from runner.store import Store
-from runner.tasks import load_tasks
+from runner.app.scaffold import Outcome, init
+from runner.core.errors import GitOpsError
+from runner.defs.config import load_config
+from runner.defs.tasks import load_tasks
+from runner.gitops.prbody import render
+from runner.gitops.prune import prune
+from runner.gitops.workspace import GitWorkspace
+from runner.state.store import Store
 
 pytestmark = pytest.mark.integration
 

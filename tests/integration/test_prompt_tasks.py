@@ -30,11 +30,11 @@ from llm_upstream import (  # pylint: disable=import-error
     free_port,
 )
 
-from runner.config import Config, ResolvedPaths
-from runner.once import OnceOptions, OnceReport, run_once
-from runner.reports import status_snapshot
-from runner.results import Redactor, RunResult, new_run_id, write_result
-from runner.states import RunState
+from runner.app.once import OnceOptions, OnceReport, run_once
+from runner.app.reports import status_snapshot
+from runner.core.states import RunState
+from runner.defs.config import Config, ResolvedPaths
+from runner.state.results import Redactor, RunResult, new_run_id, write_result
 
 pytestmark = pytest.mark.integration
 
@@ -408,7 +408,7 @@ def test_tool_only_run_once_never_imports_litellm(tmp_path: Path) -> None:
     # The real entry point with real stdio (the stdio executor needs file descriptors).
     code = (
         "import sys\n"
-        "from runner.cli import main\n"
+        "from runner.cli.main import main\n"
         "sys.argv = ['omni', 'run', '--once']\n"
         "try:\n"
         "    main()\n"

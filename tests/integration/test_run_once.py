@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.statelock import StateLock
+from runner.state.statelock import StateLock
 
 pytestmark = pytest.mark.integration
 

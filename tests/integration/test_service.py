@@ -23,9 +23,9 @@ from test_service_support import (  # pylint: disable=import-error
     wait_for,
 )
 
-from runner.results import iso
-from runner.schedule import JOBS_KEY
-from runner.store import Store
+from runner.planning.schedule import JOBS_KEY
+from runner.state.results import iso
+from runner.state.store import Store
 
 pytestmark = pytest.mark.integration
 

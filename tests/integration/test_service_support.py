@@ -15,8 +15,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from runner.config import Config, ResolvedPaths
-from runner.service import Service
+from runner.app.service import Service
+from runner.defs.config import Config, ResolvedPaths
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Omni Test",

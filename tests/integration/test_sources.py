@@ -15,9 +15,15 @@ from pathlib import Path
 import pytest
 from test_service_support import Remote, drop, echo_task, git, wait_for  # pylint: disable=import-error
 
-from runner.config import GitSource as GitSourceConfig
-from runner.sources import ChangeKind, FolderSource, GitSource, SourceChange, is_ignored_name
-from runner.store import Store
+from runner.defs.config import GitSource as GitSourceConfig
+from runner.planning.sources import (
+    ChangeKind,
+    FolderSource,
+    GitSource,
+    SourceChange,
+    is_ignored_name,
+)
+from runner.state.store import Store
 
 pytestmark = pytest.mark.integration
 

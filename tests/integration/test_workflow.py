@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from runner.scaffold import template
+from runner.app.scaffold import template
 
 pytestmark = pytest.mark.integration
 

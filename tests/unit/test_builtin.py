@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from mcp.client.client import Client
 
-from runner.builtin import ops
-from runner.builtin.server import build_server, main
+from runner.reach.builtin import ops
+from runner.reach.builtin.server import build_server, main
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from runner.cli import app
+from runner.cli.main import app
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -98,7 +98,7 @@ def test_status_and_validate_never_import_litellm_or_mcp(tmp_path: Path) -> None
     code = (
         "import sys\n"
         "from typer.testing import CliRunner\n"
-        "from runner.cli import app\n"
+        "from runner.cli.main import app\n"
         "r = CliRunner()\n"
         "assert r.invoke(app, ['validate']).exit_code == 0\n"
         "assert r.invoke(app, ['status']).exit_code == 0\n"

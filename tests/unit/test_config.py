@@ -1,4 +1,4 @@
-"""runner.config: defaults, ``${VAR}`` expansion, errors that name file/line/key, paths,
+"""runner.defs.config: defaults, ``${VAR}`` expansion, errors that name file/line/key, paths,
 ``mcp_servers_from`` and secrets (DESIGN §4 "Config")."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from runner.config import (
+from runner.core.errors import ConfigError
+from runner.defs.config import (
     BUILTIN,
     Config,
     config_path_from,
@@ -16,7 +17,6 @@ from runner.config import (
     resolve_paths,
     secret_env_values,
 )
-from runner.errors import ConfigError
 
 
 def write(tmp_path: Path, text: str, name: str = "config.yaml") -> Path:

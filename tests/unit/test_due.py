@@ -8,7 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from runner.dueness import (
+from runner.app.once import OnceOptions, plan
+from runner.core.errors import ConfigError
+from runner.core.states import RunState
+from runner.defs.tasks import Task, TaskSpec, task_hash
+from runner.planning.dueness import (
     Due,
     DueRule,
     History,
@@ -17,12 +21,8 @@ from runner.dueness import (
     history_from_results,
     history_from_store,
 )
-from runner.errors import ConfigError
-from runner.once import OnceOptions, plan
-from runner.results import iso
-from runner.states import RunState
-from runner.store import Store
-from runner.tasks import Task, TaskSpec, task_hash
+from runner.state.results import iso
+from runner.state.store import Store
 
 
 def at(text: str) -> datetime:

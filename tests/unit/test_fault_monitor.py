@@ -11,9 +11,12 @@ from typing import Any
 
 import pytest
 
-from runner.config import Config
-from runner.errors import ModelUnavailableError
-from runner.faults import (
+from runner.core.errors import ModelUnavailableError
+from runner.core.states import Mode, RunState
+from runner.defs.config import Config
+from runner.defs.routing import ModelChoice, ModelStep, Tier
+from runner.defs.tasks import load_tasks
+from runner.dispatch.faults import (
     CloudsDownError,
     Fault,
     FaultMonitor,
@@ -23,14 +26,11 @@ from runner.faults import (
     Resumer,
     repair_waits,
 )
-from runner.gateway import HeadersTimeoutError, within_headers
-from runner.llm import Completion, GatewayCall, GatewayOutcome, Via
-from runner.repairs import RepairRuns, git_committer
-from runner.results import Redactor, RunResult, read_result
-from runner.router import ModelChoice, ModelStep, Tier
-from runner.states import Mode, RunState
-from runner.store import Store
-from runner.tasks import load_tasks
+from runner.dispatch.repairs import RepairRuns, git_committer
+from runner.reach.gateway import HeadersTimeoutError, within_headers
+from runner.reach.llm import Completion, GatewayCall, GatewayOutcome, Via
+from runner.state.results import Redactor, RunResult, read_result
+from runner.state.store import Store
 
 SECRET = "sk-planted-secret-123"
 NOW = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
@@ -333,7 +333,7 @@ def test_direct_failing_too_means_the_run_waits(tmp_path: Path) -> None:
 # --- response headers vs liveliness ---------------------------------------------------
 
 
-class Vouching:  # pylint: disable=unused-argument  # runner.gateway.Vouch's signatures
+class Vouching:  # pylint: disable=unused-argument  # runner.reach.gateway.Vouch's signatures
     """A liveliness check whose answers the test scripts, one a period."""
 
     def __init__(self, answers: list[bool]) -> None:

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from runner.agent import SpendGuard, Transcript, _function_names
-from runner.config import Budget, Config, Router
-from runner.errors import BudgetExceededError, ModelUnavailableError
-from runner.executors import ToolInfo
-from runner.llm import Completion, GatewayOutcome, LlmClient, _classify
-from runner.results import Redactor, RunResult, new_run_id, spend_since, write_result
-from runner.router import ModelChoice, Tier, choose_model, waits_for_model
-from runner.states import RunState
-from runner.tasks import TaskSpec
+from runner.core.errors import BudgetExceededError, ModelUnavailableError
+from runner.core.states import RunState
+from runner.defs.config import Budget, Config, Router
+from runner.defs.routing import ModelChoice, Tier, choose_model, waits_for_model
+from runner.defs.tasks import TaskSpec
+from runner.dispatch.agent import SpendGuard, Transcript, _function_names
+from runner.reach.executors import ToolInfo
+from runner.reach.llm import Completion, GatewayOutcome, LlmClient, _classify
+from runner.state.results import Redactor, RunResult, new_run_id, spend_since, write_result
 
 TIERS = Router.model_validate({"model_tiers": {"free": ["f1", "f2"], "paid": ["p1"]}})
 

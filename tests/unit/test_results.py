@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from runner.results import (
+from runner.core.states import RunState
+from runner.state.results import (
     Redactor,
     RunResult,
     atomic_write,
@@ -18,7 +19,6 @@ from runner.results import (
     truncate,
     write_result,
 )
-from runner.states import RunState
 
 T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from runner.config import Router, Rule, RuleMatch
-from runner.router import choose_executor
-from runner.tasks import TaskSpec
+from runner.defs.config import Router, Rule, RuleMatch
+from runner.defs.routing import choose_executor
+from runner.defs.tasks import TaskSpec
 
 CONFIGURED = {"builtin", "claude_code", "openclaw"}
 

@@ -1,4 +1,4 @@
-"""APScheduler wiring: triggers fire exactly on runner.slots' slots; jobs follow plans;
+"""APScheduler wiring: triggers fire exactly on runner.planning.slots' slots; jobs follow plans;
 a fire serves what is due, one run at a time."""
 
 from __future__ import annotations
@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from runner.dispatcher import Finished
-from runner.errors import StoreError
-from runner.results import iso
-from runner.schedule import (
+from runner.core.errors import StoreError
+from runner.core.states import RunState
+from runner.defs.tasks import Task, load_task_file
+from runner.dispatch.dispatcher import Finished
+from runner.planning.schedule import (
     EveryTrigger,
     Firing,
     Plan,
@@ -23,10 +24,9 @@ from runner.schedule import (
     save_plans,
     trigger_for,
 )
-from runner.slots import latest_slot, next_slot
-from runner.states import RunState
-from runner.store import RunRecord, Store
-from runner.tasks import Task, load_task_file
+from runner.planning.slots import latest_slot, next_slot
+from runner.state.results import iso
+from runner.state.store import RunRecord, Store
 
 UTC_TIME = "%Y-%m-%dT%H:%M:%S"
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from runner.dueness import DueRule
-from runner.once import OnceOptions, Shard, plan
-from runner.results import result_dir
-from runner.store import Store
-from runner.tasks import Task, TaskSpec, task_hash
+from runner.app.once import OnceOptions, Shard, plan
+from runner.defs.tasks import Task, TaskSpec, task_hash
+from runner.planning.dueness import DueRule
+from runner.state.results import result_dir
+from runner.state.store import Store
 
 
 def tasks(count: int) -> list[Task]:

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from runner.slots import due_slot, latest_slot, next_slot
+from runner.planning.slots import due_slot, latest_slot, next_slot
 
 
 def at(text: str) -> datetime:

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from runner.errors import IllegalTransitionError
-from runner.states import (
+from runner.core.errors import IllegalTransitionError
+from runner.core.states import (
     MODE_TRANSITIONS,
     RUN_TRANSITIONS,
     Mode,

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from runner.errors import IllegalTransitionError, StaleRunError, StoreError
-from runner.results import Redactor, RunResult, iso, result_path, write_result
-from runner.states import Mode, RunState
-from runner.store import RunRecord, Store
-from runner.tasks import Task, TaskSpec
+from runner.core.errors import IllegalTransitionError, StaleRunError, StoreError
+from runner.core.states import Mode, RunState
+from runner.defs.tasks import Task, TaskSpec
+from runner.state.results import Redactor, RunResult, iso, result_path, write_result
+from runner.state.store import RunRecord, Store
 
 S = RunState
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

@@ -1,4 +1,4 @@
-"""runner.tasks: the task-file model and the folder loader (DESIGN §4 "Task file").
+"""runner.defs.tasks: the task-file model and the folder loader (DESIGN §4 "Task file").
 
 Every bad input is checked the way a person reads ``omni validate``: the exact
 ``PATH:LINE: FIELD: message`` line, and that a valid file next to it still loads.
@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from runner.tasks import (
+from runner.defs.tasks import (
     LoadResult,
     Task,
     check_task_id,

@@ -1,4 +1,4 @@
-"""runner.yamlio: the bounded safe YAML reader, ``line_of`` and ``dotted``."""
+"""runner.core.yamlio: the bounded safe YAML reader, ``line_of`` and ``dotted``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from runner.yamlio import MAX_DEPTH, MAX_VALUES, YamlProblem, dotted, line_of, parse_yaml, read_yaml
+from runner.core.yamlio import (
+    MAX_DEPTH,
+    MAX_VALUES,
+    YamlProblem,
+    dotted,
+    line_of,
+    parse_yaml,
+    read_yaml,
+)
 
 NESTED = """\
 name: demo

@@ -1,0 +1,62 @@
+"""The dispatching machinery of one runner process, built the same way by `run --once`
+and by the service: redactor, executor pool, fault handling, agent, dispatcher."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from runner.defs.config import Config, ResolvedPaths, secret_env_values
+from runner.dispatch.agent import Agent
+from runner.dispatch.dispatcher import Dispatcher, Finished
+from runner.dispatch.faults import FaultHandling
+from runner.reach.executors import ExecutorPool
+from runner.state.results import Redactor
+from runner.state.store import Store
+
+
+@dataclass(frozen=True, slots=True)
+class Machinery:
+    """What a runner dispatches with while :func:`dispatching` is open."""
+
+    dispatcher: Dispatcher
+    faults: FaultHandling
+
+
+def redactor_for(config: Config, environ: Mapping[str, str]) -> Redactor:
+    """The redactor of every secret the config and the environment hold (DESIGN §4)."""
+    return Redactor([*config.secret_values(), *secret_env_values(environ)])
+
+
+@asynccontextmanager
+async def dispatching(
+    config: Config,
+    paths: ResolvedPaths,
+    store: Store,
+    *,
+    environ: Mapping[str, str],
+    clock: Callable[[], datetime],
+    on_finished: Callable[[Finished], None] | None = None,
+) -> AsyncIterator[Machinery]:
+    """Open the executor pool and fault handling, and give the dispatcher over them;
+    leaving closes every executor connection."""
+    redactor = redactor_for(config, environ)
+    workspace = Path(config.workspace) if config.workspace else Path.cwd()
+    faults = FaultHandling(
+        config, store=store, redactor=redactor, tasks_root=paths.tasks,
+        results_root=paths.results, environ=environ, clock=clock,
+    )  # fmt: skip
+    async with (
+        ExecutorPool(config.mcp_servers, workspace=workspace, environ=environ) as pool,
+        faults,  # imports litellm only on a prompt task's first model call
+    ):
+        dispatcher = Dispatcher(
+            store=store, pool=pool, config=config, results_root=paths.results,
+            redactor=redactor, clock=clock, on_finished=on_finished,
+            agent=Agent(llm=faults.models, pool=pool, config=config, redactor=redactor),
+            mode_of=faults.mode,
+        )  # fmt: skip
+        yield Machinery(dispatcher, faults)

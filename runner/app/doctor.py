@@ -1,0 +1,171 @@
+"""``omni doctor``: can omni reach what it needs? One check a line, never a secret.
+
+Checks, in order: each key (present or not, never its value: ``lite_llm_key``,
+``github_key``, the ``os.environ/NAME`` keys in ``model_list``, an OpenClaw gateway's
+``token_env``), the gateway (the proxy's ``/health/liveliness`` and a one-token
+completion, or the in-process router's completion), the direct API (a one-token
+completion with ``github_key``), and each executor (starts, lists its tools). A check is
+``ok``, ``fail``, or ``skip`` (not configured, so not needed); any ``fail`` means exit 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from runner.defs.config import BUILTIN, Config
+from runner.dispatch.faults import probe_model
+from runner.reach.executors import ExecutorPool
+from runner.reach.llm import LlmClient, ProbeResult
+from runner.state.results import Redactor
+
+_SHOWN_TOOLS = 6
+
+
+class Status(StrEnum):
+    """How one check went."""
+
+    OK = "ok"
+    FAIL = "fail"
+    SKIP = "skip"
+    """Not configured, so not needed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One line of the report."""
+
+    name: str
+    status: Status
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnosis:
+    """Every check, in order."""
+
+    checks: list[Check]
+
+    @property
+    def exit_code(self) -> int:
+        """1 when any check failed, else 0."""
+        return int(any(c.status is Status.FAIL for c in self.checks))
+
+    def as_json(self) -> dict[str, Any]:
+        """``--json``: the checks and whether all passed."""
+        checks = [asdict(c) | {"status": c.status.value} for c in self.checks]
+        return {"ok": self.exit_code == 0, "checks": checks}
+
+
+def _uses_models(config: Config) -> bool:
+    return bool(config.lite_llm_url or config.model_list)
+
+
+def key_checks(config: Config, environ: Mapping[str, str]) -> list[Check]:
+    """Whether each key omni may need is present (values are never looked at twice)."""
+    checks = []
+
+    def key(name: str, env: str, present: bool, needed: bool, why: str) -> None:
+        where = f" (env {env})" if environ.get(env) else " (config)"
+        if present:
+            checks.append(Check(f"key {name}", Status.OK, "set" + where))
+        elif needed:
+            detail = f"not set (config or env {env}): {why}"
+            checks.append(Check(f"key {name}", Status.FAIL, detail))
+        else:
+            checks.append(Check(f"key {name}", Status.SKIP, f"not set; not needed: {why}"))
+
+    proxy, models = bool(config.lite_llm_url), _uses_models(config)
+    key("lite_llm_key", "LITELLM_API_KEY", config.lite_llm_key is not None, proxy,
+        "the proxy at lite_llm_url wants its key" if proxy else "no lite_llm_url")  # fmt: skip
+    key("github_key", "GITHUB_LITELLM_KEY", config.github_key is not None, models,
+        "degraded mode calls the direct API with it" if models
+        else "no models configured")  # fmt: skip
+    for entry in config.model_list:
+        value = (entry.get("litellm_params") or {}).get("api_key")
+        if isinstance(value, str) and value.startswith("os.environ/"):
+            env = value.removeprefix("os.environ/")
+            ok = bool(environ.get(env))
+            checks.append(Check(
+                f"key {env}", Status.OK if ok else Status.FAIL,
+                f"{'set' if ok else 'not set'} (model_list {entry.get('model_name')!r})",
+            ))  # fmt: skip
+    for name, server in sorted(config.mcp_servers.items()):
+        if server.url and server.url.startswith(("ws://", "wss://")):
+            ok = bool(environ.get(server.token_env))
+            checks.append(Check(
+                f"key {server.token_env}", Status.OK if ok else Status.FAIL,
+                f"{'set' if ok else 'not set'} (executor {name!r}, an OpenClaw gateway)",
+            ))  # fmt: skip
+    return checks
+
+
+def _probe(name: str, result: ProbeResult) -> Check:
+    return Check(name, Status.OK if result.ok else Status.FAIL, result.detail)
+
+
+async def model_checks(config: Config) -> list[Check]:
+    """The gateway and the direct API, each probed as the fault monitor probes them."""
+    checks = []
+    async with LlmClient(config) as llm:
+        model = probe_model(config)
+        if config.lite_llm_url:
+            checks.append(_probe(f"gateway {config.lite_llm_url}", await llm.probe_gateway(model)))
+        elif config.model_list:
+            checks.append(_probe("gateway (in-process router)", await llm.probe_gateway(model)))
+        else:
+            checks.append(Check("gateway", Status.SKIP, "no lite_llm_url and no model_list"))
+        name = f"direct API {config.direct_api.api_base}"
+        if config.github_key is None:
+            checks.append(Check(name, Status.SKIP, "github_key is not set"))
+        else:
+            checks.append(_probe(name, await llm.probe_direct()))
+    return checks
+
+
+async def executor_checks(
+    config: Config, environ: Mapping[str, str], workspace: Path
+) -> list[Check]:
+    """Each executor: start it (or connect) and list its tools, all at once."""
+    pool = ExecutorPool(config.mcp_servers, workspace=workspace, environ=environ)
+    names = sorted({BUILTIN, *config.mcp_servers})
+
+    async def one(name: str) -> Check:
+        limit = config.mcp_servers[name].timeout if name in config.mcp_servers else 60.0
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(limit):
+                tools = await pool.list_tools(name)
+        except TimeoutError:
+            return Check(f"executor {name}", Status.FAIL, f"no tool list within {limit:g} s")
+        except Exception as exc:  # pylint: disable=broad-exception-caught  # reported, not raised
+            return Check(f"executor {name}", Status.FAIL, " ".join(str(exc).split())[:300])
+        took = (time.perf_counter() - started) * 1000
+        shown = ", ".join(sorted(t.name for t in tools)[:_SHOWN_TOOLS])
+        more = f", … {len(tools) - _SHOWN_TOOLS} more" if len(tools) > _SHOWN_TOOLS else ""
+        return Check(
+            f"executor {name}", Status.OK, f"{len(tools)} tools in {took:.0f} ms: {shown}{more}"
+        )
+
+    checks: list[Check] = []
+    try:
+        async with pool:
+            checks = list(await asyncio.gather(*(one(n) for n in names)))
+    except ExceptionGroup:
+        pass  # connections that failed while open: each is a failed check already
+    return checks
+
+
+async def diagnose(
+    config: Config, *, environ: Mapping[str, str], workspace: Path, redactor: Redactor
+) -> Diagnosis:
+    """Every check; details redacted."""
+    checks = key_checks(config, environ)
+    found = await asyncio.gather(model_checks(config), executor_checks(config, environ, workspace))
+    checks += [c for group in found for c in group]
+    return Diagnosis([Check(c.name, c.status, redactor.text(c.detail)) for c in checks])

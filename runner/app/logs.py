@@ -1,0 +1,96 @@
+"""Log lines for service mode: text or JSON on stderr, secrets masked, and the one line
+every run state change gets (reported by the store after its transaction commits)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import IO, Any
+
+from runner.state.results import Redactor, iso
+from runner.state.store import RunChange
+
+log = logging.getLogger("runner.app.service")
+
+
+class LogFormat(StrEnum):
+    """How the service writes its log lines (to stderr)."""
+
+    TEXT = "text"
+    JSON = "json"
+
+
+class _TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(message)s")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return iso(datetime.fromtimestamp(record.created, UTC))
+
+
+class _JsonFormatter(logging.Formatter):
+    """One JSON object a line: at, level, logger, message, plus the record's ``omni``
+    fields (a run change: event, task_id, run_id, slot, from, to, attempt, detail)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {
+            "at": iso(datetime.fromtimestamp(record.created, UTC)),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        data |= getattr(record, "omni", {})
+        if record.exc_info:
+            data["exception"] = self.formatException(record.exc_info)
+        return json.dumps(data, ensure_ascii=False, default=str)
+
+
+class _Redacting(logging.Filter):
+    """Masks every known secret in a record before any handler writes it."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        super().__init__()
+        self._redactor = redactor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = self._redactor.text(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        if hasattr(record, "omni"):
+            record.omni = self._redactor.data(record.omni)
+        return True
+
+
+def configure_logging(
+    log_format: LogFormat, redactor: Redactor, stream: IO[str] | None = None
+) -> None:
+    """Send INFO and up to ``stream`` (stderr) in ``log_format``, secrets masked."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(_JsonFormatter() if log_format is LogFormat.JSON else _TextFormatter())
+    handler.addFilter(_Redacting(redactor))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    for chatty in ("apscheduler", "watchfiles", "mcp", "httpx", "httpx2"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+
+
+def log_run_change(change: RunChange) -> None:
+    """The one log line of a run state change."""
+    old = change.old.value if change.old is not None else "new"
+    detail = " ".join(change.detail.split())
+    shown = detail if len(detail) <= 300 else detail[:297] + "..."
+    slot = f" slot {change.slot}" if change.slot else ""
+    fields = {
+        "event": "run", "task_id": change.task_id, "run_id": change.run_id,
+        "slot": change.slot, "from": None if change.old is None else old,
+        "to": change.new.value, "attempt": change.attempt, "detail": change.detail,
+    }  # fmt: skip
+    log.info(
+        "run %s %s%s: %s -> %s (%s)", change.task_id, change.run_id, slot, old,
+        change.new.value, shown, extra={"omni": fields},
+    )  # fmt: skip

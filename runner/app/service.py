@@ -1,0 +1,468 @@
+"""Service mode (``omni run``): sources and schedules feed the dispatcher until a signal.
+
+The pieces, each given its dependencies:
+
+* the sources (:mod:`runner.planning.sources`: the watched tasks folder, an optional git source)
+  report task files that changed or went away;
+* :class:`Intake` loads them into the :class:`TaskRegistry` (one task an id, one id a
+  file). One-off tasks go through :func:`runner.app.once.plan`, the rule ``run --once``
+  uses (once per content); scheduled ones get an APScheduler job
+  (:mod:`runner.planning.schedule`) and, when a slot was missed or a run left unfinished, an
+  immediate catch-up fire;
+* :class:`Firing` is what a job does: serve the due slot through :class:`Runs`;
+* :class:`Runs` runs each run on the :class:`~runner.dispatch.dispatcher.Dispatcher`, one at a
+  time per task, and at shutdown gives them ``service.shutdown_grace`` to finish before
+  cancelling the rest back to idle (the dispatcher records that).
+
+Background work is a list of coroutines given the service's stopping event
+(:meth:`Service.add_background`): the sources are registered that way, and so can the
+fault monitor be. Every run state change is one log line (:mod:`runner.app.logs`;
+``--log-format json`` for machines).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
+from pathlib import Path
+
+from runner.app.assembly import dispatching, redactor_for
+from runner.app.logs import LogFormat, configure_logging, log_run_change
+from runner.app.once import OnceOptions, plan
+from runner.core.errors import InvalidTaskFile, OmniError, ServiceError, TaskFileError
+from runner.core.states import RunState
+from runner.defs.config import BUILTIN, Config, ResolvedPaths
+from runner.defs.routing import waits_for_model
+from runner.defs.tasks import Task, load_task_file
+from runner.dispatch.dispatcher import Dispatcher, Finished
+from runner.dispatch.faults import FaultHandling, Resumer, repair_waits
+from runner.planning.dueness import Due, DueRule, decide, history_from_results, history_from_store
+from runner.planning.schedule import LIVE_GRACE, Firing, TaskScheduler, plan_of, save_plans
+from runner.planning.sources import ChangeKind, FolderSource, GitSource, SourceChange, TaskRegistry
+from runner.state.results import utc_now
+from runner.state.statelock import StateLock
+from runner.state.store import ResumeReport, RunRecord, Store
+
+log = logging.getLogger(__name__)
+
+Background = Callable[[asyncio.Event], Awaitable[None]]
+
+
+class Runs:
+    """The runs the service started, on the dispatcher, one at a time per task."""
+
+    def __init__(self, dispatcher: Dispatcher, store: Store) -> None:
+        self._dispatcher = dispatcher
+        self._store = store
+        self._active: dict[asyncio.Task[Finished | None], str] = {}  # -> run id
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._users: Counter[str] = Counter()
+
+    def __len__(self) -> int:
+        return len(self._active)
+
+    def running(self, run_id: str) -> bool:
+        """True while a job for ``run_id`` is started and not done."""
+        return run_id in self._active.values()
+
+    def start(self, task: Task, run: RunRecord) -> asyncio.Task[Finished | None]:
+        """Start taking ``run`` through the dispatcher; the task runs even if the caller
+        is cancelled, until :meth:`drain` cancels it."""
+        job = asyncio.create_task(self._one(task, run), name=f"run {task.id} {run.run_id}")
+        self._active[job] = run.run_id
+        job.add_done_callback(self._forget)
+        return job
+
+    def _forget(self, job: asyncio.Task[Finished | None]) -> None:
+        del self._active[job]
+
+    async def _one(self, task: Task, run: RunRecord) -> Finished | None:
+        self._users[task.id] += 1
+        lock = self._locks.setdefault(task.id, asyncio.Lock())
+        try:
+            async with lock:
+                return await self._dispatcher.run(task, run)
+        except OmniError as exc:
+            log.error("run %s %s: %s", task.id, run.run_id, exc)
+        except Exception:  # pylint: disable=broad-exception-caught  # one run must not stop all
+            log.exception("run %s %s: unexpected error", task.id, run.run_id)
+        finally:
+            self._users[task.id] -= 1
+            if not self._users[task.id]:
+                del self._users[task.id]
+                del self._locks[task.id]
+        return None
+
+    async def drain(self, grace: float, hurry: asyncio.Event) -> int:
+        """Cancel the runs not yet claimed (still idle: queued for a slot or for their
+        task's previous run); wait up to ``grace`` seconds (or until ``hurry``) for the
+        others, then cancel the rest (back to idle). Returns how many were cancelled."""
+        queued = [job for job, run_id in self._active.items() if self._unclaimed(run_id)]
+        for job in queued:  # no await since the check: none of them can claim meanwhile
+            job.cancel()
+        await asyncio.gather(*queued, return_exceptions=True)
+
+        async def all_done() -> None:
+            while self._active:
+                await asyncio.wait(set(self._active))
+
+        waiters = {asyncio.ensure_future(all_done()), asyncio.ensure_future(hurry.wait())}
+        await asyncio.wait(waiters, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in waiters:
+            waiter.cancel()
+        left = list(self._active)
+        for job in left:
+            job.cancel()
+        await asyncio.gather(*left, *waiters, return_exceptions=True)
+        return len(queued) + len(left)
+
+    def _unclaimed(self, run_id: str) -> bool:
+        run = self._store.get_run(run_id)
+        return run is not None and run.state in {RunState.IDLE, RunState.WAITING}
+
+
+class Planner:
+    """Due-ness for the service: :func:`runner.app.once.plan` (the ``run --once`` rule) at
+    the clock's now; the result files count too where ``results`` is given."""
+
+    def __init__(
+        self, config: Config, store: Store, results: Path, clock: Callable[[], datetime]
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._results = results
+        self._clock = clock
+        self._configured = {BUILTIN, *config.mcp_servers}
+
+    def rule(self, *, with_results: bool, live: bool = False) -> DueRule:
+        """The rule now. A live fire is on time by construction: ``misfire_grace``
+        bounds catch-ups after downtime, not a fire a few milliseconds late."""
+        grace = self._config.schedule.misfire_grace
+        return DueRule(
+            now=self._clock(),
+            results=self._results if with_results else None,
+            timezone=self._config.schedule.timezone,
+            misfire_grace=max(grace, LIVE_GRACE) if live else grace,
+        )
+
+    def waits(self, task: Task) -> str | None:
+        """Why the task cannot run at all yet (a prompt task with no model, a repair task
+        without its executor), or None."""
+        return repair_waits(task, self._config, self._configured) or waits_for_model(
+            task.spec, self._config, self._configured
+        )
+
+    def plan(
+        self, tasks: list[Task], rule: DueRule, *, quiet: bool = False
+    ) -> list[tuple[Task, RunRecord]]:
+        """Plan ``tasks`` (creating or reusing their runs); log why the others wait."""
+        runnable, skipped = plan(tasks, self._store, OnceOptions(), rule, waits_for=self.waits)
+        for item in skipped:
+            done = quiet or item.state is RunState.COMPLETED
+            log.log(
+                logging.DEBUG if done else logging.INFO, "task %s: %s", item.task_id, item.reason
+            )
+        return runnable
+
+    def due_now(self, task: Task) -> list[tuple[Task, RunRecord]]:
+        """A live fire's plan: from the store alone, which holds every run the service
+        made (a scheduled task's result files grow with every slot)."""
+        return self.plan([task], self.rule(with_results=False, live=True), quiet=True)
+
+    def catch_up(self, task: Task) -> bool:
+        """True when a newly (re)scheduled task is due now (a slot missed within the grace,
+        or the latest slot's run left unfinished)."""
+        history = history_from_store(self._store, task).merge(
+            history_from_results(self._results, task.id)
+        )
+        return decide(task, history, self.rule(with_results=True)).verdict is Due.RUN
+
+
+class Intake:  # pylint: disable=too-many-instance-attributes  # the wiring of one intake
+    """Source changes -> registered tasks -> one-off runs and schedule jobs."""
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        store: Store,
+        registry: TaskRegistry,
+        scheduler: TaskScheduler,
+        planner: Planner,
+        runs: Runs,
+    ) -> None:
+        self._store = store
+        self._registry = registry
+        self._scheduler = scheduler
+        self._planner = planner
+        self._runs = runs
+        self._max_bytes = config.limits.task_file_bytes
+        self._timezone = config.schedule.timezone
+        self._closed = False
+
+    def close(self) -> None:
+        """Take no more changes (shutdown)."""
+        self._closed = True
+
+    def apply(self, changes: list[SourceChange]) -> None:
+        """Removals first (a rename is a removal and an addition), then new content."""
+        if self._closed:
+            return
+        before = self._scheduler.plans()
+        for change in changes:
+            if change.kind is ChangeKind.REMOVED:
+                task_id = self._registry.id_at(change.path)
+                if task_id is not None:
+                    self._forget(task_id, f"{change.path} is gone")
+        fresh = [
+            task
+            for change in changes
+            if change.kind is ChangeKind.CHANGED and (task := self._load(change)) is not None
+        ]
+        for task in fresh:
+            try:
+                if task.spec.schedule is None:
+                    self._start_one_off(task)
+                else:
+                    self._schedule(task)
+            except OmniError as exc:  # e.g. the state database busy: this task, not all
+                log.error("task %s: not taken in: %s (edit or touch the file to retry)",
+                          task.id, exc)  # fmt: skip
+                self._registry.drop(task.id)
+        if self._scheduler.plans() != before:
+            save_plans(self._store, self._scheduler.plans())
+
+    def _load(self, change: SourceChange) -> Task | None:
+        """The task in a changed file if it is new or its content changed, else None."""
+        try:
+            task = load_task_file(change.path, change.root, self._max_bytes)
+        except InvalidTaskFile as exc:
+            kept = self._registry.id_at(change.path)
+            note = f" (task {kept!r} keeps its last valid version)" if kept else ""
+            for problem in exc.problems:
+                log.error("invalid task file: %s%s", problem.render(), note)
+            return None
+        earlier_id = self._registry.id_at(task.path)
+        if earlier_id is not None and earlier_id != task.id:
+            self._forget(earlier_id, f"{task.path} now says id {task.id!r}")
+        owner = self._registry.get(task.id)
+        if owner is not None and owner.path != task.path:
+            if owner.path.exists():
+                problem = TaskFileError(
+                    str(task.path), 1, "id", f"id {task.id!r} is already used by {owner.path}"
+                )
+                log.error("invalid task file: %s", problem.render())
+                return None
+            self._forget(task.id, f"moved from {owner.path} to {task.path}")
+            owner = None
+        self._registry.put(task)
+        if owner is not None and owner.task_hash == task.task_hash:
+            return None  # touched, re-saved or re-formatted: same content
+        what = f"schedule {task.spec.schedule!r}" if task.spec.schedule else "one-off"
+        verb = "changed" if owner is not None else "loaded"
+        log.info("task %s: %s from %s (%s)", task.id, verb, task.path, what)
+        return task
+
+    def _forget(self, task_id: str, why: str) -> None:
+        self._registry.drop(task_id)
+        unscheduled = "; unscheduled" if self._scheduler.remove(task_id) else ""
+        log.info("task %s: removed (%s)%s", task_id, why, unscheduled)
+
+    def _start_one_off(self, task: Task) -> None:
+        if self._scheduler.remove(task.id):
+            log.info("task %s: unscheduled (no schedule any more)", task.id)
+        for planned, run in self._planner.plan([task], self._planner.rule(with_results=True)):
+            self._runs.start(planned, run)
+
+    def _schedule(self, task: Task) -> None:
+        self._store.upsert_task(task)
+        plan_ = plan_of(task, self._timezone)
+        waits = self._planner.waits(task)
+        if plan_ is None or waits is not None:
+            if self._scheduler.remove(task.id):
+                log.info("task %s: unscheduled (%s)", task.id, waits or "enabled: false")
+            elif waits is not None:
+                log.info("task %s: not scheduled: %s", task.id, waits)
+            return
+        if not self._scheduler.set(plan_):
+            return
+        catch_up = self._planner.catch_up(task)
+        if catch_up:
+            self._scheduler.fire_now(task.id)
+        fires = "now (catching up)" if catch_up else str(self._scheduler.next_fire(task.id))
+        log.info(
+            "task %s: scheduled %r (%s); fires %s", task.id, plan_.schedule, plan_.timezone, fires
+        )
+
+
+class Service:  # pylint: disable=too-many-instance-attributes  # the service's wiring
+    """``omni run``: watch, schedule and dispatch until :meth:`stop`."""
+
+    def __init__(
+        self,
+        config: Config,
+        paths: ResolvedPaths,
+        *,
+        environ: Mapping[str, str] | None = None,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._config = config
+        self._paths = paths
+        self._env = dict(os.environ if environ is None else environ)
+        self._clock = clock
+        self._background: list[tuple[str, Background]] = []
+        self._stop = asyncio.Event()
+        self._hurry = asyncio.Event()
+        self._exit = 0
+        self.ready = asyncio.Event()
+        """Set once the tasks folder is watched and its files are loaded."""
+
+    def add_background(self, name: str, work: Background) -> None:
+        """Run ``work(stopping)`` for the service's life, e.g. the fault monitor's
+        ``watch``; it should return soon after ``stopping`` is set. Call before
+        :meth:`run`. If it fails, the service stops with exit code 1."""
+        self._background.append((name, work))
+
+    def stop(self, reason: str = "asked to stop") -> None:
+        """Begin a clean shutdown; a second call cancels running tasks at once."""
+        if self._stop.is_set():
+            log.warning("%s again: cancelling running tasks now", reason)
+            self._hurry.set()
+            return
+        log.info("%s: shutting down", reason)
+        self._stop.set()
+
+    async def run(self) -> int:
+        """Serve until :meth:`stop`; 0 after a clean shutdown, 1 if a part failed."""
+        tasks = self._paths.tasks
+        if tasks.exists() and not tasks.is_dir():
+            raise ServiceError(f"{tasks}: service mode watches a folder; this is a file")
+        tasks.mkdir(parents=True, exist_ok=True)
+        config, env = self._config, self._env
+        with (
+            StateLock(self._paths.state, "service"),
+            Store(self._paths.state, clock=self._clock, on_transition=log_run_change) as store,
+        ):
+            _report_resume(store.resume(self._paths.results))
+            async with dispatching(
+                config, self._paths, store, environ=env, clock=self._clock
+            ) as machinery:
+                runs = Runs(machinery.dispatcher, store)
+                await self._serve(store, runs, machinery.faults)
+        return self._exit
+
+    async def _serve(self, store: Store, runs: Runs, faults: FaultHandling) -> None:
+        config = self._config
+        registry = TaskRegistry()
+        planner = Planner(config, store, self._paths.results, self._clock)
+        firing = Firing(
+            lookup=registry.get, due=planner.due_now, start=runs.start,
+            timezone=config.schedule.timezone,
+        )  # fmt: skip
+        scheduler = TaskScheduler(fire=firing.fire, misfire_grace=config.schedule.misfire_grace)
+        intake = Intake(
+            config=config, store=store, registry=registry, scheduler=scheduler,
+            planner=planner, runs=runs,
+        )  # fmt: skip
+        stopping = asyncio.Event()
+        scheduler.start()
+
+        def resume(run: RunRecord) -> bool:
+            task = registry.get(run.task_id)
+            if runs.running(run.run_id) or task is None or task.task_hash != run.task_hash:
+                return False
+            runs.start(task, run)
+            return True
+
+        resumer = Resumer(
+            store=store, monitor=faults.monitor, start=resume,
+            interval=config.fault_handler.check_interval,
+        )  # fmt: skip
+        faulty: list[tuple[str, Background]] = [
+            ("fault monitor", faults.monitor.watch), ("waiting runs", resumer.run),
+        ]  # fmt: skip
+        background: list[asyncio.Task[None]] = []
+        for name, work in [*self._sources(store, intake), *faulty, *self._background]:
+            job = asyncio.create_task(work(stopping), name=name)
+            job.add_done_callback(self._background_done)
+            background.append(job)
+        try:
+            await self._stop.wait()
+        finally:
+            intake.close()
+            firing.stopped = True
+            scheduler.pause()
+            stopping.set()
+            grace = self._config.service.shutdown_grace
+            log.info("intake stopped; runs not yet started stay idle, running ones get %g s", grace)
+            await asyncio.gather(*background, return_exceptions=True)
+            cancelled = await runs.drain(grace, self._hurry)
+            scheduler.shutdown()
+            log.info("stopped; %d unfinished run(s) left idle for the next start", cancelled)
+
+    def _sources(self, store: Store, intake: Intake) -> list[tuple[str, Background]]:
+        service = self._config.service
+        folder = FolderSource(
+            self._paths.tasks, on_changes=intake.apply, settle_ms=service.settle_ms,
+            rescan_interval=service.rescan_interval, on_started=self._started,
+        )  # fmt: skip
+        sources: list[tuple[str, Background]] = [("tasks folder", folder.run)]
+        if self._config.sources.git is not None:
+            git = GitSource(
+                self._config.sources.git, clone_dir=self._paths.state.parent / "git-source",
+                store=store, on_changes=intake.apply, environ=self._env,
+            )  # fmt: skip
+            sources.append(("git source", git.run))
+        return sources
+
+    def _started(self) -> None:
+        log.info("ready: watching %s (state %s)", self._paths.tasks, self._paths.state)
+        self.ready.set()
+
+    def _background_done(self, job: asyncio.Task[None]) -> None:
+        if job.cancelled() or job.exception() is None:
+            return
+        log.error("%s failed; stopping the service", job.get_name(), exc_info=job.exception())
+        self._exit = 1
+        self._stop.set()
+
+
+def _report_resume(report: ResumeReport) -> None:
+    if report.to_idle or report.to_failed or report.to_completed:
+        log.info(
+            "resumed after an interrupted run: %d completed (result file found), "
+            "%d to retry, %d failed (no attempts left)",
+            len(report.to_completed), len(report.to_idle), len(report.to_failed),
+        )  # fmt: skip
+
+
+def serve(
+    config: Config,
+    paths: ResolvedPaths,
+    *,
+    log_format: LogFormat = LogFormat.TEXT,
+    environ: Mapping[str, str] | None = None,
+) -> int:
+    """``omni run``: log setup, signal handlers, the service; returns the exit code."""
+    env = dict(os.environ if environ is None else environ)
+    configure_logging(log_format, redactor_for(config, env))
+    return asyncio.run(_until_signal(Service(config, paths, environ=env)))
+
+
+async def _until_signal(service: Service) -> int:
+    loop = asyncio.get_running_loop()
+    for sig, name in ((signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "SIGINT")):
+        loop.add_signal_handler(sig, service.stop, f"received {name}")
+    try:
+        return await service.run()
+    except OmniError as exc:
+        log.error("%s", exc)
+        return 1
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)

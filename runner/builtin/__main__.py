@@ -1,5 +1,0 @@
-"""``python -m runner.builtin --workspace DIR``: serve the built-in executor over stdio."""
-
-from runner.builtin.server import main
-
-main()

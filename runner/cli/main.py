@@ -1,0 +1,367 @@
+"""The ``omni`` command: parse, call the library, print. No logic lives here.
+
+Modules that pull in the MCP SDK (``once``) are imported inside the commands that need
+them, so ``omni status`` and ``omni validate`` start fast and never load mcp or litellm.
+"""
+# pylint: disable=import-outside-toplevel  # deliberate: see the module docstring
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from runner.app import reports
+from runner.core.errors import ConfigError, OmniError
+from runner.defs.config import Config, ResolvedPaths, config_path_from, load_config, resolve_paths
+
+app = typer.Typer(
+    name="omni",
+    help="Omni-Orchestrator (ARES): run AI-agent tasks from YAML files over MCP.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="markdown",
+)
+out = Console()
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", help="Config file [env OMNI_CONFIG; default ./config.yaml]"),
+]
+TasksOpt = Annotated[
+    Path | None, typer.Option("--tasks", help="Task folder [env OMNI_TASKS; default ./tasks]")
+]
+ResultsOpt = Annotated[
+    Path | None,
+    typer.Option("--results", help="Results folder [env OMNI_RESULTS; default ./results]"),
+]
+StateOpt = Annotated[
+    Path | None,
+    typer.Option("--state", help="State file [env OMNI_STATE; default ./.omni/state.db]"),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
+
+
+def _setup(
+    config: Path | None,
+    tasks: Path | None = None,
+    results: Path | None = None,
+    state: Path | None = None,
+) -> tuple[Config, ResolvedPaths]:
+    """Load config and resolve paths; a bad config exits 2 with the message."""
+    path, required = config_path_from(config)
+    try:
+        cfg = load_config(path, required=required)
+    except ConfigError as exc:
+        err.print(f"[red]config error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    return cfg, resolve_paths(
+        cfg, path if path.exists() else None, tasks=tasks, results=results, state=state
+    )
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+@app.command()
+def run(  # pylint: disable=too-many-locals  # one option a flag
+    once: Annotated[
+        bool, typer.Option("--once", help="Run what is runnable now, then exit.")
+    ] = False,
+    task: Annotated[
+        str | None, typer.Option("--task", help="Run only the task with this id.")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Run even if already done.")] = False,
+    shard: Annotated[
+        str | None, typer.Option("--shard", help="K/N: run only shard K of N.")
+    ] = None,
+    commit: Annotated[
+        bool, typer.Option("--commit", help="Commit the results on the current branch.")
+    ] = False,
+    push: Annotated[
+        str | None,
+        typer.Option(
+            "--push", metavar="BRANCH", help="Commit the results on BRANCH and push it to origin."
+        ),
+    ] = None,
+    log_format: Annotated[
+        Literal["text", "json"],
+        typer.Option("--log-format", help="Service mode: log lines as text or JSON (stderr)."),
+    ] = "text",
+    config: ConfigOpt = None,
+    tasks: TasksOpt = None,
+    results: ResultsOpt = None,
+    state: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run tasks: once (`--once`), or as a service until SIGTERM.
+
+    Example: `omni run --once` · `omni run --once --task nightly-report --force` ·
+    `omni run --once --push omni/results`
+    """
+    from runner.app.once import OnceOptions, Shard, run_once  # noqa: PLC0415 - loads mcp
+
+    cfg, paths = _setup(config, tasks, results, state)
+    if not once:
+        if task or force or shard or commit or push:
+            err.print("--task, --force, --shard, --commit and --push go with --once")
+            raise typer.Exit(2)
+        from runner.app.logs import LogFormat  # noqa: PLC0415
+        from runner.app.service import serve  # noqa: PLC0415 - loads the service
+
+        raise typer.Exit(serve(cfg, paths, log_format=LogFormat(log_format)))
+    try:
+        options = OnceOptions(
+            task_id=task,
+            force=force,
+            shard=Shard.parse(shard) if shard else None,
+            commit=commit,
+            push=push,
+        )
+    except ValueError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    with reports.RunProgress(err, enabled=not as_json) as progress:
+        try:
+            report = asyncio.run(
+                run_once(
+                    cfg, paths, options, on_planned=progress.start, on_finished=progress.advance
+                )
+            )
+        except OmniError as exc:
+            err.print(f"[red]error:[/red] {exc}", highlight=False)
+            raise typer.Exit(1) from None
+    if as_json:
+        _print_json(reports.once_json(report) | _git_json(report.published, report.git_error))
+    else:
+        reports.print_once(out, err, report, paths)
+        _print_git(report.published, report.git_error)
+    raise typer.Exit(report.exit_code)
+
+
+def _git_json(published: Any, error: str | None) -> dict[str, Any]:
+    if published is None and error is None:
+        return {}
+    shown = None if published is None else dataclasses.asdict(published)
+    return {"git": shown, "git_error": error}
+
+
+def _print_git(published: Any, error: str | None) -> None:
+    if error is not None:
+        err.print(f"[red]git:[/red] {error}", highlight=False, soft_wrap=True)
+    elif published is not None:
+        what = f"committed {published.commit[:10]}" if published.commit else "nothing new to commit"
+        sent = f", pushed to {published.remote}" if published.pushed else ""
+        out.print(f"git: {what} on {published.branch}{sent}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def prune(
+    keep: Annotated[int, typer.Option("--keep", min=1, help="Result files kept per task.")],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would go; remove nothing.")
+    ] = False,
+    commit: Annotated[
+        bool, typer.Option("--commit", help="Commit the removal on the current branch.")
+    ] = False,
+    push: Annotated[
+        str | None,
+        typer.Option("--push", metavar="BRANCH", help="Commit the removal on BRANCH and push."),
+    ] = None,
+    config: ConfigOpt = None,
+    results: ResultsOpt = None,
+    state: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Keep the newest N result files per task (and their rows); remove older ones.
+
+    Example: `omni prune --keep 50` · `omni prune --keep 50 --push omni/results`
+    """
+    from runner.gitops.prune import prune_and_publish  # noqa: PLC0415 - keeps startup lean
+
+    _, paths = _setup(config, results=results, state=state)
+    try:
+        done, published = prune_and_publish(
+            paths.results, paths.state, keep, dry_run=dry_run, commit=commit, push=push
+        )
+    except OmniError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    if as_json:
+        removed = [str(f.path) for f in done.removed]
+        data = {"removed": removed, "kept": done.kept, "rows_deleted": done.rows_deleted}
+        _print_json(data | _git_json(published, None))
+    else:
+        verb = "would remove" if dry_run else "removed"
+        for item in done.removed:
+            out.print(f"{verb} {item.path}", highlight=False)
+        out.print(f"{verb} {len(done.removed)} result file(s), kept {done.kept}")
+        _print_git(published, None)
+
+
+@app.command()
+def init(
+    path: Annotated[Path, typer.Argument(help="The repository to scaffold.")] = Path(),
+    force: Annotated[bool, typer.Option("--force", help="Replace existing files.")] = False,
+) -> None:
+    """Scaffold `config.yaml`, `tasks/` with examples, and the GitHub Actions workflow.
+
+    Example: `omni init` · `omni init ../my-repo --force`
+    """
+    from runner.app.scaffold import init as scaffold  # noqa: PLC0415 - keeps startup lean
+
+    for item in scaffold(path, force=force):
+        out.print(f"{item.outcome:>8}  {item.path}", highlight=False)
+
+
+@app.command("report")
+def report_command(
+    base: Annotated[str, typer.Option("--base", help="The branch results merge into.")] = "main",
+    branch: Annotated[str, typer.Option("--branch", help="The results branch.")] = "omni/results",
+    config: ConfigOpt = None,
+    results: ResultsOpt = None,
+) -> None:
+    """Print, as Markdown, the results BRANCH holds and BASE lacks (the pull request body).
+
+    Example: `omni report --base main --branch omni/results > body.md`
+    """
+    from runner.gitops.prbody import render  # noqa: PLC0415 - keeps startup lean
+    from runner.gitops.workspace import GitWorkspace  # noqa: PLC0415 - loads gitpython
+
+    _, paths = _setup(config, results=results)
+    try:
+        workspace = GitWorkspace.open(Path.cwd(), results=paths.results, state=paths.state)
+        found = workspace.branch_results(base, branch)
+    except OmniError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    sys.stdout.write(render(found, base=base, branch=branch))
+
+
+@app.command()
+def validate(
+    paths: Annotated[list[Path] | None, typer.Argument(help="Task files or folders.")] = None,
+    config: ConfigOpt = None,
+    tasks: TasksOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check task files and the config; one line per problem: `PATH:LINE: FIELD: message`.
+
+    Example: `omni validate` · `omni validate tasks/nightly.yaml`
+    """
+    from runner.app.validate import validate_paths  # noqa: PLC0415 - keeps startup lean
+
+    cfg, resolved = _setup(config, tasks)
+    checked = validate_paths(cfg, paths or [resolved.tasks], resolved.tasks)
+    if as_json:
+        _print_json({"files": checked.files, "problems": [p.render() for p in checked.problems]})
+    else:
+        for problem in checked.problems:
+            out.print(problem.render(), highlight=False, soft_wrap=True)
+        if not checked.problems:
+            out.print(f"[green]ok[/green]: {checked.files} task file(s), config")
+    raise typer.Exit(1 if checked.problems else 0)
+
+
+@app.command()
+def status(
+    config: ConfigOpt = None,
+    state: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show the mode, runs by state, recent runs and today's spend.
+
+    Example: `omni status` · `omni status --json | jq .runs_by_state`
+    """
+    cfg, paths = _setup(config, state=state)
+    try:
+        snapshot = reports.status_snapshot(cfg, paths)
+    except OmniError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    if as_json:
+        _print_json(snapshot)
+    else:
+        reports.print_status(out, snapshot)
+
+
+@app.command()
+def doctor(
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check the gateway, the direct API, the keys (present or not, never shown) and each
+    executor (starts, lists tools); one line each, exit 1 if any fails.
+
+    Example: `omni doctor` · `omni doctor --json | jq '.checks[] | select(.status == "fail")'`
+    """
+    import os  # noqa: PLC0415 - keeps startup lean
+
+    from runner.app.assembly import redactor_for  # noqa: PLC0415
+    from runner.app.doctor import diagnose  # noqa: PLC0415 - loads mcp
+
+    cfg, _ = _setup(config)
+    env = dict(os.environ)
+    redactor = redactor_for(cfg, env)
+    workspace = Path(cfg.workspace) if cfg.workspace else Path.cwd()
+    found = asyncio.run(diagnose(cfg, environ=env, workspace=workspace, redactor=redactor))
+    if as_json:
+        _print_json(found.as_json())
+    else:
+        reports.print_doctor(out, found)
+    raise typer.Exit(found.exit_code)
+
+
+@app.command()
+def route(
+    taskfile: Annotated[Path, typer.Argument(help="The task file to route.")],
+    config: ConfigOpt = None,
+    tasks: TasksOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show which executor a task would run on, and why, without running it.
+
+    Example: `omni route tasks/hello.yaml`
+    """
+    from runner.app.validate import route_file  # noqa: PLC0415 - keeps startup lean
+
+    cfg, paths = _setup(config, tasks)
+    try:
+        decision = route_file(cfg, taskfile, paths.tasks)
+    except OmniError as exc:
+        err.print(str(exc), highlight=False)
+        raise typer.Exit(1) from None
+    if as_json:
+        _print_json(decision)
+        return
+    table = Table(show_header=False, box=None)
+    for key, value in decision.items():
+        table.add_row(f"[bold]{key}[/bold]", str(value))
+    out.print(table)
+    if not decision["configured"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of the task file (for editors and CI checks).
+
+    Example: `omni schema > task.schema.json`
+    """
+    from runner.defs.tasks import TaskSpec  # noqa: PLC0415 - keeps startup lean
+
+    _print_json(TaskSpec.model_json_schema())
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,510 @@
+"""The config model (DESIGN §4) and its loader.
+
+No config file means the embedded defaults: the built-in executor, ``./tasks``,
+``./results``, ``./.omni/state.db``. ``${VAR}`` and ``${VAR:-default}`` are expanded in
+every string; a missing variable is an error naming the key.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from runner.core.errors import ConfigError
+from runner.core.yamlio import YamlProblem, dotted, line_of, read_yaml
+from runner.defs.tasks import check_timezone
+
+#: The name of the executor shipped in the package (``runner/builtin``).
+BUILTIN = "builtin"
+
+
+_MASK = "**********"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=True)
+
+    def secret_values(self) -> list[str]:
+        """Every secret this part of the config holds, for redaction (never to print)."""
+        return []
+
+    def __repr__(self) -> str:
+        return self._redact(super().__repr__())
+
+    def __str__(self) -> str:
+        return self._redact(super().__str__())
+
+    def _redact(self, text: str) -> str:
+        """``text`` with every secret of this part masked, however deeply nested."""
+        for secret in sorted(set(self.secret_values()), key=len, reverse=True):
+            text = text.replace(repr(secret), repr(_MASK)).replace(secret, _MASK)
+        return text
+
+
+class McpServer(_Strict):
+    """One executor: an MCP server reached over stdio, HTTP, SSE or an OpenClaw gateway."""
+
+    command: str | None = None
+    """Program to start for a stdio server, e.g. ``claude`` or ``mcp-server-git``."""
+    args: list[str] = Field(default_factory=list)
+    """Arguments for ``command``."""
+    env: dict[str, str] = Field(default_factory=dict)
+    """Environment for the stdio child (it inherits only HOME, PATH and a few more)."""
+    cwd: str | None = None
+    """Working folder for the stdio child; default the current folder."""
+    url: str | None = None
+    """``http(s)://`` for streamable HTTP (or SSE with ``transport: sse``); ``ws(s)://``
+    for an OpenClaw gateway, reached through ``openclaw mcp serve --url URL``."""
+    transport: Literal["streamable_http", "sse"] = "streamable_http"
+    """For an ``http(s)://`` URL: the MCP transport the server speaks."""
+    headers: dict[str, str] = Field(default_factory=dict)
+    """HTTP headers sent with every request (e.g. ``Authorization``)."""
+    token_env: str = "OPENCLAW_GATEWAY_TOKEN"
+    """For a ``ws(s)://`` gateway: the environment variable holding its token, passed
+    to the bridge as ``--token-file`` (a temp file only this user can read) when set."""
+    timeout: float = Field(default=60.0, gt=0)
+    """Seconds a call may take when the task sets no ``timeout``."""
+    max_concurrency: int = Field(default=4, ge=1)
+    """Calls in flight at once on this server."""
+    agent_tool: str | None = None
+    """A tool that takes a whole prompt (e.g. an agent); prompt tasks go to it directly."""
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> McpServer:
+        if (self.command is None) == (self.url is None):
+            raise ValueError("give exactly one of `command` (stdio) or `url` (http, sse, ws)")
+        if self.url is not None and not re.match(r"^(https?|wss?)://", self.url):
+            raise ValueError(f"url must start with http://, https://, ws:// or wss://: {self.url}")
+        return self
+
+    def secret_values(self) -> list[str]:
+        """Values of secret-named ``env`` entries and headers, and of ``Authorization``."""
+        values = [v for k, v in self.env.items() if is_secret_name(k)]
+        values.extend(v for k, v in self.headers.items() if _is_secret_header(k))
+        return [v for v in values if v]
+
+
+class FaultHandler(_Strict):
+    """When the gateway counts as down, and how often to probe (DESIGN §3)."""
+
+    lite_llm_timeout: float = Field(default=1.0, gt=0)
+    """Seconds to wait for the gateway's response headers (also the probe's timeout)."""
+    consecutive_failures: int = Field(default=2, ge=1)
+    """Gateway failures in a row that switch to degraded mode."""
+    check_interval: float = Field(default=30.0, gt=0)
+    """Seconds between probes while not in normal mode."""
+    cloud_check_timeout: float = Field(default=10.0, gt=0)
+    """Seconds the direct API may take before the runner enters brainstem mode."""
+
+
+class RuleMatch(_Strict):
+    """What a routing rule matches; every given part must match."""
+
+    kind: Literal["coding", "general", "always_on"] | None = None
+    """The task's ``kind``."""
+    words: list[str] = Field(default_factory=list)
+    """Any of these words in the description or prompt (case-insensitive)."""
+
+
+class Rule(_Strict):
+    """A routing rule: tasks matching ``match`` go to ``executor``."""
+
+    match: RuleMatch
+    """What the task must look like."""
+    executor: str
+    """The executor (a key of ``mcp_servers``, or ``builtin``)."""
+
+
+class ModelTiers(_Strict):
+    """Model names (``model_list`` entries) by price, each tier tried in listed order."""
+
+    free: list[str] = Field(default_factory=list)
+    """Free models, tried first under ``free`` and ``free_then_paid``."""
+    paid: list[str] = Field(default_factory=list)
+    """Paid models, tried under ``paid`` and after the free ones under ``free_then_paid``."""
+
+
+class Budget(_Strict):
+    """Spend caps in US dollars, from LiteLLM's cost figures; unset means no cap."""
+
+    per_run_usd: float | None = Field(default=None, ge=0)
+    """A run that would spend more stops ``failed``."""
+    per_day_usd: float | None = Field(default=None, ge=0)
+    """Runs stop ``failed`` once today's (UTC) spend reaches this."""
+
+
+class Router(_Strict):
+    """How a task finds its executor and its model."""
+
+    rules: list[Rule] = Field(default_factory=list)
+    """Checked in order before the built-in rules; the first match wins."""
+    default_executor: str = BUILTIN
+    """The executor for tasks no rule matches."""
+    model_tiers: ModelTiers = Field(default_factory=ModelTiers)
+    """Free and paid model names."""
+    default_model: str = "free_then_paid"
+    """``free``, ``paid``, ``free_then_paid`` or a model name, for tasks without ``model``."""
+    budget: Budget = Field(default_factory=Budget)
+    """Spend caps."""
+
+
+class DirectApi(_Strict):
+    """The provider reached directly with ``github_key`` in degraded mode."""
+
+    model: str = "github/gpt-4o-mini"
+    """A LiteLLM model string (GitHub Models: ``github/<model>``)."""
+    api_base: str = "https://models.github.ai/inference"
+    """The provider's endpoint."""
+
+
+class Agent(_Strict):
+    """Prompt tasks' tool-use loop."""
+
+    max_turns: int = Field(default=10, ge=1)
+    """Model turns a prompt task may take when it sets no ``max_turns``."""
+
+
+class Dispatch(_Strict):
+    """How runs are executed."""
+
+    concurrency: int = Field(default=4, ge=1)
+    """Runs in flight at once."""
+    output_limit_bytes: int = Field(default=65536, ge=1024)
+    """Output kept in a result; the rest is cut with a note."""
+
+
+class Schedule(_Strict):
+    """Defaults for ``schedule:`` in task files."""
+
+    timezone: str = "UTC"
+    """IANA time zone for cron schedules that set none."""
+    misfire_grace: float = Field(default=3600.0, ge=0)
+    """Seconds after a missed slot within which it still runs (once) after downtime."""
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        return check_timezone(value)
+
+
+class Service(_Strict):
+    """Long-running mode (``omni run``)."""
+
+    settle_ms: int = Field(default=100, ge=0)
+    """A changed task file is read only after this long without change."""
+    rescan_interval: float = Field(default=60.0, gt=0)
+    """Seconds between full rescans of the tasks folder (catches missed events)."""
+    shutdown_grace: float = Field(default=30.0, ge=0)
+    """Seconds running tasks get to finish after SIGTERM before they return to idle."""
+
+
+class GitSource(_Strict):
+    """A git repository whose task files are pulled on an interval."""
+
+    url: str
+    """Clone URL or local path."""
+    branch: str = "main"
+    """Branch to follow."""
+    poll_interval: float = Field(default=60.0, gt=0)
+    """Seconds between pulls."""
+
+
+class Sources(_Strict):
+    """Where task files come from besides the tasks folder."""
+
+    git: GitSource | None = None
+    """A git source; unset means none."""
+
+
+class Paths(_Strict):
+    """Where the runner reads and writes; flags and env override these."""
+
+    tasks: str | None = None
+    """Task files (default ``./tasks``; env ``OMNI_TASKS``)."""
+    results: str | None = None
+    """Result files (default ``./results``; env ``OMNI_RESULTS``)."""
+    state: str | None = None
+    """The SQLite state file (default ``./.omni/state.db``; env ``OMNI_STATE``)."""
+
+
+class Limits(_Strict):
+    """Caps on input from outside."""
+
+    task_file_bytes: int = Field(default=1_048_576, ge=1)
+    """Task files larger than this are refused before parsing."""
+
+
+class Config(_Strict):
+    """The whole ``config.yaml``. Every key is optional."""
+
+    model_list: list[dict[str, Any]] = Field(default_factory=list)
+    """LiteLLM's own ``model_list`` (``model_name``, ``litellm_params``, ``model_info``)."""
+    litellm_settings: dict[str, Any] = Field(default_factory=dict)
+    """LiteLLM's own ``litellm_settings`` (e.g. ``allowed_fails``, ``num_retries``)."""
+    lite_llm_url: str | None = None
+    """A LiteLLM proxy; unset means an in-process router over ``model_list``."""
+    lite_llm_key: SecretStr | None = None
+    """The proxy's key (env ``LITELLM_API_KEY`` when unset)."""
+    request_timeout: float = Field(default=600.0, gt=0)
+    """Seconds a whole model call may take."""
+    github_key: SecretStr | None = None
+    """Backup key for the direct API in degraded mode (env ``GITHUB_LITELLM_KEY``)."""
+    direct_api: DirectApi = Field(default_factory=DirectApi)
+    """The provider used with ``github_key``."""
+    mcp_servers: dict[str, McpServer] = Field(default_factory=dict)
+    """Executors by name; ``builtin`` is always there unless you redefine it."""
+    mcp_servers_from: str | None = None
+    """A Claude Code ``.mcp.json`` or Claude Desktop config whose ``mcpServers`` are added."""
+    fault_handler: FaultHandler = Field(default_factory=FaultHandler)
+    """Gateway failure detection and probing."""
+    router: Router = Field(default_factory=Router)
+    """Executor rules, model tiers, budget."""
+    agent: Agent = Field(default_factory=Agent)
+    """Prompt tasks."""
+    dispatch: Dispatch = Field(default_factory=Dispatch)
+    """Concurrency and output limits."""
+    workspace: str | None = None
+    """The built-in executor's root folder; default the current folder."""
+    schedule: Schedule = Field(default_factory=Schedule)
+    """Schedule defaults."""
+    service: Service = Field(default_factory=Service)
+    """Service mode."""
+    sources: Sources = Field(default_factory=Sources)
+    """Extra task sources."""
+    paths: Paths = Field(default_factory=Paths)
+    """Folders and the state file."""
+    limits: Limits = Field(default_factory=Limits)
+    """Input caps."""
+
+    @field_validator("model_list")
+    @classmethod
+    def _check_model_list(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for i, entry in enumerate(value):
+            params = entry.get("litellm_params")
+            if not isinstance(entry.get("model_name"), str) or not isinstance(params, dict):
+                raise ValueError(
+                    f"model_list[{i}] needs `model_name` and a `litellm_params` mapping"
+                )
+            if not isinstance(params.get("model"), str):
+                raise ValueError(f"model_list[{i}].litellm_params needs `model`")
+        return value
+
+    def secret_values(self) -> list[str]:
+        """Every secret this config knows, for redaction (never to print)."""
+        values = [s.get_secret_value() for s in (self.lite_llm_key, self.github_key) if s]
+        for entry in self.model_list:
+            key = entry.get("litellm_params", {}).get("api_key")
+            if isinstance(key, str):
+                values.append(key)
+        for server in self.mcp_servers.values():
+            values.extend(server.secret_values())
+        return [v for v in values if v]
+
+
+_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD", re.IGNORECASE)
+
+
+def is_secret_name(name: str) -> bool:
+    """True for names whose values must never be shown (DESIGN §4)."""
+    return bool(_SECRET_NAME.search(name))
+
+
+def _is_secret_header(name: str) -> bool:
+    return name.lower() in {"authorization", "proxy-authorization"} or is_secret_name(name)
+
+
+def secret_env_values(environ: Mapping[str, str]) -> list[str]:
+    """Values of environment variables with secret-looking names (4+ chars only)."""
+    return [v for k, v in environ.items() if is_secret_name(k) and len(v) >= 4]
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(data: Any, environ: Mapping[str, str], path: tuple[str | int, ...] = ()) -> Any:
+    """Expand ``${VAR}`` / ``${VAR:-default}`` in every string of ``data``.
+
+    Raises :class:`KeyError` carrying ``(path, name)`` for a missing variable.
+    """
+    if isinstance(data, str):
+
+        def sub(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in environ:
+                return environ[name]
+            if default is not None:
+                return default
+            raise KeyError((path, name))
+
+        return _VAR.sub(sub, data)
+    if isinstance(data, dict):
+        return {k: expand_env(v, environ, (*path, str(k))) for k, v in data.items()}
+    if isinstance(data, list):
+        return [expand_env(v, environ, (*path, i)) for i, v in enumerate(data)]
+    return data
+
+
+def load_config(
+    path: Path | None, environ: Mapping[str, str] | None = None, *, required: bool = False
+) -> Config:
+    """Load ``path``; ``None``, or a missing file that was not ``required``, gives the
+    embedded defaults.
+
+    Every problem raises :class:`ConfigError` naming the file, the line and the key.
+    """
+    env = os.environ if environ is None else environ
+    if path is not None and required and not path.exists():
+        raise ConfigError(f"{path}: config file not found")
+    if path is None or not path.exists():
+        data: Any = {}
+        text = ""
+    else:
+        try:
+            data, text = read_yaml(path, max_bytes=1_048_576)
+        except YamlProblem as exc:
+            raise ConfigError(f"{path}:{exc.line}: (file): {exc.message}") from None
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        kind = "a list" if isinstance(data, list) else f"a {type(data).__name__}"
+        raise ConfigError(f"{path}:1: (file): config must be a mapping of keys, got {kind}")
+    try:
+        data = expand_env(data, env)
+    except KeyError as exc:
+        loc, name = exc.args[0]
+        raise ConfigError(
+            f"{path}:{line_of(text, loc)}: {dotted(loc)}: environment variable ${{{name}}} "
+            f"is not set (set it, or write ${{{name}:-default}})"
+        ) from None
+    data.setdefault("lite_llm_key", env.get("LITELLM_API_KEY") or None)
+    data.setdefault("github_key", env.get("GITHUB_LITELLM_KEY") or None)
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(err["loc"])
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ConfigError(
+            f"{path}:{line_of(text, loc)}: {dotted(loc)}: {_message(err)}{more}"
+        ) from None
+    if config.mcp_servers_from:
+        config = _add_servers_from(config, Path(config.mcp_servers_from), path)
+    return config
+
+
+def _message(err: Any) -> str:
+    if err["type"] == "extra_forbidden":
+        return "unknown key (see config.yaml.example for the keys there are)"
+    if err["type"] == "missing":
+        return "required key is missing"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    secret = any(isinstance(p, str) and _is_secret_header(p) for p in err["loc"])
+    if "input" in err and err["type"] not in {"value_error"} and not secret:
+        msg += f", got {err['input']!r}"[:120]
+    return msg
+
+
+def _add_servers_from(config: Config, source: Path, config_path: Path | None) -> Config:
+    """Merge ``mcpServers`` of a Claude Code / Claude Desktop JSON file into the config."""
+    if config_path is not None and not source.is_absolute():
+        source = config_path.parent / source
+    try:
+        doc = json.loads(source.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(
+            f"{config_path}: mcp_servers_from: cannot read {source}: {exc.strerror}"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{source}:{exc.lineno}: mcp_servers_from: invalid JSON: {exc.msg}"
+        ) from None
+    found = doc.get("mcpServers") if isinstance(doc, dict) else None
+    if not isinstance(found, dict):
+        raise ConfigError(f"{source}:1: mcpServers: expected a mapping of server names")
+    servers = dict(config.mcp_servers)
+    for name, raw in found.items():
+        if name in servers:
+            continue  # the config file's own entry wins
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{source}: mcpServers.{name}: expected a mapping")
+        entry = {
+            k: v for k, v in raw.items() if k in {"command", "args", "env", "cwd", "url", "headers"}
+        }
+        if raw.get("type") == "sse":
+            entry["transport"] = "sse"
+        try:
+            servers[name] = McpServer.model_validate(entry)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = dotted(("mcpServers", name, *err["loc"]))
+            raise ConfigError(f"{source}: {where}: {_message(err)}") from None
+    return config.model_copy(update={"mcp_servers": servers})
+
+
+class ResolvedPaths(BaseModel):
+    """The folders and state file in force, after flag > env > config > default."""
+
+    model_config = ConfigDict(frozen=True)
+
+    config: Path | None
+    tasks: Path
+    results: Path
+    state: Path
+
+
+def resolve_paths(
+    config: Config,
+    config_path: Path | None,
+    *,
+    tasks: Path | None = None,
+    results: Path | None = None,
+    state: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> ResolvedPaths:
+    """Apply the precedence flag > env > config > default to each path."""
+    env = os.environ if environ is None else environ
+
+    def pick(flag: Path | None, var: str, from_config: str | None, default: str) -> Path:
+        if flag is not None:
+            return flag
+        if env.get(var):
+            return Path(env[var])
+        if from_config:
+            return Path(from_config)
+        return Path(default)
+
+    return ResolvedPaths(
+        config=config_path,
+        tasks=pick(tasks, "OMNI_TASKS", config.paths.tasks, "tasks"),
+        results=pick(results, "OMNI_RESULTS", config.paths.results, "results"),
+        state=pick(state, "OMNI_STATE", config.paths.state, ".omni/state.db"),
+    )
+
+
+def config_path_from(
+    flag: Path | None, environ: Mapping[str, str] | None = None
+) -> tuple[Path, bool]:
+    """The config file to read and whether it was asked for by name (then it must exist):
+    ``--config`` > ``OMNI_CONFIG`` > ``./config.yaml``."""
+    env = os.environ if environ is None else environ
+    if flag is not None:
+        return flag, True
+    if env.get("OMNI_CONFIG"):
+        return Path(env["OMNI_CONFIG"]), True
+    return Path("config.yaml"), False

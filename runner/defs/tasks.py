@@ -1,0 +1,382 @@
+"""The task-file model (DESIGN §4) and the loader that reads a folder of them.
+
+The loader never stops at a bad file: each problem becomes one
+``PATH:LINE: FIELD: message`` and the valid files still load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from runner.core.errors import InvalidTaskFile, TaskFileError
+from runner.core.yamlio import YamlProblem, dotted, line_of, read_yaml
+
+TASK_SUFFIXES = (".yaml", ".yml")
+_SEGMENT = re.compile(r"^[A-Za-z0-9._-]+$")
+_EVERY = re.compile(
+    r"^every\s+(\d+)\s*(s|sec|secs|seconds?|m|min|mins|minutes?|h|hours?|d|days?)$",
+    re.IGNORECASE,
+)
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def check_task_id(value: str) -> str:
+    """Return ``value`` if it is a valid task id, else raise ``ValueError`` saying why."""
+    if not value:
+        raise ValueError("id is empty")
+    if value.startswith("/"):
+        raise ValueError(f"id {value!r} starts with '/'; ids are relative, like 'repair/x'")
+    for segment in value.split("/"):
+        if not segment:
+            raise ValueError(f"id {value!r} has an empty part (a trailing or doubled '/')")
+        if segment in {".", ".."}:
+            raise ValueError(f"id {value!r} has a {segment!r} part; ids may not use . or ..")
+        if not _SEGMENT.match(segment):
+            raise ValueError(
+                f"id {value!r}: each '/'-separated part may hold only A-Z a-z 0-9 . _ -"
+            )
+    return value
+
+
+def check_timezone(value: str) -> str:
+    """Return ``value`` if it names an IANA time zone, else raise ``ValueError``."""
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown time zone {value!r}; use an IANA name like 'Europe/Berlin'"
+        ) from None
+    return value
+
+
+def every_seconds(schedule: str) -> int | None:
+    """Seconds of an ``every N s|m|h|d`` schedule, or ``None`` if it is not one."""
+    match = _EVERY.match(schedule.strip())
+    if match is None:
+        return None
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)[0].lower()]
+
+
+_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+
+def _crontab_weekdays(field_: str) -> str:
+    """A crontab day-of-week field (0 or 7 = Sunday) as APScheduler day names.
+
+    APScheduler 3 numbers weekdays from Monday = 0, so ``1-5`` would mean Tuesday to
+    Saturday there; names mean the same in both.
+    """
+    if field_ == "*":
+        return field_
+    days: set[int] = set()
+    for item in field_.lower().split(","):
+        part, _, step_text = item.partition("/")
+        if not step_text.isdigit() and step_text:
+            raise ValueError(f"day of week {field_!r}: bad step {step_text!r}")
+        step = int(step_text) if step_text else 1
+        if part == "*":
+            first, last = 0, 6
+        else:
+            start, dash, end = part.partition("-")
+            first = _weekday_number(start, field_)
+            last = _weekday_number(end, field_) if dash else (6 if step_text else first)
+            if last == 0 and first > 0:
+                last = 7  # "fri-sun" / "5-0"
+            if last < first:
+                raise ValueError(f"day of week {field_!r}: range {part!r} goes backwards")
+        if step < 1:
+            raise ValueError(f"day of week {field_!r}: the step must be at least 1")
+        days.update(day % 7 for day in range(first, last + 1, step))
+    return ",".join(_WEEKDAYS[day] for day in sorted(days))
+
+
+def _weekday_number(text: str, field_: str) -> int:
+    if text in _WEEKDAYS:
+        return _WEEKDAYS.index(text)
+    if text.isdigit() and int(text) <= 7:
+        return int(text)
+    raise ValueError(f"day of week {field_!r}: {text!r} is not 0-7 or sun..sat")
+
+
+def cron_trigger(schedule: str, timezone: str) -> Any:
+    """An APScheduler trigger that fires as crontab would for the 5-field ``schedule``.
+
+    Use this, not ``CronTrigger.from_crontab``: crontab numbers Sunday 0 (or 7) and
+    fires when *either* a restricted day of month or a restricted day of week matches;
+    APScheduler 3 numbers Monday 0 and wants both. Raises ``ValueError`` saying why.
+    """
+    # apscheduler costs ~60 ms to import; only cron schedules need it.
+    # pylint: disable-next=import-outside-toplevel
+    from apscheduler.triggers.combining import OrTrigger  # noqa: PLC0415
+
+    # pylint: disable-next=import-outside-toplevel
+    from apscheduler.triggers.cron import CronTrigger  # noqa: PLC0415
+
+    fields = schedule.split()
+    if len(fields) != 5:
+        raise ValueError(
+            f"{schedule!r} is neither a 5-field cron ('0 3 * * *') nor 'every N s|m|h|d'"
+        )
+    minute, hour, day, month, weekday = fields
+    zone = ZoneInfo(timezone)
+    try:
+        days = _crontab_weekdays(weekday)
+        parts = {"minute": minute, "hour": hour, "month": month, "timezone": zone}
+        if not day.startswith("*") and not weekday.startswith("*"):
+            return OrTrigger(
+                [CronTrigger(day=day, **parts), CronTrigger(day_of_week=days, **parts)]
+            )
+        return CronTrigger(day=day, day_of_week=days, **parts)
+    except ValueError as exc:
+        raise ValueError(f"bad cron {schedule!r}: {_cron_field_problem(fields, exc)}") from None
+
+
+def _cron_field_problem(fields: list[str], exc: ValueError) -> str:
+    """Which of the first four cron fields is wrong and why (only on the error path)."""
+    # pylint: disable-next=import-outside-toplevel
+    from apscheduler.triggers.cron import CronTrigger  # noqa: PLC0415
+
+    names = (("minute", "minute"), ("hour", "hour"), ("day", "day of month"), ("month", "month"))
+    for (key, name), value in zip(names, fields, strict=False):
+        try:
+            CronTrigger(**{key: value})
+        except ValueError as field_exc:
+            detail = re.sub(r"^Error validating expression '[^']*': ", "", str(field_exc))
+            return f"{name} {value!r}: {detail}"
+    return str(exc)
+
+
+def check_schedule(schedule: str, timezone: str) -> None:
+    """Raise ``ValueError`` unless ``schedule`` is a 5-field cron or ``every N unit``."""
+    if schedule.strip().lower().startswith("every"):
+        seconds = every_seconds(schedule)
+        if seconds is None:
+            raise ValueError(f"{schedule!r} is not 'every N s|m|h|d' (e.g. 'every 10m')")
+        if seconds <= 0:
+            raise ValueError(f"{schedule!r}: the interval must be at least 1 second")
+        return
+    cron_trigger(schedule, timezone)
+
+
+class TaskSpec(BaseModel):
+    """One task file. Exactly one of ``tool`` (a tool task) or ``prompt`` (a prompt task)."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=True)
+
+    id: str | None = None
+    """Task id; default the file's path under the tasks folder without ``.yaml``."""
+    description: str = ""
+    """What the task is for; routing rules match words in it."""
+    enabled: bool = True
+    """``false`` pauses the task."""
+    kind: Literal["coding", "general", "always_on"] | None = None
+    """Routing hint: coding -> claude_code, general -> openclaw, always_on -> moltworker."""
+    executor: str | None = None
+    """The executor to use, overriding routing (a key of ``mcp_servers``, or ``builtin``)."""
+    tool: str | None = None
+    """A tool task: the MCP tool to call once."""
+    args: dict[str, Any] = Field(default_factory=dict)
+    """Arguments for ``tool``."""
+    prompt: str | None = None
+    """A prompt task: what the agent should do."""
+    tools: list[str] | None = None
+    """Prompt tasks: the tools the agent may call (default: all of the executor's)."""
+    model: str | None = None
+    """``free``, ``paid``, ``free_then_paid`` or a model name; default ``router.default_model``."""
+    max_turns: int | None = Field(default=None, ge=1)
+    """Prompt tasks: model turns allowed; default ``agent.max_turns``."""
+    schedule: str | None = None
+    """Cron (``0 3 * * *``) or ``every 10m``; absent means run once per content."""
+    timezone: str | None = None
+    """IANA time zone for a cron schedule; default ``schedule.timezone`` (UTC)."""
+    timeout: float = Field(default=300.0, gt=0)
+    """Seconds the whole run may take."""
+    retries: int = Field(default=0, ge=0, le=100)
+    """Extra attempts after a failed one."""
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str | None) -> str | None:
+        return None if value is None else check_task_id(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str | None) -> str | None:
+        return None if value is None else check_timezone(value)
+
+    @model_validator(mode="after")
+    def _shape(self) -> TaskSpec:
+        if self.tool is not None and self.prompt is not None:
+            raise PydanticCustomError(
+                "task_shape",
+                "give either `tool` (one MCP call) or `prompt` (an agent run), not both",
+                {"field": "prompt"},
+            )
+        if self.tool is None and self.prompt is None:
+            raise PydanticCustomError(
+                "task_shape",
+                "a task needs `tool` (one MCP call) or `prompt` (an agent run)",
+                {"field": "tool"},
+            )
+        if self.schedule is not None:
+            try:
+                check_schedule(self.schedule, self.timezone or "UTC")
+            except ValueError as exc:
+                raise PydanticCustomError("schedule", str(exc), {"field": "schedule"}) from None
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """A task file that loaded: its id, where it came from, and its content hash."""
+
+    id: str
+    path: Path
+    spec: TaskSpec
+    task_hash: str
+
+    @property
+    def is_prompt(self) -> bool:
+        """True for a prompt task (an agent run), false for a tool task."""
+        return self.spec.prompt is not None
+
+
+@dataclass(slots=True)
+class LoadResult:
+    """What a folder gave: the tasks that loaded, and one problem a line for the rest."""
+
+    tasks: list[Task] = field(default_factory=list)
+    problems: list[TaskFileError] = field(default_factory=list)
+
+
+def task_hash(spec: TaskSpec, task_id: str) -> str:
+    """A hash of what the task does; comments and key order do not change it."""
+    body = spec.model_dump(mode="json", exclude={"id"})
+    body["id"] = task_id
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def default_id(path: Path, root: Path) -> str:
+    """The id a file gets without ``id:``: its path under ``root`` without the suffix."""
+    try:
+        rel = path.relative_to(root)
+    except ValueError:
+        rel = Path(path.name)
+    return rel.with_suffix("").as_posix()
+
+
+def load_task_file(path: Path, root: Path, max_bytes: int) -> Task:
+    """Load one task file; raises :class:`InvalidTaskFile` listing every problem."""
+    shown = str(path)
+    try:
+        data, text = read_yaml(path, max_bytes)
+    except YamlProblem as exc:
+        raise InvalidTaskFile([TaskFileError(shown, exc.line, "(file)", exc.message)]) from None
+    except OSError as exc:
+        raise InvalidTaskFile(
+            [TaskFileError(shown, 1, "(file)", f"cannot read: {exc.strerror}")]
+        ) from None
+    if data is None:
+        raise InvalidTaskFile(
+            [TaskFileError(shown, 1, "(file)", "file is empty; a task needs `tool` or `prompt`")]
+        )
+    if not isinstance(data, dict):
+        kind = "a list" if isinstance(data, list) else f"a {type(data).__name__}"
+        raise InvalidTaskFile(
+            [
+                TaskFileError(
+                    shown, 1, "(file)", f"a task file must be a mapping of keys, got {kind}"
+                )
+            ]
+        )
+    try:
+        spec = TaskSpec.model_validate(data)
+    except ValidationError as exc:
+        problems = [_problem(shown, text, err) for err in exc.errors()]
+        raise InvalidTaskFile(sorted(problems, key=lambda p: p.line or 1)) from None
+    task_id = spec.id or default_id(path, root)
+    if spec.id is None:
+        try:
+            check_task_id(task_id)
+        except ValueError as exc:
+            raise InvalidTaskFile(
+                [
+                    TaskFileError(
+                        shown, 1, "id", f"{exc} (from the file name; rename the file or set `id:`)"
+                    )
+                ]
+            ) from None
+    return Task(id=task_id, path=path, spec=spec, task_hash=task_hash(spec, task_id))
+
+
+def _problem(path: str, text: str, err: Any) -> TaskFileError:
+    loc = tuple(err["loc"])
+    ctx = err.get("ctx") or {}
+    if not loc and "field" in ctx:
+        loc = (ctx["field"],)
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        message = f"unknown key; allowed keys: {', '.join(TaskSpec.model_fields)}"
+    elif kind == "missing":
+        message = "required key is missing"
+    else:
+        message = str(err["msg"]).removeprefix("Value error, ")
+        if kind not in {"value_error", "task_shape", "schedule"} and "input" in err:
+            message += f" (got {_short(err['input'])})"
+    return TaskFileError(path, line_of(text, loc), dotted(loc), message)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def find_task_files(root: Path) -> list[Path]:
+    """Task files under ``root``, sorted; hidden files and folders are skipped."""
+    if root.is_file():
+        return [root]
+    found = [
+        p
+        for p in root.rglob("*")
+        if p.suffix in TASK_SUFFIXES
+        and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    ]
+    return sorted(found)
+
+
+def load_tasks(
+    root: Path, max_bytes: int = 1_048_576, files: Iterable[Path] | None = None
+) -> LoadResult:
+    """Load every task file under ``root`` (or just ``files``); duplicate ids are problems."""
+    result = LoadResult()
+    owners: dict[str, Path] = {}
+    root_is_dir = root.is_dir()
+    for path in files if files is not None else find_task_files(root):
+        try:
+            task = load_task_file(path, root if root_is_dir else path.parent, max_bytes)
+        except InvalidTaskFile as exc:
+            result.problems.extend(exc.problems)
+            continue
+        first = owners.get(task.id)
+        if first is not None:
+            text = path.read_text(encoding="utf-8")
+            line = line_of(text, ("id",)) if task.spec.id else 1
+            result.problems.append(
+                TaskFileError(str(path), line, "id", f"id {task.id!r} is already used by {first}")
+            )
+            continue
+        owners[task.id] = path
+        result.tasks.append(task)
+    return result

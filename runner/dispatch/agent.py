@@ -1,0 +1,411 @@
+"""Prompt tasks: a tool-use loop over an executor's MCP tools, with a model via LiteLLM.
+
+The model sees the executor's tools (filtered by the task's ``tools:``) as function
+tools. Each tool call it asks for goes through the executor pool; bad requests (a tool
+outside ``tools:``, an unknown tool, arguments that are not a JSON object, a tool error)
+are answered to the model as the tool's result, so it can correct itself. The loop
+stops on a final answer, after ``max_turns`` model turns (failed, with the reason), or
+when the dispatcher's timeout cancels it. An executor with an ``agent_tool`` gets the
+whole prompt in one call instead.
+
+Everything a run did is kept on a :class:`Transcript` the caller owns, so a run that
+fails half-way still records its turns, tool calls, tokens and cost.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from runner.core.errors import (
+    AgentError,
+    BudgetExceededError,
+    ExecutorTimeoutError,
+    ExecutorUnavailableError,
+    ToolError,
+)
+from runner.defs.config import Budget, Config, is_secret_name
+from runner.defs.routing import ModelChoice
+from runner.reach.llm import Completion, GatewayCall, ModelClient, ToolRequest
+from runner.state.results import REDACTED, Redactor, Usage, iso, spend_since, truncate
+
+if TYPE_CHECKING:
+    from runner.defs.tasks import Task
+    from runner.reach.executors import ToolInfo, ToolOutcome
+    from runner.state.store import Store
+
+SYSTEM_PROMPT = (
+    "You are an agent run by Omni-Orchestrator for the task {task_id!r}. Use the tools "
+    "when they help. When you are done, reply with the final result as plain text and "
+    "no tool calls."
+)
+_FUNCTION_NAME = re.compile(r"[^A-Za-z0-9_-]")
+
+
+class AgentPool(Protocol):
+    """What the agent needs of an executor pool (:class:`~runner.reach.executors.ExecutorPool`)."""
+
+    async def list_tools(self, executor: str) -> list[ToolInfo]:
+        """The executor's tools."""
+
+    async def call_tool(
+        self,
+        executor: str,
+        tool: str,
+        args: dict[str, Any],
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - the MCP read timeout, not ours
+        meta: dict[str, Any] | None = None,
+    ) -> ToolOutcome:
+        """Call one tool."""
+
+
+@dataclass(slots=True)
+class ToolCallRecord:
+    """One tool call the agent made (or was refused), for the result file."""
+
+    turn: int
+    name: str
+    arguments: Any
+    """The arguments as sent (secrets redacted), or the raw text if it was not JSON."""
+    duration_s: float
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class Transcript:  # pylint: disable=too-many-instance-attributes  # one run's record
+    """What a prompt run did: model turns, tool calls, tokens, cost. Owned by the caller."""
+
+    model: str | None = None
+    """The model that gave the last usable answer."""
+    tier: str | None = None
+    turns: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float | None = None
+    tool_calls: list[ToolCallRecord] = field(default_factory=list)
+    model_calls: list[GatewayCall] = field(default_factory=list)
+    """Every model call, failed fallback steps included, in order."""
+    agent_tool: str | None = None
+    """Set when the prompt went to the executor's ``agent_tool`` instead of the loop."""
+
+    def add(self, completion: Completion) -> None:
+        """Count one usable model answer."""
+        self.turns += 1
+        self.model, self.tier = completion.model, str(completion.tier)
+        self.input_tokens += completion.input_tokens
+        self.output_tokens += completion.output_tokens
+        if completion.cost_usd is not None:
+            self.cost_usd = (self.cost_usd or 0.0) + completion.cost_usd
+
+    @property
+    def spent(self) -> float:
+        """Dollars spent so far (unknown prices count as 0)."""
+        return self.cost_usd or 0.0
+
+    def usage(self) -> Usage:
+        """Tokens and cost for the result's ``usage``."""
+        cost = None if self.cost_usd is None else round(self.cost_usd, 8)
+        return Usage(input_tokens=self.input_tokens, output_tokens=self.output_tokens,
+                     cost_usd=cost)  # fmt: skip
+
+    def as_dict(self) -> dict[str, Any]:
+        """The result file's ``agent`` field."""
+        model_calls = [
+            {"model": c.model, "tier": str(c.tier), "outcome": str(c.outcome),
+             "duration_s": c.duration_s, "error": c.detail or None}
+            for c in self.model_calls
+        ]  # fmt: skip
+        tool_calls = [
+            {"turn": c.turn, "name": c.name, "arguments": c.arguments,
+             "duration_s": c.duration_s, "error": c.error}
+            for c in self.tool_calls
+        ]  # fmt: skip
+        return {
+            "turns": self.turns,
+            "agent_tool": self.agent_tool,
+            "model_calls": model_calls,
+            "tool_calls": tool_calls,
+        }
+
+
+class SpendGuard:
+    """``router.budget`` for one run: stops it before a call once a cap is reached."""
+
+    def __init__(self, budget: Budget, today_usd: float) -> None:
+        self._budget = budget
+        self._today = today_usd
+
+    def before_call(self, transcript: Transcript) -> None:
+        """Raise :class:`BudgetExceededError` if another model call may not be made."""
+        day, run = self._budget.per_day_usd, self._budget.per_run_usd
+        if day is not None and self._today + transcript.spent >= day:
+            raise BudgetExceededError(
+                f"daily budget reached: ${self._today + transcript.spent:.6f} spent today "
+                f"(UTC), router.budget.per_day_usd is ${day:g}"
+            )
+        if run is not None and transcript.spent >= run:
+            raise BudgetExceededError(
+                f"run budget reached: this run spent ${transcript.spent:.6f}, "
+                f"router.budget.per_run_usd is ${run:g}"
+            )
+
+    def after_call(self, transcript: Transcript) -> None:
+        """Raise :class:`BudgetExceededError` if the last call took the run past its cap."""
+        run = self._budget.per_run_usd
+        if run is not None and transcript.spent > run:
+            raise BudgetExceededError(
+                f"run budget passed: this run spent ${transcript.spent:.6f} after "
+                f"{transcript.turns} turn(s), router.budget.per_run_usd is ${run:g}"
+            )
+
+
+def spent_today(store: Store | None, results_root: Path, now: datetime) -> float:
+    """Today's (UTC day of ``now``) model spend: the larger of the store's figure and the
+    result files' (the files are written first, and a CI run starts with no store)."""
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    from_store = store.spend_since(iso(midnight)) if store is not None else 0.0
+    return max(from_store, spend_since(results_root, midnight))
+
+
+def _function_names(tools: list[ToolInfo]) -> dict[str, str]:
+    """OpenAI function names (``[A-Za-z0-9_-]{1,64}``) for MCP tool names, unique."""
+    names: dict[str, str] = {}
+    for tool in tools:
+        base = _FUNCTION_NAME.sub("_", tool.name)[:64] or "tool"
+        name, n = base, 1
+        while name in names:
+            n += 1
+            name = f"{base[: 64 - len(str(n)) - 1]}_{n}"
+        names[name] = tool.name
+    return names
+
+
+def _schemas(functions: Mapping[str, str], tools: list[ToolInfo]) -> list[dict[str, Any]]:
+    """The OpenAI function-tool definitions the model is offered."""
+    by_name = {t.name: t for t in tools}
+    return [
+        {
+            "type": "function",
+            "function": {
+                "name": name,
+                "description": by_name[real].description[:1024],
+                "parameters": by_name[real].input_schema or {"type": "object"},
+            },
+        }
+        for name, real in functions.items()
+    ]
+
+
+def _redact_args(value: Any, redactor: Redactor) -> Any:
+    """Arguments for the record: secret-named keys masked, known secret values replaced."""
+    if isinstance(value, dict):
+        return {
+            k: REDACTED if is_secret_name(str(k)) else _redact_args(v, redactor)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_redact_args(v, redactor) for v in value]
+    return redactor.data(value)
+
+
+class Agent:
+    """Runs prompt tasks: the tool-use loop, or one call to an executor's agent tool."""
+
+    def __init__(
+        self, *, llm: ModelClient, pool: AgentPool, config: Config, redactor: Redactor
+    ) -> None:
+        self._llm = llm
+        self._pool = pool
+        self._config = config
+        self._redactor = redactor
+
+    async def run(
+        self,
+        task: Task,
+        executor: str,
+        *,
+        choice: ModelChoice,
+        spend: SpendGuard,
+        transcript: Transcript,
+        meta: dict[str, Any],
+    ) -> str:
+        """The agent's final answer. Raises :class:`AgentError` (max_turns, bad
+        ``tools:``), :class:`BudgetExceededError`, ``ModelError`` (no model answered),
+        ``ExecutorError`` (the executor is gone)."""
+        tools = await self._pool.list_tools(executor)
+        server = self._config.mcp_servers.get(executor)
+        if server is not None and server.agent_tool:
+            return await self._agent_tool(task, executor, server.agent_tool, tools, transcript,
+                                          meta)  # fmt: skip
+        allowed = self._allowed(task, executor, tools)
+        functions = _function_names(allowed)
+        schemas = _schemas(functions, allowed)
+        messages: list[dict[str, Any]] = [
+            {"role": "system", "content": SYSTEM_PROMPT.format(task_id=task.id)},
+            {"role": "user", "content": task.spec.prompt or ""},
+        ]
+        max_turns = task.spec.max_turns or self._config.agent.max_turns
+        every = {t.name for t in tools}
+        for turn in range(1, max_turns + 1):
+            spend.before_call(transcript)
+            completion = await self._llm.complete(
+                messages, schemas, choice, on_step=transcript.model_calls.append
+            )
+            transcript.add(completion)
+            spend.after_call(transcript)
+            if not completion.tool_calls:
+                return truncate(completion.text, self._config.dispatch.output_limit_bytes)
+            messages.append(completion.message())
+            for request in completion.tool_calls:
+                content = await self._tool_call(
+                    task, executor, request, turn, functions, every, transcript, meta
+                )
+                messages.append({"role": "tool", "tool_call_id": request.id, "content": content})
+        asked = ", ".join(sorted({c.name for c in transcript.tool_calls[-5:]})) or "none"
+        raise AgentError(
+            f"stopped after max_turns={max_turns} model turns without a final answer "
+            f"(the model kept calling tools; last asked for: {asked})"
+        )
+
+    def _allowed(self, task: Task, executor: str, tools: list[ToolInfo]) -> list[ToolInfo]:
+        wanted = task.spec.tools
+        if wanted is None:
+            return tools
+        have = {t.name for t in tools}
+        if missing := [name for name in wanted if name not in have]:
+            raise AgentError(
+                f"tools: {', '.join(map(repr, missing))} not offered by executor {executor!r} "
+                f"(it has: {', '.join(sorted(have)) or 'none'})"
+            )
+        return [t for t in tools if t.name in wanted]
+
+    async def _tool_call(
+        self,
+        task: Task,
+        executor: str,
+        request: ToolRequest,
+        turn: int,
+        functions: Mapping[str, str],
+        every: set[str],
+        transcript: Transcript,
+        meta: dict[str, Any],
+    ) -> str:
+        """Make one requested call; returns what the model is told (a result or why not)."""
+        real = functions.get(request.name)
+        record = ToolCallRecord(turn, real or request.name, None, 0.0)
+        transcript.tool_calls.append(record)
+        args, problem = self._check(request, record, functions, every)
+        if problem is not None:
+            return self._refuse(record, problem)
+        started = time.perf_counter()
+        try:
+            outcome = await self._pool.call_tool(
+                executor, record.name, args, timeout=task.spec.timeout, meta=meta
+            )
+        except (ToolError, ExecutorTimeoutError) as exc:
+            return self._refuse(record, str(exc))
+        except ExecutorUnavailableError as exc:
+            record.error = self._redactor.text(str(exc))
+            raise
+        finally:
+            record.duration_s = round(time.perf_counter() - started, 4)
+        limit = self._config.dispatch.output_limit_bytes
+        if outcome.is_error:
+            return self._refuse(
+                record, f"the tool reported an error: {truncate(outcome.text, limit)}"
+            )
+        return _as_text(outcome, limit)
+
+    def _check(
+        self,
+        request: ToolRequest,
+        record: ToolCallRecord,
+        functions: Mapping[str, str],
+        every: set[str],
+    ) -> tuple[dict[str, Any], str | None]:
+        """The parsed arguments, and why the call may not be made (``None``: it may)."""
+        try:
+            args = json.loads(request.arguments or "{}")
+        except json.JSONDecodeError as exc:
+            record.arguments = self._redactor.text(request.arguments[:2000])
+            return {}, f"the arguments are not valid JSON ({exc.msg}); send a JSON object"
+        record.arguments = _redact_args(args, self._redactor)
+        if request.name not in functions:
+            allowed = ", ".join(functions) or "none"
+            why = "is not allowed for this task" if request.name in every else "does not exist"
+            return {}, f"tool {request.name!r} {why}; allowed tools: {allowed}"
+        if not isinstance(args, dict):
+            return {}, "the arguments must be a JSON object"
+        return args, None
+
+    def _refuse(self, record: ToolCallRecord, message: str) -> str:
+        record.error = self._redactor.text(message)
+        return f"error: {record.error}"
+
+    async def _agent_tool(
+        self,
+        task: Task,
+        executor: str,
+        tool: str,
+        tools: list[ToolInfo],
+        transcript: Transcript,
+        meta: dict[str, Any],
+    ) -> str:
+        """Hand the whole prompt to the executor's agent tool (no model loop here)."""
+        info = next((t for t in tools if t.name == tool), None)
+        if info is None:
+            raise AgentError(
+                f"executor {executor!r} names agent_tool {tool!r}, which it does not offer "
+                f"(it has: {', '.join(sorted(t.name for t in tools)) or 'none'})"
+            )
+        key = _prompt_argument(info)
+        args = {**task.spec.args, key: task.spec.prompt or ""}
+        transcript.agent_tool = tool
+        record = ToolCallRecord(0, tool, _redact_args(args, self._redactor), 0.0)
+        transcript.tool_calls.append(record)
+        started = time.perf_counter()
+        try:
+            outcome = await self._pool.call_tool(
+                executor, tool, args, timeout=task.spec.timeout, meta=meta
+            )
+        except ToolError as exc:
+            record.error = self._redactor.text(str(exc))
+            raise
+        finally:
+            record.duration_s = round(time.perf_counter() - started, 4)
+        limit = self._config.dispatch.output_limit_bytes
+        if outcome.is_error:
+            record.error = self._redactor.text(truncate(outcome.text, limit))
+            raise ToolError(executor, f"the agent tool reported an error: {record.error}", tool)
+        return _as_text(outcome, limit)
+
+
+def _prompt_argument(info: ToolInfo) -> str:
+    """The argument an agent tool takes the prompt in: ``prompt``, else its only required
+    string argument."""
+    properties = info.input_schema.get("properties") or {}
+    if "prompt" in properties or not properties:
+        return "prompt"
+    required = [k for k in info.input_schema.get("required") or () if k in properties]
+    strings = [k for k in required if (properties[k] or {}).get("type") == "string"]
+    if len(strings) == 1:
+        return strings[0]
+    raise AgentError(
+        f"agent_tool {info.name!r}: cannot tell which argument takes the prompt (no "
+        f"`prompt`, and not exactly one required string among {sorted(properties)})"
+    )
+
+
+def _as_text(outcome: ToolOutcome, limit: int) -> str:
+    """What the model is shown of a tool's answer: its text, or its structured content
+    as JSON when it sent no text; cut to ``limit`` bytes."""
+    if outcome.structured is not None and not outcome.text:
+        return truncate(json.dumps(outcome.structured, ensure_ascii=False), limit)
+    return truncate(outcome.text, limit)

@@ -1,0 +1,380 @@
+"""Claim a run, ask the router, execute it on its executor, record the outcome.
+
+Order of writes for every finished run: result file first, then the row. A run whose
+result file exists therefore counts as done even if the process died before the row
+(see ``Store.resume``); a cancellation (shutdown) after the executor answered still
+writes both before it takes effect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from runner.core.errors import (
+    AgentError,
+    BudgetExceededError,
+    ExecutorError,
+    ExecutorTimeoutError,
+    ModelError,
+    OmniError,
+    ToolError,
+)
+from runner.core.states import Mode, RunState
+from runner.defs.config import Config
+from runner.defs.routing import Route, choose_executor, choose_model, model_list_names
+from runner.defs.tasks import Task
+from runner.dispatch.agent import Agent, AgentPool, SpendGuard, Transcript, spent_today
+from runner.dispatch.faults import CloudsDownError
+from runner.reach.llm import GatewayOutcome, Via
+from runner.state.results import Redactor, RunResult, iso, truncate, utc_now, write_result
+from runner.state.store import RunRecord, Store
+
+#: Loop passes a finished run gives the next run's request before it records (measured:
+#: 3 reach the pipe on the stdio transport; one more as margin).
+_PASSES_BEFORE_RECORDING = 4
+
+
+class ToolCaller(AgentPool, Protocol):
+    """What the dispatcher needs of an executor pool: the agent's needs, plus names."""
+
+    def names(self) -> list[str]:
+        """Configured executor names."""
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """A run the dispatcher is done with: its final row and result file (if any)."""
+
+    task: Task
+    run: RunRecord
+    result_path: Path | None
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """How an attempt ended, before it is recorded."""
+
+    task: Task
+    run: RunRecord
+    state: RunState
+    output: Any = None
+    error: str | None = None
+    executor: str | None = None
+    started: float | None = None
+    transcript: Transcript | None = None
+    """A prompt run's record (model, tier, usage, turns, tool calls); None for tool runs."""
+    note: str | None = None
+    """Why a run waits (brainstem mode)."""
+
+
+class _Wait(Exception):
+    """A prompt run that must wait: no cloud answers (brainstem mode)."""
+
+
+class _Failure(Exception):
+    """An attempt that failed; ``retry`` says whether another attempt could help."""
+
+    def __init__(self, message: str, *, retry: bool) -> None:
+        super().__init__(message)
+        self.retry = retry
+
+
+class Dispatcher:
+    """Runs claimed runs on executors with bounded concurrency, retries and timeouts."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        pool: ToolCaller,
+        config: Config,
+        results_root: Path,
+        redactor: Redactor,
+        clock: Callable[[], datetime] = utc_now,
+        on_finished: Callable[[Finished], None] | None = None,
+        agent: Agent | None = None,
+        mode_of: Callable[[], Mode] | None = None,
+    ) -> None:
+        self._store = store
+        self._agent = agent
+        self._mode_of = mode_of
+        """The system mode now (``runner.dispatch.faults``), for result files; None: normal."""
+        self._pool = pool
+        self._config = config
+        self._results = results_root
+        self._redactor = redactor
+        self._clock = clock
+        self._on_finished = on_finished
+        self._limit = asyncio.Semaphore(config.dispatch.concurrency)
+
+    async def run_all(self, items: Iterable[tuple[Task, RunRecord]]) -> list[Finished]:
+        """Run every item, ``dispatch.concurrency`` at a time; order of results = input."""
+        async with asyncio.TaskGroup() as group:
+            jobs = [group.create_task(self._limited(task, run)) for task, run in items]
+        return [job.result() for job in jobs]
+
+    async def _limited(self, task: Task, run: RunRecord) -> Finished:
+        finished = await self.run(task, run)
+        if self._on_finished is not None:
+            self._on_finished(finished)
+        return finished
+
+    async def run(self, task: Task, run: RunRecord) -> Finished:
+        """Take one run through claim -> execute -> record, retrying while attempts last.
+
+        A concurrency slot is held from the claim until the executor answers; recording
+        happens after the slot is freed, so the next run's call overlaps this run's
+        bookkeeping.
+        """
+        while True:
+            async with self._limit:
+                route = choose_executor(task.spec, self._config.router, self._pool.names())
+                claimed = self._claim(task, run, route)
+                if claimed is None:
+                    current = self._store.get_run(run.run_id) or run
+                    return Finished(task, current, None, "claimed elsewhere")
+                attempt = await self._attempt(task, claimed, route)
+            if isinstance(attempt, _Failure):
+                run = self._store.transition(
+                    claimed.run_id, RunState.IDLE, detail=f"retry {claimed.attempt + 1}"
+                )
+                continue
+            try:
+                await _after_pending_sends()
+            except asyncio.CancelledError:
+                self._record(attempt)  # the executor answered: its outcome is final
+                raise
+            return self._record(attempt)
+
+    def _claim(self, task: Task, run: RunRecord, route: Route) -> RunRecord | None:
+        """Claim the run, straight on to executing when its executor is configured."""
+        if not route.configured:
+            return self._store.claim(run)
+        tool = task.spec.tool or ""
+        return self._store.claim(
+            run, executor=route.executor, tool=tool,
+            detail=f"{route.executor}.{tool} ({route.reason})",
+        )  # fmt: skip
+
+    async def _attempt(self, task: Task, run: RunRecord, route: Route) -> _Outcome | _Failure:
+        """One attempt of a claimed run (executing on its route's executor, unless that
+        is not configured); a returned :class:`_Failure` has been recorded and is
+        retryable."""
+        if not route.configured:
+            configured = ", ".join(sorted(self._pool.names()))
+            error = (
+                f"executor {route.executor!r} ({route.reason}) is not configured; "
+                f"configured: {configured}"
+            )
+            return _Outcome(task, run, RunState.FAILED, error=error, executor=route.executor)
+        started = time.perf_counter()
+        transcript = Transcript() if task.is_prompt else None
+        try:
+            output = await self._call(task, run, route.executor, transcript)
+        except _Failure as failure:
+            if failure.retry and run.attempt < run.max_attempts:
+                self._store.transition(
+                    run.run_id, RunState.FAILED, error=str(failure), detail="attempt failed",
+                    **_spent(run, transcript),
+                )  # fmt: skip
+                return failure
+            return _Outcome(
+                task, run, RunState.FAILED, error=str(failure), started=started,
+                transcript=transcript,
+            )  # fmt: skip
+        except _Wait as wait:
+            return _Outcome(
+                task, run, RunState.WAITING, started=started, transcript=transcript,
+                note=str(wait), executor=route.executor,
+            )  # fmt: skip
+        except asyncio.CancelledError:
+            # Shutdown: hand the run back so the next start resumes it.
+            self._store.transition(run.run_id, RunState.IDLE, detail="interrupted by shutdown")
+            raise
+        return _Outcome(
+            task, run, RunState.COMPLETED, output=output, started=started, transcript=transcript
+        )
+
+    def _record(self, outcome: _Outcome) -> Finished:
+        """Write the result files, then the row (no await: nothing interrupts it)."""
+        result = self._result(outcome)
+        path = write_result(self._results, result, self._redactor)
+        return self._row(outcome, result, path)
+
+    async def _call(
+        self, task: Task, run: RunRecord, executor: str, transcript: Transcript | None = None
+    ) -> Any:
+        spec = task.spec
+        meta = {"run_id": run.run_id, "task_id": task.id, "attempt": run.attempt}
+        if transcript is not None:
+            return await self._prompt(task, executor, meta, transcript)
+        try:
+            async with asyncio.timeout(spec.timeout):
+                outcome = await self._pool.call_tool(
+                    executor, spec.tool or "", spec.args, timeout=spec.timeout, meta=meta
+                )
+        except TimeoutError:
+            raise _Failure(
+                f"timed out after {spec.timeout:g} s (task timeout)", retry=True
+            ) from None
+        except ToolError as exc:
+            raise _Failure(str(exc), retry=False) from None
+        except ExecutorTimeoutError as exc:
+            raise _Failure(str(exc), retry=True) from None
+        except ExecutorError as exc:
+            raise _Failure(str(exc), retry=True) from None
+        except OmniError as exc:
+            raise _Failure(str(exc), retry=False) from None
+        if outcome.is_error:
+            raise _Failure(
+                f"executor {executor!r}, tool {spec.tool!r} reported an error: "
+                f"{self._cap(outcome.text)}",
+                retry=True,
+            )
+        if outcome.structured is not None:
+            return self._cap_data(outcome.structured)
+        return self._cap(outcome.text)
+
+    async def _prompt(
+        self, task: Task, executor: str, meta: dict[str, Any], transcript: Transcript
+    ) -> str:
+        """A prompt task: the agent loop (or the executor's agent tool), under the timeout."""
+        if self._agent is None:
+            raise _Failure("prompt tasks need a model client; none was given", retry=False)
+        config = self._config
+        choice = choose_model(task.spec, config.router, model_list_names(config))
+        spend = SpendGuard(config.router.budget, spent_today(self._store, self._results,
+                                                             self._clock()))  # fmt: skip
+        try:
+            async with asyncio.timeout(task.spec.timeout):
+                return await self._agent.run(
+                    task, executor, choice=choice, spend=spend, transcript=transcript, meta=meta
+                )
+        except TimeoutError:
+            raise _Failure(
+                f"timed out after {task.spec.timeout:g} s (task timeout) in turn "
+                f"{transcript.turns + 1}",
+                retry=True,
+            ) from None
+        except (BudgetExceededError, AgentError, ToolError) as exc:
+            raise _Failure(str(exc), retry=False) from None
+        except CloudsDownError as exc:
+            raise _Wait(str(exc)) from None
+        except (ModelError, ExecutorError) as exc:
+            raise _Failure(str(exc), retry=True) from None
+        except OmniError as exc:
+            raise _Failure(str(exc), retry=False) from None
+
+    def _cap(self, text: str) -> str:
+        return truncate(text, self._config.dispatch.output_limit_bytes)
+
+    def _cap_data(self, data: Any) -> Any:
+        limit = self._config.dispatch.output_limit_bytes
+        text = json.dumps(data, ensure_ascii=False)
+        return data if len(text.encode()) <= limit else truncate(text, limit)
+
+    def _result(self, outcome: _Outcome) -> RunResult:
+        now = self._clock()
+        run, started = outcome.run, outcome.started
+        prompt: dict[str, Any] = {}
+        mode = self._mode_of() if self._mode_of is not None else Mode.NORMAL
+        if (transcript := outcome.transcript) is not None:
+            # Extra result fields beside DESIGN's (the model allows them): `agent`, `note`.
+            prompt = {"model": transcript.model, "tier": transcript.tier,
+                      "usage": transcript.usage(), "agent": transcript.as_dict()}  # fmt: skip
+            mode = _prompt_mode(outcome, transcript, mode)
+        if outcome.note is not None:
+            prompt["note"] = outcome.note
+        return RunResult(
+            task_id=outcome.task.id,
+            run_id=run.run_id,
+            task_hash=run.task_hash,
+            slot=run.slot,
+            state=outcome.state,
+            attempt=run.attempt,
+            executor=outcome.executor or run.executor,
+            tool=outcome.task.spec.tool or (transcript and transcript.agent_tool),
+            mode=mode,
+            started_at=run.started_at or iso(now),
+            finished_at=iso(now),
+            duration_s=round(time.perf_counter() - started, 4) if started is not None else 0.0,
+            output=outcome.output,
+            error=None if outcome.error is None else self._redactor.text(outcome.error),
+            **prompt,
+        )
+
+    def _row(self, outcome: _Outcome, result: RunResult, path: Path) -> Finished:
+        run = outcome.run
+        final = self._store.transition(
+            run,
+            outcome.state,
+            error=result.error,
+            result_path=str(path),
+            executor=result.executor,
+            detail=result.error or outcome.note or _fallbacks(outcome.transcript) or "ok",
+            **_model_fields(result, run),
+            **({"note": outcome.note} if outcome.note is not None else {}),
+        )
+        return Finished(outcome.task, final, path)
+
+
+async def _after_pending_sends() -> None:
+    """Yield a few loop passes, so the run that took the freed slot sends its request
+    before this run is recorded.
+
+    Its claim runs on the next pass; the MCP SDK hands the request to the transport's
+    writer task through an anyio memory stream (a checkpoint, then a wake-up), which
+    writes it on the third. Recording (result files, row) after that lets the executor
+    work on the next call meanwhile; recording first would add the whole bookkeeping
+    cost to every serial task (bench/README.md, dispatch).
+    """
+    for _ in range(_PASSES_BEFORE_RECORDING):
+        await asyncio.sleep(0)
+
+
+def _prompt_mode(outcome: _Outcome, transcript: Transcript, now: Mode) -> Mode:
+    """The mode a prompt run's model calls were made in: brainstem while it waits,
+    degraded when its last answer came from the direct API, normal from the gateway,
+    else (no model call: an agent tool) the mode now."""
+    if outcome.state is RunState.WAITING:
+        return Mode.BRAINSTEM
+    answered = [c for c in transcript.model_calls if c.outcome is GatewayOutcome.OK]
+    if not answered:
+        return now
+    return Mode.DEGRADED if answered[-1].via is Via.DIRECT else Mode.NORMAL
+
+
+def _spent(run: RunRecord, transcript: Transcript | None) -> dict[str, Any]:
+    """``cost_usd`` for the row: earlier attempts' spend plus this attempt's, so the daily
+    cap counts a retried run's every attempt (the result file has the last one's)."""
+    if transcript is None or transcript.cost_usd is None:
+        return {}
+    return {"cost_usd": (run.cost_usd or 0.0) + transcript.cost_usd}
+
+
+def _model_fields(result: RunResult, run: RunRecord) -> dict[str, Any]:
+    """The row's model columns for a prompt run (none for a tool run)."""
+    if result.model is None and result.usage.cost_usd is None:
+        return {}
+    cost = result.usage.cost_usd
+    if cost is not None:
+        cost += run.cost_usd or 0.0
+    return {"model": result.model, "tier": result.tier, "cost_usd": cost}
+
+
+def _fallbacks(transcript: Transcript | None) -> str:
+    """The fallback steps a prompt run took, for its event row ("" when none)."""
+    if transcript is None:
+        return ""
+    failed = [f"{c.model} ({c.tier}) {c.outcome}" for c in transcript.model_calls if c.detail]
+    if not failed:
+        return ""
+    return f"ok; fell back past {', '.join(failed)}; answered by {transcript.model}"

@@ -1,0 +1,501 @@
+"""Result files into git: commit them on a branch and push it (gitpython).
+
+``omni run --once --commit`` commits on the current branch; ``--push BRANCH`` commits
+on ``BRANCH`` (usually ``omni/results``, not checked out) and pushes it to ``origin``.
+The commit never touches the working tree or the checked-out branch: it is built in a
+temporary index from
+
+* the newer of ``BRANCH`` and ``HEAD``, or their merge when both moved (so the branch
+  carries this checkout's task files and everything it held before);
+* the results folder exactly as it is on disk (``git add -f``: it may be gitignored);
+  before the run, result files the branch holds but the disk lacks are copied to disk,
+  so a fresh clone (a CI machine) starts from the branch's memory;
+* the files the run's tasks changed (compared with a snapshot taken before the run).
+
+Every git failure becomes a :class:`~runner.core.errors.GitOpsError` that says what happened
+and what to do; the result files are always on disk by then, and a commit that could not
+be pushed stays on the local branch for the next ``--push``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from git import Repo
+from git.exc import GitCommandError, InvalidGitRepositoryError, NoSuchPathError
+from git.objects import Blob
+
+from runner.core.errors import GitOpsError
+
+#: Seconds a fetch or push may take before it is stopped.
+NETWORK_TIMEOUT = 120.0
+#: Pushes tried when another job pushed the branch between our fetch and our push.
+PUSH_ATTEMPTS = 3
+_ZERO = "0" * 40
+_IDENTITY = {
+    "GIT_AUTHOR_NAME": "omni",
+    "GIT_AUTHOR_EMAIL": "omni@localhost",
+    "GIT_COMMITTER_NAME": "omni",
+    "GIT_COMMITTER_EMAIL": "omni@localhost",
+}
+_UNREACHABLE = (
+    "could not read from remote",
+    "does not appear to be a git repository",
+    "could not resolve host",
+    "unable to access",
+    "connection refused",
+    "connection timed out",
+    "repository not found",
+    "no such file or directory",
+)
+_NON_FAST_FORWARD = ("non-fast-forward", "fetch first", "[rejected]", "stale info")
+
+
+@dataclass(slots=True)
+class Prepared:  # pylint: disable=too-many-instance-attributes  # one record of facts
+    """What :meth:`GitWorkspace.prepare` found before the run."""
+
+    branch: str
+    current: bool
+    push: bool
+    dirty: tuple[str, ...]
+    untracked: dict[str, tuple[int, int]]
+    remote_tip: str | None = None
+    diverged: bool = False
+    fetch_error: str | None = None
+    restored: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """What :meth:`GitWorkspace.publish` did."""
+
+    branch: str
+    commit: str | None
+    """The new commit, or ``None`` when there was nothing new to commit."""
+    pushed: bool
+    remote: str
+    changed: tuple[str, ...] = field(default_factory=tuple)
+    """Files outside the results folder that the run changed and the commit holds."""
+
+
+class GitWorkspace:
+    """One repository's working tree, its results folder and its remote."""
+
+    def __init__(
+        self,
+        repo: Repo,
+        *,
+        results: Path,
+        state: Path,
+        remote: str = "origin",
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self._repo = repo
+        self._git = repo.git
+        self._root = Path(repo.working_tree_dir or ".").resolve()
+        self.remote = remote
+        self._results = self._relative(results, "results folder")
+        self._excluded = self._state_paths(state)
+        env = os.environ if environ is None else environ
+        self._git.update_environment(GIT_TERMINAL_PROMPT="0")
+        self._identity = {k: v for k, v in _IDENTITY.items() if not env.get(k)}
+        reader = repo.config_reader()
+        if reader.get_value("user", "name", "") and reader.get_value("user", "email", ""):
+            self._identity = {}
+
+    @classmethod
+    def open(
+        cls,
+        start: Path,
+        *,
+        results: Path,
+        state: Path,
+        remote: str = "origin",
+        environ: Mapping[str, str] | None = None,
+    ) -> GitWorkspace:
+        """The repository containing ``start``; raises :class:`GitOpsError` if none."""
+        try:
+            repo = Repo(start, search_parent_directories=True)
+        except (InvalidGitRepositoryError, NoSuchPathError):
+            raise GitOpsError(
+                f"{start}: not inside a git repository; --commit and --push need one"
+                " (run from a clone, or `git init`)"
+            ) from None
+        if repo.bare or repo.working_tree_dir is None:
+            raise GitOpsError(f"{start}: a bare repository has no working tree to commit from")
+        return cls(repo, results=results, state=state, remote=remote, environ=environ)
+
+    @property
+    def root(self) -> Path:
+        """The working tree's top folder."""
+        return self._root
+
+    @property
+    def results(self) -> str:
+        """The results folder, relative to the working tree (POSIX form)."""
+        return self._results
+
+    # -- before the run -------------------------------------------------------------
+
+    def prepare(self, branch: str | None, *, push: bool) -> Prepared:
+        """Check the repository, note what is dirty, and (for a push) fetch ``branch``
+        and copy its result files missing on disk. Raises :class:`GitOpsError` for
+        problems a run cannot fix (no commit yet, detached HEAD, no remote, bad name)."""
+        if not self._repo.head.is_valid():
+            raise GitOpsError(f"{self._root}: the repository has no commit yet; commit once first")
+        current = None if self._repo.head.is_detached else self._repo.active_branch.name
+        if branch is None:
+            if current is None:
+                raise GitOpsError(
+                    "HEAD is detached, so --commit has no branch to commit on;"
+                    " check out a branch or use --push BRANCH"
+                )
+            branch = current
+        self._check_branch_name(branch)
+        if push and self.remote not in {r.name for r in self._repo.remotes}:
+            raise GitOpsError(
+                f"--push needs a remote named {self.remote!r}; this repository has"
+                f" {', '.join(r.name for r in self._repo.remotes) or 'none'}"
+            )
+        dirty, untracked = self._status()
+        prepared = Prepared(
+            branch=branch, current=branch == current, push=push, dirty=dirty, untracked=untracked
+        )
+        if push:
+            self._fetch(prepared)
+        if not prepared.current:
+            prepared.restored = self._restore(self._tip(branch))
+        return prepared
+
+    def _check_branch_name(self, branch: str) -> None:
+        status, _, _ = self._git.check_ref_format(
+            "--branch", branch, with_extended_output=True, with_exceptions=False
+        )
+        if status != 0 or branch.startswith("-"):
+            raise GitOpsError(f"{branch!r} is not a valid branch name")
+
+    def _fetch_only(self, prepared: Prepared) -> bool:
+        """Fetch the branch into its remote-tracking ref; False when that failed (a
+        remote without the branch is no failure)."""
+        tracking = f"refs/remotes/{self.remote}/{prepared.branch}"
+        status, _, err = self._git.fetch(
+            "--no-tags", "--quiet", self.remote, f"+refs/heads/{prepared.branch}:{tracking}",
+            with_extended_output=True, with_exceptions=False,
+            kill_after_timeout=NETWORK_TIMEOUT,
+        )  # fmt: skip
+        if status != 0:
+            if "couldn't find remote ref" not in err.lower():
+                prepared.fetch_error = _first_line(err) or f"git fetch exited {status}"
+            return False
+        prepared.remote_tip = self._rev(tracking)
+        return True
+
+    def _fetch(self, prepared: Prepared) -> None:
+        """Fetch, then fast-forward the local branch (or note that it diverged)."""
+        branch = prepared.branch
+        if not self._fetch_only(prepared):
+            return
+        local = self._tip(branch)
+        if prepared.remote_tip is None or local == prepared.remote_tip:
+            return
+        if local is None or (
+            self._is_ancestor(local, prepared.remote_tip) and not prepared.current
+        ):
+            self._git.update_ref(f"refs/heads/{branch}", prepared.remote_tip, local or _ZERO)
+        elif not self._is_ancestor(prepared.remote_tip, local):
+            prepared.diverged = True
+
+    def _restore(self, tip: str | None) -> int:
+        """Copy result files that ``tip`` holds and the disk lacks; returns how many."""
+        if tip is None:
+            return 0
+        try:
+            folder = self._repo.commit(tip).tree / self._results
+        except KeyError:
+            return 0
+        copied = 0
+        for item in folder.traverse():
+            if not isinstance(item, Blob):
+                continue
+            target = self._root / item.path
+            if target.exists():
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(item.data_stream.read())
+            copied += 1
+        return copied
+
+    # -- after the run --------------------------------------------------------------
+
+    def publish(self, prepared: Prepared, message: str) -> Published:
+        """Commit the results (and the files the run changed) on the branch, then push
+        it when asked. Raises :class:`GitOpsError`; the result files stay on disk."""
+        if prepared.dirty:
+            shown = ", ".join(prepared.dirty[:5]) + (" …" if len(prepared.dirty) > 5 else "")
+            raise GitOpsError(
+                f"the working tree had uncommitted changes before the run ({shown}): omni"
+                " commits only its results and the files its tasks change, and cannot tell"
+                " those from yours. Commit or stash them; this run's results are on disk in"
+                f" {self._results}/ and go into the next commit"
+            )
+        changed = self._changed(prepared)
+        commit = self._commit(prepared.branch, changed, message, current=prepared.current)
+        pushed = False
+        if prepared.push:
+            pushed = self._push_with_retries(prepared, changed, message)
+        return Published(prepared.branch, commit, pushed, self.remote, tuple(changed))
+
+    def _changed(self, prepared: Prepared) -> list[str]:
+        """Paths the run changed: newly dirty tracked files, and new or touched untracked ones."""
+        dirty, untracked = self._status()
+        changed = set(dirty)
+        changed.update(
+            path for path, stat in untracked.items() if prepared.untracked.get(path) != stat
+        )
+        return sorted(changed)
+
+    def _commit(
+        self, branch: str, changed: list[str], message: str, *, current: bool
+    ) -> str | None:
+        """Build and record the commit on ``branch``; ``None`` when nothing is new."""
+        head = self._rev("HEAD")
+        assert head is not None  # prepare() checked HEAD
+        tip = self._tip(branch)
+        parents, base = self._base(tip, head)
+        tree = self._tree(base, changed)
+        if tree in {self._rev(f"{tip or head}^{{tree}}"), self._rev(f"{head}^{{tree}}")}:
+            return None
+        args: list[str] = [tree]
+        for parent in parents:
+            args += ["-p", parent]
+        sha = self._git.commit_tree(*args, "-m", message, env=self._identity)
+        self._git.update_ref(f"refs/heads/{branch}", sha, tip or _ZERO)
+        if current:
+            self._git.reset("-q")  # the index follows the new commit; the files already do
+        return sha
+
+    def _base(self, tip: str | None, head: str) -> tuple[list[str], str]:
+        """The new commit's parents and the tree it starts from."""
+        if tip is None or tip == head or self._is_ancestor(tip, head):
+            return [head], f"{head}^{{tree}}"
+        if self._is_ancestor(head, tip):
+            return [tip], f"{tip}^{{tree}}"
+        status, out, err = self._git.merge_tree(
+            "--write-tree", "--name-only", "--no-messages", tip, head,
+            with_extended_output=True, with_exceptions=False,
+        )  # fmt: skip
+        if status == 1:
+            files = [line for line in out.splitlines()[1:] if line.strip()]
+            raise GitOpsError(
+                f"the results branch and HEAD changed the same files ({', '.join(files[:5])}):"
+                " merge them by hand, or delete the results branch to start it afresh;"
+                f" the results are on disk in {self._results}/"
+            )
+        if status != 0:
+            hint = " (a shallow clone? fetch the full history)" if "unrelated" in err else ""
+            raise GitOpsError(
+                f"cannot merge the results branch with HEAD: {_first_line(err)}{hint}"
+            )
+        return [tip, head], out.splitlines()[0]
+
+    def _tree(self, base: str, changed: list[str]) -> str:
+        """``base`` with the results folder as on disk and ``changed`` as in the tree."""
+        with tempfile.TemporaryDirectory(prefix="omni-index-") as tmp:
+            env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+            self._git.read_tree(base, env=env)
+            self._git.rm("-r", "--cached", "-q", "--ignore-unmatch", "--", self._results, env=env)
+            if (self._root / self._results).is_dir():
+                self._git.add("-f", "-A", "--", self._results, env=env)
+            if changed:
+                self._git.add("-A", "--", *changed, env=env)
+            return str(self._git.write_tree(env=env))
+
+    def _push_with_retries(self, prepared: Prepared, changed: list[str], message: str) -> bool:
+        """Push the branch; when another job pushed in between, rebuild on top and retry."""
+        branch = prepared.branch
+        for attempt in range(1, PUSH_ATTEMPTS + 1):
+            local = self._tip(branch)
+            if local is None or local == prepared.remote_tip:
+                return False
+            outcome = self._push(branch)
+            if outcome is None:
+                return True
+            race = outcome == "non-fast-forward" and not prepared.diverged and not prepared.current
+            if (
+                not race
+                or attempt == PUSH_ATTEMPTS
+                or not self._rebuild(prepared, changed, message)
+            ):
+                raise self._push_error(prepared, outcome)
+        return False  # pragma: no cover - the loop always returns or raises
+
+    def _rebuild(self, prepared: Prepared, changed: list[str], message: str) -> bool:
+        """After a rejected push: fetch, rebase our commit onto the new tip. False if the
+        remote moved in a way that is not a plain addition to what we built on."""
+        ours, base = self._tip(prepared.branch), prepared.remote_tip
+        if not self._fetch_only(prepared):
+            return False
+        new_tip = prepared.remote_tip
+        if new_tip is None or ours is None:
+            return False
+        if base is not None and not self._is_ancestor(base, new_tip):
+            return False
+        self._git.update_ref(f"refs/heads/{prepared.branch}", new_tip, ours)
+        if not prepared.current:
+            self._restore(new_tip)
+        self._commit(prepared.branch, changed, message, current=prepared.current)
+        return True
+
+    def _push(self, branch: str) -> str | None:
+        """Push; ``None`` on success, else ``"non-fast-forward"``, ``"unreachable"`` or
+        git's own message."""
+        status, out, err = self._git.push(
+            "--porcelain", self.remote, f"refs/heads/{branch}:refs/heads/{branch}",
+            with_extended_output=True, with_exceptions=False,
+            kill_after_timeout=NETWORK_TIMEOUT,
+        )  # fmt: skip
+        if status == 0:
+            return None
+        text = f"{out}\n{err}".lower()
+        if any(mark in text for mark in _NON_FAST_FORWARD):
+            return "non-fast-forward"
+        if any(mark in text for mark in _UNREACHABLE):
+            return f"unreachable: {_first_line(err)}"
+        return _first_line(err) or f"git push exited {status}"
+
+    def _push_error(self, prepared: Prepared, outcome: str) -> GitOpsError:
+        branch, remote = prepared.branch, self.remote
+        kept = (
+            f"the results are committed on the local branch {branch!r} and on disk in"
+            f" {self._results}/; the next --push sends them"
+        )
+        if outcome == "non-fast-forward":
+            return GitOpsError(
+                f"push of {branch!r} to {remote!r} rejected: not a fast-forward ({remote}'s"
+                f" {branch} has commits this clone lacks). Merge them (git fetch {remote}"
+                f" {branch}; git merge) or delete one side; {kept}"
+            )
+        if outcome.startswith("unreachable"):
+            url = self._remote_url()
+            return GitOpsError(
+                f"cannot reach remote {remote!r} ({url}): {outcome.removeprefix('unreachable: ')};"
+                f" {kept}"
+            )
+        note = f" (fetch failed earlier: {prepared.fetch_error})" if prepared.fetch_error else ""
+        return GitOpsError(f"push of {branch!r} to {remote!r} failed: {outcome}{note}; {kept}")
+
+    # -- reading the branch ---------------------------------------------------------
+
+    def branch_results(self, base: str, branch: str) -> list[dict[str, Any]]:
+        """The result files (parsed) that ``branch`` added or changed since it left
+        ``base``: what a pull request from ``branch`` into ``base`` brings."""
+        for ref in (base, branch):
+            if self._rev(ref) is None:
+                raise GitOpsError(f"no branch or commit named {ref!r} in {self._root}")
+        status, out, err = self._git.diff(
+            "--name-only", "-z", "--no-renames", "--diff-filter=AM", f"{base}...{branch}",
+            "--", self._results,
+            with_extended_output=True, with_exceptions=False, strip_newline_in_stdout=False,
+        )  # fmt: skip
+        if status != 0:
+            raise GitOpsError(f"cannot compare {branch!r} with {base!r}: {_first_line(err)}")
+        tree = self._repo.commit(branch).tree
+        found: list[dict[str, Any]] = []
+        for name in out.split("\0"):
+            if not name.endswith(".json"):
+                continue
+            try:
+                data = json.loads((tree / name).data_stream.read())
+            except (KeyError, ValueError):
+                continue
+            if isinstance(data, dict):
+                found.append(data)
+        return found
+
+    # -- plumbing -------------------------------------------------------------------
+
+    def _status(self) -> tuple[tuple[str, ...], dict[str, tuple[int, int]]]:
+        """Tracked paths with changes, and untracked files with their (mtime, size);
+        the results folder and the state file are left out."""
+        try:
+            raw = self._git.status(
+                "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames",
+                strip_newline_in_stdout=False,
+            )  # fmt: skip
+        except GitCommandError as exc:
+            raise GitOpsError(f"git status failed: {_first_line(str(exc.stderr))}") from None
+        dirty: list[str] = []
+        untracked: dict[str, tuple[int, int]] = {}
+        for entry in raw.split("\0"):
+            if len(entry) < 4 or self._is_excluded(entry[3:]):
+                continue
+            code, path = entry[:2], entry[3:]
+            if code == "??":
+                try:
+                    info = (self._root / path).stat()
+                except OSError:
+                    continue
+                untracked[path] = (info.st_mtime_ns, info.st_size)
+            elif code != "!!":
+                dirty.append(path)
+        return tuple(sorted(dirty)), untracked
+
+    def _is_excluded(self, path: str) -> bool:
+        return any(path == p or path.startswith(f"{p}/") for p in (self._results, *self._excluded))
+
+    def _state_paths(self, state: Path) -> tuple[str, ...]:
+        try:
+            rel = state.resolve().relative_to(self._root)
+        except ValueError:
+            return ()
+        if rel.parent != Path("."):
+            return (rel.parent.as_posix(),)
+        name = rel.as_posix()
+        return (name, f"{name}-wal", f"{name}-shm", f"{name}-journal")
+
+    def _relative(self, path: Path, what: str) -> str:
+        try:
+            rel = path.resolve().relative_to(self._root)
+        except ValueError:
+            raise GitOpsError(
+                f"the {what} {path} is outside the repository {self._root}; it cannot be committed"
+            ) from None
+        if rel == Path("."):
+            raise GitOpsError(f"the {what} cannot be the repository's top folder")
+        return rel.as_posix()
+
+    def _rev(self, ref: str) -> str | None:
+        status, out, _ = self._git.rev_parse(
+            "--verify", "--quiet", ref, with_extended_output=True, with_exceptions=False
+        )
+        return out.strip() if status == 0 and out.strip() else None
+
+    def _tip(self, branch: str) -> str | None:
+        return self._rev(f"refs/heads/{branch}")
+
+    def _is_ancestor(self, older: str, newer: str) -> bool:
+        status, _, _ = self._git.merge_base(
+            "--is-ancestor", older, newer, with_extended_output=True, with_exceptions=False
+        )
+        return status == 0
+
+    def _remote_url(self) -> str:
+        try:
+            return str(self._repo.remote(self.remote).url)
+        except ValueError:
+            return "no URL"
+
+
+def _first_line(text: str) -> str:
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line and not line.lower().startswith("hint:"):
+            return line.removeprefix("fatal: ").removeprefix("error: ")
+    return ""

@@ -1,0 +1,205 @@
+"""Due-ness: does a task run now? From the store *and* from the result files on disk.
+
+A fresh CI machine has no state database: the result files on the results branch are
+its memory (DESIGN §4). So every decision merges two histories, the store's rows and
+the files under ``results/<task-id>/``, and takes whichever knows more:
+
+* a **one-off** task (no ``schedule``) is done when a run of its current content
+  (``task_hash``) *completed*, by the store or by a result file; a changed file has a
+  new hash and runs again; a run that failed with every attempt used is not run again
+  for the same content (a broken task must not fail, or spend, every 15 minutes):
+  edit the file or use ``--force``;
+* a **scheduled** task runs the slot :func:`runner.planning.slots.due_slot` picks, given the
+  latest slot any earlier run served (completed or failed, whatever the content: an
+  edited schedule does not re-serve a slot). Missed slots coalesce into the latest one,
+  which runs once however late the runner wakes; a task that never ran waits for its
+  next slot unless its latest one is within ``schedule.misfire_grace``.
+
+``OMNI_NOW`` (a testing aid) makes the runner's clock start at a given ISO time.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+
+from runner.core.errors import ConfigError
+from runner.core.states import RunState
+from runner.defs.tasks import Task
+from runner.planning.slots import due_slot, latest_slot, next_slot
+from runner.state.results import iso, result_dir, utc_now
+from runner.state.store import Store
+
+#: The environment variable that sets the runner's clock (a testing aid).
+NOW_VARIABLE = "OMNI_NOW"
+
+# A slot counts as served once a run for it ended, well or badly: never run it twice.
+_SERVED = frozenset({RunState.COMPLETED.value, RunState.FAILED.value})
+
+
+class Due(StrEnum):
+    """The verdict on one task."""
+
+    RUN = "run"
+    """Runnable now (a new or changed one-off, or a scheduled task's unserved slot)."""
+    DONE = "done"
+    """A one-off already completed for its current content."""
+    SERVED = "served"
+    """A scheduled task whose latest slot already ran; it waits for the next one."""
+    FAILED = "failed"
+    """A one-off whose current content already failed with every attempt used."""
+    NOT_YET = "not_yet"
+    """A scheduled task that never ran and whose latest slot is past the grace period."""
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """What earlier runs of one task left: the latest slot served, hashes completed."""
+
+    last_slot: datetime | None = None
+    completed_hashes: frozenset[str] = field(default_factory=frozenset)
+    failed_hashes: frozenset[str] = field(default_factory=frozenset)
+    """Contents whose run failed with every attempt used."""
+
+    def merge(self, other: History) -> History:
+        """What both histories know together."""
+        slots = [s for s in (self.last_slot, other.last_slot) if s is not None]
+        return History(
+            last_slot=max(slots) if slots else None,
+            completed_hashes=self.completed_hashes | other.completed_hashes,
+            failed_hashes=self.failed_hashes | other.failed_hashes,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The verdict, the slot to serve (scheduled tasks that run) and why, in words."""
+
+    verdict: Due
+    slot: datetime | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class DueRule:
+    """The inputs every decision of one ``run --once`` shares."""
+
+    now: datetime
+    results: Path | None
+    """The results folder; ``None`` decides from the store alone."""
+    timezone: str = "UTC"
+    misfire_grace: float = 3600.0
+
+
+def parse_time(text: str) -> datetime:
+    """An ISO 8601 time; a naive one is taken as UTC. Raises ``ValueError``."""
+    moment = datetime.fromisoformat(text.strip())
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def history_from_results(results: Path | None, task_id: str) -> History:
+    """The history the result files of ``task_id`` hold (unreadable files are skipped)."""
+    if results is None:
+        return History()
+    folder = result_dir(results, task_id)
+    if not folder.is_dir():
+        return History()
+    last: datetime | None = None
+    hashes: set[str] = set()
+    failed: set[str] = set()
+    for path in folder.glob("*.json"):
+        try:
+            data = json.loads(path.read_bytes())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(data, dict) or data.get("task_id") != task_id:
+            continue
+        state, slot = data.get("state"), data.get("slot")
+        if isinstance(data.get("task_hash"), str):
+            # Result files are written for final outcomes only: a failed one used
+            # every attempt.
+            if state == RunState.COMPLETED.value:
+                hashes.add(data["task_hash"])
+            elif state == RunState.FAILED.value:
+                failed.add(data["task_hash"])
+        if state in _SERVED and isinstance(slot, str):
+            try:
+                served = parse_time(slot)
+            except ValueError:
+                continue
+            last = served if last is None or served > last else last
+    return History(
+        last_slot=last, completed_hashes=frozenset(hashes), failed_hashes=frozenset(failed)
+    )
+
+
+def history_from_store(store: Store, task: Task) -> History:
+    """The history the state database holds for ``task``."""
+    slot = store.last_finished_slot(task.id)
+    done = store.has_completed(task.id, task.task_hash)
+    # As with the result files, only a recorded failure counts: a run that a crash cut
+    # short with no attempts left (failed by resume, no result file) must run again.
+    failed = any(
+        run.task_hash == task.task_hash and not run.attempts_left and run.result_path
+        for run in store.runs(task_id=task.id, state=RunState.FAILED)
+    )
+    return History(
+        last_slot=parse_time(slot) if slot else None,
+        completed_hashes=frozenset({task.task_hash}) if done else frozenset(),
+        failed_hashes=frozenset({task.task_hash}) if failed else frozenset(),
+    )
+
+
+def decide(task: Task, history: History, rule: DueRule) -> Decision:
+    """Whether ``task`` runs now, given what earlier runs left (see the module rule)."""
+    schedule = task.spec.schedule
+    if schedule is None:
+        if task.task_hash in history.completed_hashes:
+            return Decision(Due.DONE, None, "already completed for this content")
+        if task.task_hash in history.failed_hashes:
+            return Decision(
+                Due.FAILED, None, "failed for this content; edit the task or use --force"
+            )
+        return Decision(Due.RUN, None, "new or changed content")
+    zone = task.spec.timezone or rule.timezone
+    slot = due_slot(schedule, zone, rule.now, history.last_slot, rule.misfire_grace)
+    if slot is not None:
+        late = (rule.now - slot).total_seconds()
+        return Decision(Due.RUN, slot, f"slot {iso(slot)} due ({late:.0f} s ago)")
+    upcoming = next_slot(schedule, zone, rule.now)
+    when = f"next slot {iso(upcoming)}" if upcoming is not None else "no later slot"
+    latest = latest_slot(schedule, zone, rule.now)
+    if history.last_slot is not None and (latest is None or history.last_slot >= latest):
+        return Decision(Due.SERVED, None, f"not due: slot {iso(history.last_slot)} ran; {when}")
+    return Decision(
+        Due.NOT_YET, None, f"not due: new schedule, first run at the {when} ({schedule})"
+    )
+
+
+def fixed_start_clock(start: datetime) -> Callable[[], datetime]:
+    """A clock that reads ``start`` now and runs on at real speed from there."""
+    origin = time.monotonic()
+
+    def clock() -> datetime:
+        return datetime.fromtimestamp(start.timestamp() + time.monotonic() - origin, UTC)
+
+    return clock
+
+
+def clock_from(environ: Mapping[str, str]) -> Callable[[], datetime]:
+    """The runner's clock: real UTC time, or from ``OMNI_NOW`` on when that is set."""
+    text = environ.get(NOW_VARIABLE, "").strip()
+    if not text:
+        return utc_now
+    try:
+        start = parse_time(text)
+    except ValueError:
+        raise ConfigError(
+            f"{NOW_VARIABLE}={text!r} is not an ISO 8601 time like 2026-11-21T10:00:00Z"
+        ) from None
+    return fixed_start_clock(start)

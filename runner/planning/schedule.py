@@ -1,0 +1,225 @@
+"""APScheduler wiring for ``schedule:`` in service mode.
+
+One APScheduler 3 job a scheduled task on an ``AsyncIOScheduler``: cron through
+:func:`runner.defs.tasks.cron_trigger` (crontab weekdays, the task's time zone), ``every N``
+on multiples of N seconds since the Unix epoch, so the jobs fire exactly at the slots
+:mod:`runner.planning.slots` computes. A job decides nothing itself: when it fires, the service
+plans the task with :func:`runner.app.once.plan` (due-ness from :mod:`runner.planning.dueness`, the
+rule ``run --once`` uses in CI). A fire, a restart after downtime and an edited schedule
+therefore agree on what is due, and a slot is served at most once however often a job
+fires.
+
+Jobs run at most one instance at a time (``max_instances=1``), coalesce missed fires,
+and live only in memory: the store is the record of what ran. The jobs' definitions
+are also saved in the store's metadata so ``omni status`` can show next fire times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from runner.core.errors import OmniError
+from runner.core.states import TERMINAL
+from runner.defs.tasks import Task, cron_trigger, every_seconds
+from runner.state.results import iso
+from runner.state.store import RunRecord, Store
+
+if TYPE_CHECKING:
+    from runner.dispatch.dispatcher import Finished
+
+log = logging.getLogger(__name__)
+
+#: The store metadata key holding the scheduled jobs (for ``omni status``).
+JOBS_KEY = "service.schedules"
+#: A live fire is never refused for lateness below this many seconds, whatever
+#: ``schedule.misfire_grace`` says: the grace is for catching up after downtime.
+LIVE_GRACE = 60.0
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class EveryTrigger(IntervalTrigger):
+    """``every N``: fires on multiples of N seconds since the epoch (as ``runner.planning.slots``),
+    also after a fire at an odd moment (a catch-up run started at once)."""
+
+    def __init__(self, seconds: int) -> None:
+        super().__init__(seconds=seconds, start_date=_EPOCH, timezone=UTC)
+
+    def get_next_fire_time(
+        self, previous_fire_time: datetime | None, now: datetime
+    ) -> datetime | None:
+        if previous_fire_time is not None:
+            stamp = previous_fire_time.timestamp()
+            previous_fire_time = datetime.fromtimestamp(stamp - stamp % self.interval_length, UTC)
+        return super().get_next_fire_time(previous_fire_time, now)
+
+
+def trigger_for(schedule: str, timezone: str) -> Any:
+    """The APScheduler trigger whose fire times are the schedule's slots."""
+    seconds = every_seconds(schedule)
+    if seconds is not None:
+        return EveryTrigger(seconds)
+    return cron_trigger(schedule, timezone)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What a task's job is scheduled by; a change of either field reschedules it."""
+
+    task_id: str
+    schedule: str
+    timezone: str
+
+    def next_fire(self, now: datetime) -> datetime | None:
+        """The first fire time at or after ``now`` (UTC)."""
+        fire = trigger_for(self.schedule, self.timezone).get_next_fire_time(None, now)
+        return None if fire is None else fire.astimezone(UTC)
+
+
+def plan_of(task: Task, default_timezone: str) -> Plan | None:
+    """The task's schedule plan, or ``None`` for a one-off or a disabled task."""
+    spec = task.spec
+    if spec.schedule is None or not spec.enabled:
+        return None
+    return Plan(task.id, spec.schedule, spec.timezone or default_timezone)
+
+
+def save_plans(store: Store, plans: list[Plan]) -> None:
+    """Record the scheduled jobs in the store for ``omni status``."""
+    store.meta_set(JOBS_KEY, json.dumps([asdict(p) for p in plans]))
+
+
+def next_fire_times(store: Store, now: datetime) -> list[dict[str, Any]]:
+    """The jobs the service last scheduled, each with its next fire time, soonest first."""
+    raw = store.meta_get(JOBS_KEY)
+    rows = []
+    for item in json.loads(raw) if raw else []:
+        plan = Plan(**item)
+        try:
+            fire = plan.next_fire(now)
+        except ValueError:  # a zone or cron this version no longer accepts
+            fire = None
+        rows.append(asdict(plan) | {"next_fire": None if fire is None else iso(fire)})
+    return sorted(rows, key=lambda row: (row["next_fire"] is None, row["next_fire"] or ""))
+
+
+Fire = Callable[[str], Awaitable[None]]
+
+
+Lookup = Callable[[str], "Task | None"]
+Due = Callable[[Task], list[tuple[Task, RunRecord]]]
+Start = Callable[[Task, RunRecord], "Awaitable[Finished | None]"]
+
+
+class Firing:
+    """What a task's job does when it fires: run what the due rule says is due, then
+    look again once (a newer slot may have passed while it ran)."""
+
+    def __init__(self, *, lookup: Lookup, due: Due, start: Start, timezone: str) -> None:
+        self._lookup = lookup
+        self._due = due
+        self._start = start
+        self._timezone = timezone
+        self.stopped = False
+
+    async def fire(self, task_id: str) -> None:
+        """Serve the due slot, if any; an error is logged, never raised to APScheduler."""
+        for _ in range(2):
+            task = self._lookup(task_id)
+            if task is None or self.stopped or plan_of(task, self._timezone) is None:
+                return
+            try:
+                runnable = self._due(task)
+            except OmniError as exc:
+                log.error("task %s: cannot start its scheduled run: %s", task_id, exc)
+                return
+            if not runnable:
+                return
+            # Shielded: stopping the scheduler cancels this job, never the run itself.
+            run = asyncio.ensure_future(self._start(*runnable[0]))
+            try:
+                finished = await asyncio.shield(run)
+            except asyncio.CancelledError:
+                if run.cancelled():  # the run itself was cancelled (shutdown): done here
+                    return
+                raise
+            if finished is None or finished.run.state not in TERMINAL:
+                return
+
+
+class TaskScheduler:
+    """One APScheduler job a scheduled task; a fire awaits ``fire(task_id)``."""
+
+    def __init__(self, *, fire: Fire, misfire_grace: float) -> None:
+        self._fire = fire
+        self._plans: dict[str, Plan] = {}
+        self._scheduler = AsyncIOScheduler(
+            timezone=UTC,
+            job_defaults={
+                "max_instances": 1,
+                "coalesce": True,
+                # APScheduler wants a positive whole number of seconds.
+                "misfire_grace_time": max(1, math.ceil(misfire_grace)),
+            },
+        )
+
+    def start(self) -> None:
+        """Start firing; call from inside the running event loop."""
+        self._scheduler.start()
+
+    def pause(self) -> None:
+        """Fire nothing more; jobs already running go on."""
+        if self._scheduler.running:
+            self._scheduler.pause()
+
+    def shutdown(self) -> None:
+        """Stop the scheduler (jobs still running are cancelled)."""
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+
+    def plans(self) -> list[Plan]:
+        """Every scheduled job's plan, by task id."""
+        return [self._plans[key] for key in sorted(self._plans)]
+
+    def has(self, task_id: str) -> bool:
+        """True while the task has a job."""
+        return task_id in self._plans
+
+    def set(self, plan: Plan) -> bool:
+        """Add or reschedule the task's job; ``False`` when the plan is unchanged."""
+        if self._plans.get(plan.task_id) == plan:
+            return False
+        trigger = trigger_for(plan.schedule, plan.timezone)
+        if plan.task_id in self._plans:
+            self._scheduler.reschedule_job(plan.task_id, trigger=trigger)
+        else:
+            self._scheduler.add_job(
+                self._fire, trigger, args=[plan.task_id], id=plan.task_id, name=plan.task_id
+            )
+        self._plans[plan.task_id] = plan
+        return True
+
+    def remove(self, task_id: str) -> bool:
+        """Remove the task's job (a run in flight goes on); ``False`` if it had none."""
+        if self._plans.pop(task_id, None) is None:
+            return False
+        self._scheduler.remove_job(task_id)
+        return True
+
+    def fire_now(self, task_id: str) -> None:
+        """Fire the task's job at once (a catch-up); it then follows its trigger again."""
+        self._scheduler.modify_job(task_id, next_run_time=datetime.now(UTC))
+
+    def next_fire(self, task_id: str) -> datetime | None:
+        """When the task's job fires next, or ``None``."""
+        job = self._scheduler.get_job(task_id)
+        return None if job is None else job.next_run_time

@@ -1,0 +1,483 @@
+"""Where task files come from in service mode: the watched tasks folder and a git source.
+
+Both report lists of :class:`SourceChange` (a task file changed, or is gone) to one
+callback; the service loads the files into a :class:`TaskRegistry` (one task an id, one
+id a file) and decides what runs.
+
+The folder source watches with watchfiles and reads a file only once it has been
+quiet for ``service.settle_ms``: its modification time is that old and its size,
+times and inode have not changed meanwhile. A file renamed into place after it was
+written (write-then-rename) is therefore read as soon as it appears, or at most
+``settle_ms`` after its last write; a writer pausing longer than that mid-file should
+write elsewhere and rename. Editors' temp and swap files, hidden files and folders
+are ignored, a change that leaves a file's size and times as they were is no change,
+and a full rescan every ``service.rescan_interval`` catches events the watcher missed.
+
+The git source keeps a clone (fetch + hard reset, never a merge) and reports the task
+files under the repository's ``tasks/`` folder that changed since the last processed
+commit, recorded in the store. Library errors become :class:`SourceError`, logged
+once per distinct message; the sources keep going.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import stat
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from watchfiles import Change, awatch
+
+from runner.core.errors import SourceError
+from runner.defs.config import GitSource as GitSourceConfig
+from runner.defs.tasks import TASK_SUFFIXES, Task, find_task_files
+from runner.state.store import Store
+
+log = logging.getLogger(__name__)
+
+# Names editors and desktop tools write next to the real file while saving.
+_TEMP_PREFIXES = (".", "#", "~")
+_TEMP_SUFFIXES = (".tmp", ".temp", ".swp", ".swo", ".swx", ".bak", ".part", "~", "#")
+_TEMP_MARKERS = ("___jb_tmp___", "___jb_old___", ".goutputstream-", ".kate-swp")
+
+
+class ChangeKind(StrEnum):
+    """What happened to a task file."""
+
+    CHANGED = "changed"
+    REMOVED = "removed"
+
+
+@dataclass(frozen=True, slots=True)
+class SourceChange:
+    """A task file that changed (settled, ready to read) or is gone; ``root`` is the
+    folder its default id is relative to."""
+
+    kind: ChangeKind
+    path: Path
+    root: Path
+
+
+OnChanges = Callable[[list[SourceChange]], None]
+
+
+def is_ignored_name(name: str) -> bool:
+    """True for hidden files and editors' temp, swap and backup files."""
+    return (
+        name.startswith(_TEMP_PREFIXES)
+        or name.endswith(_TEMP_SUFFIXES)
+        or any(marker in name for marker in _TEMP_MARKERS)
+    )
+
+
+def is_task_file(path: Path, root: Path) -> bool:
+    """True for a ``.yaml``/``.yml`` file under ``root`` with no ignored part."""
+    try:
+        parts = path.relative_to(root).parts
+    except ValueError:
+        return False
+    return path.suffix in TASK_SUFFIXES and not any(is_ignored_name(p) for p in parts)
+
+
+def task_files(root: Path) -> list[Path]:
+    """Every task file under ``root`` the sources would read, sorted."""
+    if not root.is_dir():
+        return []
+    return [p for p in find_task_files(root) if is_task_file(p, root)]
+
+
+Signature = tuple[int, int, int, int]
+
+
+def _signature(info: os.stat_result) -> Signature:
+    return (info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A file seen changing: its last observed signature and since when (monotonic)."""
+
+    signature: Signature | None = None
+    since: float = 0.0
+
+
+class FolderSource:  # pylint: disable=too-many-instance-attributes  # one watcher's state
+    """The tasks folder: watchfiles events, settling, periodic rescans."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        on_changes: OnChanges,
+        settle_ms: int,
+        rescan_interval: float,
+        on_started: Callable[[], None] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        # Absolute: watchfiles reports absolute paths, and ids are relative to this.
+        self.root = root.resolve()
+        self._on_changes = on_changes
+        self._on_started = on_started
+        self._settle = settle_ms / 1000
+        self._rescan_interval = rescan_interval
+        self._monotonic = monotonic
+        self._wall = wall
+        self._known: dict[Path, Signature] = {}  # as last reported
+        self._pending: dict[Path, _Pending] = {}
+        self._wake = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Watch (after one full scan) until ``stop`` is set."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._watch(stop))
+            group.create_task(self._settle_loop(stop))
+            group.create_task(self._rescan_loop(stop))
+
+    def rescan(self) -> None:
+        """Compare the folder with what was reported: new or changed files start
+        settling, vanished ones are reported removed."""
+        found = task_files(self.root)
+        present = set(found)
+        gone = [p for p in self._known if p not in present]
+        for path in found:
+            if path in self._pending:
+                continue
+            try:
+                signature = _signature(path.stat())
+            except OSError:
+                continue
+            if self._known.get(path) != signature:
+                self._pending[path] = _Pending()
+        self._report_removed(gone)
+        self._wake.set()
+
+    def settle(self) -> float | None:
+        """Report the pending files that are quiet now; seconds until the next check."""
+        now, wall = self._monotonic(), self._wall()
+        ready: list[SourceChange] = []
+        gone: list[Path] = []
+        delay: float | None = None
+        for path, pending in list(self._pending.items()):
+            try:
+                info = path.stat()
+            except OSError:
+                del self._pending[path]
+                gone.append(path)
+                continue
+            if not stat.S_ISREG(info.st_mode):
+                del self._pending[path]
+                continue
+            signature = _signature(info)
+            if signature != pending.signature:
+                pending.signature, pending.since = signature, now
+            quiet = max(wall - info.st_mtime, now - pending.since)
+            if quiet < self._settle:
+                wait = self._settle - quiet
+                delay = wait if delay is None else min(delay, wait)
+                continue
+            del self._pending[path]
+            if self._known.get(path) != signature:
+                self._known[path] = signature
+                ready.append(SourceChange(ChangeKind.CHANGED, path, self.root))
+        self._report_removed(gone)
+        if ready:
+            self._on_changes(ready)
+        return delay
+
+    def on_batch(self, batch: Iterable[tuple[Change, str]]) -> None:
+        """Take one batch of watchfiles events: what exists settles, what is gone is
+        reported at once (a folder's files with it)."""
+        gone: list[Path] = []
+        for _change, raw in batch:
+            path = Path(raw)
+            if path.is_dir():
+                for found in task_files(path):
+                    self._pending[found] = _Pending()
+            elif path.exists():
+                if is_task_file(path, self.root):
+                    self._pending[path] = _Pending()
+            else:
+                self._pending.pop(path, None)
+                gone.append(path)
+        self._report_removed(gone)
+        self._wake.set()
+
+    def _report_removed(self, paths: list[Path]) -> None:
+        removed: list[SourceChange] = []
+        for path in paths:
+            inside = [k for k in self._known if k == path or path in k.parents]
+            for known in inside:
+                del self._known[known]
+                removed.append(SourceChange(ChangeKind.REMOVED, known, self.root))
+        if removed:
+            self._on_changes(removed)
+
+    def _accepts(self, _change: Change, raw: str) -> bool:
+        try:
+            parts = Path(raw).relative_to(self.root).parts
+        except ValueError:
+            return False
+        return not any(is_ignored_name(p) for p in parts)
+
+    async def _watch(self, stop: asyncio.Event) -> None:
+        on_started, failure = self._on_started, ""
+        try:
+            while not stop.is_set():
+                try:
+                    changes = awatch(self.root, watch_filter=self._accepts, stop_event=stop)
+                    step = asyncio.ensure_future(anext(changes))
+                    # One turn of the loop runs the generator up to its first wait, by
+                    # which point its inotify watches exist: scanning after that misses
+                    # nothing written in between.
+                    await asyncio.sleep(0)
+                    self.rescan()
+                    self.settle()
+                    if on_started is not None:
+                        on_started()
+                        on_started = None
+                    while True:
+                        self.on_batch(await step)
+                        step = asyncio.ensure_future(anext(changes))
+                        failure = ""
+                except StopAsyncIteration:
+                    return
+                except (OSError, RuntimeError) as exc:
+                    if str(exc) != failure:  # once per distinct failure, not every second
+                        failure = str(exc)
+                        message = f"tasks folder {self.root}: watching failed: {exc}; retrying"
+                        log.error("%s", SourceError(message))
+                    await _sleep_until(stop, 1.0)
+        finally:
+            self._wake.set()
+
+    async def _settle_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self._wake.clear()
+            delay = self.settle()
+            try:
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+
+    async def _rescan_loop(self, stop: asyncio.Event) -> None:
+        while not await _sleep_until(stop, self._rescan_interval):
+            self.rescan()
+
+
+class TaskRegistry:
+    """The tasks the service knows: one task an id, one id a file."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[str, Task] = {}
+        self._ids: dict[Path, str] = {}
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def get(self, task_id: str) -> Task | None:
+        """The task with this id, or ``None``."""
+        return self._tasks.get(task_id)
+
+    def id_at(self, path: Path) -> str | None:
+        """The id of the task loaded from ``path``, or ``None``."""
+        return self._ids.get(path)
+
+    def put(self, task: Task) -> None:
+        """Register (or replace) a task."""
+        self._tasks[task.id] = task
+        self._ids[task.path] = task.id
+
+    def drop(self, task_id: str) -> Task | None:
+        """Forget a task; returns it, or ``None`` if unknown."""
+        task = self._tasks.pop(task_id, None)
+        if task is not None and self._ids.get(task.path) == task_id:
+            del self._ids[task.path]
+        return task
+
+
+async def _sleep_until(stop: asyncio.Event, seconds: float) -> bool:
+    """Wait ``seconds`` or until ``stop``; True if stopped."""
+    try:
+        async with asyncio.timeout(seconds):
+            await stop.wait()
+    except TimeoutError:
+        return False
+    return True
+
+
+def safe_url(url: str) -> str:
+    """``url`` without a password or token in it, for messages."""
+    parts = urlsplit(url)
+    if not parts.password and not (parts.username and parts.scheme in {"http", "https"}):
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
+
+
+@dataclass(frozen=True, slots=True)
+class GitUpdate:
+    """One successful poll: the commit now checked out, and what changed since the
+    last processed one (``None``: no processed commit to compare with, so everything)."""
+
+    head: str
+    changes: list[SourceChange] | None
+    rewritten_from: str | None = None
+
+
+class GitSource:
+    """A git repository whose ``tasks/`` folder feeds the service."""
+
+    #: Store metadata key of the last processed commit.
+    COMMIT_KEY = "sources.git.commit"
+
+    def __init__(
+        self,
+        spec: GitSourceConfig,
+        *,
+        clone_dir: Path,
+        store: Store,
+        on_changes: OnChanges,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.clone_dir = clone_dir
+        self.tasks_root = clone_dir / "tasks"
+        self._store = store
+        self._on_changes = on_changes
+        # Never wait for a password prompt: a poll that cannot authenticate fails.
+        self._env = {**(os.environ if environ is None else environ), "GIT_TERMINAL_PROMPT": "0"}
+        self._env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
+        url = spec.url
+        if "://" not in url and Path(url).exists():
+            url = str(Path(url).resolve())  # a relative path would be read from the clone
+        self._url = url
+        self._where = f"git source {safe_url(spec.url)} ({spec.branch})"
+        self._last_error: str | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll every ``poll_interval`` until ``stop``; the first success loads every
+        task file of the checkout, later ones only what changed."""
+        loaded = False
+        while not stop.is_set():
+            update = await self.poll()
+            if not loaded or (update is not None and update.changes is None):
+                # Everything checked out, even when this fetch failed: the last good
+                # checkout keeps scheduled tasks going while the remote is away.
+                if update is not None or self.tasks_root.is_dir():
+                    self._on_changes(self._everything())
+                    loaded = True
+            elif update is not None and update.changes:
+                self._on_changes(update.changes)
+            if update is not None:
+                self._store.meta_set(self.COMMIT_KEY, update.head)
+            await _sleep_until(stop, self.spec.poll_interval)
+
+    async def poll(self) -> GitUpdate | None:
+        """Fetch and check out the branch; ``None`` (and an error logged) on failure."""
+        processed = self._store.meta_get(self.COMMIT_KEY)
+        try:
+            update = await asyncio.to_thread(self.sync, processed)
+        except SourceError as exc:
+            message = str(exc)
+            if message != self._last_error:
+                log.error("%s", message)
+                self._last_error = message
+            return None
+        if self._last_error is not None:
+            log.info("%s: reachable again", self._where)
+            self._last_error = None
+        if update.rewritten_from is not None:
+            log.error(
+                "%s",
+                SourceError(
+                    f"{self._where}: the branch was force-pushed: processed commit "
+                    f"{update.rewritten_from[:12]} is not in the history of {update.head[:12]};"
+                    " following the new history (task files that differ count as changed)"
+                ),
+            )
+        return update
+
+    def sync(self, processed: str | None) -> GitUpdate:
+        """Blocking: clone once, fetch, hard-reset to the branch, diff against
+        ``processed``. Raises :class:`SourceError` for every git failure."""
+        # gitpython refuses to import where no git executable is found: import on use.
+        # pylint: disable-next=import-outside-toplevel
+        import git  # noqa: PLC0415
+
+        try:
+            repo = self._open(git)
+            tracking = f"refs/remotes/origin/{self.spec.branch}"
+            repo.git.fetch(
+                "origin", f"+refs/heads/{self.spec.branch}:{tracking}",
+                kill_after_timeout=max(30.0, self.spec.poll_interval),
+            )  # fmt: skip
+            head = repo.commit(tracking)
+            old = _commit_or_none(repo, processed, git)
+            rewritten = old is not None and not repo.is_ancestor(old, head)
+            repo.git.reset("--hard", head.hexsha)
+            changes = None if old is None else self._diff(old, head)
+        except git.GitCommandError as exc:
+            raise SourceError(f"{self._where}: {_git_message(exc)}; retrying") from None
+        except (git.GitError, ValueError, OSError) as exc:
+            raise SourceError(f"{self._where}: {type(exc).__name__}: {exc}; retrying") from None
+        return GitUpdate(head.hexsha, changes, processed if rewritten else None)
+
+    def _open(self, git: Any) -> Any:
+        if (self.clone_dir / ".git").is_dir():
+            repo = git.Repo(self.clone_dir)
+            if repo.remotes.origin.url != self._url:
+                repo.remotes.origin.set_url(self._url)
+        else:
+            self.clone_dir.mkdir(parents=True, exist_ok=True)
+            repo = git.Repo.init(self.clone_dir)
+            repo.create_remote("origin", self._url)
+        repo.git.update_environment(**self._env)
+        return repo
+
+    def _diff(self, old: Any, head: Any) -> list[SourceChange]:
+        changes: list[SourceChange] = []
+        for diff in old.diff(head, paths="tasks"):
+            if diff.change_type in {"D", "R"} and diff.a_path:
+                changes.append(self._change(ChangeKind.REMOVED, diff.a_path))
+            if diff.change_type != "D" and diff.b_path:
+                changes.append(self._change(ChangeKind.CHANGED, diff.b_path))
+        return [c for c in changes if is_task_file(c.path, self.tasks_root)]
+
+    def _change(self, kind: ChangeKind, relative: str) -> SourceChange:
+        return SourceChange(kind, self.clone_dir / relative, self.tasks_root)
+
+    def _everything(self) -> list[SourceChange]:
+        return [
+            SourceChange(ChangeKind.CHANGED, path, self.tasks_root)
+            for path in task_files(self.tasks_root)
+        ]
+
+
+def _commit_or_none(repo: Any, sha: str | None, git: Any) -> Any:
+    """The commit ``sha`` if the clone has it (a fresh clone may not)."""
+    if sha is None:
+        return None
+    try:
+        return repo.commit(sha)
+    except (git.BadName, ValueError):
+        return None
+
+
+def _git_message(exc: Any) -> str:
+    """The telling line of a failed git command (its first ``fatal:``/``error:`` line)."""
+    lines = [line.strip() for line in str(exc.stderr or "").splitlines() if line.strip()]
+    lines = [line.removeprefix("stderr: ").strip("'").strip() for line in lines]
+    telling = [line for line in lines if line.startswith(("fatal:", "error:"))] or lines
+    command = " ".join(str(part) for part in exc.command[:2]) if exc.command else "git"
+    return f"`{command}` failed: {telling[0] if telling else f'exit {exc.status}'}"

@@ -1,0 +1,91 @@
+"""The built-in executor's MCP server: thin tool wrappers over ``ops``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp_types import CallToolResult, TextContent
+
+from runner.reach.builtin import ops
+
+INSTRUCTIONS = (
+    "Local tools confined to one workspace folder: read, write and list files, and run "
+    "commands (no shell) with a timeout. Paths are relative to the workspace."
+)
+
+
+def build_server(workspace: Path) -> MCPServer:
+    """The server for ``workspace``; run it with ``.run("stdio")`` or connect in-process."""
+    root = workspace.resolve()
+    # WARNING: a refused path or a failing command is an answer, not a server event to log.
+    server: MCPServer = MCPServer("omni-builtin", instructions=INSTRUCTIONS, log_level="WARNING")
+
+    # Plain text answers (structured_output=False): otherwise the SDK wraps a str or int
+    # as {"result": ...} structured content, and that wrapper would end up in results.
+    @server.tool(structured_output=False)
+    def echo(text: str) -> str:
+        """Return ``text`` unchanged (a health check)."""
+        return text
+
+    @server.tool(structured_output=False)
+    def read_file(path: str) -> str:
+        """Read a UTF-8 text file in the workspace."""
+        try:
+            return ops.read_file(root, path)
+        except ops.BuiltinError as exc:
+            raise ToolError(str(exc)) from None
+
+    @server.tool(structured_output=False)
+    def write_file(path: str, content: str) -> int:
+        """Write a text file in the workspace (parent folders are created); returns the
+        number of bytes written."""
+        try:
+            return ops.write_file(root, path, content)
+        except ops.BuiltinError as exc:
+            raise ToolError(str(exc)) from None
+
+    @server.tool(structured_output=False)
+    def list_dir(path: str = ".") -> str:
+        """List a workspace folder: sorted names, one a line, folders marked with a
+        trailing ``/``."""
+        try:
+            return "\n".join(ops.list_dir(root, path))
+        except ops.BuiltinError as exc:
+            raise ToolError(str(exc)) from None
+
+    @server.tool()
+    async def run(command: list[str] | str, timeout: float = 60.0) -> CallToolResult:  # noqa: ASYNC109
+        """Run a command in the workspace without a shell (a string is split like a
+        shell would). Output (stdout and stderr) is capped at 64 KiB. A non-zero exit
+        or a timeout is an error result that still carries the output."""
+        try:
+            result = await ops.run_command(root, command, timeout)
+        except ops.BuiltinError as exc:
+            raise ToolError(str(exc)) from None
+        return CallToolResult(
+            content=[TextContent(type="text", text=result.text())],
+            structured_content={
+                "exit_code": result.exit_code,
+                "output": result.output,
+                "truncated_bytes": result.truncated_bytes,
+                "timed_out": result.timed_out,
+            },
+            is_error=not result.ok,
+        )
+
+    return server
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``python -m runner.reach.builtin``."""
+    parser = argparse.ArgumentParser(prog="python -m runner.reach.builtin", description=__doc__)
+    parser.add_argument("--workspace", type=Path, default=Path(), help="the folder tools see")
+    args = parser.parse_args(argv)
+    if not args.workspace.is_dir():
+        print(f"runner.reach.builtin: workspace {args.workspace} is not a folder", file=sys.stderr)
+        raise SystemExit(2)
+    build_server(args.workspace).run("stdio")

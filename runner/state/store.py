@@ -1,0 +1,686 @@
+"""The SQLite state store: tasks, runs, their events, the system mode, and free metadata.
+
+Every run state change goes through one checked path (:meth:`Store._move`), inside one
+``BEGIN IMMEDIATE`` transaction, and appends an event row; so two processes sharing a
+state file never both claim a run, and a crash leaves either the old row or the new one.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Self
+
+from sqlite_utils import Database
+
+from runner.core.errors import IllegalTransitionError, StaleRunError, StoreError
+from runner.core.states import (
+    IN_FLIGHT,
+    RUN_TRANSITIONS,
+    TERMINAL,
+    Mode,
+    RunState,
+    check_mode_change,
+    check_transition,
+)
+from runner.state.results import iso, new_run_id, read_result, result_path, utc_now
+
+if TYPE_CHECKING:
+    from runner.defs.tasks import Task
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:  # pylint: disable=too-many-instance-attributes  # mirrors the runs row
+    """One row of ``runs``: a run of a task as it stood when it was read."""
+
+    run_id: str
+    task_id: str
+    task_hash: str
+    slot: str | None
+    state: RunState
+    attempt: int
+    max_attempts: int
+    executor: str | None
+    tool: str | None
+    model: str | None
+    tier: str | None
+    mode: Mode | None
+    created_at: str
+    updated_at: str
+    started_at: str | None
+    finished_at: str | None
+    note: str | None
+    error: str | None
+    result_path: str | None
+    cost_usd: float | None
+    seq: int
+
+    @property
+    def attempts_left(self) -> bool:
+        """True while a failed run may still be retried."""
+        return self.attempt < self.max_attempts
+
+
+@dataclass(frozen=True, slots=True)
+class ModeRecord:
+    """The current system mode, when it was entered (``None``: never changed), and why."""
+
+    mode: Mode
+    since: str | None
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunChange:
+    """One run state change, reported to ``on_transition`` after its transaction commits."""
+
+    run_id: str
+    task_id: str
+    slot: str | None
+    old: RunState | None  # None: the run was created
+    new: RunState
+    attempt: int
+    detail: str
+    at: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeReport:
+    """What :meth:`Store.resume` did with the runs a dead process left in flight."""
+
+    to_idle: list[str]
+    to_failed: list[str]
+    to_completed: list[str]
+    waiting: list[RunRecord]
+
+
+_COLUMNS = tuple(f.name for f in fields(RunRecord))
+_SELECT_RUNS = f"SELECT {', '.join(_COLUMNS)} FROM runs"
+# The columns a transition may set; the others are the store's own bookkeeping.
+# fmt: off
+_SETTABLE = frozenset({
+    "executor", "tool", "model", "tier", "mode", "note", "error", "result_path", "cost_usd", "slot",
+})
+# fmt: on
+_CLAIMABLE = frozenset({RunState.IDLE, RunState.WAITING})
+_OPEN = (RunState.IDLE, RunState.DISPATCHING, RunState.EXECUTING, RunState.WAITING)
+# A result file may record any of these; resume trusts the file over the row.
+_SETTLED_BY_FILE = frozenset({RunState.COMPLETED, RunState.FAILED, RunState.WAITING})
+
+
+def _initial_schema(db: Database) -> None:
+    task_columns = dict.fromkeys(("id", "path", "task_hash", "schedule", "updated_at"), str)
+    db.table("tasks").create(
+        task_columns | {"enabled": int},
+        pk="id",
+        not_null={"path", "task_hash", "enabled", "updated_at"},
+    )
+    # Written out, not derived from RunRecord: a migration must never change once shipped.
+    # fmt: off
+    runs = db.table("runs").create({
+        "run_id": str, "task_id": str, "task_hash": str, "slot": str, "state": str,
+        "attempt": int, "max_attempts": int, "executor": str, "tool": str, "model": str,
+        "tier": str, "mode": str, "created_at": str, "updated_at": str, "started_at": str,
+        "finished_at": str, "note": str, "error": str, "result_path": str, "cost_usd": float,
+        "seq": int,
+    }, pk="run_id", not_null={
+        "task_id", "task_hash", "state", "attempt", "max_attempts", "seq", "created_at",
+        "updated_at",
+    })
+    # fmt: on
+    runs.create_index(["state"])
+    runs.create_index(["task_id", "task_hash"])
+    # Unique: seq is the creation order waiting runs resume in; also makes MAX(seq) cheap.
+    runs.create_index(["seq"], unique=True)
+    # Raw DDL: sqlite-utils' create() cannot say AUTOINCREMENT, and event/mode ids must
+    # never be reused after a delete, or history would reorder.
+    db.execute(
+        "CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        " run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,"
+        " at TEXT NOT NULL, from_state TEXT, to_state TEXT NOT NULL, detail TEXT NOT NULL)"
+    )
+    db.table("events").create_index(["run_id"])
+    db.execute(
+        "CREATE TABLE modes (id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL,"
+        " from_mode TEXT NOT NULL, to_mode TEXT NOT NULL, why TEXT NOT NULL)"
+    )
+    db.table("meta").create({"key": str, "value": str}, pk="key")
+
+
+#: Schema migrations in order; the schema version is a migration's 1-based position.
+MIGRATIONS: tuple[Callable[[Database], None], ...] = (_initial_schema,)
+
+# busy_timeout first: switching to WAL needs a lock another process may hold.
+_PRAGMAS = (
+    "PRAGMA busy_timeout=5000",
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA foreign_keys=ON",
+)
+
+
+_STATE_AT, _MODE_AT = _COLUMNS.index("state"), _COLUMNS.index("mode")
+
+
+def _record(row: Sequence[Any]) -> RunRecord:
+    # Positional, not by name: this runs for every row read on the dispatch path.
+    values = list(row)
+    values[_STATE_AT] = RunState(values[_STATE_AT])
+    mode = values[_MODE_AT]
+    values[_MODE_AT] = Mode(mode) if mode else None
+    return RunRecord(*values)
+
+
+def _dicts(cursor: sqlite3.Cursor) -> list[dict[str, Any]]:
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def _sql_value(value: Any) -> Any:
+    # Enums are stored by value and paths as text, so rows read back as plain strings.
+    if isinstance(value, Mode | RunState):
+        return value.value
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+class Store:  # pylint: disable=too-many-public-methods  # the store's whole API
+    """The state database at ``path``; one object per process (or per test)."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+        on_transition: Callable[[RunChange], None] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self._clock = clock
+        # Changes made inside the open transaction; reported only once it commits.
+        self._on_transition = on_transition
+        self._changes: list[RunChange] = []
+        # A store may be shared by threads (the runner keeps it on the event loop's, but
+        # a caller need not); one connection must never interleave two transactions.
+        self._lock = threading.RLock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"{self.path}: cannot open the state database: {exc}") from exc
+        try:
+            for pragma in _PRAGMAS:
+                self._conn.execute(pragma)
+            self._db = Database(self._conn, recursive_triggers=False, execute_plugins=False)
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            self._conn.close()
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY:
+                raise StoreError(f"{self.path}: state database is busy: {exc}") from exc
+            raise StoreError(
+                f"{self.path}: not a usable SQLite state database ({exc});"
+                " move it aside or point --state elsewhere"
+            ) from exc
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def close(self) -> None:
+        """Close the connection (safe to call twice)."""
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- plumbing -------------------------------------------------------------------
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` transaction: the write lock is taken before any read,
+        so a read-then-write can never act on a row another process has since changed."""
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise StoreError(f"{self.path}: state database is busy: {exc}") from exc
+            try:
+                yield self._conn
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._changes.clear()
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+            changes, self._changes = self._changes, []
+            if self._on_transition is not None:
+                for change in changes:
+                    self._on_transition(change)
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        with self._lock:
+            return _dicts(self._conn.execute(sql, params))
+
+    def _read_runs(self, where: str, params: Sequence[Any] = ()) -> list[RunRecord]:
+        with self._lock:
+            rows = self._conn.execute(f"{_SELECT_RUNS} {where}", params).fetchall()
+        return [_record(row) for row in rows]
+
+    def _now(self) -> str:
+        return iso(self._clock())
+
+    def _migrate(self) -> None:
+        known = len(MIGRATIONS)
+        # A plain read first, so opening an up-to-date database never waits for the
+        # write lock another process may be holding.
+        if self._schema_version() == known:
+            return
+        with self._write() as conn:
+            self._db.table("schema_migrations").create(
+                {"version": int, "applied_at": str}, pk="version", if_not_exists=True
+            )
+            found = self._schema_version()
+            if found > known:
+                raise StoreError(
+                    f"{self.path}: state database is from a newer omni (schema {found},"
+                    f" this omni knows up to {known}); upgrade omni or point --state elsewhere"
+                )
+            for version in range(found + 1, known + 1):
+                MIGRATIONS[version - 1](self._db)
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+                    (version, self._now()),
+                )
+
+    def _schema_version(self) -> int:
+        if not self._db.table("schema_migrations").exists():
+            return 0
+        row = self._conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
+        return row[0] or 0
+
+    def _move(
+        self,
+        conn: sqlite3.Connection,
+        record: RunRecord,
+        steps: Sequence[tuple[RunState, str]],
+        changes: dict[str, Any] | None = None,
+    ) -> RunRecord:
+        """The one checked path of every run state change; the caller holds ``_write()``.
+
+        Takes the run through each ``(state, detail)`` step in order (each checked
+        against the table, each one event row) with one row update. The update applies
+        only while the row still has ``record``'s state and attempt: a stale record is
+        refused (:class:`StaleRunError`), not acted on.
+        """
+        old = record.state
+        for new, _ in steps:
+            check_transition(old, new)
+            if old is RunState.FAILED and new is RunState.IDLE and not record.attempts_left:
+                raise IllegalTransitionError(
+                    f"run {record.run_id} cannot go from failed to idle: no attempts left"
+                    f" ({record.attempt} of {record.max_attempts})"
+                )
+            old = new
+        now = self._now()
+        values = {k: _sql_value(v) for k, v in (changes or {}).items()}
+        values |= {"state": old.value, "updated_at": now}
+        if old in TERMINAL:
+            values["finished_at"] = now
+        assignments = ", ".join(f"{name} = ?" for name in values)
+        row = conn.execute(
+            f"UPDATE runs SET {assignments} WHERE run_id = ? AND state = ? AND attempt = ?"
+            f" RETURNING {', '.join(_COLUMNS)}",
+            (*values.values(), record.run_id, record.state.value, record.attempt),
+        ).fetchone()
+        if row is None:
+            raise self._stale(conn, record)
+        moved = _record(row)
+        before: RunState | None = record.state
+        for new, detail in steps:
+            self._event(conn, record.run_id, before, new, detail=detail, now=now)
+            self._note(moved, before, new, detail)
+            before = new
+        return moved
+
+    def _stale(self, conn: sqlite3.Connection, record: RunRecord) -> StoreError:
+        """The error for a move whose record no longer matches the row."""
+        found = conn.execute(
+            "SELECT state, attempt FROM runs WHERE run_id = ?", (record.run_id,)
+        ).fetchone()
+        if found is None:
+            return StoreError(f"{self.path}: no run {record.run_id}")
+        return StaleRunError(
+            f"{self.path}: run {record.run_id} is {found[0]} (attempt {found[1]}), not"
+            f" {record.state} (attempt {record.attempt}) as read: something else moved it"
+        )
+
+    def _note(self, run: RunRecord, old: RunState | None, new: RunState, detail: str) -> None:
+        if self._on_transition is not None:
+            self._changes.append(
+                RunChange(
+                    run.run_id, run.task_id, run.slot, old, new, run.attempt, detail,
+                    run.updated_at,
+                )
+            )  # fmt: skip
+
+    @staticmethod
+    def _event(
+        conn: sqlite3.Connection,
+        run_id: str,
+        old: RunState | None,
+        new: RunState,
+        *,
+        detail: str,
+        now: str,
+    ) -> None:
+        conn.execute(
+            "INSERT INTO events (run_id, at, from_state, to_state, detail) VALUES (?, ?, ?, ?, ?)",
+            (run_id, now, None if old is None else old.value, new.value, detail),
+        )
+
+    # -- tasks and runs -------------------------------------------------------------
+
+    def upsert_task(self, task: Task) -> None:
+        """Record a task file as last loaded (id, path, hash, schedule, enabled)."""
+        row = {
+            "id": task.id,
+            "path": str(task.path),
+            "task_hash": task.task_hash,
+            "schedule": task.spec.schedule,
+            "enabled": int(task.spec.enabled),
+            "updated_at": self._now(),
+        }
+        with self._write():
+            self._db.table("tasks").upsert(row, pk="id")
+
+    def create_run(
+        self,
+        task_id: str,
+        task_hash: str,
+        *,
+        max_attempts: int,
+        slot: str | None = None,
+        run_id: str | None = None,
+    ) -> RunRecord:
+        """A new idle run (attempt 0); its ``seq`` places it after every existing run."""
+        run_id = run_id or new_run_id(self._clock())
+        now = self._now()
+        with self._write() as conn:
+            try:
+                row = conn.execute(
+                    "INSERT INTO runs (run_id, task_id, task_hash, slot, state, attempt,"
+                    " max_attempts, created_at, updated_at, seq) VALUES (?, ?, ?, ?, ?, 0, ?,"
+                    " ?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM runs))"
+                    f" RETURNING {', '.join(_COLUMNS)}",
+                    (run_id, task_id, task_hash, slot, RunState.IDLE.value, max_attempts, now, now),
+                ).fetchall()[0]
+            except sqlite3.IntegrityError as exc:
+                raise StoreError(f"{self.path}: run {run_id} already exists") from exc
+            self._event(conn, run_id, None, RunState.IDLE, detail="created", now=now)
+            created = _record(row)
+            self._note(created, None, RunState.IDLE, "created")
+        return created
+
+    def claim(
+        self,
+        run: str | RunRecord,
+        *,
+        executor: str | None = None,
+        tool: str | None = None,
+        detail: str = "",
+    ) -> RunRecord | None:
+        """Move an idle or waiting run to dispatching, or ``None`` if it is not claimable.
+
+        Only a claim from idle starts a new attempt: a waiting run was parked mid-attempt.
+        With ``executor`` the run goes on to executing (on that executor and ``tool``,
+        event ``detail``) in the same transaction: the dispatch path's one commit
+        before the call. ``run`` is a run id, or the caller's :class:`RunRecord`: then
+        the row is not read first, and a record that no longer matches it is not
+        claimable either.
+        """
+        with self._write() as conn:
+            record = run if isinstance(run, RunRecord) else self._get(conn, run)
+            if record is None or record.state not in _CLAIMABLE:
+                return None
+            attempt = record.attempt + 1 if record.state is RunState.IDLE else record.attempt
+            steps = [(RunState.DISPATCHING, f"claimed, attempt {attempt}")]
+            changes: dict[str, Any] = {"attempt": attempt, "started_at": self._now()}
+            if executor is not None:
+                steps.append((RunState.EXECUTING, detail))
+                changes |= {"executor": executor, "tool": tool}
+            try:
+                return self._move(conn, record, steps, changes)
+            except StaleRunError:
+                return None
+
+    def transition(
+        self, run: str | RunRecord, new: RunState, *, detail: str = "", **changes: Any
+    ) -> RunRecord:
+        """Move a run to ``new`` (checked against the table), setting any column in
+        ``changes`` (executor, tool, model, tier, mode, note, error, result_path,
+        cost_usd, slot).
+
+        ``run`` is a run id, or the :class:`RunRecord` its caller holds: then the row
+        is not read first, and the move is refused with :class:`StaleRunError` if the
+        row no longer has that record's state and attempt. Raises :class:`IllegalTransitionError`,
+        :class:`StoreError` for an unknown run, ``TypeError`` for an unknown field."""
+        unknown = set(changes) - _SETTABLE
+        if unknown:
+            raise TypeError(
+                f"transition() got unknown run field(s): {', '.join(sorted(unknown))};"
+                f" allowed: {', '.join(sorted(_SETTABLE))}"
+            )
+        if changes.get("mode") is not None:
+            changes["mode"] = Mode(changes["mode"])  # a bad mode fails here, not on every read
+        with self._write() as conn:
+            record = run if isinstance(run, RunRecord) else self._get(conn, run)
+            if record is None:
+                raise StoreError(f"{self.path}: no run {run}")
+            return self._move(conn, record, [(RunState(new), detail)], changes)
+
+    @staticmethod
+    def _get(conn: sqlite3.Connection, run_id: str) -> RunRecord | None:
+        row = conn.execute(f"{_SELECT_RUNS} WHERE run_id = ?", (run_id,)).fetchone()
+        return None if row is None else _record(row)
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        """The run's current row, or ``None``."""
+        with self._lock:
+            return self._get(self._conn, run_id)
+
+    def runs(
+        self,
+        *,
+        state: RunState | None = None,
+        task_id: str | None = None,
+        limit: int | None = None,
+        newest_first: bool = True,
+    ) -> list[RunRecord]:
+        """Runs in creation order (newest first by default), optionally filtered."""
+        where, params = [], []
+        if state is not None:
+            where.append("state = ?")
+            params.append(RunState(state).value)
+        if task_id is not None:
+            where.append("task_id = ?")
+            params.append(task_id)
+        sql = f"WHERE {' AND '.join(where)}" if where else ""
+        sql += f" ORDER BY seq {'DESC' if newest_first else 'ASC'}"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return self._read_runs(sql, params)
+
+    def counts_by_state(self) -> dict[RunState, int]:
+        """How many runs are in each state; every state is present."""
+        counts = dict.fromkeys(RunState, 0)
+        for row in self._read("SELECT state, COUNT(*) AS n FROM runs GROUP BY state"):
+            counts[RunState(row["state"])] = row["n"]
+        return counts
+
+    def events(self, run_id: str) -> list[dict[str, Any]]:
+        """A run's state changes, oldest first: id, run_id, at, from_state, to_state, detail."""
+        return self._read("SELECT * FROM events WHERE run_id = ? ORDER BY id", (run_id,))
+
+    def open_run(self, task_id: str, task_hash: str, slot: str | None = None) -> RunRecord | None:
+        """The newest run of this task content (and slot, when given) that may still
+        make progress: not completed, and not failed with its attempts spent."""
+        slot_sql, params = self._task_filter(task_id, task_hash, slot)
+        found = self._read_runs(
+            f"WHERE {slot_sql} AND (state IN ({', '.join('?' * len(_OPEN))})"
+            " OR (state = ? AND attempt < max_attempts)) ORDER BY seq DESC LIMIT 1",
+            (*params, *(s.value for s in _OPEN), RunState.FAILED.value),
+        )
+        return found[0] if found else None
+
+    def has_completed(self, task_id: str, task_hash: str, slot: str | None = None) -> bool:
+        """True if a run of this task content (and slot, when given) completed."""
+        slot_sql, params = self._task_filter(task_id, task_hash, slot)
+        rows = self._read(
+            f"SELECT 1 FROM runs WHERE {slot_sql} AND state = ? LIMIT 1",
+            (*params, RunState.COMPLETED.value),
+        )
+        return bool(rows)
+
+    def last_finished_slot(self, task_id: str) -> str | None:
+        """The latest ``slot`` a *finished* run of this task served (completed or failed,
+        any content); an unfinished run does not count, so ``run --once`` takes it up
+        again instead of skipping its slot."""
+        rows = self._read(
+            "SELECT MAX(slot) AS slot FROM runs WHERE task_id = ? AND slot IS NOT NULL"
+            " AND state IN (?, ?)",
+            (task_id, RunState.COMPLETED.value, RunState.FAILED.value),
+        )
+        return rows[0]["slot"]
+
+    @staticmethod
+    def _task_filter(task_id: str, task_hash: str, slot: str | None) -> tuple[str, list[Any]]:
+        sql, params = "task_id = ? AND task_hash = ?", [task_id, task_hash]
+        if slot is not None:
+            sql += " AND slot = ?"
+            params.append(slot)
+        return sql, params
+
+    def set_note(self, run_id: str, note: str) -> None:
+        """Set a run's ``note`` (why it waits, how a fault ended) without a state change."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE runs SET note = ?, updated_at = ? WHERE run_id = ?",
+                (note, self._now(), run_id),
+            )
+
+    def delete_runs(self, run_ids: list[str]) -> int:
+        """Delete runs and (by cascade) their events; returns how many runs went."""
+        # One JSON parameter: no limit on how many ids, whatever SQLite was built with.
+        with self._write() as conn:
+            return conn.execute(
+                "DELETE FROM runs WHERE run_id IN (SELECT value FROM json_each(?))",
+                (json.dumps(run_ids),),
+            ).rowcount
+
+    # -- crash recovery -------------------------------------------------------------
+
+    def resume(self, results_root: Path) -> ResumeReport:
+        """Settle every run a dead process left dispatching or executing.
+
+        A result file written for this attempt is the proof of how the attempt ended
+        (it is written before the row); without one the run is retried if it has
+        attempts left, else failed. Returns what moved, and the waiting runs in
+        creation order.
+        """
+        report = ResumeReport(to_idle=[], to_failed=[], to_completed=[], waiting=[])
+        moved = {
+            RunState.IDLE: report.to_idle,
+            RunState.FAILED: report.to_failed,
+            RunState.COMPLETED: report.to_completed,
+        }
+        with self._write() as conn:
+            marks = ", ".join("?" * len(IN_FLIGHT))
+            in_flight = [state.value for state in IN_FLIGHT]
+            stuck = self._read_runs(f"WHERE state IN ({marks}) ORDER BY seq", in_flight)
+            for record in stuck:
+                settled = self._settle(conn, record, results_root)
+                moved.get(settled.state, []).append(settled.run_id)
+            waiting = self._read_runs("WHERE state = ? ORDER BY seq", [RunState.WAITING.value])
+            report.waiting.extend(waiting)
+        return report
+
+    def _settle(self, conn: sqlite3.Connection, record: RunRecord, results_root: Path) -> RunRecord:
+        path = result_path(results_root, record.task_id, record.run_id)
+        found = read_result(path)
+        # A file from an earlier attempt of the same run says nothing about this one.
+        if (
+            found is not None
+            and found.attempt == record.attempt
+            and (found.state in _SETTLED_BY_FILE)
+        ):
+            target = RunState(found.state)
+            if target not in RUN_TRANSITIONS[record.state]:
+                # dispatching -> completed is not in the table: pass through executing.
+                record = self._move(conn, record, [(RunState.EXECUTING, "resumed with a result")])
+            changes = {"result_path": str(path), "error": found.error}
+            if found.usage.cost_usd is not None:
+                changes["cost_usd"] = found.usage.cost_usd
+            return self._move(conn, record, [(target, "result file found on resume")], changes)
+        if record.attempts_left:
+            return self._move(conn, record, [(RunState.IDLE, "interrupted; will retry")])
+        return self._move(conn, record, [(RunState.FAILED, "interrupted; no attempts left")])
+
+    # -- modes, spend, metadata -----------------------------------------------------
+
+    def mode(self) -> ModeRecord:
+        """The current mode; ``normal`` with ``since=None`` when it never changed."""
+        with self._lock:
+            return self._current_mode(self._conn)
+
+    @staticmethod
+    def _current_mode(conn: sqlite3.Connection) -> ModeRecord:
+        row = conn.execute("SELECT to_mode, at, why FROM modes ORDER BY id DESC LIMIT 1").fetchone()
+        if row is None:
+            return ModeRecord(mode=Mode.NORMAL, since=None, why="")
+        return ModeRecord(mode=Mode(row[0]), since=row[1], why=row[2])
+
+    def set_mode(self, new: Mode, why: str) -> ModeRecord:
+        """Change the mode (checked against the table); the same mode is a no-op."""
+        new = Mode(new)
+        with self._write() as conn:
+            current = self._current_mode(conn)
+            if new is current.mode:
+                return current
+            check_mode_change(current.mode, new)
+            now = self._now()
+            conn.execute(
+                "INSERT INTO modes (at, from_mode, to_mode, why) VALUES (?, ?, ?, ?)",
+                (now, current.mode.value, new.value, why),
+            )
+        return ModeRecord(mode=new, since=now, why=why)
+
+    def mode_history(self, limit: int = 50) -> list[dict[str, Any]]:
+        """Mode changes, newest first: id, at, from_mode, to_mode, why."""
+        return self._read("SELECT * FROM modes ORDER BY id DESC LIMIT ?", (limit,))
+
+    def spend_since(self, moment_iso: str) -> float:
+        """Total ``cost_usd`` of runs finished at or after ``moment_iso`` (an ``iso()``)."""
+        rows = self._read(
+            "SELECT TOTAL(cost_usd) AS spent FROM runs WHERE finished_at >= ?", (moment_iso,)
+        )
+        return float(rows[0]["spent"])
+
+    def meta_get(self, key: str) -> str | None:
+        """A stored value (e.g. the git source's last processed commit), or ``None``."""
+        rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))
+        return rows[0]["value"] if rows else None
+
+    def meta_set(self, key: str, value: str) -> None:
+        """Store ``value`` under ``key``, replacing any earlier one."""
+        with self._write():
+            self._db.table("meta").upsert({"key": key, "value": value}, pk="key")
