@@ -40,11 +40,12 @@ from typing import Any
 from mcp.client.client import Client
 from mcp.client.stdio import StdioServerParameters
 
+from runner.core.files import atomic_write
+from runner.core.redaction import Redactor
 from runner.defs.config import Config, McpServer
 from runner.defs.tasks import Task, TaskSpec, task_hash
 from runner.dispatch.dispatcher import Dispatcher
 from runner.reach.executors import ExecutorPool, builtin_server
-from runner.state.results import Redactor, atomic_write
 from runner.state.store import Store
 
 

@@ -36,11 +36,11 @@ from pathlib import Path
 from typing import Any
 
 from runner.app.service import Service
+from runner.core.redaction import Redactor
 from runner.defs.config import Config, ResolvedPaths
 from runner.defs.routing import ModelChoice, ModelStep, Tier
 from runner.dispatch.faults import FaultHandling
 from runner.reach.llm import GatewayCall, Via
-from runner.state.results import Redactor
 from runner.state.store import Store
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))

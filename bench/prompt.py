@@ -30,6 +30,7 @@ from typing import Any
 
 from openai import AsyncOpenAI
 
+from runner.core.redaction import Redactor
 from runner.core.states import RunState
 from runner.defs.config import BUILTIN, Config
 from runner.defs.tasks import load_task_file
@@ -37,7 +38,6 @@ from runner.dispatch.agent import SYSTEM_PROMPT, Agent
 from runner.dispatch.dispatcher import Dispatcher
 from runner.reach.executors import ExecutorPool
 from runner.reach.llm import LlmClient
-from runner.state.results import Redactor
 from runner.state.store import Store
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))

@@ -9,12 +9,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from runner.defs.config import Config, ResolvedPaths, secret_env_values
+from runner.defs.config import Config, ResolvedPaths, redactor_for
 from runner.dispatch.agent import Agent
 from runner.dispatch.dispatcher import Dispatcher, Finished
 from runner.dispatch.faults import FaultHandling
 from runner.reach.executors import ExecutorPool
-from runner.state.results import Redactor
 from runner.state.store import Store
 
 
@@ -24,11 +23,6 @@ class Machinery:
 
     dispatcher: Dispatcher
     faults: FaultHandling
-
-
-def redactor_for(config: Config, environ: Mapping[str, str]) -> Redactor:
-    """The redactor of every secret the config and the environment hold (DESIGN §4)."""
-    return Redactor([*config.secret_values(), *secret_env_values(environ)])
 
 
 @asynccontextmanager

@@ -18,11 +18,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from runner.core.redaction import Redactor
 from runner.defs.config import BUILTIN, Config
 from runner.dispatch.faults import probe_model
 from runner.reach.executors import ExecutorPool
 from runner.reach.llm import LlmClient, ProbeResult
-from runner.state.results import Redactor
 
 _SHOWN_TOOLS = 6
 

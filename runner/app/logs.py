@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import IO, Any
 
-from runner.state.results import Redactor, iso
+from runner.core.clock import iso
+from runner.core.redaction import RedactingFilter, Redactor
 from runner.state.store import RunChange
 
 log = logging.getLogger("runner.app.service")
@@ -48,30 +49,13 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(data, ensure_ascii=False, default=str)
 
 
-class _Redacting(logging.Filter):
-    """Masks every known secret in a record before any handler writes it."""
-
-    def __init__(self, redactor: Redactor) -> None:
-        super().__init__()
-        self._redactor = redactor
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        clean = self._redactor.text(message)
-        if clean != message:
-            record.msg, record.args = clean, None
-        if hasattr(record, "omni"):
-            record.omni = self._redactor.data(record.omni)
-        return True
-
-
 def configure_logging(
     log_format: LogFormat, redactor: Redactor, stream: IO[str] | None = None
 ) -> None:
     """Send INFO and up to ``stream`` (stderr) in ``log_format``, secrets masked."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(_JsonFormatter() if log_format is LogFormat.JSON else _TextFormatter())
-    handler.addFilter(_Redacting(redactor))
+    handler.addFilter(RedactingFilter(redactor))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)

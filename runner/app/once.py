@@ -6,7 +6,6 @@ Kept apart from ``cli.py`` (which only parses and prints) and from ``service.py`
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -21,54 +20,18 @@ from runner.defs.config import BUILTIN, Config, ResolvedPaths
 from runner.defs.routing import waits_for_model
 from runner.defs.tasks import Task, load_tasks
 from runner.dispatch.dispatcher import Dispatcher, Finished
-from runner.dispatch.faults import FaultHandling, repair_waits
+from runner.dispatch.faults import FaultHandling
+from runner.dispatch.repairs import repair_waits
 from runner.planning.dueness import (
-    Due,
     DueRule,
     clock_from,
-    decide,
-    history_from_results,
-    history_from_store,
 )
-from runner.state.results import iso, utc_now
+from runner.planning.plan import Selection, Skipped, plan
 from runner.state.statelock import StateLock
 from runner.state.store import ResumeReport, RunRecord, Store
 
 if TYPE_CHECKING:
     from runner.gitops.workspace import GitWorkspace, Prepared, Published
-
-
-@dataclass(frozen=True, slots=True)
-class Shard:
-    """``--shard K/N``: this job runs the tasks whose id hashes to K - 1 modulo N."""
-
-    index: int
-    count: int
-
-    @classmethod
-    def parse(cls, text: str) -> Shard:
-        """Parse ``K/N`` (1 <= K <= N); raises ``ValueError`` with a clear message."""
-        try:
-            k, n = (int(part) for part in text.split("/"))
-        except ValueError:
-            raise ValueError(f"--shard wants K/N like 2/5, got {text!r}") from None
-        if n < 1 or not 1 <= k <= n:
-            raise ValueError(f"--shard {text}: K must be in 1..N and N >= 1")
-        return cls(k, n)
-
-    def owns(self, task_id: str) -> bool:
-        """True when ``task_id`` belongs to this shard."""
-        digest = int.from_bytes(hashlib.sha256(task_id.encode()).digest()[:8], "big")
-        return digest % self.count == self.index - 1
-
-
-@dataclass(frozen=True, slots=True)
-class Skipped:
-    """A task that did not run this time, and why (in words for a person)."""
-
-    task_id: str
-    reason: str
-    state: RunState | None = None
 
 
 @dataclass(slots=True)
@@ -97,69 +60,13 @@ class OnceReport:
 
 
 @dataclass(frozen=True, slots=True)
-class OnceOptions:
-    """What the user asked ``run --once`` for."""
+class OnceOptions(Selection):
+    """What the user asked ``run --once`` for: which tasks, and what to do with the results."""
 
-    task_id: str | None = None
-    force: bool = False
-    shard: Shard | None = None
     commit: bool = False
     """Commit the results on the current branch (``--commit``)."""
     push: str | None = None
     """Commit the results on this branch and push it to ``origin`` (``--push BRANCH``)."""
-
-
-def plan(
-    tasks: list[Task],
-    store: Store,
-    options: OnceOptions,
-    rule: DueRule | None = None,
-    *,
-    waits_for: Callable[[Task], str | None] | None = None,
-) -> tuple[list[tuple[Task, RunRecord]], list[Skipped]]:
-    """Decide which tasks run now (due-ness from the store and the result files, see
-    ``runner.planning.dueness``; without ``rule``, from the store alone as of now); create (or
-    reuse) their run rows. A task for which ``waits_for`` gives a reason (a prompt task
-    with no model configured) stays idle."""
-    rule = rule or DueRule(now=utc_now(), results=None)
-    runnable: list[tuple[Task, RunRecord]] = []
-    skipped: list[Skipped] = []
-    for task in tasks:
-        if options.task_id is not None and task.id != options.task_id:
-            continue
-        if options.shard is not None and not options.shard.owns(task.id):
-            continue
-        store.upsert_task(task)
-        if not task.spec.enabled and not options.force:
-            skipped.append(Skipped(task.id, "disabled (enabled: false)"))
-            continue
-        slot = None  # a forced run serves no slot: it is an extra run
-        if not options.force:
-            history = history_from_store(store, task).merge(
-                history_from_results(rule.results, task.id)
-            )
-            decision = decide(task, history, rule)
-            if decision.verdict is not Due.RUN:
-                done = {Due.DONE: RunState.COMPLETED, Due.FAILED: RunState.FAILED}.get(
-                    decision.verdict
-                )
-                skipped.append(Skipped(task.id, decision.reason, done))
-                continue
-            slot = iso(decision.slot) if decision.slot is not None else None
-        run = None if options.force else store.open_run(task.id, task.task_hash, slot)
-        if run is None:
-            run = store.create_run(
-                task.id, task.task_hash, max_attempts=task.spec.retries + 1, slot=slot
-            )
-        elif run.state is RunState.FAILED:
-            run = store.transition(run.run_id, RunState.IDLE, detail="retry on next run --once")
-        if waits_for is not None and (reason := waits_for(task)) is not None:
-            if run.note != reason:
-                store.set_note(run.run_id, reason)
-            skipped.append(Skipped(task.id, reason, RunState.IDLE))
-            continue
-        runnable.append((task, run))
-    return runnable, skipped
 
 
 async def run_once(

@@ -12,10 +12,10 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from runner.core.clock import utc_now
 from runner.core.states import RunState
 from runner.defs.config import Config, ResolvedPaths
-from runner.dispatch.agent import spent_today
-from runner.state.results import utc_now
+from runner.state.spend import spent_today
 from runner.state.store import Store
 
 if TYPE_CHECKING:

@@ -5,7 +5,7 @@ The pieces, each given its dependencies:
 * the sources (:mod:`runner.planning.sources`: the watched tasks folder, an optional git source)
   report task files that changed or went away;
 * :class:`Intake` loads them into the :class:`TaskRegistry` (one task an id, one id a
-  file). One-off tasks go through :func:`runner.app.once.plan`, the rule ``run --once``
+  file). One-off tasks go through :func:`runner.planning.plan.plan`, the rule ``run --once``
   uses (once per content); scheduled ones get an APScheduler job
   (:mod:`runner.planning.schedule`) and, when a slot was missed or a run left unfinished, an
   immediate catch-up fire;
@@ -31,20 +31,21 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 
-from runner.app.assembly import dispatching, redactor_for
+from runner.app.assembly import dispatching
 from runner.app.logs import LogFormat, configure_logging, log_run_change
-from runner.app.once import OnceOptions, plan
+from runner.core.clock import utc_now
 from runner.core.errors import InvalidTaskFile, OmniError, ServiceError, TaskFileError
 from runner.core.states import RunState
-from runner.defs.config import BUILTIN, Config, ResolvedPaths
+from runner.defs.config import BUILTIN, Config, ResolvedPaths, redactor_for
 from runner.defs.routing import waits_for_model
 from runner.defs.tasks import Task, load_task_file
 from runner.dispatch.dispatcher import Dispatcher, Finished
-from runner.dispatch.faults import FaultHandling, Resumer, repair_waits
+from runner.dispatch.faults import FaultHandling, Resumer
+from runner.dispatch.repairs import repair_waits
 from runner.planning.dueness import Due, DueRule, decide, history_from_results, history_from_store
+from runner.planning.plan import Selection, plan
 from runner.planning.schedule import LIVE_GRACE, Firing, TaskScheduler, plan_of, save_plans
 from runner.planning.sources import ChangeKind, FolderSource, GitSource, SourceChange, TaskRegistry
-from runner.state.results import utc_now
 from runner.state.statelock import StateLock
 from runner.state.store import ResumeReport, RunRecord, Store
 
@@ -127,7 +128,7 @@ class Runs:
 
 
 class Planner:
-    """Due-ness for the service: :func:`runner.app.once.plan` (the ``run --once`` rule) at
+    """Due-ness for the service: :func:`runner.planning.plan.plan` (the ``run --once`` rule) at
     the clock's now; the result files count too where ``results`` is given."""
 
     def __init__(
@@ -161,7 +162,7 @@ class Planner:
         self, tasks: list[Task], rule: DueRule, *, quiet: bool = False
     ) -> list[tuple[Task, RunRecord]]:
         """Plan ``tasks`` (creating or reusing their runs); log why the others wait."""
-        runnable, skipped = plan(tasks, self._store, OnceOptions(), rule, waits_for=self.waits)
+        runnable, skipped = plan(tasks, self._store, Selection(), rule, waits_for=self.waits)
         for item in skipped:
             done = quiet or item.state is RunState.COMPLETED
             log.log(

@@ -20,7 +20,14 @@ from rich.table import Table
 
 from runner.app import reports
 from runner.core.errors import ConfigError, OmniError
-from runner.defs.config import Config, ResolvedPaths, config_path_from, load_config, resolve_paths
+from runner.defs.config import (
+    Config,
+    ResolvedPaths,
+    config_path_from,
+    load_config,
+    redactor_for,
+    resolve_paths,
+)
 
 app = typer.Typer(
     name="omni",
@@ -108,7 +115,8 @@ def run(  # pylint: disable=too-many-locals  # one option a flag
     Example: `omni run --once` · `omni run --once --task nightly-report --force` ·
     `omni run --once --push omni/results`
     """
-    from runner.app.once import OnceOptions, Shard, run_once  # noqa: PLC0415 - loads mcp
+    from runner.app.once import OnceOptions, run_once  # noqa: PLC0415 - loads mcp
+    from runner.planning.plan import Shard  # noqa: PLC0415
 
     cfg, paths = _setup(config, tasks, results, state)
     if not once:
@@ -306,7 +314,6 @@ def doctor(
     """
     import os  # noqa: PLC0415 - keeps startup lean
 
-    from runner.app.assembly import redactor_for  # noqa: PLC0415
     from runner.app.doctor import diagnose  # noqa: PLC0415 - loads mcp
 
     cfg, _ = _setup(config)

@@ -10,6 +10,9 @@ from __future__ import annotations
 class OmniError(Exception):
     """Base of every error the runner raises on purpose."""
 
+    retryable: bool = False
+    """Whether another attempt of the same run could help (the dispatcher's one rule)."""
+
 
 class ConfigError(OmniError):
     """The config file or environment is wrong; the message names the file and key."""
@@ -54,6 +57,8 @@ class IllegalTransitionError(StoreError):
 class ExecutorError(OmniError):
     """An executor problem; names the executor and, where there is one, the tool."""
 
+    retryable = True
+
     def __init__(self, executor: str, message: str, tool: str | None = None) -> None:
         self.executor = executor
         self.tool = tool
@@ -66,7 +71,13 @@ class ExecutorUnavailableError(ExecutorError):
 
 
 class ToolError(ExecutorError):
-    """The tool ran and reported an error (``is_error``), or refused its arguments."""
+    """The tool does not exist or refused its arguments: the same call would fail again."""
+
+    retryable = False
+
+
+class ToolReportedError(ExecutorError):
+    """The tool ran and answered with an error (``is_error``); another attempt may pass."""
 
 
 class ExecutorTimeoutError(ExecutorError):
@@ -75,6 +86,8 @@ class ExecutorTimeoutError(ExecutorError):
 
 class ModelError(OmniError):
     """A model call failed; names the model and, where known, its tier."""
+
+    retryable = True
 
     def __init__(self, model: str | None, message: str, tier: str | None = None) -> None:
         self.model = model
@@ -85,6 +98,16 @@ class ModelError(OmniError):
 
 class ModelUnavailableError(ModelError):
     """No model of the task's choice answered usably (each step's reason is listed)."""
+
+
+class CloudsDownError(ModelError):
+    """Brainstem mode: neither the gateway nor the direct API answers; the run waits."""
+
+
+class TaskTimeoutError(OmniError):
+    """A run took longer than its task's ``timeout``."""
+
+    retryable = True
 
 
 class BudgetExceededError(OmniError):

@@ -24,9 +24,10 @@ from pydantic import (
     model_validator,
 )
 
+from runner.core.clock import check_timezone
 from runner.core.errors import ConfigError
+from runner.core.redaction import Redactor, is_secret_header, is_secret_name, secret_env_values
 from runner.core.yamlio import YamlProblem, dotted, line_of, read_yaml
-from runner.defs.tasks import check_timezone
 
 #: The name of the executor shipped in the package (``runner/builtin``).
 BUILTIN = "builtin"
@@ -94,7 +95,7 @@ class McpServer(_Strict):
     def secret_values(self) -> list[str]:
         """Values of secret-named ``env`` entries and headers, and of ``Authorization``."""
         values = [v for k, v in self.env.items() if is_secret_name(k)]
-        values.extend(v for k, v in self.headers.items() if _is_secret_header(k))
+        values.extend(v for k, v in self.headers.items() if is_secret_header(k))
         return [v for v in values if v]
 
 
@@ -315,21 +316,9 @@ class Config(_Strict):
         return [v for v in values if v]
 
 
-_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD", re.IGNORECASE)
-
-
-def is_secret_name(name: str) -> bool:
-    """True for names whose values must never be shown (DESIGN §4)."""
-    return bool(_SECRET_NAME.search(name))
-
-
-def _is_secret_header(name: str) -> bool:
-    return name.lower() in {"authorization", "proxy-authorization"} or is_secret_name(name)
-
-
-def secret_env_values(environ: Mapping[str, str]) -> list[str]:
-    """Values of environment variables with secret-looking names (4+ chars only)."""
-    return [v for k, v in environ.items() if is_secret_name(k) and len(v) >= 4]
+def redactor_for(config: Config, environ: Mapping[str, str]) -> Redactor:
+    """The redactor of every secret the config and the environment hold (DESIGN §4)."""
+    return Redactor([*config.secret_values(), *secret_env_values(environ)])
 
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -414,7 +403,7 @@ def _message(err: Any) -> str:
     if err["type"] == "missing":
         return "required key is missing"
     msg = str(err["msg"]).removeprefix("Value error, ")
-    secret = any(isinstance(p, str) and _is_secret_header(p) for p in err["loc"])
+    secret = any(isinstance(p, str) and is_secret_header(p) for p in err["loc"])
     if "input" in err and err["type"] not in {"value_error"} and not secret:
         msg += f", got {err['input']!r}"[:120]
     return msg

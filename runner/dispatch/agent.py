@@ -19,26 +19,25 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from runner.core.errors import (
     AgentError,
-    BudgetExceededError,
     ExecutorTimeoutError,
     ExecutorUnavailableError,
     ToolError,
 )
-from runner.defs.config import Budget, Config, is_secret_name
+from runner.core.redaction import Redactor
+from runner.core.text import truncate
+from runner.defs.config import Config
 from runner.defs.routing import ModelChoice
 from runner.reach.llm import Completion, GatewayCall, ModelClient, ToolRequest
-from runner.state.results import REDACTED, Redactor, Usage, iso, spend_since, truncate
+from runner.state.results import Usage
 
 if TYPE_CHECKING:
     from runner.defs.tasks import Task
+    from runner.dispatch.budget import SpendGuard
     from runner.reach.executors import ToolInfo, ToolOutcome
-    from runner.state.store import Store
 
 SYSTEM_PROMPT = (
     "You are an agent run by Omni-Orchestrator for the task {task_id!r}. Use the tools "
@@ -135,45 +134,6 @@ class Transcript:  # pylint: disable=too-many-instance-attributes  # one run's r
         }
 
 
-class SpendGuard:
-    """``router.budget`` for one run: stops it before a call once a cap is reached."""
-
-    def __init__(self, budget: Budget, today_usd: float) -> None:
-        self._budget = budget
-        self._today = today_usd
-
-    def before_call(self, transcript: Transcript) -> None:
-        """Raise :class:`BudgetExceededError` if another model call may not be made."""
-        day, run = self._budget.per_day_usd, self._budget.per_run_usd
-        if day is not None and self._today + transcript.spent >= day:
-            raise BudgetExceededError(
-                f"daily budget reached: ${self._today + transcript.spent:.6f} spent today "
-                f"(UTC), router.budget.per_day_usd is ${day:g}"
-            )
-        if run is not None and transcript.spent >= run:
-            raise BudgetExceededError(
-                f"run budget reached: this run spent ${transcript.spent:.6f}, "
-                f"router.budget.per_run_usd is ${run:g}"
-            )
-
-    def after_call(self, transcript: Transcript) -> None:
-        """Raise :class:`BudgetExceededError` if the last call took the run past its cap."""
-        run = self._budget.per_run_usd
-        if run is not None and transcript.spent > run:
-            raise BudgetExceededError(
-                f"run budget passed: this run spent ${transcript.spent:.6f} after "
-                f"{transcript.turns} turn(s), router.budget.per_run_usd is ${run:g}"
-            )
-
-
-def spent_today(store: Store | None, results_root: Path, now: datetime) -> float:
-    """Today's (UTC day of ``now``) model spend: the larger of the store's figure and the
-    result files' (the files are written first, and a CI run starts with no store)."""
-    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    from_store = store.spend_since(iso(midnight)) if store is not None else 0.0
-    return max(from_store, spend_since(results_root, midnight))
-
-
 def _function_names(tools: list[ToolInfo]) -> dict[str, str]:
     """OpenAI function names (``[A-Za-z0-9_-]{1,64}``) for MCP tool names, unique."""
     names: dict[str, str] = {}
@@ -201,18 +161,6 @@ def _schemas(functions: Mapping[str, str], tools: list[ToolInfo]) -> list[dict[s
         }
         for name, real in functions.items()
     ]
-
-
-def _redact_args(value: Any, redactor: Redactor) -> Any:
-    """Arguments for the record: secret-named keys masked, known secret values replaced."""
-    if isinstance(value, dict):
-        return {
-            k: REDACTED if is_secret_name(str(k)) else _redact_args(v, redactor)
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [_redact_args(v, redactor) for v in value]
-    return redactor.data(value)
 
 
 class Agent:
@@ -336,7 +284,7 @@ class Agent:
         except json.JSONDecodeError as exc:
             record.arguments = self._redactor.text(request.arguments[:2000])
             return {}, f"the arguments are not valid JSON ({exc.msg}); send a JSON object"
-        record.arguments = _redact_args(args, self._redactor)
+        record.arguments = self._redactor.arguments(args)
         if request.name not in functions:
             allowed = ", ".join(functions) or "none"
             why = "is not allowed for this task" if request.name in every else "does not exist"
@@ -368,7 +316,7 @@ class Agent:
         key = _prompt_argument(info)
         args = {**task.spec.args, key: task.spec.prompt or ""}
         transcript.agent_tool = tool
-        record = ToolCallRecord(0, tool, _redact_args(args, self._redactor), 0.0)
+        record = ToolCallRecord(0, tool, self._redactor.arguments(args), 0.0)
         transcript.tool_calls.append(record)
         started = time.perf_counter()
         try:

@@ -17,23 +17,25 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from runner.core.clock import iso, utc_now
 from runner.core.errors import (
     AgentError,
-    BudgetExceededError,
-    ExecutorError,
-    ExecutorTimeoutError,
-    ModelError,
+    CloudsDownError,
     OmniError,
-    ToolError,
+    TaskTimeoutError,
+    ToolReportedError,
 )
+from runner.core.redaction import Redactor
 from runner.core.states import Mode, RunState
+from runner.core.text import truncate
 from runner.defs.config import Config
 from runner.defs.routing import Route, choose_executor, choose_model, model_list_names
 from runner.defs.tasks import Task
-from runner.dispatch.agent import Agent, AgentPool, SpendGuard, Transcript, spent_today
-from runner.dispatch.faults import CloudsDownError
+from runner.dispatch.agent import Agent, AgentPool, Transcript
+from runner.dispatch.budget import SpendGuard
 from runner.reach.llm import GatewayOutcome, Via
-from runner.state.results import Redactor, RunResult, iso, truncate, utc_now, write_result
+from runner.state.results import RunResult, write_result
+from runner.state.spend import DailySpend
 from runner.state.store import RunRecord, Store
 
 #: Loop passes a finished run gives the next run's request before it records (measured:
@@ -75,16 +77,9 @@ class _Outcome:
     """Why a run waits (brainstem mode)."""
 
 
-class _Wait(Exception):
-    """A prompt run that must wait: no cloud answers (brainstem mode)."""
-
-
-class _Failure(Exception):
-    """An attempt that failed; ``retry`` says whether another attempt could help."""
-
-    def __init__(self, message: str, *, retry: bool) -> None:
-        super().__init__(message)
-        self.retry = retry
+@dataclass(frozen=True, slots=True)
+class _Retry:
+    """An attempt that failed and was recorded ``failed``; the run has attempts left."""
 
 
 class Dispatcher:
@@ -114,6 +109,7 @@ class Dispatcher:
         self._clock = clock
         self._on_finished = on_finished
         self._limit = asyncio.Semaphore(config.dispatch.concurrency)
+        self._spend = DailySpend(store, results_root)
 
     async def run_all(self, items: Iterable[tuple[Task, RunRecord]]) -> list[Finished]:
         """Run every item, ``dispatch.concurrency`` at a time; order of results = input."""
@@ -142,7 +138,7 @@ class Dispatcher:
                     current = self._store.get_run(run.run_id) or run
                     return Finished(task, current, None, "claimed elsewhere")
                 attempt = await self._attempt(task, claimed, route)
-            if isinstance(attempt, _Failure):
+            if isinstance(attempt, _Retry):
                 run = self._store.transition(
                     claimed.run_id, RunState.IDLE, detail=f"retry {claimed.attempt + 1}"
                 )
@@ -164,10 +160,11 @@ class Dispatcher:
             detail=f"{route.executor}.{tool} ({route.reason})",
         )  # fmt: skip
 
-    async def _attempt(self, task: Task, run: RunRecord, route: Route) -> _Outcome | _Failure:
+    async def _attempt(self, task: Task, run: RunRecord, route: Route) -> _Outcome | _Retry:
         """One attempt of a claimed run (executing on its route's executor, unless that
-        is not configured); a returned :class:`_Failure` has been recorded and is
-        retryable."""
+        is not configured). Every error is classified here, by its ``retryable``: a
+        returned :class:`_Retry` has been recorded ``failed`` and the run has attempts
+        left."""
         if not route.configured:
             configured = ", ".join(sorted(self._pool.names()))
             error = (
@@ -179,22 +176,31 @@ class Dispatcher:
         transcript = Transcript() if task.is_prompt else None
         try:
             output = await self._call(task, run, route.executor, transcript)
-        except _Failure as failure:
-            if failure.retry and run.attempt < run.max_attempts:
-                self._store.transition(
-                    run.run_id, RunState.FAILED, error=str(failure), detail="attempt failed",
-                    **_spent(run, transcript),
-                )  # fmt: skip
-                return failure
+        except CloudsDownError as exc:
             return _Outcome(
-                task, run, RunState.FAILED, error=str(failure), started=started,
+                task,
+                run,
+                RunState.WAITING,
+                started=started,
                 transcript=transcript,
-            )  # fmt: skip
-        except _Wait as wait:
+                note=str(exc),
+                executor=route.executor,
+            )
+        except OmniError as exc:
+            error = self._redactor.text(str(exc))
+            if exc.retryable and run.attempt < run.max_attempts:
+                self._store.transition(
+                    run.run_id,
+                    RunState.FAILED,
+                    error=error,
+                    detail="attempt failed",
+                    **_spent(run, transcript),
+                )
+                self._count_spend(transcript)
+                return _Retry()
             return _Outcome(
-                task, run, RunState.WAITING, started=started, transcript=transcript,
-                note=str(wait), executor=route.executor,
-            )  # fmt: skip
+                task, run, RunState.FAILED, error=error, started=started, transcript=transcript
+            )
         except asyncio.CancelledError:
             # Shutdown: hand the run back so the next start resumes it.
             self._store.transition(run.run_id, RunState.IDLE, detail="interrupted by shutdown")
@@ -207,7 +213,13 @@ class Dispatcher:
         """Write the result files, then the row (no await: nothing interrupts it)."""
         result = self._result(outcome)
         path = write_result(self._results, result, self._redactor)
+        self._count_spend(outcome.transcript)
         return self._row(outcome, result, path)
+
+    def _count_spend(self, transcript: Transcript | None) -> None:
+        """Add an attempt's model cost to today's running total."""
+        if transcript is not None:
+            self._spend.add(transcript.cost_usd, self._clock())
 
     async def _call(
         self, task: Task, run: RunRecord, executor: str, transcript: Transcript | None = None
@@ -222,22 +234,10 @@ class Dispatcher:
                     executor, spec.tool or "", spec.args, timeout=spec.timeout, meta=meta
                 )
         except TimeoutError:
-            raise _Failure(
-                f"timed out after {spec.timeout:g} s (task timeout)", retry=True
-            ) from None
-        except ToolError as exc:
-            raise _Failure(str(exc), retry=False) from None
-        except ExecutorTimeoutError as exc:
-            raise _Failure(str(exc), retry=True) from None
-        except ExecutorError as exc:
-            raise _Failure(str(exc), retry=True) from None
-        except OmniError as exc:
-            raise _Failure(str(exc), retry=False) from None
+            raise TaskTimeoutError(f"timed out after {spec.timeout:g} s (task timeout)") from None
         if outcome.is_error:
-            raise _Failure(
-                f"executor {executor!r}, tool {spec.tool!r} reported an error: "
-                f"{self._cap(outcome.text)}",
-                retry=True,
+            raise ToolReportedError(
+                executor, f"reported an error: {self._cap(outcome.text)}", spec.tool
             )
         if outcome.structured is not None:
             return self._cap_data(outcome.structured)
@@ -248,30 +248,20 @@ class Dispatcher:
     ) -> str:
         """A prompt task: the agent loop (or the executor's agent tool), under the timeout."""
         if self._agent is None:
-            raise _Failure("prompt tasks need a model client; none was given", retry=False)
+            raise AgentError("prompt tasks need a model client; none was given")
         config = self._config
         choice = choose_model(task.spec, config.router, model_list_names(config))
-        spend = SpendGuard(config.router.budget, spent_today(self._store, self._results,
-                                                             self._clock()))  # fmt: skip
+        spend = SpendGuard(config.router.budget, self._spend.today(self._clock()))
         try:
             async with asyncio.timeout(task.spec.timeout):
                 return await self._agent.run(
                     task, executor, choice=choice, spend=spend, transcript=transcript, meta=meta
                 )
         except TimeoutError:
-            raise _Failure(
+            raise TaskTimeoutError(
                 f"timed out after {task.spec.timeout:g} s (task timeout) in turn "
-                f"{transcript.turns + 1}",
-                retry=True,
+                f"{transcript.turns + 1}"
             ) from None
-        except (BudgetExceededError, AgentError, ToolError) as exc:
-            raise _Failure(str(exc), retry=False) from None
-        except CloudsDownError as exc:
-            raise _Wait(str(exc)) from None
-        except (ModelError, ExecutorError) as exc:
-            raise _Failure(str(exc), retry=True) from None
-        except OmniError as exc:
-            raise _Failure(str(exc), retry=False) from None
 
     def _cap(self, text: str) -> str:
         return truncate(text, self._config.dispatch.output_limit_bytes)
@@ -301,7 +291,7 @@ class Dispatcher:
             state=outcome.state,
             attempt=run.attempt,
             executor=outcome.executor or run.executor,
-            tool=outcome.task.spec.tool or (transcript and transcript.agent_tool),
+            tool=outcome.task.spec.tool or (transcript.agent_tool if transcript else None),
             mode=mode,
             started_at=run.started_at or iso(now),
             finished_at=iso(now),

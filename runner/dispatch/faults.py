@@ -29,38 +29,21 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from runner.core.errors import ModelError, ModelUnavailableError
+from runner.core.clock import iso, utc_now
+from runner.core.errors import CloudsDownError, ModelUnavailableError
+from runner.core.redaction import Redactor
 from runner.core.states import Mode, RunState
 from runner.defs.config import Config
 from runner.defs.routing import ModelChoice, ModelPolicy
 from runner.dispatch.repairs import (
-    Committer,
     Fault,
     RepairRuns,
     RepairWriter,
     git_committer,
     kinds,
-    repair_task_yaml,
-    repair_waits,
 )
 from runner.reach.llm import Completion, GatewayCall, GatewayOutcome, LlmClient, ProbeResult, Via
-from runner.state.results import Redactor, iso, utc_now
 from runner.state.store import ModeRecord, RunRecord, Store
-
-__all__ = [
-    "CloudsDownError",
-    "Committer",
-    "Fault",
-    "FaultHandling",
-    "FaultMonitor",
-    "ProbeResult",
-    "RepairWriter",
-    "ResilientModels",
-    "Resumer",
-    "probe_model",
-    "repair_task_yaml",
-    "repair_waits",
-]
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +60,6 @@ def probe_model(config: Config) -> str | None:
     if config.router.default_model not in set(ModelPolicy):
         names.append(config.router.default_model)
     return names[0] if names else None
-
-
-class CloudsDownError(ModelError):
-    """Brainstem mode: neither the gateway nor the direct API answers; the run waits."""
 
 
 class FaultMonitor:  # pylint: disable=too-many-instance-attributes  # the mode machine's state

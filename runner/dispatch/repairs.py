@@ -29,12 +29,15 @@ from pathlib import Path
 
 import yaml
 
+from runner.core.clock import iso, utc_now
 from runner.core.errors import GitOpsError, InvalidTaskFile
+from runner.core.files import atomic_write
+from runner.core.redaction import Redactor
 from runner.core.states import Mode, RunState
 from runner.defs.config import Config
 from runner.defs.routing import choose_executor
 from runner.defs.tasks import Task, load_task_file
-from runner.state.results import Redactor, RunResult, atomic_write, iso, utc_now, write_result
+from runner.state.results import RunResult, write_result
 from runner.state.store import RunRecord, Store
 
 log = logging.getLogger(__name__)

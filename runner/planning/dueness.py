@@ -28,11 +28,12 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 
+from runner.core.clock import iso, utc_now
 from runner.core.errors import ConfigError
 from runner.core.states import RunState
 from runner.defs.tasks import Task
 from runner.planning.slots import due_slot, latest_slot, next_slot
-from runner.state.results import iso, result_dir, utc_now
+from runner.state.results import result_dir
 from runner.state.store import Store
 
 #: The environment variable that sets the runner's clock (a testing aid).

@@ -3,9 +3,9 @@
 One APScheduler 3 job a scheduled task on an ``AsyncIOScheduler``: cron through
 :func:`runner.defs.tasks.cron_trigger` (crontab weekdays, the task's time zone), ``every N``
 on multiples of N seconds since the Unix epoch, so the jobs fire exactly at the slots
-:mod:`runner.planning.slots` computes. A job decides nothing itself: when it fires, the service
-plans the task with :func:`runner.app.once.plan` (due-ness from :mod:`runner.planning.dueness`, the
-rule ``run --once`` uses in CI). A fire, a restart after downtime and an edited schedule
+:mod:`runner.planning.slots` computes. A job decides nothing itself: when it fires,
+the service plans the task with :mod:`runner.planning.plan` (due-ness from
+:mod:`runner.planning.dueness`, the rule ``run --once`` uses in CI). A fire, a restart after downtime and an edited schedule
 therefore agree on what is due, and a slot is served at most once however often a job
 fires.
 
@@ -23,19 +23,16 @@ import math
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from runner.core.clock import iso
 from runner.core.errors import OmniError
 from runner.core.states import TERMINAL
 from runner.defs.tasks import Task, cron_trigger, every_seconds
-from runner.state.results import iso
 from runner.state.store import RunRecord, Store
-
-if TYPE_CHECKING:
-    from runner.dispatch.dispatcher import Finished
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +114,17 @@ Fire = Callable[[str], Awaitable[None]]
 
 Lookup = Callable[[str], "Task | None"]
 Due = Callable[[Task], list[tuple[Task, RunRecord]]]
-Start = Callable[[Task, RunRecord], "Awaitable[Finished | None]"]
+
+
+class Ended(Protocol):
+    """What a started run gives back when it is over (the dispatcher's ``Finished``)."""
+
+    @property
+    def run(self) -> RunRecord:
+        """The run's final row."""
+
+
+Start = Callable[[Task, RunRecord], Awaitable[Ended | None]]
 
 
 class Firing:

@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any, Self
 
 from sqlite_utils import Database
 
+from runner.core.clock import iso, utc_now
 from runner.core.errors import IllegalTransitionError, StaleRunError, StoreError
+from runner.core.ids import new_run_id
 from runner.core.states import (
     IN_FLIGHT,
     RUN_TRANSITIONS,
@@ -29,7 +31,7 @@ from runner.core.states import (
     check_mode_change,
     check_transition,
 )
-from runner.state.results import iso, new_run_id, read_result, result_path, utc_now
+from runner.state.results import read_result, result_path
 
 if TYPE_CHECKING:
     from runner.defs.tasks import Task

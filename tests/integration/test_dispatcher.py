@@ -8,11 +8,12 @@ from typing import Any
 
 import pytest
 
+from runner.core.redaction import Redactor
 from runner.defs.config import BUILTIN, Config
 from runner.defs.tasks import Task, TaskSpec, task_hash
 from runner.dispatch.dispatcher import Dispatcher
 from runner.reach.executors import ExecutorPool, ToolOutcome
-from runner.state.results import Redactor, read_result
+from runner.state.results import read_result
 from runner.state.store import Store
 
 pytestmark = pytest.mark.integration

@@ -32,9 +32,11 @@ from llm_upstream import (  # pylint: disable=import-error
 
 from runner.app.once import OnceOptions, OnceReport, run_once
 from runner.app.reports import status_snapshot
+from runner.core.ids import new_run_id
+from runner.core.redaction import Redactor
 from runner.core.states import RunState
 from runner.defs.config import Config, ResolvedPaths
-from runner.state.results import Redactor, RunResult, new_run_id, write_result
+from runner.state.results import RunResult, write_result
 
 pytestmark = pytest.mark.integration
 

@@ -23,8 +23,8 @@ from test_service_support import (  # pylint: disable=import-error
     wait_for,
 )
 
+from runner.core.clock import iso
 from runner.planning.schedule import JOBS_KEY
-from runner.state.results import iso
 from runner.state.store import Store
 
 pytestmark = pytest.mark.integration

@@ -9,14 +9,8 @@ from pathlib import Path
 import pytest
 
 from runner.core.errors import ConfigError
-from runner.defs.config import (
-    BUILTIN,
-    Config,
-    config_path_from,
-    load_config,
-    resolve_paths,
-    secret_env_values,
-)
+from runner.core.redaction import secret_env_values
+from runner.defs.config import BUILTIN, Config, config_path_from, load_config, resolve_paths
 
 
 def write(tmp_path: Path, text: str, name: str = "config.yaml") -> Path:

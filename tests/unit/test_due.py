@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.app.once import OnceOptions, plan
+from runner.core.clock import iso
 from runner.core.errors import ConfigError
 from runner.core.states import RunState
 from runner.defs.tasks import Task, TaskSpec, task_hash
@@ -21,7 +21,7 @@ from runner.planning.dueness import (
     history_from_results,
     history_from_store,
 )
-from runner.state.results import iso
+from runner.planning.plan import Selection, plan
 from runner.state.store import Store
 
 
@@ -202,13 +202,13 @@ def test_plan_serves_the_due_slot_and_reuses_an_unfinished_run(tmp_path: Path) -
     write_result(tmp_path / "results", once, slot=None)  # done on another machine
     rule = DueRule(now=at("2026-11-21T10:20"), results=tmp_path / "results")
     with Store(tmp_path / "state.db") as store:
-        runnable, skipped = plan([hourly, once], store, OnceOptions(), rule)
+        runnable, skipped = plan([hourly, once], store, Selection(), rule)
         assert [(t.id, r.slot) for t, r in runnable] == [("hourly", "2026-11-21T10:00:00.000Z")]
         assert [(s.task_id, s.state) for s in skipped] == [("once", RunState.COMPLETED)]
         # Interrupted before it ran: the same run serves the slot next time.
-        again, _ = plan([hourly], store, OnceOptions(), rule)
+        again, _ = plan([hourly], store, Selection(), rule)
         assert again[0][1].run_id == runnable[0][1].run_id
-        forced, _ = plan([once], store, OnceOptions(force=True), rule)
+        forced, _ = plan([once], store, Selection(force=True), rule)
         assert forced[0][1].slot is None
 
 

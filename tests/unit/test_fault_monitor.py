@@ -11,25 +11,17 @@ from typing import Any
 
 import pytest
 
-from runner.core.errors import ModelUnavailableError
+from runner.core.errors import CloudsDownError, ModelUnavailableError
+from runner.core.redaction import Redactor
 from runner.core.states import Mode, RunState
 from runner.defs.config import Config
 from runner.defs.routing import ModelChoice, ModelStep, Tier
 from runner.defs.tasks import load_tasks
-from runner.dispatch.faults import (
-    CloudsDownError,
-    Fault,
-    FaultMonitor,
-    ProbeResult,
-    RepairWriter,
-    ResilientModels,
-    Resumer,
-    repair_waits,
-)
-from runner.dispatch.repairs import RepairRuns, git_committer
+from runner.dispatch.faults import FaultMonitor, ResilientModels, Resumer
+from runner.dispatch.repairs import Fault, RepairRuns, RepairWriter, git_committer, repair_waits
 from runner.reach.gateway import HeadersTimeoutError, within_headers
-from runner.reach.llm import Completion, GatewayCall, GatewayOutcome, Via
-from runner.state.results import Redactor, RunResult, read_result
+from runner.reach.llm import Completion, GatewayCall, GatewayOutcome, ProbeResult, Via
+from runner.state.results import RunResult, read_result
 from runner.state.store import Store
 
 SECRET = "sk-planted-secret-123"

@@ -10,14 +10,18 @@ from pathlib import Path
 import pytest
 
 from runner.core.errors import BudgetExceededError, ModelUnavailableError
+from runner.core.ids import new_run_id
+from runner.core.redaction import Redactor
 from runner.core.states import RunState
 from runner.defs.config import Budget, Config, Router
 from runner.defs.routing import ModelChoice, Tier, choose_model, waits_for_model
 from runner.defs.tasks import TaskSpec
-from runner.dispatch.agent import SpendGuard, Transcript, _function_names
+from runner.dispatch.agent import Transcript, _function_names
+from runner.dispatch.budget import SpendGuard
 from runner.reach.executors import ToolInfo
 from runner.reach.llm import Completion, GatewayOutcome, LlmClient, _classify
-from runner.state.results import Redactor, RunResult, new_run_id, spend_since, write_result
+from runner.state.results import RunResult, write_result
+from runner.state.spend import spend_in_results
 
 TIERS = Router.model_validate({"model_tiers": {"free": ["f1", "f2"], "paid": ["p1"]}})
 
@@ -178,5 +182,5 @@ def test_spend_from_result_files_counts_only_today(tmp_path: Path) -> None:
     result(now - timedelta(hours=1), 0.25)
     result(now, 0.5)
     result(now, None)
-    assert spend_since(tmp_path, midnight) == pytest.approx(0.75)
-    assert spend_since(tmp_path / "missing", midnight) == 0.0
+    assert spend_in_results(tmp_path, midnight) == pytest.approx(0.75)
+    assert spend_in_results(tmp_path / "missing", midnight) == 0.0

@@ -8,17 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from runner.core.files import atomic_write
+from runner.core.ids import new_run_id
+from runner.core.redaction import Redactor
 from runner.core.states import RunState
-from runner.state.results import (
-    Redactor,
-    RunResult,
-    atomic_write,
-    new_run_id,
-    read_result,
-    result_path,
-    truncate,
-    write_result,
-)
+from runner.core.text import truncate
+from runner.state.results import RunResult, read_result, result_path, write_result
 
 T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 

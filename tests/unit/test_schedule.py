@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from runner.core.clock import iso
 from runner.core.errors import StoreError
 from runner.core.states import RunState
 from runner.defs.tasks import Task, load_task_file
@@ -25,7 +26,6 @@ from runner.planning.schedule import (
     trigger_for,
 )
 from runner.planning.slots import latest_slot, next_slot
-from runner.state.results import iso
 from runner.state.store import RunRecord, Store
 
 UTC_TIME = "%Y-%m-%dT%H:%M:%S"

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from runner.app.once import OnceOptions, Shard, plan
+from runner.app.once import OnceOptions
 from runner.defs.tasks import Task, TaskSpec, task_hash
 from runner.planning.dueness import DueRule
+from runner.planning.plan import Shard, plan
 from runner.state.results import result_dir
 from runner.state.store import Store
 

@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from runner.core.clock import iso
 from runner.core.errors import IllegalTransitionError, StaleRunError, StoreError
+from runner.core.redaction import Redactor
 from runner.core.states import Mode, RunState
 from runner.defs.tasks import Task, TaskSpec
-from runner.state.results import Redactor, RunResult, iso, result_path, write_result
+from runner.state.results import RunResult, result_path, write_result
 from runner.state.store import RunRecord, Store
 
 S = RunState

@@ -1,0 +1,115 @@
+"""The plan of a pass: which tasks run now, and their run rows.
+
+Used by ``run --once`` and by service mode alike, so both decide due-ness with the same
+rule (:mod:`runner.planning.dueness`) and reuse the same open runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from runner.core.clock import iso, utc_now
+from runner.core.states import RunState
+from runner.defs.tasks import Task
+from runner.planning.dueness import Due, DueRule, decide, history_from_results, history_from_store
+from runner.state.store import RunRecord, Store
+
+
+@dataclass(frozen=True, slots=True)
+class Shard:
+    """``--shard K/N``: this job runs the tasks whose id hashes to K - 1 modulo N."""
+
+    index: int
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """Parse ``K/N`` (1 <= K <= N); raises ``ValueError`` with a clear message."""
+        try:
+            k, n = (int(part) for part in text.split("/"))
+        except ValueError:
+            raise ValueError(f"--shard wants K/N like 2/5, got {text!r}") from None
+        if n < 1 or not 1 <= k <= n:
+            raise ValueError(f"--shard {text}: K must be in 1..N and N >= 1")
+        return cls(k, n)
+
+    def owns(self, task_id: str) -> bool:
+        """True when ``task_id`` belongs to this shard."""
+        digest = int.from_bytes(hashlib.sha256(task_id.encode()).digest()[:8], "big")
+        return digest % self.count == self.index - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """A task that did not run this time, and why (in words for a person)."""
+
+    task_id: str
+    reason: str
+    state: RunState | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """Which tasks a pass considers, and whether it runs them whatever due-ness says."""
+
+    task_id: str | None = None
+    """Only this task (``--task``)."""
+    force: bool = False
+    """Run even if done or not due (``--force``); a forced run serves no slot."""
+    shard: Shard | None = None
+    """Only this shard's tasks (``--shard K/N``)."""
+
+
+def plan(
+    tasks: list[Task],
+    store: Store,
+    selection: Selection,
+    rule: DueRule | None = None,
+    *,
+    waits_for: Callable[[Task], str | None] | None = None,
+) -> tuple[list[tuple[Task, RunRecord]], list[Skipped]]:
+    """Decide which tasks run now (due-ness from the store and the result files, see
+    :mod:`runner.planning.dueness`; without ``rule``, from the store alone as of now); create (or
+    reuse) their run rows. A task for which ``waits_for`` gives a reason (a prompt task
+    with no model configured) stays idle."""
+    rule = rule or DueRule(now=utc_now(), results=None)
+    runnable: list[tuple[Task, RunRecord]] = []
+    skipped: list[Skipped] = []
+    for task in tasks:
+        if selection.task_id is not None and task.id != selection.task_id:
+            continue
+        if selection.shard is not None and not selection.shard.owns(task.id):
+            continue
+        store.upsert_task(task)
+        if not task.spec.enabled and not selection.force:
+            skipped.append(Skipped(task.id, "disabled (enabled: false)"))
+            continue
+        slot = None  # a forced run serves no slot: it is an extra run
+        if not selection.force:
+            history = history_from_store(store, task).merge(
+                history_from_results(rule.results, task.id)
+            )
+            decision = decide(task, history, rule)
+            if decision.verdict is not Due.RUN:
+                done = {Due.DONE: RunState.COMPLETED, Due.FAILED: RunState.FAILED}.get(
+                    decision.verdict
+                )
+                skipped.append(Skipped(task.id, decision.reason, done))
+                continue
+            slot = iso(decision.slot) if decision.slot is not None else None
+        run = None if selection.force else store.open_run(task.id, task.task_hash, slot)
+        if run is None:
+            run = store.create_run(
+                task.id, task.task_hash, max_attempts=task.spec.retries + 1, slot=slot
+            )
+        elif run.state is RunState.FAILED:
+            run = store.transition(run.run_id, RunState.IDLE, detail="retry on next run --once")
+        if waits_for is not None and (reason := waits_for(task)) is not None:
+            if run.note != reason:
+                store.set_note(run.run_id, reason)
+            skipped.append(Skipped(task.id, reason, RunState.IDLE))
+            continue
+        runnable.append((task, run))
+    return runnable, skipped
