@@ -106,10 +106,12 @@ async def runner_loop(
             await pool.call_tool("bench", tool, args)
         with Store(work / f"state-{tool}-{conc}.db") as store:
             dispatcher = Dispatcher(
-                store=store, pool=pool, config=config,
+                store=store,
+                pool=pool,
+                config=config,
                 results_root=work / f"results-{tool}-{conc}",
                 redactor=Redactor(["sk-bench-secret"]),
-            )  # fmt: skip
+            )
 
             async def run(n: int) -> float:
                 nonlocal made
@@ -205,9 +207,16 @@ async def main() -> None:
         await asyncio.to_thread(subprocess.run, ["git", "init", "-q", str(repo)], check=True)
         git = McpServer(command=git_cmd, args=["--repository", str(repo)])
         report["results"].append(
-            await compare("mcp-server-git", git, "git_status", {"repo_path": str(repo)},
-                          opts.git_tasks, work, opts.rounds)
-        )  # fmt: skip
+            await compare(
+                "mcp-server-git",
+                git,
+                "git_status",
+                {"repo_path": str(repo)},
+                opts.git_tasks,
+                work,
+                opts.rounds,
+            )
+        )
         report["file_create_us"]["after_git"] = file_create_us(work / "probe-git")
     print(json.dumps(report, indent=2))
 

@@ -59,20 +59,29 @@ MESSAGES = [{"role": "user", "content": "Say ok."}]
 
 
 def _config(gateway: str, upstream: str, **more: Any) -> Config:
-    return Config.model_validate({
-        "lite_llm_url": gateway, "lite_llm_key": MASTER_KEY, "github_key": "sk-bench-backup",
-        "direct_api": {"model": f"github/{DIRECT_MODEL}", "api_base": upstream},
-        "router": {"model_tiers": {"free": [GATEWAY_MODEL]}}, **more,
-    })  # fmt: skip
+    return Config.model_validate(
+        {
+            "lite_llm_url": gateway,
+            "lite_llm_key": MASTER_KEY,
+            "github_key": "sk-bench-backup",
+            "direct_api": {"model": f"github/{DIRECT_MODEL}", "api_base": upstream},
+            "router": {"model_tiers": {"free": [GATEWAY_MODEL]}},
+            **more,
+        }
+    )
 
 
 async def _fallback_trial(config: Config, fail: Callable[[], None]) -> float:
     """Seconds from ``fail()`` (the gateway dies) to the first answer from the direct API."""
     with tempfile.TemporaryDirectory(prefix="omni-bench-") as tmp, Store(Path(tmp) / "s.db") as db:
         faults = FaultHandling(
-            config, store=db, redactor=Redactor([]), tasks_root=Path(tmp) / "tasks",
-            results_root=Path(tmp) / "results", environ={},
-        )  # fmt: skip
+            config,
+            store=db,
+            redactor=Redactor([]),
+            tasks_root=Path(tmp) / "tasks",
+            results_root=Path(tmp) / "results",
+            environ={},
+        )
         async with faults:
             for _ in range(3):  # warm: litellm loaded, connections open
                 await faults.models.complete(MESSAGES, [], CHOICE)
@@ -100,8 +109,9 @@ def _left_waiting(state: Path, task_id: str) -> tuple[bool, bool]:
     with sqlite3.connect(f"file:{state}?mode=ro", uri=True) as conn:
         rows = conn.execute(
             "SELECT r.state FROM events e JOIN runs r USING (run_id)"
-            " WHERE r.task_id = ? AND e.from_state = 'waiting'", (task_id,),
-        ).fetchall()  # fmt: skip
+            " WHERE r.task_id = ? AND e.from_state = 'waiting'",
+            (task_id,),
+        ).fetchall()
     return bool(rows), bool(rows) and rows[0][0] == "completed"
 
 
@@ -119,14 +129,20 @@ async def _resume_trial(upstream: ScriptedUpstream) -> tuple[float, float]:
     upstream.script(DIRECT_MODEL, [{"status": 503}])
     with tempfile.TemporaryDirectory(prefix="omni-bench-") as tmp:
         root = Path(tmp)
-        paths = ResolvedPaths(config=None, tasks=root / "tasks", results=root / "results",
-                              state=root / ".omni" / "state.db")  # fmt: skip
+        paths = ResolvedPaths(
+            config=None,
+            tasks=root / "tasks",
+            results=root / "results",
+            state=root / ".omni" / "state.db",
+        )
         paths.tasks.mkdir()
         config = _config(
-            f"http://127.0.0.1:{free_port()}", upstream.url, workspace=str(root),
+            f"http://127.0.0.1:{free_port()}",
+            upstream.url,
+            workspace=str(root),
             fault_handler={"check_interval": CHECK_INTERVAL, "consecutive_failures": 1},
             service={"settle_ms": 30},
-        )  # fmt: skip
+        )
         service = Service(config, paths, environ={"PATH": os.environ.get("PATH", "")})
         job = asyncio.create_task(service.run())
         await asyncio.wait_for(service.ready.wait(), 30)
@@ -173,9 +189,11 @@ def _summary(values: list[float], limit: float, *, every: bool = False) -> dict[
 async def main(trials: int) -> dict[str, Any]:
     """Run every measurement; the JSON report."""
     report: dict[str, Any] = {
-        "bench": "fallback", "machine": f"{os.cpu_count()} cores, {platform.system()}",
-        "python": platform.python_version(), "trials": trials,
-    }  # fmt: skip
+        "bench": "fallback",
+        "machine": f"{os.cpu_count()} cores, {platform.system()}",
+        "python": platform.python_version(),
+        "trials": trials,
+    }
     with ScriptedUpstream() as upstream, KillableProxy(upstream.url) as proxy:
         upstream.script(GATEWAY_MODEL, [{"content": "ok"}])
         upstream.script(DIRECT_MODEL, [{"content": "ok"}])

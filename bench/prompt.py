@@ -77,20 +77,29 @@ async def measure(runs: int, proxy: LiteLLMProxy, root: Path) -> dict[str, Any]:
             LlmClient(config) as llm,
         ):
             tools = [
-                {"type": "function",
-                 "function": {"name": t.name, "description": t.description,
-                              "parameters": t.input_schema}}
-                for t in await pool.list_tools(BUILTIN) if t.name == "echo"
-            ]  # fmt: skip
+                {
+                    "type": "function",
+                    "function": {
+                        "name": t.name,
+                        "description": t.description,
+                        "parameters": t.input_schema,
+                    },
+                }
+                for t in await pool.list_tools(BUILTIN)
+                if t.name == "echo"
+            ]
             messages = [
                 {"role": "system", "content": SYSTEM_PROMPT.format(task_id=task.id)},
                 {"role": "user", "content": PROMPT},
             ]
             dispatcher = Dispatcher(
-                store=store, pool=pool, config=config, results_root=root / "results",
+                store=store,
+                pool=pool,
+                config=config,
+                results_root=root / "results",
                 redactor=redactor,
                 agent=Agent(llm=llm, pool=pool, config=config, redactor=redactor),
-            )  # fmt: skip
+            )
 
             async def through_runner() -> float:
                 started = time.perf_counter()

@@ -40,17 +40,27 @@ async def dispatching(
     redactor = redactor_for(config, environ)
     workspace = Path(config.workspace) if config.workspace else Path.cwd()
     faults = FaultHandling(
-        config, store=store, redactor=redactor, tasks_root=paths.tasks,
-        results_root=paths.results, environ=environ, clock=clock,
-    )  # fmt: skip
+        config,
+        store=store,
+        redactor=redactor,
+        tasks_root=paths.tasks,
+        results_root=paths.results,
+        environ=environ,
+        clock=clock,
+    )
     async with (
         ExecutorPool(config.mcp_servers, workspace=workspace, environ=environ) as pool,
         faults,  # imports litellm only on a prompt task's first model call
     ):
         dispatcher = Dispatcher(
-            store=store, pool=pool, config=config, results_root=paths.results,
-            redactor=redactor, clock=clock, on_finished=on_finished,
+            store=store,
+            pool=pool,
+            config=config,
+            results_root=paths.results,
+            redactor=redactor,
+            clock=clock,
+            on_finished=on_finished,
             agent=Agent(llm=faults.models, pool=pool, config=config, redactor=redactor),
             mode_of=faults.mode,
-        )  # fmt: skip
+        )
         yield Machinery(dispatcher, faults)

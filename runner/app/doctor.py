@@ -81,27 +81,42 @@ def key_checks(config: Config, environ: Mapping[str, str]) -> list[Check]:
             checks.append(Check(f"key {name}", Status.SKIP, f"not set; not needed: {why}"))
 
     proxy, models = bool(config.lite_llm_url), _uses_models(config)
-    key("lite_llm_key", "LITELLM_API_KEY", config.lite_llm_key is not None, proxy,
-        "the proxy at lite_llm_url wants its key" if proxy else "no lite_llm_url")  # fmt: skip
-    key("github_key", "GITHUB_LITELLM_KEY", config.github_key is not None, models,
-        "degraded mode calls the direct API with it" if models
-        else "no models configured")  # fmt: skip
+    key(
+        "lite_llm_key",
+        "LITELLM_API_KEY",
+        config.lite_llm_key is not None,
+        proxy,
+        "the proxy at lite_llm_url wants its key" if proxy else "no lite_llm_url",
+    )
+    key(
+        "github_key",
+        "GITHUB_LITELLM_KEY",
+        config.github_key is not None,
+        models,
+        "degraded mode calls the direct API with it" if models else "no models configured",
+    )
     for entry in config.model_list:
         value = (entry.get("litellm_params") or {}).get("api_key")
         if isinstance(value, str) and value.startswith("os.environ/"):
             env = value.removeprefix("os.environ/")
             ok = bool(environ.get(env))
-            checks.append(Check(
-                f"key {env}", Status.OK if ok else Status.FAIL,
-                f"{'set' if ok else 'not set'} (model_list {entry.get('model_name')!r})",
-            ))  # fmt: skip
+            checks.append(
+                Check(
+                    f"key {env}",
+                    Status.OK if ok else Status.FAIL,
+                    f"{'set' if ok else 'not set'} (model_list {entry.get('model_name')!r})",
+                )
+            )
     for name, server in sorted(config.mcp_servers.items()):
         if server.url and server.url.startswith(("ws://", "wss://")):
             ok = bool(environ.get(server.token_env))
-            checks.append(Check(
-                f"key {server.token_env}", Status.OK if ok else Status.FAIL,
-                f"{'set' if ok else 'not set'} (executor {name!r}, an OpenClaw gateway)",
-            ))  # fmt: skip
+            checks.append(
+                Check(
+                    f"key {server.token_env}",
+                    Status.OK if ok else Status.FAIL,
+                    f"{'set' if ok else 'not set'} (executor {name!r}, an OpenClaw gateway)",
+                )
+            )
     return checks
 
 

@@ -70,11 +70,22 @@ def log_run_change(change: RunChange) -> None:
     shown = detail if len(detail) <= 300 else detail[:297] + "..."
     slot = f" slot {change.slot}" if change.slot else ""
     fields = {
-        "event": "run", "task_id": change.task_id, "run_id": change.run_id,
-        "slot": change.slot, "from": None if change.old is None else old,
-        "to": change.new.value, "attempt": change.attempt, "detail": change.detail,
-    }  # fmt: skip
+        "event": "run",
+        "task_id": change.task_id,
+        "run_id": change.run_id,
+        "slot": change.slot,
+        "from": None if change.old is None else old,
+        "to": change.new.value,
+        "attempt": change.attempt,
+        "detail": change.detail,
+    }
     log.info(
-        "run %s %s%s: %s -> %s (%s)", change.task_id, change.run_id, slot, old,
-        change.new.value, shown, extra={"omni": fields},
-    )  # fmt: skip
+        "run %s %s%s: %s -> %s (%s)",
+        change.task_id,
+        change.run_id,
+        slot,
+        old,
+        change.new.value,
+        shown,
+        extra={"omni": fields},
+    )

@@ -97,9 +97,14 @@ async def run_once(
         )
         git = (workspace, workspace.prepare(options.push, push=options.push is not None))
     report = await _run_tasks(
-        config, paths, options, env=env, clock=clock,
-        on_planned=on_planned, on_finished=on_finished,
-    )  # fmt: skip
+        config,
+        paths,
+        options,
+        env=env,
+        clock=clock,
+        on_planned=on_planned,
+        on_finished=on_finished,
+    )
     if git is not None:
         try:
             report.published = git[0].publish(git[1], commit_message(report))
@@ -143,10 +148,15 @@ async def _run_tasks(
         )
         configured = {BUILTIN, *config.mcp_servers}
         runnable, report.skipped = plan(
-            loaded.tasks, store, options, rule,
-            waits_for=lambda task: repair_waits(task, config, configured)
-            or waits_for_model(task.spec, config, configured),
-        )  # fmt: skip
+            loaded.tasks,
+            store,
+            options,
+            rule,
+            waits_for=lambda task: (
+                repair_waits(task, config, configured)
+                or waits_for_model(task.spec, config, configured)
+            ),
+        )
         runnable.sort(key=lambda item: item[1].seq)  # waiting runs resume in their order
         if on_planned is not None:
             on_planned(len(runnable))

@@ -112,9 +112,13 @@ def print_status(out: Console, snap: dict[str, Any]) -> None:
     for run in snap["recent_runs"]:
         style = _STYLE[RunState(run["state"])]
         table.add_row(
-            run["task_id"], f"[{style}]{run['state']}[/]", str(run["attempt"]),
-            run["executor"] or "", run["updated_at"], (run["error"] or run["note"] or "")[:60],
-        )  # fmt: skip
+            run["task_id"],
+            f"[{style}]{run['state']}[/]",
+            str(run["attempt"]),
+            run["executor"] or "",
+            run["updated_at"],
+            (run["error"] or run["note"] or "")[:60],
+        )
     out.print(table)
 
 
@@ -123,10 +127,15 @@ class RunProgress:
 
     def __init__(self, console: Console, *, enabled: bool) -> None:
         self._progress = Progress(
-            TextColumn("running"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("running"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
             TextColumn("{task.description}"),
-            console=console, transient=True, disable=not enabled,
-        )  # fmt: skip
+            console=console,
+            transient=True,
+            disable=not enabled,
+        )
         self._bar = self._progress.add_task("", total=None)
 
     def __enter__(self) -> RunProgress:
@@ -238,5 +247,6 @@ def print_doctor(out: Console, diagnosis: Diagnosis) -> None:
     for check in diagnosis.checks:
         style = _DOCTOR_STYLE[check.status.value]
         name, detail = escape(f"{check.name:<{width}}"), escape(check.detail)
-        out.print(f"[{style}]{check.status.value:<4}[/] {name}  {detail}",
-                  highlight=False, soft_wrap=True)  # fmt: skip
+        out.print(
+            f"[{style}]{check.status.value:<4}[/] {name}  {detail}", highlight=False, soft_wrap=True
+        )

@@ -14,9 +14,9 @@ The pieces, each given its dependencies:
   time per task, and at shutdown gives them ``service.shutdown_grace`` to finish before
   cancelling the rest back to idle (the dispatcher records that).
 
-Background work is a list of coroutines given the service's stopping event
-(:meth:`Service.add_background`): the sources are registered that way, and so can the
-fault monitor be. Every run state change is one log line (:mod:`runner.app.logs`;
+Background work (the sources, the fault monitor, the resumer of waiting runs) is a
+list of coroutines given the service's stopping event; if one fails, the service stops
+with exit code 1. Every run state change is one log line (:mod:`runner.app.logs`;
 ``--log-format json`` for machines).
 """
 
@@ -27,9 +27,10 @@ import logging
 import os
 import signal
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from runner.app.assembly import dispatching
 from runner.app.logs import LogFormat, configure_logging, log_run_change
@@ -51,7 +52,7 @@ from runner.state.store import ResumeReport, RunRecord, Store
 
 log = logging.getLogger(__name__)
 
-Background = Callable[[asyncio.Event], Awaitable[None]]
+Background = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 
 class Runs:
@@ -232,8 +233,9 @@ class Intake:  # pylint: disable=too-many-instance-attributes  # the wiring of o
                 else:
                     self._schedule(task)
             except OmniError as exc:  # e.g. the state database busy: this task, not all
-                log.error("task %s: not taken in: %s (edit or touch the file to retry)",
-                          task.id, exc)  # fmt: skip
+                log.error(
+                    "task %s: not taken in: %s (edit or touch the file to retry)", task.id, exc
+                )
                 self._registry.drop(task.id)
         if self._scheduler.plans() != before:
             save_plans(self._store, self._scheduler.plans())
@@ -316,18 +318,11 @@ class Service:  # pylint: disable=too-many-instance-attributes  # the service's 
         self._paths = paths
         self._env = dict(os.environ if environ is None else environ)
         self._clock = clock
-        self._background: list[tuple[str, Background]] = []
         self._stop = asyncio.Event()
         self._hurry = asyncio.Event()
         self._exit = 0
         self.ready = asyncio.Event()
         """Set once the tasks folder is watched and its files are loaded."""
-
-    def add_background(self, name: str, work: Background) -> None:
-        """Run ``work(stopping)`` for the service's life, e.g. the fault monitor's
-        ``watch``; it should return soon after ``stopping`` is set. Call before
-        :meth:`run`. If it fails, the service stops with exit code 1."""
-        self._background.append((name, work))
 
     def stop(self, reason: str = "asked to stop") -> None:
         """Begin a clean shutdown; a second call cancels running tasks at once."""
@@ -362,14 +357,20 @@ class Service:  # pylint: disable=too-many-instance-attributes  # the service's 
         registry = TaskRegistry()
         planner = Planner(config, store, self._paths.results, self._clock)
         firing = Firing(
-            lookup=registry.get, due=planner.due_now, start=runs.start,
+            lookup=registry.get,
+            due=planner.due_now,
+            start=runs.start,
             timezone=config.schedule.timezone,
-        )  # fmt: skip
+        )
         scheduler = TaskScheduler(fire=firing.fire, misfire_grace=config.schedule.misfire_grace)
         intake = Intake(
-            config=config, store=store, registry=registry, scheduler=scheduler,
-            planner=planner, runs=runs,
-        )  # fmt: skip
+            config=config,
+            store=store,
+            registry=registry,
+            scheduler=scheduler,
+            planner=planner,
+            runs=runs,
+        )
         stopping = asyncio.Event()
         scheduler.start()
 
@@ -381,14 +382,17 @@ class Service:  # pylint: disable=too-many-instance-attributes  # the service's 
             return True
 
         resumer = Resumer(
-            store=store, monitor=faults.monitor, start=resume,
+            store=store,
+            monitor=faults.monitor,
+            start=resume,
             interval=config.fault_handler.check_interval,
-        )  # fmt: skip
+        )
         faulty: list[tuple[str, Background]] = [
-            ("fault monitor", faults.monitor.watch), ("waiting runs", resumer.run),
-        ]  # fmt: skip
+            ("fault monitor", faults.monitor.watch),
+            ("waiting runs", resumer.run),
+        ]
         background: list[asyncio.Task[None]] = []
-        for name, work in [*self._sources(store, intake), *faulty, *self._background]:
+        for name, work in [*self._sources(store, intake), *faulty]:
             job = asyncio.create_task(work(stopping), name=name)
             job.add_done_callback(self._background_done)
             background.append(job)
@@ -409,15 +413,21 @@ class Service:  # pylint: disable=too-many-instance-attributes  # the service's 
     def _sources(self, store: Store, intake: Intake) -> list[tuple[str, Background]]:
         service = self._config.service
         folder = FolderSource(
-            self._paths.tasks, on_changes=intake.apply, settle_ms=service.settle_ms,
-            rescan_interval=service.rescan_interval, on_started=self._started,
-        )  # fmt: skip
+            self._paths.tasks,
+            on_changes=intake.apply,
+            settle_ms=service.settle_ms,
+            rescan_interval=service.rescan_interval,
+            on_started=self._started,
+        )
         sources: list[tuple[str, Background]] = [("tasks folder", folder.run)]
         if self._config.sources.git is not None:
             git = GitSource(
-                self._config.sources.git, clone_dir=self._paths.state.parent / "git-source",
-                store=store, on_changes=intake.apply, environ=self._env,
-            )  # fmt: skip
+                self._config.sources.git,
+                clone_dir=self._paths.state.parent / "git-source",
+                store=store,
+                on_changes=intake.apply,
+                environ=self._env,
+            )
             sources.append(("git source", git.run))
         return sources
 
@@ -438,8 +448,10 @@ def _report_resume(report: ResumeReport) -> None:
         log.info(
             "resumed after an interrupted run: %d completed (result file found), "
             "%d to retry, %d failed (no attempts left)",
-            len(report.to_completed), len(report.to_idle), len(report.to_failed),
-        )  # fmt: skip
+            len(report.to_completed),
+            len(report.to_idle),
+            len(report.to_failed),
+        )
 
 
 def serve(

@@ -35,9 +35,9 @@ class YamlProblem(Exception):
 
 
 if getattr(yaml, "__with_libyaml__", False):
-    from yaml.cyaml import CParser
+    from yaml._yaml import CParser
 
-    class _Base(Composer, CParser, SafeConstructor, Resolver):  # type: ignore[misc]
+    class _Base(Composer, CParser, SafeConstructor, Resolver):
         """libyaml's parser under PyYAML's Python composer (see :class:`_Loader`)."""
 
         def __init__(self, stream: str) -> None:  # pylint: disable=super-init-not-called
@@ -63,9 +63,10 @@ class _Loader(_Base):  # pylint: disable=too-many-ancestors
     _depth = 0
     _merged = 0
 
-    def compose_node(self, parent: Node | None, index: Any) -> Node:
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
         if self._depth >= MAX_DEPTH:
-            line = self.peek_event().start_mark.line + 1
+            mark = getattr(self.peek_event(), "start_mark", None)
+            line = mark.line + 1 if mark is not None else 1
             raise YamlProblem(line, f"nested deeper than {MAX_DEPTH} levels")
         self._depth += 1
         try:
@@ -73,7 +74,7 @@ class _Loader(_Base):  # pylint: disable=too-many-ancestors
         finally:
             self._depth -= 1
 
-    def compose_mapping_node(self, anchor: str | None) -> MappingNode:
+    def compose_mapping_node(self, anchor: Any) -> MappingNode:
         node = super().compose_mapping_node(anchor)
         first: dict[tuple[str, Any], int] = {}
         for key, _ in node.value:
@@ -128,10 +129,28 @@ def read_yaml(path: Path, max_bytes: int) -> tuple[Any, str]:
     return parse_yaml(text), text
 
 
+def _load(text: str) -> Any:
+    """``yaml.load(text, Loader=_Loader)`` (a safe loader), typed."""
+    loader = _Loader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def _compose(text: str) -> Node | None:
+    """``yaml.compose(text, Loader=_Loader)``, typed."""
+    loader = _Loader(text)
+    try:
+        return loader.get_single_node()
+    finally:
+        loader.dispose()
+
+
 def parse_yaml(text: str) -> Any:
     """Parse one document of ``text`` with the safe loader and check its expansion."""
     try:
-        data = yaml.load(text, Loader=_Loader)  # _Loader is a safe loader
+        data = _load(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else 1
@@ -183,7 +202,7 @@ def line_of(text: str, loc: Sequence[str | int]) -> int:
     happy path. Falls back to the deepest part of ``loc`` that exists, then line 1.
     """
     try:
-        node = yaml.compose(text, Loader=_Loader)
+        node = _compose(text)
     except (yaml.YAMLError, RecursionError):
         return 1
     line = 1

@@ -111,21 +111,32 @@ class Transcript:  # pylint: disable=too-many-instance-attributes  # one run's r
     def usage(self) -> Usage:
         """Tokens and cost for the result's ``usage``."""
         cost = None if self.cost_usd is None else round(self.cost_usd, 8)
-        return Usage(input_tokens=self.input_tokens, output_tokens=self.output_tokens,
-                     cost_usd=cost)  # fmt: skip
+        return Usage(
+            input_tokens=self.input_tokens, output_tokens=self.output_tokens, cost_usd=cost
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """The result file's ``agent`` field."""
         model_calls = [
-            {"model": c.model, "tier": str(c.tier), "outcome": str(c.outcome),
-             "duration_s": c.duration_s, "error": c.detail or None}
+            {
+                "model": c.model,
+                "tier": str(c.tier),
+                "outcome": str(c.outcome),
+                "duration_s": c.duration_s,
+                "error": c.detail or None,
+            }
             for c in self.model_calls
-        ]  # fmt: skip
+        ]
         tool_calls = [
-            {"turn": c.turn, "name": c.name, "arguments": c.arguments,
-             "duration_s": c.duration_s, "error": c.error}
+            {
+                "turn": c.turn,
+                "name": c.name,
+                "arguments": c.arguments,
+                "duration_s": c.duration_s,
+                "error": c.error,
+            }
             for c in self.tool_calls
-        ]  # fmt: skip
+        ]
         return {
             "turns": self.turns,
             "agent_tool": self.agent_tool,
@@ -190,8 +201,9 @@ class Agent:
         tools = await self._pool.list_tools(executor)
         server = self._config.mcp_servers.get(executor)
         if server is not None and server.agent_tool:
-            return await self._agent_tool(task, executor, server.agent_tool, tools, transcript,
-                                          meta)  # fmt: skip
+            return await self._agent_tool(
+                task, executor, server.agent_tool, tools, transcript, meta
+            )
         allowed = self._allowed(task, executor, tools)
         functions = _function_names(allowed)
         schemas = _schemas(functions, allowed)

@@ -156,9 +156,11 @@ class Dispatcher:
             return self._store.claim(run)
         tool = task.spec.tool or ""
         return self._store.claim(
-            run, executor=route.executor, tool=tool,
+            run,
+            executor=route.executor,
+            tool=tool,
             detail=f"{route.executor}.{tool} ({route.reason})",
-        )  # fmt: skip
+        )
 
     async def _attempt(self, task: Task, run: RunRecord, route: Route) -> _Outcome | _Retry:
         """One attempt of a claimed run (executing on its route's executor, unless that
@@ -278,8 +280,12 @@ class Dispatcher:
         mode = self._mode_of() if self._mode_of is not None else Mode.NORMAL
         if (transcript := outcome.transcript) is not None:
             # Extra result fields beside DESIGN's (the model allows them): `agent`, `note`.
-            prompt = {"model": transcript.model, "tier": transcript.tier,
-                      "usage": transcript.usage(), "agent": transcript.as_dict()}  # fmt: skip
+            prompt = {
+                "model": transcript.model,
+                "tier": transcript.tier,
+                "usage": transcript.usage(),
+                "agent": transcript.as_dict(),
+            }
             mode = _prompt_mode(outcome, transcript, mode)
         if outcome.note is not None:
             prompt["note"] = outcome.note

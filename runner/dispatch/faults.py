@@ -131,7 +131,7 @@ class FaultMonitor:  # pylint: disable=too-many-instance-attributes  # the mode 
             why = f"gateway failed {self._failures_in_a_row} times in a row ({kinds(fault)})"
             self._change(Mode.DEGRADED, why)
             self._stale_repairs = False
-            fault.repair_task = self._repairs.write(fault)
+            self._repairs.write(fault)
         return self.mode
 
     def direct_outcome(self, ok: bool, detail: str = "") -> Mode:
@@ -234,9 +234,10 @@ class ResilientModels:
             record = monitor.record()
             if record.mode is Mode.BRAINSTEM:
                 raise CloudsDownError(
-                    None, f"brainstem mode since {record.since} ({record.why}); the run waits"
+                    None,
+                    f"brainstem mode since {record.since} ({record.why}); the run waits"
                     " until the gateway or the direct API answers",
-                )  # fmt: skip
+                )
             if record.mode is Mode.DEGRADED and direct:
                 try:
                     return await self._llm.complete_direct(messages, tools, on_step=on_step)
@@ -279,9 +280,13 @@ class Resumer:
     as the mode changed."""
 
     def __init__(
-        self, *, store: Store, monitor: FaultMonitor, start: Callable[[RunRecord], bool],
+        self,
+        *,
+        store: Store,
+        monitor: FaultMonitor,
+        start: Callable[[RunRecord], bool],
         interval: float,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self._store = store
         self._monitor = monitor
         self._start = start
@@ -331,18 +336,30 @@ class FaultHandling:
     ) -> None:
         self.llm = LlmClient(config, on_call=self._on_call)
         runs = RepairRuns(
-            store=store, tasks_root=tasks_root, results_root=results_root, redactor=redactor,
-            max_bytes=config.limits.task_file_bytes, clock=clock,
-        )  # fmt: skip
+            store=store,
+            tasks_root=tasks_root,
+            results_root=results_root,
+            redactor=redactor,
+            max_bytes=config.limits.task_file_bytes,
+            clock=clock,
+        )
         repairs = RepairWriter(
-            config=config, tasks_root=tasks_root, redactor=redactor,
-            commit=git_committer(tasks_root, environ), clock=clock, on_resolved=runs.close,
-        )  # fmt: skip
+            config=config,
+            tasks_root=tasks_root,
+            redactor=redactor,
+            commit=git_committer(tasks_root, environ),
+            clock=clock,
+            on_resolved=runs.close,
+        )
         self.monitor = FaultMonitor(
-            store=store, config=config, repairs=repairs, redactor=redactor,
+            store=store,
+            config=config,
+            repairs=repairs,
+            redactor=redactor,
             probe_gateway=lambda: self.llm.probe_gateway(probe_model(config)),
-            probe_direct=self.llm.probe_direct, clock=clock,
-        )  # fmt: skip
+            probe_direct=self.llm.probe_direct,
+            clock=clock,
+        )
         self.models = ResilientModels(llm=self.llm, monitor=self.monitor, config=config)
         self._stop = asyncio.Event()
         self._watch: asyncio.Task[None] | None = None

@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 #: Commits one file (path) with a message; does nothing when the file is not in git.
 Committer = Callable[[Path, str], None]
 #: Told of each repair file as its fault is resolved: (path, why).
-OnResolved = Callable[[Path, str], None]
+OnResolved = Callable[[Path, str], object]
 RESOLVED = "# resolved:"
 #: omni's commit identity, for a repository (or machine) that has none configured.
 _IDENTITY = {
@@ -63,7 +63,6 @@ class Fault:
     counts: Counter[str] = field(default_factory=Counter)
     last_errors: list[str] = field(default_factory=list)
     probes: list[str] = field(default_factory=list)
-    repair_task: Path | None = None
 
 
 def kinds(fault: Fault) -> str:
@@ -244,17 +243,27 @@ class RepairRuns:
         started = self._clock()
         run = store.transition(claimed.run_id, RunState.EXECUTING, detail="fault resolved")
         result = RunResult(
-            task_id=task.id, run_id=run.run_id, task_hash=run.task_hash, slot=None,
-            state=RunState.COMPLETED, attempt=run.attempt, mode=Mode.NORMAL,
-            started_at=iso(started), finished_at=iso(self._clock()), duration_s=0.0,
+            task_id=task.id,
+            run_id=run.run_id,
+            task_hash=run.task_hash,
+            slot=None,
+            state=RunState.COMPLETED,
+            attempt=run.attempt,
+            mode=Mode.NORMAL,
+            started_at=iso(started),
+            finished_at=iso(self._clock()),
+            duration_s=0.0,
             output=f"Fault resolved before this repair task ran: {why}. Nothing to repair.",
             fault={"kind": "gateway", "resolved_at": iso(self._clock()), "why": why},
-        )  # fmt: skip
+        )
         written = write_result(self._results, result, self._redactor)
         return store.transition(
-            run.run_id, RunState.COMPLETED, detail="fault resolved; closed by the fault monitor",
-            note=note, result_path=str(written),
-        )  # fmt: skip
+            run.run_id,
+            RunState.COMPLETED,
+            detail="fault resolved; closed by the fault monitor",
+            note=note,
+            result_path=str(written),
+        )
 
 
 def git_committer(tasks_root: Path, environ: Mapping[str, str] | None = None) -> Committer:

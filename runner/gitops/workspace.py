@@ -186,10 +186,14 @@ class GitWorkspace:
         remote without the branch is no failure)."""
         tracking = f"refs/remotes/{self.remote}/{prepared.branch}"
         status, _, err = self._git.fetch(
-            "--no-tags", "--quiet", self.remote, f"+refs/heads/{prepared.branch}:{tracking}",
-            with_extended_output=True, with_exceptions=False,
+            "--no-tags",
+            "--quiet",
+            self.remote,
+            f"+refs/heads/{prepared.branch}:{tracking}",
+            with_extended_output=True,
+            with_exceptions=False,
             kill_after_timeout=NETWORK_TIMEOUT,
-        )  # fmt: skip
+        )
         if status != 0:
             if "couldn't find remote ref" not in err.lower():
                 prepared.fetch_error = _first_line(err) or f"git fetch exited {status}"
@@ -288,9 +292,14 @@ class GitWorkspace:
         if self._is_ancestor(head, tip):
             return [tip], f"{tip}^{{tree}}"
         status, out, err = self._git.merge_tree(
-            "--write-tree", "--name-only", "--no-messages", tip, head,
-            with_extended_output=True, with_exceptions=False,
-        )  # fmt: skip
+            "--write-tree",
+            "--name-only",
+            "--no-messages",
+            tip,
+            head,
+            with_extended_output=True,
+            with_exceptions=False,
+        )
         if status == 1:
             files = [line for line in out.splitlines()[1:] if line.strip()]
             raise GitOpsError(
@@ -357,10 +366,13 @@ class GitWorkspace:
         """Push; ``None`` on success, else ``"non-fast-forward"``, ``"unreachable"`` or
         git's own message."""
         status, out, err = self._git.push(
-            "--porcelain", self.remote, f"refs/heads/{branch}:refs/heads/{branch}",
-            with_extended_output=True, with_exceptions=False,
+            "--porcelain",
+            self.remote,
+            f"refs/heads/{branch}:refs/heads/{branch}",
+            with_extended_output=True,
+            with_exceptions=False,
             kill_after_timeout=NETWORK_TIMEOUT,
-        )  # fmt: skip
+        )
         if status == 0:
             return None
         text = f"{out}\n{err}".lower()
@@ -400,10 +412,17 @@ class GitWorkspace:
             if self._rev(ref) is None:
                 raise GitOpsError(f"no branch or commit named {ref!r} in {self._root}")
         status, out, err = self._git.diff(
-            "--name-only", "-z", "--no-renames", "--diff-filter=AM", f"{base}...{branch}",
-            "--", self._results,
-            with_extended_output=True, with_exceptions=False, strip_newline_in_stdout=False,
-        )  # fmt: skip
+            "--name-only",
+            "-z",
+            "--no-renames",
+            "--diff-filter=AM",
+            f"{base}...{branch}",
+            "--",
+            self._results,
+            with_extended_output=True,
+            with_exceptions=False,
+            strip_newline_in_stdout=False,
+        )
         if status != 0:
             raise GitOpsError(f"cannot compare {branch!r} with {base!r}: {_first_line(err)}")
         tree = self._repo.commit(branch).tree
@@ -426,9 +445,12 @@ class GitWorkspace:
         the results folder and the state file are left out."""
         try:
             raw = self._git.status(
-                "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames",
+                "--porcelain=v1",
+                "-z",
+                "--untracked-files=all",
+                "--no-renames",
                 strip_newline_in_stdout=False,
-            )  # fmt: skip
+            )
         except GitCommandError as exc:
             raise GitOpsError(f"git status failed: {_first_line(str(exc.stderr))}") from None
         dirty: list[str] = []

@@ -5,9 +5,9 @@ One APScheduler 3 job a scheduled task on an ``AsyncIOScheduler``: cron through
 on multiples of N seconds since the Unix epoch, so the jobs fire exactly at the slots
 :mod:`runner.planning.slots` computes. A job decides nothing itself: when it fires,
 the service plans the task with :mod:`runner.planning.plan` (due-ness from
-:mod:`runner.planning.dueness`, the rule ``run --once`` uses in CI). A fire, a restart after downtime and an edited schedule
-therefore agree on what is due, and a slot is served at most once however often a job
-fires.
+:mod:`runner.planning.dueness`, the rule ``run --once`` uses in CI). A fire, a restart
+after downtime and an edited schedule therefore agree on what is due, and a slot is
+served at most once however often a job fires.
 
 Jobs run at most one instance at a time (``max_instances=1``), coalesce missed fires,
 and live only in memory: the store is the record of what ran. The jobs' definitions
@@ -196,10 +196,6 @@ class TaskScheduler:
     def plans(self) -> list[Plan]:
         """Every scheduled job's plan, by task id."""
         return [self._plans[key] for key in sorted(self._plans)]
-
-    def has(self, task_id: str) -> bool:
-        """True while the task has a job."""
-        return task_id in self._plans
 
     def set(self, plan: Plan) -> bool:
         """Add or reschedule the task's job; ``False`` when the plan is unchanged."""

@@ -419,9 +419,10 @@ class GitSource:
             repo = self._open(git)
             tracking = f"refs/remotes/origin/{self.spec.branch}"
             repo.git.fetch(
-                "origin", f"+refs/heads/{self.spec.branch}:{tracking}",
+                "origin",
+                f"+refs/heads/{self.spec.branch}:{tracking}",
                 kill_after_timeout=max(30.0, self.spec.poll_interval),
-            )  # fmt: skip
+            )
             head = repo.commit(tracking)
             old = _commit_or_none(repo, processed, git)
             rewritten = old is not None and not repo.is_ancestor(old, head)

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx2
 import mcp_types as types
@@ -432,7 +432,9 @@ class ExecutorPool:
         limit = timeout if timeout is not None else conn.spec.timeout
         try:
             async with self._limits[executor]:
-                result = await client.call_tool(tool, args, limit, meta=meta)
+                result = await client.call_tool(
+                    tool, args, limit, meta=cast("types.RequestParamsMeta | None", meta)
+                )
         except MCPError as exc:
             raise _call_error(conn, tool, exc, limit) from exc
         except OSError as exc:

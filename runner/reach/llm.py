@@ -245,14 +245,16 @@ class LlmClient:
         none answered usably.
         """
         if not choice.steps:
-            raise ModelUnavailableError(None, f"no model to try for {choice.requested!r}: "
-                                        f"{choice.reason}")  # fmt: skip
+            raise ModelUnavailableError(
+                None, f"no model to try for {choice.requested!r}: {choice.reason}"
+            )
         await self._ensure_loaded()
         failures: list[str] = []
         for step in choice.steps:
             try:
-                return await self._step(step.model, step.tier, messages, tools, Via.GATEWAY,
-                                        on_step)  # fmt: skip
+                return await self._step(
+                    step.model, step.tier, messages, tools, Via.GATEWAY, on_step
+                )
             except _StepFailed as failed:
                 failures.append(f"{step.model} ({step.tier}): {failed.outcome}: {failed.detail}")
         last = choice.steps[-1]
@@ -345,8 +347,9 @@ class LlmClient:
             completion = await self._call_model(model, tier, messages, tools, via)
         except _StepFailed as failed:
             took = round(time.perf_counter() - started, 4)
-            self._report(GatewayCall(model, tier, failed.outcome, took, failed.detail, via),
-                         on_step)  # fmt: skip
+            self._report(
+                GatewayCall(model, tier, failed.outcome, took, failed.detail, via), on_step
+            )
             raise
         took = round(time.perf_counter() - started, 4)
         self._report(GatewayCall(model, tier, GatewayOutcome.OK, took, via=via), on_step)
@@ -400,7 +403,7 @@ class LlmClient:
                         within=handler.cloud_check_timeout if direct else handler.lite_llm_timeout,
                         live=None if direct else self._liveliness,
                         what="the direct API" if direct else "the LiteLLM proxy",
-                    )  # fmt: skip
+                    )
         except HeadersTimeoutError as exc:
             raise _StepFailed(GatewayOutcome.TIMEOUT, str(exc)) from None
         except TimeoutError:
@@ -428,15 +431,21 @@ class LlmClient:
             request["tools"] = list(tools)
         if via is Via.GATEWAY and not config.lite_llm_url:
             return await self._router_for(litellm).acompletion(model=model, **request)
+        base: str | None
         if via is Via.DIRECT:
             base, secret, name = config.direct_api.api_base, config.github_key, model
         else:
             base, secret, name = config.lite_llm_url, config.lite_llm_key, f"litellm_proxy/{model}"
         key = secret.get_secret_value() if secret else None
         return await litellm.acompletion(
-            model=name, api_base=base, api_key=key, timeout=config.request_timeout,
-            num_retries=0, client=self._client(via, base, key), **request,
-        )  # fmt: skip
+            model=name,
+            api_base=base,
+            api_key=key,
+            timeout=config.request_timeout,
+            num_retries=0,
+            client=self._client(via, base, key),
+            **request,
+        )
 
     def _client(self, via: Via, base: str | None, key: str | None) -> Any:
         """The ``AsyncOpenAI`` client LiteLLM is handed for ``via``: our watched httpx
@@ -447,9 +456,11 @@ class LlmClient:
             handler = self._config.fault_handler
             connect = handler.cloud_check_timeout if via is Via.DIRECT else handler.lite_llm_timeout
             self._clients[via] = AsyncOpenAI(
-                base_url=base, api_key=key or "none", max_retries=0,
+                base_url=base,
+                api_key=key or "none",
+                max_retries=0,
                 http_client=watched_client(self._config.request_timeout, connect),
-            )  # fmt: skip
+            )
         return self._clients[via]
 
 

@@ -46,8 +46,9 @@ def _agent_lines(agent: Any) -> list[str]:
     lines = [f"- agent: {agent.get('turns', 0)} model turn(s), {len(calls)} tool call(s)"]
     for step in agent.get("model_calls") or []:
         if step.get("error"):
-            lines.append(f"  - model `{step['model']}` ({step['tier']}): {step['outcome']}"
-                         f" — {step['error']}")  # fmt: skip
+            lines.append(
+                f"  - model `{step['model']}` ({step['tier']}): {step['outcome']} — {step['error']}"
+            )
     for call in calls:
         note = f" — {call['error']}" if call.get("error") else ""
         lines.append(f"  - turn {call['turn']}: `{call['name']}` {call['duration_s']:.3f} s{note}")

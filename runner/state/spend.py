@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 
 from runner.core.clock import iso
-from runner.core.ids import RUN_ID_LENGTH, time_prefix
+from runner.core.ids import is_run_id, time_prefix
 from runner.state.results import read_result
 from runner.state.store import Store
 
@@ -29,7 +29,7 @@ def spend_in_results(results_root: Path, moment: datetime) -> float:
     for folder, _dirs, files in os.walk(results_root):
         for name in files:
             stem, dot, suffix = name.rpartition(".")
-            if suffix != "json" or not dot or len(stem) != RUN_ID_LENGTH or stem[:10] < floor:
+            if suffix != "json" or not dot or not is_run_id(stem) or stem[:10] < floor:
                 continue
             found = read_result(Path(folder, name))
             if found is None or found.finished_at < since:

@@ -105,15 +105,33 @@ class ResumeReport:
 _COLUMNS = tuple(f.name for f in fields(RunRecord))
 _SELECT_RUNS = f"SELECT {', '.join(_COLUMNS)} FROM runs"
 # The columns a transition may set; the others are the store's own bookkeeping.
-# fmt: off
-_SETTABLE = frozenset({
-    "executor", "tool", "model", "tier", "mode", "note", "error", "result_path", "cost_usd", "slot",
-})
-# fmt: on
+_SETTABLE = frozenset(
+    [
+        "executor",
+        "tool",
+        "model",
+        "tier",
+        "mode",
+        "note",
+        "error",
+        "result_path",
+        "cost_usd",
+        "slot",
+    ]
+)
 _CLAIMABLE = frozenset({RunState.IDLE, RunState.WAITING})
 _OPEN = (RunState.IDLE, RunState.DISPATCHING, RunState.EXECUTING, RunState.WAITING)
 # A result file may record any of these; resume trusts the file over the row.
 _SETTLED_BY_FILE = frozenset({RunState.COMPLETED, RunState.FAILED, RunState.WAITING})
+
+
+def _columns(spec: str) -> dict[str, type]:
+    """Columns in order from ``"name name:int name:float"`` (a bare name is text)."""
+    kinds: dict[str, type] = {"int": int, "float": float}
+    return {
+        name: kinds.get(kind, str)
+        for name, _, kind in (word.partition(":") for word in spec.split())
+    }
 
 
 def _initial_schema(db: Database) -> None:
@@ -124,18 +142,26 @@ def _initial_schema(db: Database) -> None:
         not_null={"path", "task_hash", "enabled", "updated_at"},
     )
     # Written out, not derived from RunRecord: a migration must never change once shipped.
-    # fmt: off
-    runs = db.table("runs").create({
-        "run_id": str, "task_id": str, "task_hash": str, "slot": str, "state": str,
-        "attempt": int, "max_attempts": int, "executor": str, "tool": str, "model": str,
-        "tier": str, "mode": str, "created_at": str, "updated_at": str, "started_at": str,
-        "finished_at": str, "note": str, "error": str, "result_path": str, "cost_usd": float,
-        "seq": int,
-    }, pk="run_id", not_null={
-        "task_id", "task_hash", "state", "attempt", "max_attempts", "seq", "created_at",
-        "updated_at",
-    })
-    # fmt: on
+    runs = db.table("runs").create(
+        _columns(
+            "run_id task_id task_hash slot state attempt:int max_attempts:int executor tool"
+            " model tier mode created_at updated_at started_at finished_at note error"
+            " result_path cost_usd:float seq:int"
+        ),
+        pk="run_id",
+        not_null=set(
+            [
+                "task_id",
+                "task_hash",
+                "state",
+                "attempt",
+                "max_attempts",
+                "seq",
+                "created_at",
+                "updated_at",
+            ]
+        ),
+    )
     runs.create_index(["state"])
     runs.create_index(["task_id", "task_hash"])
     # Unique: seq is the creation order waiting runs resume in; also makes MAX(seq) cheap.
@@ -369,10 +395,16 @@ class Store:  # pylint: disable=too-many-public-methods  # the store's whole API
         if self._on_transition is not None:
             self._changes.append(
                 RunChange(
-                    run.run_id, run.task_id, run.slot, old, new, run.attempt, detail,
+                    run.run_id,
+                    run.task_id,
+                    run.slot,
+                    old,
+                    new,
+                    run.attempt,
+                    detail,
                     run.updated_at,
                 )
-            )  # fmt: skip
+            )
 
     @staticmethod
     def _event(
@@ -508,7 +540,8 @@ class Store:  # pylint: disable=too-many-public-methods  # the store's whole API
         newest_first: bool = True,
     ) -> list[RunRecord]:
         """Runs in creation order (newest first by default), optionally filtered."""
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         if state is not None:
             where.append("state = ?")
             params.append(RunState(state).value)
@@ -629,7 +662,7 @@ class Store:  # pylint: disable=too-many-public-methods  # the store's whole API
             if target not in RUN_TRANSITIONS[record.state]:
                 # dispatching -> completed is not in the table: pass through executing.
                 record = self._move(conn, record, [(RunState.EXECUTING, "resumed with a result")])
-            changes = {"result_path": str(path), "error": found.error}
+            changes: dict[str, Any] = {"result_path": str(path), "error": found.error}
             if found.usage.cost_usd is not None:
                 changes["cost_usd"] = found.usage.cost_usd
             return self._move(conn, record, [(target, "result file found on resume")], changes)

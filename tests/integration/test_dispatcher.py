@@ -41,9 +41,12 @@ async def test_a_shutdown_after_the_executor_answered_still_records_the_run(
         with Store(tmp_path / "state.db") as store:
             run = store.create_run(task.id, task.task_hash, max_attempts=3)
             dispatcher = Dispatcher(
-                store=store, pool=pool, config=Config(), results_root=results,
+                store=store,
+                pool=pool,
+                config=Config(),
+                results_root=results,
                 redactor=Redactor([]),
-            )  # fmt: skip
+            )
             with pytest.raises(asyncio.CancelledError):
                 await asyncio.create_task(dispatcher.run(task, run))
             row = store.get_run(run.run_id)

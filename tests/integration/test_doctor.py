@@ -37,9 +37,13 @@ def doctor(tmp_path: Path, config: dict[str, Any], *args: str, **env: str) -> tu
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     done = subprocess.run(
         [sys.executable, "-m", "runner", "doctor", "--config", str(path), *args],
-        cwd=tmp_path, capture_output=True, text=True, timeout=90, check=False,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
         env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), **env},
-    )  # fmt: skip
+    )
     assert done.stderr == "" or "Traceback" not in done.stderr, done.stderr
     return done.returncode, done.stdout
 
@@ -49,27 +53,36 @@ def test_all_checks_pass_one_line_each_and_no_key_is_shown(
     tmp_path: Path, upstream: ScriptedUpstream
 ) -> None:
     config = {
-        "model_list": [{
-            "model_name": "doc-model",
-            "litellm_params": {"model": "openai/doc-model", "api_base": upstream.url,
-                               "api_key": "os.environ/DOC_MODEL_KEY"},
-        }],
+        "model_list": [
+            {
+                "model_name": "doc-model",
+                "litellm_params": {
+                    "model": "openai/doc-model",
+                    "api_base": upstream.url,
+                    "api_key": "os.environ/DOC_MODEL_KEY",
+                },
+            }
+        ],
         "direct_api": {"model": "github/doc-direct", "api_base": upstream.url},
         "mcp_servers": {"tester": {"command": sys.executable, "args": [str(SERVERS), "stdio"]}},
         "workspace": str(tmp_path),
         # A cold in-process router's first call loads parts of litellm lazily; on a busy
         # 2-core machine that alone can pass the 1 s default.
         "fault_handler": {"lite_llm_timeout": 10},
-    }  # fmt: skip
+    }
     code, out = doctor(tmp_path, config, GITHUB_LITELLM_KEY=GITHUB_KEY, DOC_MODEL_KEY=MODEL_KEY)
     lines = out.splitlines()
     assert code == 0, out
     names = [line.split()[1:3] for line in lines]
     assert names == [
-        ["key", "lite_llm_key"], ["key", "github_key"], ["key", "DOC_MODEL_KEY"],
-        ["gateway", "(in-process"], ["direct", "API"], ["executor", "builtin"],
+        ["key", "lite_llm_key"],
+        ["key", "github_key"],
+        ["key", "DOC_MODEL_KEY"],
+        ["gateway", "(in-process"],
+        ["direct", "API"],
+        ["executor", "builtin"],
         ["executor", "tester"],
-    ]  # fmt: skip
+    ]
     assert lines[0].startswith("skip")  # no proxy: no proxy key needed
     assert all(line.startswith("ok") for line in lines[1:]), out
     assert "set (env GITHUB_LITELLM_KEY)" in lines[1]

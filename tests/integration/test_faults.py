@@ -78,8 +78,9 @@ async def test_proxy_killed_degrades_commits_repair_task_and_recovers(
             [result] = project.results(f"during-{n}")
             assert (result["state"], result["mode"]) == ("completed", "degraded")
             assert (result["model"], result["output"]) == (
-                "github/direct-model", "from the direct API"
-            )  # fmt: skip
+                "github/direct-model",
+                "from the direct API",
+            )
         calls = [model_calls(project.results(f"during-{n}")[0]) for n in range(3)]
         # Every call the dead gateway refused was retried on the direct API, not lost.
         assert all(c[-1] == ("github/direct-model", "ok") for c in calls)
@@ -127,8 +128,10 @@ async def test_hung_gateway_degrades_after_consecutive_timeouts(
         assert (await project.run(cfg)).exit_code == 0
     [result] = project.results("t")
     assert model_calls(result) == [
-        ("h-gw", "timeout"), ("h-gw", "timeout"), ("github/direct-model", "ok")
-    ]  # fmt: skip
+        ("h-gw", "timeout"),
+        ("h-gw", "timeout"),
+        ("github/direct-model", "ok"),
+    ]
     assert "/health/liveliness did not answer" in str(result["agent"]["model_calls"][0]["error"])
     assert project.modes() == [("normal", "degraded")]
     [why] = project.query("SELECT why FROM modes")
@@ -141,8 +144,10 @@ async def test_in_process_router_deployments_failing_count_the_same_way(
     upstream.script("direct-model", [{"content": "from the direct API"}])
     project = Project(tmp_path, with_git=False)
     dead = f"http://127.0.0.1:{free_port()}/v1"
-    deployment = {"model_name": "r-gw", "litellm_params": {
-        "model": "openai/r-gw", "api_base": dead, "api_key": "sk-upstream-test"}}  # fmt: skip
+    deployment = {
+        "model_name": "r-gw",
+        "litellm_params": {"model": "openai/r-gw", "api_base": dead, "api_key": "sk-upstream-test"},
+    }
     settings = fault_config("", upstream.url, free=["r-gw"], model_list=[deployment])
     settings.pop("lite_llm_url")
     project.task("t", PROMPT.format(model="r-gw"))
@@ -194,9 +199,14 @@ async def test_brainstem_runs_tools_parks_prompts_and_resumes_them_in_order(
 ) -> None:
     upstream.script("direct-model", [{"status": 503}])
     dead = f"http://127.0.0.1:{free_port()}"
-    sections = fault_config(dead, upstream.url, free=["b-gw"],
-                            fault_handler={"consecutive_failures": 1, "check_interval": 0.3},
-                            service={"settle_ms": 30}, dispatch={"concurrency": 2})  # fmt: skip
+    sections = fault_config(
+        dead,
+        upstream.url,
+        free=["b-gw"],
+        fault_handler={"consecutive_failures": 1, "check_interval": 0.3},
+        service={"settle_ms": 30},
+        dispatch={"concurrency": 2},
+    )
     tasks = tmp_path / "tasks"
     prompts = [f"p{n}" for n in range(5)]
     async with running(tmp_path, **sections):
@@ -210,10 +220,13 @@ async def test_brainstem_runs_tools_parks_prompts_and_resumes_them_in_order(
             return {r["task_id"]: r["state"] for r in rows(tmp_path)}
 
         await wait_for(
-            lambda: all(states().get(p) == "waiting" for p in prompts)
-            and states().get("tool-a") == states().get("tool-b") == "completed",
-            within=30, what="prompt runs waiting, tool runs completed",
-        )  # fmt: skip
+            lambda: (
+                all(states().get(p) == "waiting" for p in prompts)
+                and states().get("tool-a") == states().get("tool-b") == "completed"
+            ),
+            within=30,
+            what="prompt runs waiting, tool runs completed",
+        )
         project = Project(tmp_path, with_git=False)
         assert project.modes()[-1] == ("degraded", "brainstem")
         parked = project.results("p0")[0]
@@ -223,15 +236,18 @@ async def test_brainstem_runs_tools_parks_prompts_and_resumes_them_in_order(
         upstream.script("direct-model", [{"content": "back again"}])
         await wait_for(
             lambda: all(states().get(p) == "completed" for p in prompts),
-            within=30, what="the waiting runs completed",
-        )  # fmt: skip
+            within=30,
+            what="the waiting runs completed",
+        )
         await asyncio.sleep(0.5)  # nothing runs twice
     assert claim_order(tmp_path)[: len(prompts)] == prompts
     for name in prompts:
         [result] = project.results(name)
         assert (result["state"], result["output"], result["mode"]) == (
-            "completed", "back again", "degraded"
-        )  # fmt: skip
+            "completed",
+            "back again",
+            "degraded",
+        )
         [run] = rows(tmp_path, name)
         completions = project.query(
             "SELECT COUNT(*) AS n FROM events WHERE run_id = ? AND to_state = 'completed'",
@@ -239,8 +255,10 @@ async def test_brainstem_runs_tools_parks_prompts_and_resumes_them_in_order(
         )
         assert completions[0]["n"] == 1
     assert project.modes()[:3] == [
-        ("normal", "degraded"), ("degraded", "brainstem"), ("brainstem", "degraded")
-    ]  # fmt: skip
+        ("normal", "degraded"),
+        ("degraded", "brainstem"),
+        ("brainstem", "degraded"),
+    ]
 
 
 PLANTED_CONFIG = "sk-planted-config-secret-4242"
@@ -251,10 +269,13 @@ async def test_planted_secrets_never_reach_results_repairs_commits_or_logs(
     tmp_path: Path, upstream: ScriptedUpstream, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    upstream.script("direct-model", [
-        {"tool_calls": [("echo", {"text": f"env {PLANTED_ENV} and {PLANTED_CONFIG}"})]},
-        {"content": f"done: {PLANTED_CONFIG} / {PLANTED_ENV}"},
-    ])  # fmt: skip
+    upstream.script(
+        "direct-model",
+        [
+            {"tool_calls": [("echo", {"text": f"env {PLANTED_ENV} and {PLANTED_CONFIG}"})]},
+            {"content": f"done: {PLANTED_CONFIG} / {PLANTED_ENV}"},
+        ],
+    )
     project = Project(tmp_path)
     # The gateway URL carries the planted secret too: the repair task names the URL.
     dead = f"http://127.0.0.1:{free_port()}/{PLANTED_CONFIG}"
@@ -281,6 +302,8 @@ def files_holding(root: Path, text: str) -> str:
     """Every file under ``root`` (results, tasks, state database, git) holding ``text``."""
     found = subprocess.run(
         ["grep", "-rl", "--binary-files=text", text, str(root)],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     return found.stdout

@@ -54,26 +54,39 @@ async def test_200_prompt_tasks_while_the_proxy_dies_and_returns_five_times(
 
     with KillableProxy(upstream.url) as proxy:
         sections = fault_config(
-            proxy.url, upstream.url, free=["c-probe"], service={"settle_ms": 30},
+            proxy.url,
+            upstream.url,
+            free=["c-probe"],
+            service={"settle_ms": 30},
             fault_handler={"lite_llm_timeout": 1.0, "check_interval": 0.3},
-        )  # fmt: skip
+        )
         async with running(tmp_path, **sections):
             for cycle in range(CYCLES):
                 up = batch(f"c{cycle}-up")
-                await wait_for(lambda u=up: completed(tmp_path, u) >= 4, within=30,
-                               what="some runs through the gateway")  # fmt: skip
+                await wait_for(
+                    lambda u=up: completed(tmp_path, u) >= 4,
+                    within=30,
+                    what="some runs through the gateway",
+                )
                 proxy.kill()  # the rest of the batch is in flight or queued
-                await wait_for(lambda u=up: completed(tmp_path, u) == BATCH, within=30,
-                               what="the batch, through the direct API")  # fmt: skip
+                await wait_for(
+                    lambda u=up: completed(tmp_path, u) == BATCH,
+                    within=30,
+                    what="the batch, through the direct API",
+                )
                 restarting = asyncio.ensure_future(asyncio.to_thread(proxy.restart))
                 down = batch(f"c{cycle}-down")
-                await wait_for(lambda d=down: completed(tmp_path, d) == BATCH, within=30,
-                               what="the batch dropped while the proxy is down")  # fmt: skip
+                await wait_for(
+                    lambda d=down: completed(tmp_path, d) == BATCH,
+                    within=30,
+                    what="the batch dropped while the proxy is down",
+                )
                 await restarting
                 await wait_for(
-                    lambda: _modes(tmp_path)[-1:] == [("degraded", "normal")], within=15,
+                    lambda: _modes(tmp_path)[-1:] == [("degraded", "normal")],
+                    within=15,
                     what="back to normal",
-                )  # fmt: skip
+                )
             await wait_for(lambda: completed(tmp_path, names) == len(names), within=30)
             await asyncio.sleep(0.5)  # nothing runs twice
 

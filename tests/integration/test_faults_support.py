@@ -121,23 +121,35 @@ class SlowBodyGateway:
                 data = conn.recv(65536)
                 head, _, body = data.partition(b"\r\n\r\n")
                 length = next(
-                    (int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                     if line.lower().startswith(b"content-length:")),
+                    (
+                        int(line.split(b":")[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length:")
+                    ),
                     0,
-                )  # fmt: skip
+                )
                 while len(body) < length:
                     body += conn.recv(65536)
                 if not head.startswith(b"POST"):
                     self._stop.wait(30)  # liveliness: no answer
                     return
                 self.requests += 1
-                reply = json.dumps({
-                    "id": "slow-1", "object": "chat.completion", "created": int(time.time()),
-                    "model": json.loads(body or b"{}").get("model", "slow"),
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": self._text}}],
-                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-                }).encode()  # fmt: skip
+                reply = json.dumps(
+                    {
+                        "id": "slow-1",
+                        "object": "chat.completion",
+                        "created": int(time.time()),
+                        "model": json.loads(body or b"{}").get("model", "slow"),
+                        "choices": [
+                            {
+                                "index": 0,
+                                "finish_reason": "stop",
+                                "message": {"role": "assistant", "content": self._text},
+                            }
+                        ],
+                        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                    }
+                ).encode()
                 size = str(len(reply)).encode()
                 conn.sendall(
                     b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
@@ -165,9 +177,11 @@ class Project:
     def __init__(self, root: Path, *, with_git: bool = True) -> None:
         self.root = root
         self.paths = ResolvedPaths(
-            config=None, tasks=root / "tasks", results=root / "results",
+            config=None,
+            tasks=root / "tasks",
+            results=root / "results",
             state=root / ".omni" / "state.db",
-        )  # fmt: skip
+        )
         self.paths.tasks.mkdir(parents=True, exist_ok=True)
         if with_git:
             git(root, "init", "-q", "-b", "main")
@@ -208,8 +222,12 @@ def fault_config(
 ) -> dict[str, Any]:
     """A config with a gateway, a direct API (``github/direct-model`` at ``direct_base``)
     and fast fault handling; ``more`` overrides top-level keys."""
-    handler = {"lite_llm_timeout": 0.5, "consecutive_failures": 2, "check_interval": 0.3,
-               "cloud_check_timeout": 2}  # fmt: skip
+    handler = {
+        "lite_llm_timeout": 0.5,
+        "consecutive_failures": 2,
+        "check_interval": 0.3,
+        "cloud_check_timeout": 2,
+    }
     return {
         "lite_llm_url": gateway_url,
         "lite_llm_key": MASTER_KEY,

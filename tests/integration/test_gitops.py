@@ -53,8 +53,13 @@ def omni(
     }
     done = subprocess.run(
         [sys.executable, "-m", "runner", *args],
-        cwd=cwd, capture_output=True, text=True, env=env, timeout=120, check=False,
-    )  # fmt: skip
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
     # Messages are checked as text, whatever the terminal width wrapped.
     done.stderr = " ".join(done.stderr.split())
     return done

@@ -371,10 +371,16 @@ async def test_daily_cap_counts_todays_result_files_without_a_store(
 ) -> None:
     now = datetime.now(UTC)
     earlier = RunResult(
-        task_id="other", run_id=new_run_id(now), task_hash="h", state=RunState.COMPLETED,
-        attempt=1, started_at="x", finished_at=now.isoformat().replace("+00:00", "Z"),
-        duration_s=1.0, usage={"input_tokens": 1, "output_tokens": 1, "cost_usd": 0.75},
-    )  # fmt: skip
+        task_id="other",
+        run_id=new_run_id(now),
+        task_hash="h",
+        state=RunState.COMPLETED,
+        attempt=1,
+        started_at="x",
+        finished_at=now.isoformat().replace("+00:00", "Z"),
+        duration_s=1.0,
+        usage={"input_tokens": 1, "output_tokens": 1, "cost_usd": 0.75},
+    )
     write_result(project.paths.results, earlier, Redactor([]))
     upstream.script("daily", [{"content": "never asked"}])
     project.task("prompt: spend more\nmodel: daily\n")
@@ -398,8 +404,10 @@ async def test_agent_tool_gets_the_prompt_without_a_model(project: Project) -> N
     assert report.exit_code == 0
     result = project.result()
     assert (result["output"], result["tool"], result["model"]) == (
-        "do it all yourself", "echo", None,
-    )  # fmt: skip
+        "do it all yourself",
+        "echo",
+        None,
+    )
     assert result["agent"]["agent_tool"] == "echo"
 
 
@@ -419,8 +427,12 @@ def test_tool_only_run_once_never_imports_litellm(tmp_path: Path) -> None:
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'litellm'))\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
-        check=True, timeout=60,
-    )  # fmt: skip
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
     assert done.stdout.strip().splitlines()[-1] == "[]"
     assert list((tmp_path / "results" / "a").glob("*.json"))

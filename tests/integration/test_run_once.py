@@ -19,8 +19,13 @@ def omni(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {"PATH": "/usr/bin:/bin", "HOME": str(cwd)}
     return subprocess.run(
         [sys.executable, "-m", "runner", *args],
-        cwd=cwd, capture_output=True, text=True, env=env, timeout=120, check=False,
-    )  # fmt: skip
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
 
 
 def results_of(root: Path, task_id: str) -> list[dict]:

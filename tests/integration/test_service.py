@@ -77,8 +77,15 @@ async def test_a_slow_partial_write_never_runs_half_a_file(tmp_path: Path) -> No
 async def test_swap_files_deletes_and_renames(tmp_path: Path) -> None:
     tasks = tmp_path / "tasks"
     async with running(tmp_path, service={"settle_ms": 100}):
-        for name in (".a.yaml.swp", "a.yaml~", "#a.yaml#", ".goutputstream-Q1W2E3",
-                     "a.yaml.tmp", ".hidden.yaml", ".drafts/b.yaml"):  # fmt: skip
+        for name in (
+            ".a.yaml.swp",
+            "a.yaml~",
+            "#a.yaml#",
+            ".goutputstream-Q1W2E3",
+            "a.yaml.tmp",
+            ".hidden.yaml",
+            ".drafts/b.yaml",
+        ):
             (tasks / name).parent.mkdir(exist_ok=True)
             (tasks / name).write_text(echo_task(name))
         (tasks / "deleted-early.yaml").write_text(echo_task("never"))
@@ -97,8 +104,11 @@ async def test_swap_files_deletes_and_renames(tmp_path: Path) -> None:
         await wait_for(lambda: completed(tmp_path) == 4, what="the renamed one")
         await asyncio.sleep(0.5)
     assert sorted(p.name for p in (tmp_path / "results").iterdir()) == [
-        "gedit", "kept", "new-name", "old-name"
-    ]  # fmt: skip
+        "gedit",
+        "kept",
+        "new-name",
+        "old-name",
+    ]
     assert outputs(tmp_path, "new-name") == ["default id"]
     assert len(rows(tmp_path)) == 4
 
@@ -136,10 +146,13 @@ async def test_two_hundred_files_dropped_at_once_each_run_once_and_complete(
 def spans(root: Path, task_id: str) -> list[tuple[datetime, datetime, str]]:
     """(started, finished, slot) of each run of the task from its result files."""
     return sorted(
-        (datetime.fromisoformat(r["started_at"]), datetime.fromisoformat(r["finished_at"]),
-         r["slot"])
+        (
+            datetime.fromisoformat(r["started_at"]),
+            datetime.fromisoformat(r["finished_at"]),
+            r["slot"],
+        )
         for r in results_of(root, task_id)
-    )  # fmt: skip
+    )
 
 
 async def test_a_schedule_fires_on_its_slots_and_never_overlaps(tmp_path: Path) -> None:

@@ -38,9 +38,13 @@ def service(root: Path, *args: str, **env: str) -> Iterator[subprocess.Popen[str
     env = {"PATH": "/usr/bin:/bin", "HOME": str(root), **env}
     with (root / "service.log").open("a") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "runner", "run", *args], cwd=root, env=env, text=True,
-            stdout=log, stderr=log,
-        )  # fmt: skip
+            [sys.executable, "-m", "runner", "run", *args],
+            cwd=root,
+            env=env,
+            text=True,
+            stdout=log,
+            stderr=log,
+        )
         try:
             yield proc
         finally:
@@ -91,9 +95,10 @@ def test_kill_9_at_random_moments_ten_times_loses_and_repeats_nothing(tmp_path: 
             if round_ % 4 != 3:
                 # Mostly mid-run: once this round has finished a run, at a random moment.
                 wait_until(
-                    lambda done=before: states(tmp_path)["completed"] > done, timeout=20,
+                    lambda done=before: states(tmp_path)["completed"] > done,
+                    timeout=20,
                     what="this round's first run",
-                )  # fmt: skip
+                )
             time.sleep(rng.uniform(0.0, 0.5))  # every fourth round: during start-up
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
@@ -153,9 +158,14 @@ def test_json_logs_mask_secrets_and_a_second_service_refuses_to_start(tmp_path: 
         wait_until(lambda: states(tmp_path)["completed"] == 1, timeout=20, what="the first")
         env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
         second = subprocess.run(
-            [sys.executable, "-m", "runner", "run"], cwd=tmp_path, env=env, text=True,
-            capture_output=True, timeout=30, check=False,
-        )  # fmt: skip
+            [sys.executable, "-m", "runner", "run"],
+            cwd=tmp_path,
+            env=env,
+            text=True,
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
         assert second.returncode == 1
         assert "another omni service" in second.stderr, second.stderr
         first.send_signal(signal.SIGTERM)
@@ -163,9 +173,11 @@ def test_json_logs_mask_secrets_and_a_second_service_refuses_to_start(tmp_path: 
     lines = [json.loads(line) for line in (tmp_path / "service.log").read_text().splitlines()]
     changes = [(e["from"], e["to"]) for e in lines if e.get("event") == "run"]
     assert changes == [
-        (None, "idle"), ("idle", "dispatching"), ("dispatching", "executing"),
+        (None, "idle"),
+        ("idle", "dispatching"),
+        ("dispatching", "executing"),
         ("executing", "completed"),
-    ]  # fmt: skip
+    ]
     invalid = [e["message"] for e in lines if e["level"] == "error"]
     assert len(invalid) == 1 and "bad.yaml:2: timeout:" in invalid[0], invalid
     assert "s3cr3t-value-42" not in (tmp_path / "service.log").read_text()
@@ -175,9 +187,14 @@ def test_json_logs_mask_secrets_and_a_second_service_refuses_to_start(tmp_path: 
 def test_once_only_options_without_once_are_a_usage_error(tmp_path: Path) -> None:
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     done = subprocess.run(
-        [sys.executable, "-m", "runner", "run", "--task", "x"], cwd=tmp_path, env=env,
-        text=True, capture_output=True, timeout=30, check=False,
-    )  # fmt: skip
+        [sys.executable, "-m", "runner", "run", "--task", "x"],
+        cwd=tmp_path,
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
     assert done.returncode == 2
     assert "go with --once" in done.stderr
     assert not (tmp_path / ".omni").exists()  # nothing started

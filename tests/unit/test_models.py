@@ -131,13 +131,15 @@ class RouterRateLimitError(ValueError):
     [
         (Timeout("litellm.Timeout: APITimeoutError - Request timed out", 408), "timeout"),
         (StatusError("InternalServerError: OpenAIException - Connection error.", 500), "refused"),
-        (StatusError("litellm.InternalServerError: scripted 500\n\nLiteLLM: advice", 500),
-         "server_error"),
+        (
+            StatusError("litellm.InternalServerError: scripted 500\n\nLiteLLM: advice", 500),
+            "server_error",
+        ),
         (StatusError("litellm.NotFoundError: no such model", 404), "rejected"),
         (RouterRateLimitError("No deployments available for selected model"), "cooldown"),
         (RuntimeError("something else"), "rejected"),
     ],
-)  # fmt: skip
+)
 def test_litellm_errors_are_classified_for_the_fault_monitor(exc: Exception, outcome: str) -> None:
     found, detail = _classify(exc)
     assert found == outcome
@@ -171,12 +173,18 @@ def test_spend_from_result_files_counts_only_today(tmp_path: Path) -> None:
         write_result(
             tmp_path,
             RunResult(
-                task_id="t", run_id=new_run_id(at), task_hash="h", state=RunState.COMPLETED,
-                attempt=1, started_at=stamp, finished_at=stamp, duration_s=0.1,
+                task_id="t",
+                run_id=new_run_id(at),
+                task_hash="h",
+                state=RunState.COMPLETED,
+                attempt=1,
+                started_at=stamp,
+                finished_at=stamp,
+                duration_s=0.1,
                 usage={"cost_usd": cost},
             ),
             Redactor([]),
-        )  # fmt: skip
+        )
 
     result(now - timedelta(days=1), 5.0)
     result(now - timedelta(hours=1), 0.25)

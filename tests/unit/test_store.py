@@ -211,15 +211,19 @@ def test_claim_with_an_executor_goes_on_to_executing_in_one_transaction(
     db_path: Path, clock: FakeClock
 ) -> None:
     changes: list[tuple[str | None, str, str]] = []
-    with Store(db_path, clock=clock, on_transition=lambda c: changes.append(
-        (c.old, c.new, c.detail))) as store:  # fmt: skip
+    with Store(
+        db_path, clock=clock, on_transition=lambda c: changes.append((c.old, c.new, c.detail))
+    ) as store:
         run = store.create_run("t", "h", max_attempts=2)
         clock.advance(1)
         claimed = store.claim(run.run_id, executor="builtin", tool="echo", detail="routed")
     assert claimed is not None
     assert (claimed.state, claimed.attempt, claimed.executor, claimed.tool) == (
-        "executing", 1, "builtin", "echo",
-    )  # fmt: skip
+        "executing",
+        1,
+        "builtin",
+        "echo",
+    )
     assert claimed.started_at == "2026-03-01T12:00:01.000Z"
     with Store(db_path) as check:
         assert check.get_run(run.run_id) == claimed
@@ -229,8 +233,11 @@ def test_claim_with_an_executor_goes_on_to_executing_in_one_transaction(
         ("idle", "dispatching", "claimed, attempt 1"),
         ("dispatching", "executing", "routed"),
     ]
-    assert changes == [(None, "idle", "created"), ("idle", "dispatching", "claimed, attempt 1"),
-                       ("dispatching", "executing", "routed")]  # fmt: skip
+    assert changes == [
+        (None, "idle", "created"),
+        ("idle", "dispatching", "claimed, attempt 1"),
+        ("dispatching", "executing", "routed"),
+    ]
 
 
 def test_a_move_from_a_stale_record_is_refused_and_changes_nothing(db_path: Path) -> None:
