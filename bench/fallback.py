@@ -31,9 +31,8 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner.app.service import Service
 from runner.core.redaction import Redactor
@@ -49,6 +48,9 @@ from llm_upstream import MASTER_KEY, ScriptedUpstream, free_port
 
 # pylint: disable-next=wrong-import-position,wrong-import-order,import-error  # tests helper
 from test_faults_support import KillableProxy
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 BARS_S = {"refused": 1.0, "hung": 2.5}
 CHECK_INTERVAL = 2.0

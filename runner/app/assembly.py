@@ -3,18 +3,22 @@ and by the service: redactor, executor pool, fault handling, agent, dispatcher."
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from runner.defs.config import Config, ResolvedPaths, redactor_for
 from runner.dispatch.agent import Agent
 from runner.dispatch.dispatcher import Dispatcher, Finished
 from runner.dispatch.faults import FaultHandling
 from runner.reach.executors import ExecutorPool
-from runner.state.store import Store
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Mapping
+    from datetime import datetime
+
+    from runner.state.store import Store
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,17 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from enum import StrEnum
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from runner.core.redaction import Redactor
 from runner.defs.config import BUILTIN, Config
 from runner.dispatch.faults import probe_model
 from runner.reach.executors import ExecutorPool
 from runner.reach.llm import LlmClient, ProbeResult
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from pathlib import Path
+
+    from runner.core.redaction import Redactor
 
 _SHOWN_TOOLS = 6
 

@@ -8,11 +8,13 @@ import logging
 import sys
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from runner.core.clock import iso
 from runner.core.redaction import RedactingFilter, Redactor
-from runner.state.store import RunChange
+
+if TYPE_CHECKING:
+    from runner.state.store import RunChange
 
 log = logging.getLogger("runner.app.service")
 

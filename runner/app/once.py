@@ -7,9 +7,7 @@ Kept apart from ``cli.py`` (which only parses and prints) and from ``service.py`
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,8 +17,6 @@ from runner.core.states import Mode, RunState
 from runner.defs.config import BUILTIN, Config, ResolvedPaths
 from runner.defs.routing import waits_for_model
 from runner.defs.tasks import Task, load_tasks
-from runner.dispatch.dispatcher import Dispatcher, Finished
-from runner.dispatch.faults import FaultHandling
 from runner.dispatch.repairs import repair_waits
 from runner.planning.dueness import (
     DueRule,
@@ -31,6 +27,11 @@ from runner.state.statelock import StateLock
 from runner.state.store import ResumeReport, RunRecord, Store
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from datetime import datetime
+
+    from runner.dispatch.dispatcher import Dispatcher, Finished
+    from runner.dispatch.faults import FaultHandling
     from runner.gitops.workspace import GitWorkspace, Prepared, Published
 
 

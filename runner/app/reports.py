@@ -4,23 +4,25 @@ for ``--json``. Reads the store; never changes it."""
 from __future__ import annotations
 
 from datetime import datetime
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from runner.core.clock import utc_now
 from runner.core.states import RunState
-from runner.defs.config import Config, ResolvedPaths
 from runner.state.spend import spent_today
 from runner.state.store import Store
 
 if TYPE_CHECKING:
+    from types import TracebackType
+
+    from rich.console import Console
+
     from runner.app.doctor import Diagnosis
     from runner.app.once import OnceReport
+    from runner.defs.config import Config, ResolvedPaths
     from runner.dispatch.dispatcher import Finished
 
 _STYLE = {

@@ -28,9 +28,7 @@ import os
 import signal
 from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping
-from datetime import datetime
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner.app.assembly import dispatching
 from runner.app.logs import LogFormat, configure_logging, log_run_change
@@ -40,7 +38,6 @@ from runner.core.states import RunState
 from runner.defs.config import BUILTIN, Config, ResolvedPaths, redactor_for
 from runner.defs.routing import waits_for_model
 from runner.defs.tasks import Task, load_task_file
-from runner.dispatch.dispatcher import Dispatcher, Finished
 from runner.dispatch.faults import FaultHandling, Resumer
 from runner.dispatch.repairs import repair_waits
 from runner.planning.dueness import Due, DueRule, decide, history_from_results, history_from_store
@@ -49,6 +46,12 @@ from runner.planning.schedule import LIVE_GRACE, Firing, TaskScheduler, plan_of,
 from runner.planning.sources import ChangeKind, FolderSource, GitSource, SourceChange, TaskRegistry
 from runner.state.statelock import StateLock
 from runner.state.store import ResumeReport, RunRecord, Store
+
+if TYPE_CHECKING:
+    from datetime import datetime
+    from pathlib import Path
+
+    from runner.dispatch.dispatcher import Dispatcher, Finished
 
 log = logging.getLogger(__name__)
 

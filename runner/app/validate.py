@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner.core.errors import TaskFileError
 from runner.core.yamlio import line_of
 from runner.defs.config import BUILTIN, Config
 from runner.defs.routing import choose_executor
 from runner.defs.tasks import find_task_files, load_task_file, load_tasks
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 @dataclass(slots=True)

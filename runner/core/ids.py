@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import re
 import secrets
-from datetime import datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from datetime import datetime
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 RUN_ID_LENGTH = 26

@@ -14,11 +14,13 @@ from __future__ import annotations
 import base64
 import logging
 import re
-from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from pydantic_core import to_json
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
 
 REDACTED = "[redacted]"
 #: Shorter values are not treated as secrets: they would match everywhere.

@@ -8,15 +8,17 @@ nesting cap, and exactly one document a file. Errors carry the line they were fo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from yaml.composer import Composer
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode
 from yaml.resolver import Resolver
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from pathlib import Path
 
 #: Values a document may hold once aliases are expanded; real task files hold dozens.
 MAX_VALUES = 100_000

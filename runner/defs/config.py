@@ -10,9 +10,8 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -28,6 +27,9 @@ from runner.core.clock import check_timezone
 from runner.core.errors import ConfigError
 from runner.core.redaction import Redactor, is_secret_header, is_secret_name, secret_env_values
 from runner.core.yamlio import YamlProblem, dotted, line_of, read_yaml
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 #: The name of the executor shipped in the package (``runner/builtin``).
 BUILTIN = "builtin"

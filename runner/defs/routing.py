@@ -7,12 +7,15 @@ exactly what a run would do.
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
-from runner.defs.config import Config, Router, RuleMatch
-from runner.defs.tasks import TaskSpec
+if TYPE_CHECKING:
+    from collections.abc import Collection
+
+    from runner.defs.config import Config, Router, RuleMatch
+    from runner.defs.tasks import TaskSpec
 
 #: The original design's routing: each applies only when that executor is configured.
 BUILTIN_RULES: tuple[tuple[str, str], ...] = (

@@ -9,10 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -21,6 +20,9 @@ from pydantic_core import PydanticCustomError
 from runner.core.clock import check_timezone
 from runner.core.errors import InvalidTaskFile, TaskFileError
 from runner.core.yamlio import YamlProblem, dotted, line_of, read_yaml
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 TASK_SUFFIXES = (".yaml", ".yml")
 _SEGMENT = re.compile(r"^[A-Za-z0-9._-]+$")

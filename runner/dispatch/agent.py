@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -27,17 +26,19 @@ from runner.core.errors import (
     ExecutorUnavailableError,
     ToolError,
 )
-from runner.core.redaction import Redactor
 from runner.core.text import truncate
-from runner.defs.config import Config
-from runner.defs.routing import ModelChoice
-from runner.reach.llm import Completion, GatewayCall, ModelClient, ToolRequest
 from runner.state.results import Usage
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from runner.core.redaction import Redactor
+    from runner.defs.config import Config
+    from runner.defs.routing import ModelChoice
     from runner.defs.tasks import Task
     from runner.dispatch.budget import SpendGuard
     from runner.reach.executors import ToolInfo, ToolOutcome
+    from runner.reach.llm import Completion, GatewayCall, ModelClient, ToolRequest
 
 SYSTEM_PROMPT = (
     "You are an agent run by Omni-Orchestrator for the task {task_id!r}. Use the tools "

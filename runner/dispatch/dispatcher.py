@@ -11,11 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
-from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from runner.core.clock import iso, utc_now
 from runner.core.errors import (
@@ -25,18 +22,24 @@ from runner.core.errors import (
     TaskTimeoutError,
     ToolReportedError,
 )
-from runner.core.redaction import Redactor
 from runner.core.states import Mode, RunState
 from runner.core.text import truncate
-from runner.defs.config import Config
 from runner.defs.routing import Route, choose_executor, choose_model, model_list_names
-from runner.defs.tasks import Task
 from runner.dispatch.agent import Agent, AgentPool, Transcript
 from runner.dispatch.budget import SpendGuard
 from runner.reach.llm import GatewayOutcome, Via
 from runner.state.results import RunResult, write_result
 from runner.state.spend import DailySpend
-from runner.state.store import RunRecord, Store
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+    from datetime import datetime
+    from pathlib import Path
+
+    from runner.core.redaction import Redactor
+    from runner.defs.config import Config
+    from runner.defs.tasks import Task
+    from runner.state.store import RunRecord, Store
 
 #: Loop passes a finished run gives the next run's request before it records (measured:
 #: 3 reach the pipe on the stdio transport; one more as margin).

@@ -24,16 +24,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import datetime
-from pathlib import Path
-from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner.core.clock import iso, utc_now
 from runner.core.errors import CloudsDownError, ModelUnavailableError
-from runner.core.redaction import Redactor
 from runner.core.states import Mode, RunState
-from runner.defs.config import Config
 from runner.defs.routing import ModelChoice, ModelPolicy
 from runner.dispatch.repairs import (
     Fault,
@@ -43,7 +38,15 @@ from runner.dispatch.repairs import (
     kinds,
 )
 from runner.reach.llm import Completion, GatewayCall, GatewayOutcome, LlmClient, ProbeResult, Via
-from runner.state.store import ModeRecord, RunRecord, Store
+
+if TYPE_CHECKING:
+    from datetime import datetime
+    from pathlib import Path
+    from types import TracebackType
+
+    from runner.core.redaction import Redactor
+    from runner.defs.config import Config
+    from runner.state.store import ModeRecord, RunRecord, Store
 
 log = logging.getLogger(__name__)
 

@@ -24,21 +24,25 @@ import os
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from runner.core.clock import iso, utc_now
 from runner.core.errors import GitOpsError, InvalidTaskFile
 from runner.core.files import atomic_write
-from runner.core.redaction import Redactor
 from runner.core.states import Mode, RunState
-from runner.defs.config import Config
 from runner.defs.routing import choose_executor
 from runner.defs.tasks import Task, load_task_file
 from runner.state.results import RunResult, write_result
-from runner.state.store import RunRecord, Store
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from runner.core.redaction import Redactor
+    from runner.defs.config import Config
+    from runner.state.store import RunRecord, Store
 
 log = logging.getLogger(__name__)
 

@@ -22,16 +22,18 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from git import Repo
 from git.exc import GitCommandError, InvalidGitRepositoryError, NoSuchPathError
 from git.objects import Blob
 
 from runner.core.errors import GitOpsError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 #: Seconds a fetch or push may take before it is stopped.
 NETWORK_TIMEOUT = 120.0

@@ -22,19 +22,23 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from runner.core.clock import iso, utc_now
 from runner.core.errors import ConfigError
 from runner.core.states import RunState
-from runner.defs.tasks import Task
 from runner.planning.slots import due_slot, latest_slot, next_slot
 from runner.state.results import result_dir
-from runner.state.store import Store
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Mapping
+    from pathlib import Path
+
+    from runner.defs.tasks import Task
+    from runner.state.store import Store
 
 #: The environment variable that sets the runner's clock (a testing aid).
 NOW_VARIABLE = "OMNI_NOW"
@@ -113,13 +117,7 @@ def history_from_results(results: Path | None, task_id: str) -> History:
     last: datetime | None = None
     hashes: set[str] = set()
     failed: set[str] = set()
-    for path in folder.glob("*.json"):
-        try:
-            data = json.loads(path.read_bytes())
-        except (OSError, ValueError):
-            continue
-        if not isinstance(data, dict) or data.get("task_id") != task_id:
-            continue
+    for data in _results_of(folder, task_id):
         state, slot = data.get("state"), data.get("slot")
         if isinstance(data.get("task_hash"), str):
             # Result files are written for final outcomes only: a failed one used
@@ -128,15 +126,33 @@ def history_from_results(results: Path | None, task_id: str) -> History:
                 hashes.add(data["task_hash"])
             elif state == RunState.FAILED.value:
                 failed.add(data["task_hash"])
-        if state in _SERVED and isinstance(slot, str):
-            try:
-                served = parse_time(slot)
-            except ValueError:
-                continue
-            last = served if last is None or served > last else last
+        served = _served_slot(state, slot)
+        if served is not None and (last is None or served > last):
+            last = served
     return History(
         last_slot=last, completed_hashes=frozenset(hashes), failed_hashes=frozenset(failed)
     )
+
+
+def _results_of(folder: Path, task_id: str) -> Iterator[dict[str, Any]]:
+    """The readable result files in ``folder`` that belong to ``task_id``."""
+    for path in folder.glob("*.json"):
+        try:
+            data = json.loads(path.read_bytes())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and data.get("task_id") == task_id:
+            yield data
+
+
+def _served_slot(state: object, slot: object) -> datetime | None:
+    """The slot a result served, or ``None`` (not a serving state, or no valid slot)."""
+    if state not in _SERVED or not isinstance(slot, str):
+        return None
+    try:
+        return parse_time(slot)
+    except ValueError:
+        return None
 
 
 def history_from_store(store: Store, task: Task) -> History:

@@ -7,14 +7,18 @@ rule (:mod:`runner.planning.dueness`) and reuse the same open runs.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from runner.core.clock import iso, utc_now
 from runner.core.states import RunState
-from runner.defs.tasks import Task
 from runner.planning.dueness import Due, DueRule, decide, history_from_results, history_from_store
-from runner.state.store import RunRecord, Store
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from runner.defs.tasks import Task
+    from runner.state.store import RunRecord, Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +65,12 @@ class Selection:
     shard: Shard | None = None
     """Only this shard's tasks (``--shard K/N``)."""
 
+    def picks(self, task_id: str) -> bool:
+        """True when the task is one this pass considers."""
+        if self.task_id is not None and task_id != self.task_id:
+            return False
+        return self.shard is None or self.shard.owns(task_id)
+
 
 def plan(
     tasks: list[Task],
@@ -78,31 +88,17 @@ def plan(
     runnable: list[tuple[Task, RunRecord]] = []
     skipped: list[Skipped] = []
     for task in tasks:
-        if selection.task_id is not None and task.id != selection.task_id:
-            continue
-        if selection.shard is not None and not selection.shard.owns(task.id):
+        if not selection.picks(task.id):
             continue
         store.upsert_task(task)
-        if not task.spec.enabled and not selection.force:
-            skipped.append(Skipped(task.id, "disabled (enabled: false)"))
+        verdict = _verdict(task, store, selection, rule)
+        if isinstance(verdict, Skipped):
+            skipped.append(verdict)
             continue
-        slot = None  # a forced run serves no slot: it is an extra run
-        if not selection.force:
-            history = history_from_store(store, task).merge(
-                history_from_results(rule.results, task.id)
-            )
-            decision = decide(task, history, rule)
-            if decision.verdict is not Due.RUN:
-                done = {Due.DONE: RunState.COMPLETED, Due.FAILED: RunState.FAILED}.get(
-                    decision.verdict
-                )
-                skipped.append(Skipped(task.id, decision.reason, done))
-                continue
-            slot = iso(decision.slot) if decision.slot is not None else None
-        run = None if selection.force else store.open_run(task.id, task.task_hash, slot)
+        run = None if selection.force else store.open_run(task.id, task.task_hash, verdict.slot)
         if run is None:
             run = store.create_run(
-                task.id, task.task_hash, max_attempts=task.spec.retries + 1, slot=slot
+                task.id, task.task_hash, max_attempts=task.spec.retries + 1, slot=verdict.slot
             )
         elif run.state is RunState.FAILED:
             run = store.transition(run.run_id, RunState.IDLE, detail="retry on next run --once")
@@ -113,3 +109,24 @@ def plan(
             continue
         runnable.append((task, run))
     return runnable, skipped
+
+
+@dataclass(frozen=True, slots=True)
+class _Runs:
+    """A task that runs now, serving ``slot`` (``None``: a one-off or a forced run)."""
+
+    slot: str | None
+
+
+def _verdict(task: Task, store: Store, selection: Selection, rule: DueRule) -> _Runs | Skipped:
+    """Whether ``task`` runs now, and why not."""
+    if not task.spec.enabled and not selection.force:
+        return Skipped(task.id, "disabled (enabled: false)")
+    if selection.force:
+        return _Runs(None)  # a forced run serves no slot: it is an extra run
+    history = history_from_store(store, task).merge(history_from_results(rule.results, task.id))
+    decision = decide(task, history, rule)
+    if decision.verdict is not Due.RUN:
+        done = {Due.DONE: RunState.COMPLETED, Due.FAILED: RunState.FAILED}.get(decision.verdict)
+        return Skipped(task.id, decision.reason, done)
+    return _Runs(iso(decision.slot) if decision.slot is not None else None)

@@ -30,15 +30,17 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from watchfiles import Change, awatch
 
 from runner.core.errors import SourceError
-from runner.defs.config import GitSource as GitSourceConfig
 from runner.defs.tasks import TASK_SUFFIXES, Task, find_task_files
-from runner.state.store import Store
+
+if TYPE_CHECKING:
+    from runner.defs.config import GitSource as GitSourceConfig
+    from runner.state.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -19,11 +19,10 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import httpx2
 import mcp_types as types
@@ -43,6 +42,9 @@ from runner.core.errors import (
     ToolError,
 )
 from runner.defs.config import BUILTIN, McpServer
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 log = logging.getLogger(__name__)
 

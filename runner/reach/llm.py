@@ -33,15 +33,18 @@ import copy
 import os
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from runner.core.errors import ModelUnavailableError
-from runner.defs.config import Config
 from runner.defs.routing import ModelChoice, Tier
 from runner.reach.gateway import HeadersTimeoutError, Liveliness, watched_client, within_headers
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+
+    from runner.defs.config import Config
 
 #: ``litellm_settings`` keys handed to the in-process ``litellm.Router``; the rest of
 #: that mapping is LiteLLM-proxy configuration and is not used in-process.

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import to_json
 
 from runner.core.files import atomic_write
-from runner.core.redaction import Redactor
 from runner.core.states import Mode, RunState
 from runner.state.markdown import render_markdown
+
+if TYPE_CHECKING:
+    from runner.core.redaction import Redactor
 
 
 class Usage(BaseModel):

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import math
 import os
-from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from runner.core.clock import iso
 from runner.core.ids import is_run_id, time_prefix
 from runner.state.results import read_result
-from runner.state.store import Store
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from runner.state.store import Store
 
 
 def spend_in_results(results_root: Path, moment: datetime) -> float:

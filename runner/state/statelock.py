@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import fcntl
 import os
-from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from runner.core.errors import ServiceError
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 class StateLock:

@@ -8,14 +8,16 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from runner.defs.config import McpServer
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
 
 SERVERS = Path(__file__).with_name("servers.py")
 

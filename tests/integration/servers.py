@@ -27,6 +27,13 @@ _inflight = {"now": 0, "max": 0}
 def build() -> MCPServer:
     """The test server."""
     server: MCPServer = MCPServer("omni-test", log_level="WARNING")
+    _add_plain_tools(server)
+    _add_session_tools(server)
+    return server
+
+
+def _add_plain_tools(server: MCPServer) -> None:
+    """Tools that only compute, wait, fail or crash."""
 
     @server.tool()
     def echo(text: str) -> str:
@@ -59,6 +66,10 @@ def build() -> MCPServer:
     def add(a: int, b: int) -> int:
         """A tool with required typed arguments."""
         return a + b
+
+
+def _add_session_tools(server: MCPServer) -> None:
+    """Tools that look at the call, the session or the process."""
 
     @server.tool()
     async def grow(name: str, ctx: Context) -> str:
@@ -96,8 +107,6 @@ def build() -> MCPServer:
         finally:
             _inflight["now"] -= 1
         return _inflight["max"]
-
-    return server
 
 
 async def _serve_legacy(server: MCPServer) -> None:

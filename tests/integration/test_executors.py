@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mcp_types as types
 import pytest
@@ -16,6 +16,9 @@ import pytest
 from runner.core.errors import ExecutorTimeoutError, ExecutorUnavailableError, ToolError
 from runner.defs.config import BUILTIN, McpServer
 from runner.reach.executors import ExecutorPool, ToolInfo, _Tool  # pylint: disable=protected-access
+
+if TYPE_CHECKING:
+    import subprocess
 
 pytestmark = pytest.mark.integration
 

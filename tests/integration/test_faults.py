@@ -8,8 +8,7 @@ import asyncio
 import logging
 import os
 import subprocess
-from collections.abc import Iterator
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -26,6 +25,10 @@ from test_faults_support import (  # pylint: disable=import-error
 from test_service_support import drop, rows, running, wait_for  # pylint: disable=import-error
 
 from runner.defs.config import Config
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
 
 pytestmark = pytest.mark.integration
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -15,6 +14,10 @@ import pytest
 from llm_upstream import ScriptedUpstream  # pylint: disable=import-error
 from test_faults_support import KillableProxy, Project, fault_config  # pylint: disable=import-error
 from test_service_support import drop, rows, running, wait_for  # pylint: disable=import-error
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
 
 pytestmark = pytest.mark.integration
 

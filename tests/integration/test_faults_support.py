@@ -11,9 +11,7 @@ import socket
 import sqlite3
 import threading
 import time
-from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 # pytest puts this folder on sys.path (rootdir-relative test modules have no package).
 from llm_upstream import MASTER_KEY, LiteLLMProxy  # pylint: disable=import-error
@@ -21,6 +19,10 @@ from test_service_support import git  # pylint: disable=import-error
 
 from runner.app.once import OnceOptions, OnceReport, run_once
 from runner.defs.config import Config, ResolvedPaths
+
+if TYPE_CHECKING:
+    from pathlib import Path
+    from types import TracebackType
 
 __all__ = ["KillableProxy", "Project", "SilentGateway", "SlowBodyGateway", "fault_config", "git"]
 

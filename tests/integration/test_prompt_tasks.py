@@ -11,10 +11,9 @@ import json
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -37,6 +36,9 @@ from runner.core.redaction import Redactor
 from runner.core.states import RunState
 from runner.defs.config import Config, ResolvedPaths
 from runner.state.results import RunResult, write_result
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 pytestmark = pytest.mark.integration
 

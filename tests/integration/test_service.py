@@ -9,7 +9,7 @@ import itertools
 import logging
 import os
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from test_service_support import (  # pylint: disable=import-error
@@ -26,6 +26,9 @@ from test_service_support import (  # pylint: disable=import-error
 from runner.core.clock import iso
 from runner.planning.schedule import JOBS_KEY
 from runner.state.store import Store
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 pytestmark = pytest.mark.integration
 

@@ -10,13 +10,15 @@ import os
 import sqlite3
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner.app.service import Service
 from runner.defs.config import Config, ResolvedPaths
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
+    from pathlib import Path
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Omni Test",

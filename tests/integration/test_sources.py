@@ -8,9 +8,8 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from test_service_support import Remote, drop, echo_task, git, wait_for  # pylint: disable=import-error
@@ -24,6 +23,10 @@ from runner.planning.sources import (
     is_ignored_name,
 )
 from runner.state.store import Store
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from pathlib import Path
 
 pytestmark = pytest.mark.integration
 

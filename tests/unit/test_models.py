@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -22,6 +22,9 @@ from runner.reach.executors import ToolInfo
 from runner.reach.llm import Completion, GatewayOutcome, LlmClient, _classify
 from runner.state.results import RunResult, write_result
 from runner.state.spend import spend_in_results
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 TIERS = Router.model_validate({"model_tiers": {"free": ["f1", "f2"], "paid": ["p1"]}})
 

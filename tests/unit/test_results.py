@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -14,6 +14,9 @@ from runner.core.redaction import Redactor
 from runner.core.states import RunState
 from runner.core.text import truncate
 from runner.state.results import RunResult, read_result, result_path, write_result
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 

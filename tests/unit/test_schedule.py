@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -27,6 +27,9 @@ from runner.planning.schedule import (
 )
 from runner.planning.slots import latest_slot, next_slot
 from runner.state.store import RunRecord, Store
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 UTC_TIME = "%Y-%m-%dT%H:%M:%S"
 

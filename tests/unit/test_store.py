@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -18,6 +18,9 @@ from runner.core.states import Mode, RunState
 from runner.defs.tasks import Task, TaskSpec
 from runner.state.results import RunResult, result_path, write_result
 from runner.state.store import RunRecord, Store
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 S = RunState
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

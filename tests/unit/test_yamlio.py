@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -16,6 +16,9 @@ from runner.core.yamlio import (
     parse_yaml,
     read_yaml,
 )
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 NESTED = """\
 name: demo

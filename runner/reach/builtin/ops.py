@@ -14,11 +14,14 @@ import contextlib
 import os
 import shlex
 import signal
-from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from pathlib import Path
 
 #: Output kept from a ``run`` (stdout and stderr together); the rest is counted, not kept.
 OUTPUT_LIMIT = 65536
