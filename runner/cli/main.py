@@ -20,6 +20,7 @@ from rich.table import Table
 
 from runner.app import reports
 from runner.core.errors import ConfigError, OmniError
+from runner.core.version import omni_version
 from runner.defs.config import (
     Config,
     ResolvedPaths,
@@ -55,6 +56,27 @@ StateOpt = Annotated[
     typer.Option("--state", help="State file [env OMNI_STATE; default ./.omni/state.db]"),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        print(f"omni {omni_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Omni-Orchestrator (ARES): run AI-agent tasks from YAML files over MCP."""
 
 
 def _setup(

@@ -41,6 +41,7 @@ from runner.core.errors import (
     ExecutorUnavailableError,
     ToolError,
 )
+from runner.core.version import DISTRIBUTION, omni_version
 from runner.defs.config import BUILTIN, McpServer
 
 if TYPE_CHECKING:
@@ -53,7 +54,6 @@ _CLOSE_GRACE = 10.0
 #: A tools/list paginator that never ends must not hang a refresh.
 _MAX_PAGES = 100
 _LIBRARY_ERRORS = (MCPError, OSError, httpx2.HTTPError)
-_CLIENT_INFO = types.Implementation(name="omni-orchestrator", version="0.1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +216,7 @@ class _Connection:  # pylint: disable=too-many-instance-attributes  # one connec
             transport,
             read_timeout_seconds=spec.timeout,
             message_handler=self._on_message,
-            client_info=_CLIENT_INFO,
+            client_info=types.Implementation(name=DISTRIBUTION, version=omni_version()),
             cache=None,  # the pool keeps its own tool cache
         )
         return await stack.enter_async_context(client)

@@ -109,3 +109,13 @@ def test_status_and_validate_never_import_litellm_or_mcp(tmp_path: Path) -> None
         [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_version_prints_the_installed_version_through_the_console_script() -> None:
+    from importlib.metadata import version  # noqa: PLC0415
+
+    done = subprocess.run(
+        [sys.executable, "-m", "runner", "--version"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"omni {version('omni-orchestrator')}\n"

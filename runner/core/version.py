@@ -1,0 +1,18 @@
+"""The package's version, from its installed metadata (``omni --version``, the MCP
+client's ``clientInfo``)."""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib.metadata import PackageNotFoundError, version
+
+DISTRIBUTION = "omni-orchestrator"
+
+
+@cache
+def omni_version() -> str:
+    """The installed version of omni-orchestrator (``0+unknown`` when not installed)."""
+    try:
+        return version(DISTRIBUTION)
+    except PackageNotFoundError:
+        return "0+unknown"
