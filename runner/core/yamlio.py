@@ -37,7 +37,7 @@ class YamlProblem(Exception):
 
 
 if getattr(yaml, "__with_libyaml__", False):
-    from yaml._yaml import CParser
+    from yaml._yaml import CParser  # pylint: disable=no-name-in-module  # a C extension
 
     class _Base(Composer, CParser, SafeConstructor, Resolver):
         """libyaml's parser under PyYAML's Python composer (see :class:`_Loader`)."""

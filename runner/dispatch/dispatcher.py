@@ -85,7 +85,7 @@ class _Retry:
     """An attempt that failed and was recorded ``failed``; the run has attempts left."""
 
 
-class Dispatcher:
+class Dispatcher:  # pylint: disable=too-many-instance-attributes  # its collaborators
     """Runs claimed runs on executors with bounded concurrency, retries and timeouts."""
 
     def __init__(

@@ -3,23 +3,22 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
 import time
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from runner.defs.config import McpServer
+from tests.support.git import git
+from tests.support.paths import SERVERS
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
-
-SERVERS = Path(__file__).with_name("servers.py")
+    from pathlib import Path
 
 
 def free_port() -> int:
@@ -112,20 +111,9 @@ def git_repo(tmp_path: Path) -> Path:
     """A real git repository with one commit."""
     repo = tmp_path / "repo"
     repo.mkdir()
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "Omni Test",
-        "GIT_AUTHOR_EMAIL": "omni@example.invalid",
-        "GIT_COMMITTER_NAME": "Omni Test",
-        "GIT_COMMITTER_EMAIL": "omni@example.invalid",
-    }
-
-    def git(*args: str) -> None:
-        subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True)
-
-    git("init", "-q", "-b", "main")
+    git(repo, "init", "-q", "-b", "main")
     (repo / "README.md").write_text("hello\n", encoding="utf-8")
-    git("add", "README.md")
-    git("commit", "-q", "-m", "first commit from the tests")
+    git(repo, "add", "README.md")
+    git(repo, "commit", "-q", "-m", "first commit from the tests")
     (repo / "new.txt").write_text("untracked\n", encoding="utf-8")
     return repo

@@ -7,21 +7,21 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
 
-# pytest puts this folder on sys.path (rootdir-relative test modules have no package).
-from llm_upstream import ScriptedUpstream, free_port  # pylint: disable=import-error
+from tests.support.paths import SERVERS
+from tests.support.upstream import ScriptedUpstream, free_port
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
 pytestmark = pytest.mark.integration
 
-SERVERS = Path(__file__).with_name("servers.py")
+
 GITHUB_KEY = "sk-doctor-github-key-5150"
 MODEL_KEY = "sk-doctor-model-key-8080"
 

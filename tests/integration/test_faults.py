@@ -12,9 +12,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-# pytest puts this folder on sys.path (rootdir-relative test modules have no package).
-from llm_upstream import ScriptedUpstream, free_port  # pylint: disable=import-error
-from test_faults_support import (  # pylint: disable=import-error
+from runner.defs.config import Config
+from tests.support.faults import (
     KillableProxy,
     Project,
     SilentGateway,
@@ -22,9 +21,8 @@ from test_faults_support import (  # pylint: disable=import-error
     fault_config,
     git,
 )
-from test_service_support import drop, rows, running, wait_for  # pylint: disable=import-error
-
-from runner.defs.config import Config
+from tests.support.service import drop, rows, running, wait_for
+from tests.support.upstream import ScriptedUpstream, free_port
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -58,6 +56,7 @@ def model_calls(result: dict[str, object]) -> list[tuple[str, str]]:
     return [(c["model"], c["outcome"]) for c in agent["model_calls"]]
 
 
+@pytest.mark.soak
 @pytest.mark.timeout(150)
 async def test_proxy_killed_degrades_commits_repair_task_and_recovers(
     tmp_path: Path, upstream: ScriptedUpstream

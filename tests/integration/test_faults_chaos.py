@@ -10,10 +10,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-# pytest puts this folder on sys.path (rootdir-relative test modules have no package).
-from llm_upstream import ScriptedUpstream  # pylint: disable=import-error
-from test_faults_support import KillableProxy, Project, fault_config  # pylint: disable=import-error
-from test_service_support import drop, rows, running, wait_for  # pylint: disable=import-error
+from tests.support.faults import KillableProxy, Project, fault_config
+from tests.support.service import drop, rows, running, wait_for
+from tests.support.upstream import ScriptedUpstream
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -36,6 +35,7 @@ def completed(root: Path, names: list[str]) -> int:
     return sum(1 for name in names if name in done)
 
 
+@pytest.mark.soak
 @pytest.mark.timeout(240)
 async def test_200_prompt_tasks_while_the_proxy_dies_and_returns_five_times(
     tmp_path: Path, upstream: ScriptedUpstream

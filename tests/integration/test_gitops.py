@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -19,25 +18,15 @@ from runner.gitops.prbody import render
 from runner.gitops.prune import prune
 from runner.gitops.workspace import GitWorkspace
 from runner.state.store import Store
+from tests.support.cli import run_omni
+from tests.support.git import IDENTITY, git
+
+if TYPE_CHECKING:
+    import subprocess
 
 pytestmark = pytest.mark.integration
 
 T0 = "2026-11-21T10:05:00Z"
-IDENTITY = {
-    "GIT_AUTHOR_NAME": "Omni Test",
-    "GIT_AUTHOR_EMAIL": "omni@example.invalid",
-    "GIT_COMMITTER_NAME": "Omni Test",
-    "GIT_COMMITTER_EMAIL": "omni@example.invalid",
-}
-
-
-def git(cwd: Path, *args: str) -> str:
-    env = {**os.environ, **IDENTITY, "GIT_CONFIG_GLOBAL": os.devnull}
-    done = subprocess.run(
-        ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=False
-    )
-    assert done.returncode == 0, f"git {' '.join(args)}: {done.stderr}"
-    return done.stdout.strip()
 
 
 def omni(
@@ -51,15 +40,7 @@ def omni(
         "OMNI_STATE": str(state or cwd.parent / f"{cwd.name}-state.db"),
         **IDENTITY,
     }
-    done = subprocess.run(
-        [sys.executable, "-m", "runner", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
+    done = run_omni(cwd, *args, env=env)
     # Messages are checked as text, whatever the terminal width wrapped.
     done.stderr = " ".join(done.stderr.split())
     return done

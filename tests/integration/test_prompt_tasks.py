@@ -12,13 +12,19 @@ import sqlite3
 import subprocess
 import sys
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-# pytest puts this folder on sys.path (rootdir-relative test modules have no package).
-from llm_upstream import (  # pylint: disable=import-error
+from runner.app.once import OnceOptions, OnceReport, run_once
+from runner.app.reports import status_snapshot
+from runner.core.ids import new_run_id
+from runner.core.redaction import Redactor
+from runner.core.states import RunState
+from runner.defs.config import Config
+from runner.state.results import RunResult, write_result
+from tests.support.paths import SERVERS, paths_under
+from tests.support.upstream import (
     COMPLETION_TOKENS,
     INPUT_COST,
     MASTER_KEY,
@@ -29,20 +35,13 @@ from llm_upstream import (  # pylint: disable=import-error
     free_port,
 )
 
-from runner.app.once import OnceOptions, OnceReport, run_once
-from runner.app.reports import status_snapshot
-from runner.core.ids import new_run_id
-from runner.core.redaction import Redactor
-from runner.core.states import RunState
-from runner.defs.config import Config, ResolvedPaths
-from runner.state.results import RunResult, write_result
-
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
 pytestmark = pytest.mark.integration
 
-SERVERS = Path(__file__).with_name("servers.py")
+
 #: One scripted turn's cost at the proxy's prices.
 TURN_COST = PROMPT_TOKENS * INPUT_COST + COMPLETION_TOKENS * OUTPUT_COST
 
@@ -83,12 +82,7 @@ class Project:
         self.root = root
         self.workspace = root / "ws"
         self.workspace.mkdir()
-        self.paths = ResolvedPaths(
-            config=None,
-            tasks=root / "tasks",
-            results=root / "results",
-            state=root / ".omni" / "state.db",
-        )
+        self.paths = paths_under(root)
         self.paths.tasks.mkdir()
 
     def task(self, text: str, task_id: str = "t") -> None:

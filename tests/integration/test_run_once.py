@@ -4,31 +4,22 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
-import sys
 from typing import TYPE_CHECKING
 
 import pytest
 
 from runner.state.statelock import StateLock
+from tests.support.cli import run_omni
 
 if TYPE_CHECKING:
+    import subprocess
     from pathlib import Path
 
 pytestmark = pytest.mark.integration
 
 
 def omni(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(cwd)}
-    return subprocess.run(
-        [sys.executable, "-m", "runner", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
+    return run_omni(cwd, *args)
 
 
 def results_of(root: Path, task_id: str) -> list[dict]:

@@ -12,7 +12,11 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import pytest
-from test_service_support import (  # pylint: disable=import-error
+
+from runner.core.clock import iso
+from runner.planning.schedule import JOBS_KEY
+from runner.state.store import Store
+from tests.support.service import (
     Remote,
     drop,
     echo_task,
@@ -22,10 +26,6 @@ from test_service_support import (  # pylint: disable=import-error
     running,
     wait_for,
 )
-
-from runner.core.clock import iso
-from runner.planning.schedule import JOBS_KEY
-from runner.state.store import Store
 
 if TYPE_CHECKING:
     from pathlib import Path

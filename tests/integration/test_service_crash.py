@@ -15,7 +15,8 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import pytest
-from test_service_support import echo_task, results_of, rows  # pylint: disable=import-error
+
+from tests.support.service import echo_task, results_of, rows
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -85,6 +86,7 @@ def assert_each_completed_once(root: Path, count: int) -> None:
     assert set(states(root)) <= {"completed", "failed"}
 
 
+@pytest.mark.soak
 def test_kill_9_at_random_moments_ten_times_loses_and_repeats_nothing(tmp_path: Path) -> None:
     count = 100
     write_project(tmp_path, count, ["sleep", "0.2"])

@@ -12,7 +12,6 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 import pytest
-from test_service_support import Remote, drop, echo_task, git, wait_for  # pylint: disable=import-error
 
 from runner.defs.config import GitSource as GitSourceConfig
 from runner.planning.sources import (
@@ -23,6 +22,7 @@ from runner.planning.sources import (
     is_ignored_name,
 )
 from runner.state.store import Store
+from tests.support.service import Remote, drop, echo_task, git, wait_for
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from runner.app.scaffold import template
+from tests.support.git import git
 
 pytestmark = pytest.mark.integration
 
@@ -297,22 +298,6 @@ class Job:
         assert git(self.workspace, "status", "--porcelain", "--", with_["add-paths"]) == ""
         assert Path(with_["body-path"]).read_text(encoding="utf-8").startswith("## omni results")
         return {"pull-request-operation": "updated"}, True
-
-
-def git(cwd: Path, *args: str) -> str:
-    env = {
-        **os.environ,
-        "GIT_CONFIG_GLOBAL": os.devnull,
-        "GIT_AUTHOR_NAME": "Dev",
-        "GIT_AUTHOR_EMAIL": "dev@example.invalid",
-        "GIT_COMMITTER_NAME": "Dev",
-        "GIT_COMMITTER_EMAIL": "dev@example.invalid",
-    }
-    done = subprocess.run(
-        ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=False
-    )
-    assert done.returncode == 0, f"git {' '.join(args)}: {done.stderr}"
-    return done.stdout.strip()
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -112,8 +113,6 @@ def test_status_and_validate_never_import_litellm_or_mcp(tmp_path: Path) -> None
 
 
 def test_version_prints_the_installed_version_through_the_console_script() -> None:
-    from importlib.metadata import version  # noqa: PLC0415
-
     done = subprocess.run(
         [sys.executable, "-m", "runner", "--version"], capture_output=True, text=True, check=False
     )

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from runner.reach.gateway import HeadersTimeoutError, within_headers
 from runner.reach.llm import Completion, GatewayCall, GatewayOutcome, ProbeResult, Via
 from runner.state.results import RunResult, read_result
 from runner.state.store import Store
+from tests.support.git import git
 
 SECRET = "sk-planted-secret-123"
 NOW = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
@@ -166,18 +165,6 @@ def test_on_call_counts_gateway_failures_and_direct_failures(tmp_path: Path) -> 
 
 
 # --- repair tasks over their life ----------------------------------------------------------
-
-
-def git(cwd: Path, *args: str) -> str:
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@example.invalid",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@example.invalid",
-    }
-    done = subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True)
-    return done.stdout.decode().strip()
 
 
 def test_repair_task_is_committed_reused_and_resolved_with_its_run(tmp_path: Path) -> None:

@@ -13,16 +13,16 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Self
 
-# pytest puts this folder on sys.path (rootdir-relative test modules have no package).
-from llm_upstream import MASTER_KEY, LiteLLMProxy  # pylint: disable=import-error
-from test_service_support import git  # pylint: disable=import-error
-
 from runner.app.once import OnceOptions, OnceReport, run_once
-from runner.defs.config import Config, ResolvedPaths
+from tests.support.paths import paths_under
+from tests.support.service import git
+from tests.support.upstream import MASTER_KEY, LiteLLMProxy
 
 if TYPE_CHECKING:
     from pathlib import Path
     from types import TracebackType
+
+    from runner.defs.config import Config
 
 __all__ = ["KillableProxy", "Project", "SilentGateway", "SlowBodyGateway", "fault_config", "git"]
 
@@ -178,12 +178,7 @@ class Project:
 
     def __init__(self, root: Path, *, with_git: bool = True) -> None:
         self.root = root
-        self.paths = ResolvedPaths(
-            config=None,
-            tasks=root / "tasks",
-            results=root / "results",
-            state=root / ".omni" / "state.db",
-        )
+        self.paths = paths_under(root)
         self.paths.tasks.mkdir(parents=True, exist_ok=True)
         if with_git:
             git(root, "init", "-q", "-b", "main")

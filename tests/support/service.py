@@ -8,24 +8,17 @@ import asyncio
 import json
 import os
 import sqlite3
-import subprocess
 import time
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from runner.app.service import Service
 from runner.defs.config import Config, ResolvedPaths
+from tests.support.git import git
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
     from pathlib import Path
-
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "Omni Test",
-    "GIT_AUTHOR_EMAIL": "omni@example.invalid",
-    "GIT_COMMITTER_NAME": "Omni Test",
-    "GIT_COMMITTER_EMAIL": "omni@example.invalid",
-}
 
 
 def project_paths(root: Path) -> ResolvedPaths:
@@ -108,19 +101,6 @@ def echo_task(text: str, **extra: str) -> str:
     lines = ["tool: echo", f"args: {{text: {json.dumps(text)}}}"]
     lines += [f"{key}: {value}" for key, value in extra.items()]
     return "\n".join(lines) + "\n"
-
-
-def git(cwd: Path, *args: str) -> str:
-    """Run git in ``cwd``; returns stdout, raises on failure."""
-    done = subprocess.run(
-        ["git", *args],
-        cwd=cwd,
-        env={**os.environ, **GIT_ENV},
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return done.stdout.strip()
 
 
 class Remote:

@@ -1,0 +1,2 @@
+"""The test suite: unit/ (no servers), integration/ (real servers and processes),
+support/ (shared helpers)."""
