@@ -18,7 +18,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from runner.app import reports
+from runner.app.status import status_snapshot
+from runner.cli import render
 from runner.core.errors import ConfigError, OmniError
 from runner.core.version import omni_version
 from runner.defs.config import (
@@ -160,7 +161,7 @@ def run(  # pylint: disable=too-many-locals  # one option a flag
     except ValueError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
-    with reports.RunProgress(err, enabled=not as_json) as progress:
+    with render.RunProgress(err, enabled=not as_json) as progress:
         try:
             report = asyncio.run(
                 run_once(
@@ -171,9 +172,9 @@ def run(  # pylint: disable=too-many-locals  # one option a flag
             err.print(f"[red]error:[/red] {exc}", highlight=False)
             raise typer.Exit(1) from None
     if as_json:
-        _print_json(reports.once_json(report) | _git_json(report.published, report.git_error))
+        _print_json(render.once_json(report) | _git_json(report.published, report.git_error))
     else:
-        reports.print_once(out, err, report, paths)
+        render.print_once(out, err, report, paths)
         _print_git(report.published, report.git_error)
     raise typer.Exit(report.exit_code)
 
@@ -314,14 +315,14 @@ def status(
     """
     cfg, paths = _setup(config, state=state)
     try:
-        snapshot = reports.status_snapshot(cfg, paths)
+        snapshot = status_snapshot(cfg, paths)
     except OmniError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(1) from None
     if as_json:
         _print_json(snapshot)
     else:
-        reports.print_status(out, snapshot)
+        render.print_status(out, snapshot)
 
 
 @app.command()
@@ -346,7 +347,7 @@ def doctor(
     if as_json:
         _print_json(found.as_json())
     else:
-        reports.print_doctor(out, found)
+        render.print_doctor(out, found)
     raise typer.Exit(found.exit_code)
 
 

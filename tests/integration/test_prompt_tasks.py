@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from runner.app.once import OnceOptions, OnceReport, run_once
-from runner.app.reports import status_snapshot
+from runner.app.status import status_snapshot
 from runner.core.ids import new_run_id
 from runner.core.redaction import Redactor
 from runner.core.states import RunState

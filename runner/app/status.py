@@ -1,0 +1,63 @@
+"""``omni status`` as plain data: mode, runs by state, recent runs, next fire times and
+today's spend. Reads the store; never changes it."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from runner.core.clock import utc_now
+from runner.core.states import RunState
+from runner.state.spend import spent_today
+from runner.state.store import Store
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from runner.defs.config import Config, ResolvedPaths
+
+
+def status_snapshot(
+    config: Config, paths: ResolvedPaths, now: datetime | None = None
+) -> dict[str, Any]:
+    """Mode, runs by state, recent runs, next fire times and today's spend, as plain data."""
+    now = now or utc_now()
+    budget = config.router.budget
+    snapshot: dict[str, Any] = {
+        "state_file": str(paths.state),
+        "mode": {"mode": "normal", "since": None, "why": ""},
+        "runs_by_state": {state.value: 0 for state in RunState},
+        "recent_runs": [],
+        "spend_today_usd": 0.0,
+        "budget": {"per_run_usd": budget.per_run_usd, "per_day_usd": budget.per_day_usd},
+        "next_fire": [],
+    }
+    if not paths.state.exists():
+        # No state yet (e.g. a CI run on the results branch): spend from result files.
+        snapshot["spend_today_usd"] = round(spent_today(None, paths.results, now), 6)
+        return snapshot
+    with Store(paths.state) as store:
+        mode = store.mode()
+        snapshot["mode"] = {"mode": mode.mode.value, "since": mode.since, "why": mode.why}
+        snapshot["runs_by_state"] = {s.value: n for s, n in store.counts_by_state().items()}
+        snapshot["recent_runs"] = [
+            {
+                "task_id": r.task_id,
+                "run_id": r.run_id,
+                "state": r.state.value,
+                "attempt": r.attempt,
+                "executor": r.executor,
+                "model": r.model,
+                "tier": r.tier,
+                "cost_usd": r.cost_usd,
+                "updated_at": r.updated_at,
+                "error": r.error,
+                "note": r.note,
+            }
+            for r in store.runs(limit=10)
+        ]
+        snapshot["spend_today_usd"] = round(spent_today(store, paths.results, now), 6)
+        # The jobs `omni run` last scheduled; apscheduler loads only here.
+        from runner.planning.schedule import next_fire_times  # noqa: PLC0415 # pylint: disable=import-outside-toplevel
+
+        snapshot["next_fire"] = next_fire_times(store, now)
+    return snapshot
