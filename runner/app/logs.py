@@ -14,7 +14,7 @@ from runner.core.clock import iso
 from runner.core.redaction import RedactingFilter, Redactor
 
 if TYPE_CHECKING:
-    from runner.state.store import RunChange
+    from runner.state.records import RunChange
 
 log = logging.getLogger("runner.app.service")
 

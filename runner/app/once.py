@@ -23,8 +23,9 @@ from runner.planning.dueness import (
     clock_from,
 )
 from runner.planning.plan import Selection, Skipped, plan
+from runner.state.recovery import resume
 from runner.state.statelock import StateLock
-from runner.state.store import ResumeReport, RunRecord, Store
+from runner.state.store import Store
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from runner.dispatch.dispatcher import Dispatcher, Finished
     from runner.dispatch.faults import FaultHandling
     from runner.gitops.workspace import GitWorkspace, Prepared, Published
+    from runner.state.records import ResumeReport, RunRecord
 
 
 @dataclass(slots=True)
@@ -140,7 +142,7 @@ async def _run_tasks(
         report.skipped.append(Skipped(options.task_id, "no valid task has this id"))
         return report
     with StateLock(paths.state, "run --once"), Store(paths.state, clock=clock) as store:
-        report.resumed = store.resume(paths.results)
+        report.resumed = resume(store, paths.results)
         rule = DueRule(
             now=clock(),
             results=paths.results,

@@ -44,14 +44,16 @@ from runner.planning.dueness import Due, DueRule, decide, history_from_results, 
 from runner.planning.plan import Selection, plan
 from runner.planning.schedule import LIVE_GRACE, Firing, TaskScheduler, plan_of, save_plans
 from runner.planning.sources import ChangeKind, FolderSource, GitSource, SourceChange, TaskRegistry
+from runner.state.recovery import resume
 from runner.state.statelock import StateLock
-from runner.state.store import ResumeReport, RunRecord, Store
+from runner.state.store import Store
 
 if TYPE_CHECKING:
     from datetime import datetime
     from pathlib import Path
 
     from runner.dispatch.dispatcher import Dispatcher, Finished
+    from runner.state.records import ResumeReport, RunRecord
 
 log = logging.getLogger(__name__)
 
@@ -347,7 +349,7 @@ class Service:  # pylint: disable=too-many-instance-attributes  # the service's 
             StateLock(self._paths.state, "service"),
             Store(self._paths.state, clock=self._clock, on_transition=log_run_change) as store,
         ):
-            _report_resume(store.resume(self._paths.results))
+            _report_resume(resume(store, self._paths.results))
             async with dispatching(
                 config, self._paths, store, environ=env, clock=self._clock
             ) as machinery:
@@ -377,7 +379,7 @@ class Service:  # pylint: disable=too-many-instance-attributes  # the service's 
         stopping = asyncio.Event()
         scheduler.start()
 
-        def resume(run: RunRecord) -> bool:
+        def resume_waiting(run: RunRecord) -> bool:
             task = registry.get(run.task_id)
             if runs.running(run.run_id) or task is None or task.task_hash != run.task_hash:
                 return False
@@ -387,7 +389,7 @@ class Service:  # pylint: disable=too-many-instance-attributes  # the service's 
         resumer = Resumer(
             store=store,
             monitor=faults.monitor,
-            start=resume,
+            start=resume_waiting,
             interval=config.fault_handler.check_interval,
         )
         faulty: list[tuple[str, Background]] = [

@@ -265,7 +265,7 @@ def report_command(
 
     Example: `omni report --base main --branch omni/results > body.md`
     """
-    from runner.gitops.prbody import render  # noqa: PLC0415 - keeps startup lean
+    from runner.gitops.prbody import render as pr_body  # noqa: PLC0415 - keeps startup lean
     from runner.gitops.workspace import GitWorkspace  # noqa: PLC0415 - loads gitpython
 
     _, paths = _setup(config, results=results)
@@ -275,7 +275,7 @@ def report_command(
     except OmniError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(1) from None
-    sys.stdout.write(render(found, base=base, branch=branch))
+    sys.stdout.write(pr_body(found, base=base, branch=branch))
 
 
 @app.command()

@@ -39,7 +39,8 @@ if TYPE_CHECKING:
     from runner.core.redaction import Redactor
     from runner.defs.config import Config
     from runner.defs.tasks import Task
-    from runner.state.store import RunRecord, Store
+    from runner.state.records import RunRecord
+    from runner.state.store import Store
 
 #: Loop passes a finished run gives the next run's request before it records (measured:
 #: 3 reach the pipe on the stdio transport; one more as margin).

@@ -46,7 +46,8 @@ if TYPE_CHECKING:
 
     from runner.core.redaction import Redactor
     from runner.defs.config import Config
-    from runner.state.store import ModeRecord, RunRecord, Store
+    from runner.state.records import ModeRecord, RunRecord
+    from runner.state.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -42,7 +42,8 @@ if TYPE_CHECKING:
 
     from runner.core.redaction import Redactor
     from runner.defs.config import Config
-    from runner.state.store import RunRecord, Store
+    from runner.state.records import RunRecord
+    from runner.state.store import Store
 
 log = logging.getLogger(__name__)
 

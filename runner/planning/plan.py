@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from runner.defs.tasks import Task
-    from runner.state.store import RunRecord, Store
+    from runner.state.records import RunRecord
+    from runner.state.store import Store
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ import math
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
@@ -32,7 +32,10 @@ from runner.core.clock import iso
 from runner.core.errors import OmniError
 from runner.core.states import TERMINAL
 from runner.defs.tasks import Task, cron_trigger, every_seconds
-from runner.state.store import RunRecord, Store
+from runner.state.records import RunRecord
+
+if TYPE_CHECKING:
+    from runner.state.store import Store
 
 log = logging.getLogger(__name__)
 

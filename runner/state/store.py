@@ -11,7 +11,7 @@ import json
 import sqlite3
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
@@ -22,85 +22,20 @@ from runner.core.errors import IllegalTransitionError, StaleRunError, StoreError
 from runner.core.ids import new_run_id
 from runner.core.states import (
     IN_FLIGHT,
-    RUN_TRANSITIONS,
     TERMINAL,
     Mode,
     RunState,
     check_mode_change,
     check_transition,
 )
-from runner.state.results import read_result, result_path
+from runner.state.migrations import MIGRATIONS
+from runner.state.records import ModeRecord, RunChange, RunRecord, Settlement
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
     from datetime import datetime
 
     from runner.defs.tasks import Task
-
-
-@dataclass(frozen=True, slots=True)
-class RunRecord:  # pylint: disable=too-many-instance-attributes  # mirrors the runs row
-    """One row of ``runs``: a run of a task as it stood when it was read."""
-
-    run_id: str
-    task_id: str
-    task_hash: str
-    slot: str | None
-    state: RunState
-    attempt: int
-    max_attempts: int
-    executor: str | None
-    tool: str | None
-    model: str | None
-    tier: str | None
-    mode: Mode | None
-    created_at: str
-    updated_at: str
-    started_at: str | None
-    finished_at: str | None
-    note: str | None
-    error: str | None
-    result_path: str | None
-    cost_usd: float | None
-    seq: int
-
-    @property
-    def attempts_left(self) -> bool:
-        """True while a failed run may still be retried."""
-        return self.attempt < self.max_attempts
-
-
-@dataclass(frozen=True, slots=True)
-class ModeRecord:
-    """The current system mode, when it was entered (``None``: never changed), and why."""
-
-    mode: Mode
-    since: str | None
-    why: str
-
-
-@dataclass(frozen=True, slots=True)
-class RunChange:
-    """One run state change, reported to ``on_transition`` after its transaction commits."""
-
-    run_id: str
-    task_id: str
-    slot: str | None
-    old: RunState | None  # None: the run was created
-    new: RunState
-    attempt: int
-    detail: str
-    at: str
-
-
-@dataclass(frozen=True, slots=True)
-class ResumeReport:
-    """What :meth:`Store.resume` did with the runs a dead process left in flight."""
-
-    to_idle: list[str]
-    to_failed: list[str]
-    to_completed: list[str]
-    waiting: list[RunRecord]
 
 
 _COLUMNS = tuple(f.name for f in fields(RunRecord))
@@ -122,68 +57,7 @@ _SETTABLE = frozenset(
 )
 _CLAIMABLE = frozenset({RunState.IDLE, RunState.WAITING})
 _OPEN = (RunState.IDLE, RunState.DISPATCHING, RunState.EXECUTING, RunState.WAITING)
-# A result file may record any of these; resume trusts the file over the row.
-_SETTLED_BY_FILE = frozenset({RunState.COMPLETED, RunState.FAILED, RunState.WAITING})
 
-
-def _columns(spec: str) -> dict[str, type]:
-    """Columns in order from ``"name name:int name:float"`` (a bare name is text)."""
-    kinds: dict[str, type] = {"int": int, "float": float}
-    return {
-        name: kinds.get(kind, str)
-        for name, _, kind in (word.partition(":") for word in spec.split())
-    }
-
-
-def _initial_schema(db: Database) -> None:
-    task_columns = dict.fromkeys(("id", "path", "task_hash", "schedule", "updated_at"), str)
-    db.table("tasks").create(
-        task_columns | {"enabled": int},
-        pk="id",
-        not_null={"path", "task_hash", "enabled", "updated_at"},
-    )
-    # Written out, not derived from RunRecord: a migration must never change once shipped.
-    runs = db.table("runs").create(
-        _columns(
-            "run_id task_id task_hash slot state attempt:int max_attempts:int executor tool"
-            " model tier mode created_at updated_at started_at finished_at note error"
-            " result_path cost_usd:float seq:int"
-        ),
-        pk="run_id",
-        not_null=set(
-            [
-                "task_id",
-                "task_hash",
-                "state",
-                "attempt",
-                "max_attempts",
-                "seq",
-                "created_at",
-                "updated_at",
-            ]
-        ),
-    )
-    runs.create_index(["state"])
-    runs.create_index(["task_id", "task_hash"])
-    # Unique: seq is the creation order waiting runs resume in; also makes MAX(seq) cheap.
-    runs.create_index(["seq"], unique=True)
-    # Raw DDL: sqlite-utils' create() cannot say AUTOINCREMENT, and event/mode ids must
-    # never be reused after a delete, or history would reorder.
-    db.execute(
-        "CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT,"
-        " run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,"
-        " at TEXT NOT NULL, from_state TEXT, to_state TEXT NOT NULL, detail TEXT NOT NULL)"
-    )
-    db.table("events").create_index(["run_id"])
-    db.execute(
-        "CREATE TABLE modes (id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL,"
-        " from_mode TEXT NOT NULL, to_mode TEXT NOT NULL, why TEXT NOT NULL)"
-    )
-    db.table("meta").create({"key": str, "value": str}, pk="key")
-
-
-#: Schema migrations in order; the schema version is a migration's 1-based position.
-MIGRATIONS: tuple[Callable[[Database], None], ...] = (_initial_schema,)
 
 # busy_timeout first: switching to WAL needs a lock another process may hold.
 _PRAGMAS = (
@@ -625,51 +499,21 @@ class Store:  # pylint: disable=too-many-public-methods  # the store's whole API
 
     # -- crash recovery -------------------------------------------------------------
 
-    def resume(self, results_root: Path) -> ResumeReport:
-        """Settle every run a dead process left dispatching or executing.
-
-        A result file written for this attempt is the proof of how the attempt ended
-        (it is written before the row); without one the run is retried if it has
-        attempts left, else failed. Returns what moved, and the waiting runs in
-        creation order.
-        """
-        report = ResumeReport(to_idle=[], to_failed=[], to_completed=[], waiting=[])
-        moved = {
-            RunState.IDLE: report.to_idle,
-            RunState.FAILED: report.to_failed,
-            RunState.COMPLETED: report.to_completed,
-        }
+    def settle_in_flight(
+        self, decide: Callable[[RunRecord], Settlement]
+    ) -> tuple[list[RunRecord], list[RunRecord]]:
+        """In one transaction, move every run left dispatching or executing (a dead
+        process's) the way ``decide`` says. Returns the moved runs, and the waiting
+        runs, both in creation order."""
         with self._write() as conn:
             marks = ", ".join("?" * len(IN_FLIGHT))
             in_flight = [state.value for state in IN_FLIGHT]
-            stuck = self._read_runs(f"WHERE state IN ({marks}) ORDER BY seq", in_flight)
-            for record in stuck:
-                settled = self._settle(conn, record, results_root)
-                moved.get(settled.state, []).append(settled.run_id)
+            moved = []
+            for record in self._read_runs(f"WHERE state IN ({marks}) ORDER BY seq", in_flight):
+                settlement = decide(record)
+                moved.append(self._move(conn, record, settlement.steps, settlement.changes))
             waiting = self._read_runs("WHERE state = ? ORDER BY seq", [RunState.WAITING.value])
-            report.waiting.extend(waiting)
-        return report
-
-    def _settle(self, conn: sqlite3.Connection, record: RunRecord, results_root: Path) -> RunRecord:
-        path = result_path(results_root, record.task_id, record.run_id)
-        found = read_result(path)
-        # A file from an earlier attempt of the same run says nothing about this one.
-        if (
-            found is not None
-            and found.attempt == record.attempt
-            and (found.state in _SETTLED_BY_FILE)
-        ):
-            target = RunState(found.state)
-            if target not in RUN_TRANSITIONS[record.state]:
-                # dispatching -> completed is not in the table: pass through executing.
-                record = self._move(conn, record, [(RunState.EXECUTING, "resumed with a result")])
-            changes: dict[str, Any] = {"result_path": str(path), "error": found.error}
-            if found.usage.cost_usd is not None:
-                changes["cost_usd"] = found.usage.cost_usd
-            return self._move(conn, record, [(target, "result file found on resume")], changes)
-        if record.attempts_left:
-            return self._move(conn, record, [(RunState.IDLE, "interrupted; will retry")])
-        return self._move(conn, record, [(RunState.FAILED, "interrupted; no attempts left")])
+        return moved, waiting
 
     # -- modes, spend, metadata -----------------------------------------------------
 

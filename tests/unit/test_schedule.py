@@ -26,10 +26,12 @@ from runner.planning.schedule import (
     trigger_for,
 )
 from runner.planning.slots import latest_slot, next_slot
-from runner.state.store import RunRecord, Store
+from runner.state.store import Store
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    from runner.state.records import RunRecord
 
 UTC_TIME = "%Y-%m-%dT%H:%M:%S"
 

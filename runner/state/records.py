@@ -1,0 +1,88 @@
+"""The state store's records: runs, modes, run changes, and what crash recovery did.
+
+Plain frozen dataclasses, apart from the store that reads and writes them, so every
+layer above can name them without importing the database.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from runner.core.states import Mode, RunState
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:  # pylint: disable=too-many-instance-attributes  # mirrors the runs row
+    """One row of ``runs``: a run of a task as it stood when it was read."""
+
+    run_id: str
+    task_id: str
+    task_hash: str
+    slot: str | None
+    state: RunState
+    attempt: int
+    max_attempts: int
+    executor: str | None
+    tool: str | None
+    model: str | None
+    tier: str | None
+    mode: Mode | None
+    created_at: str
+    updated_at: str
+    started_at: str | None
+    finished_at: str | None
+    note: str | None
+    error: str | None
+    result_path: str | None
+    cost_usd: float | None
+    seq: int
+
+    @property
+    def attempts_left(self) -> bool:
+        """True while a failed run may still be retried."""
+        return self.attempt < self.max_attempts
+
+
+@dataclass(frozen=True, slots=True)
+class ModeRecord:
+    """The current system mode, when it was entered (``None``: never changed), and why."""
+
+    mode: Mode
+    since: str | None
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunChange:
+    """One run state change, reported to ``on_transition`` after its transaction commits."""
+
+    run_id: str
+    task_id: str
+    slot: str | None
+    old: RunState | None  # None: the run was created
+    new: RunState
+    attempt: int
+    detail: str
+    at: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeReport:
+    """What :meth:`Store.resume` did with the runs a dead process left in flight."""
+
+    to_idle: list[str]
+    to_failed: list[str]
+    to_completed: list[str]
+    waiting: list[RunRecord]
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """How crash recovery moves one run a dead process left in flight."""
+
+    steps: list[tuple[RunState, str]]
+    """The ``(state, detail)`` steps, in order (one event row each)."""
+    changes: dict[str, Any] = field(default_factory=dict)
+    """Columns to set with the move (``result_path``, ``error``, ``cost_usd``)."""
