@@ -6,11 +6,7 @@ with Debian's verdict where those libraries accept more than Debian does.
 
 from __future__ import annotations
 
-import random
-from datetime import datetime
-
 import pytest
-from cronsim import CronSim
 
 from runner.defs.cron import (
     MAX_EVERY_SECONDS,
@@ -227,75 +223,3 @@ def test_every_is_bounded(schedule: str, words: str) -> None:
 def test_every_seconds_is_none_for_cron() -> None:
     assert every_seconds("0 3 * * *") is None
     assert isinstance(parse_schedule(" @daily "), CronSpec)
-
-
-def random_field(rng: random.Random, low: int, high: int, names: tuple[str, ...] = ()) -> str:
-    """A Debian-valid field: *, */n, a, a-b, a-b/n, or a list of them; names sometimes."""
-
-    def value(number: int) -> str:
-        if names and rng.random() < 0.3 and number - low < len(names):
-            return names[number - low]
-        return str(number)
-
-    def item() -> str:
-        roll = rng.random()
-        if roll < 0.25:
-            return "*"
-        if roll < 0.4:
-            return f"*/{rng.randint(1, high - low + 2)}"
-        first, last = sorted((rng.randint(low, high), rng.randint(low, high)))
-        if roll < 0.7:
-            return value(first)
-        if roll < 0.85:
-            return f"{value(first)}-{value(last)}"
-        return f"{value(first)}-{value(last)}/{rng.randint(2, 5)}"
-
-    return ",".join(item() for _ in range(rng.choice((1, 1, 1, 2, 3))))
-
-
-MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
-DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
-
-
-def one_value_range_with_step(expression: str) -> bool:
-    """True if a field holds ``a-a/n`` (or ``1-jan/n``), which cronsim reads as ``a/n``."""
-    names = {name: str(i + 1) for i, name in enumerate(MONTHS)} | {
-        name: str(i) for i, name in enumerate(DAYS)
-    }
-    for item in expression.replace(",", " ").split():
-        bounds, _, step = item.partition("/")
-        first, _, last = bounds.partition("-")
-        if step and last and names.get(first, first) == names.get(last, last):
-            return True
-    return False
-
-
-def test_the_fields_agree_with_cronsim() -> None:
-    """cronsim (Debian-compatible) reads every Debian-valid expression the same way,
-    but for one quirk of its own: a one-value range with a step (``45-45/3``)."""
-    rng = random.Random(17)
-    compared = 0
-    while compared < 2000:
-        expression = " ".join(
-            (
-                random_field(rng, 0, 59),
-                random_field(rng, 0, 23),
-                random_field(rng, 1, 31),
-                random_field(rng, 1, 12, MONTHS),
-                random_field(rng, 0, 7, DAYS),
-            )
-        )
-        if one_value_range_with_step(expression):
-            continue
-        try:
-            ours = parse_cron(expression)
-        except CronError:
-            continue  # a day no month has: cronsim refuses most of these too
-        theirs = CronSim(expression, datetime(2020, 1, 1))
-        assert set(ours.minutes) == theirs.minutes, expression
-        assert set(ours.hours) == theirs.hours, expression
-        assert set(ours.days) == theirs.days, expression
-        assert set(ours.months) == theirs.months, expression
-        assert set(ours.weekdays) == {day % 7 for day in theirs.weekdays}, expression
-        assert ours.days_or is not theirs.day_and, expression
-        compared += 1
