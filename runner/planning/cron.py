@@ -53,6 +53,8 @@ _LOOKBACK = _HORIZON_YEARS * 366 * _DAY
 #: A walk forward longer than this many slots switches to bisection.
 _WALK = 8
 _MONTH_DAYS = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+# Six weeks of a 7-bit weekday pattern, side by side (a month spans at most 38 days of it).
+_WEEKS = sum(1 << (7 * week) for week in range(6))
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,28 +116,26 @@ class CronTimes(FireTimes):
     def __init__(self, spec: CronSpec, zone: ZoneInfo) -> None:
         self._zone = zone
         self._wildcard = spec.wildcard
-        self._times = tuple(hour * 60 + minute for hour in spec.hours for minute in spec.minutes)
-        months = set(spec.months)
-        first = min(months)
+        self._hours = spec.hours
+        self._minutes = spec.minutes
+        months = spec.months
         # For each month 1-12: the first month of the schedule from it on, and whether
         # that is in the next year.
         self._month_from = [(0, 0)] + [
-            (min((m for m in months if m >= month), default=first), int(month > max(months)))
-            for month in range(1, 13)
+            next(((m, 0) for m in months if m >= month), (months[0], 1)) for month in range(1, 13)
         ]
-        weekdays = set(spec.weekdays)
         self._dom = sum(1 << day for day in spec.days)
-        # Days 1-31 whose weekday is in the schedule, for a month starting on each weekday.
-        self._weeks = tuple(
-            sum(1 << day for day in range(1, 32) if (start + day - 1) % 7 in weekdays)
-            for start in range(7)
-        )
+        # Bit j set when weekday j % 7 is in the schedule, for j in 0-37: shifted by the
+        # weekday of a month's 1st, the month's days whose weekday matches.
+        self._weeks = sum(1 << day for day in spec.weekdays) * _WEEKS
         self._days_or = spec.days_or
         # The first window to look back for the latest slot: the longest gap between two
         # times of a day, plus a minute.
-        times = self._times
-        gaps = [b - a for a, b in pairwise(times)]
-        self._window = (max([*gaps, times[0] + 1440 - times[-1]]) + 1) * 60
+        hours, minutes = spec.hours, spec.minutes
+        gaps = [b - a for a, b in pairwise(minutes)]
+        gaps += [(b - a) * 60 - minutes[-1] + minutes[0] for a, b in pairwise(hours)]
+        gaps.append((hours[0] + 24 - hours[-1]) * 60 - minutes[-1] + minutes[0])
+        self._window = (max(gaps) + 1) * 60
         # Transition instants found so far, by the offset they switch to.
         self._transitions: dict[int, list[int]] = {}
 
@@ -263,7 +263,6 @@ class CronTimes(FireTimes):
         when = date.fromordinal(day + _EPOCH_DAY)
         year, month, mday = when.year, when.month, when.day
         minute = -(-rest // 60)
-        times = self._times
         last_year = min(year + _HORIZON_YEARS, _LAST_YEAR)
         while True:
             start, carry = self._month_from[month]
@@ -273,15 +272,28 @@ class CronTimes(FireTimes):
                 return None
             days = self._day_mask(year, month) >> mday << mday
             if days >> mday & 1:
-                index = bisect_left(times, minute)
-                if index < len(times):
-                    return _wall(year, month, mday, times[index])
+                time = self._time_from(minute)
+                if time is not None:
+                    return _wall(year, month, mday, time)
                 days ^= 1 << mday
             if days:
-                return _wall(year, month, (days & -days).bit_length() - 1, times[0])
+                first = self._hours[0] * 60 + self._minutes[0]
+                return _wall(year, month, (days & -days).bit_length() - 1, first)
             month, mday, minute = month + 1, 1, 0
             if month == 13:
                 year, month = year + 1, 1
+
+    def _time_from(self, minute: int) -> int | None:
+        """The first time of day (minutes after midnight) at or after ``minute``."""
+        hours, minutes = self._hours, self._minutes
+        hour, within = divmod(minute, 60)
+        index = bisect_left(hours, hour)
+        if index < len(hours) and hours[index] == hour:
+            later = bisect_left(minutes, within)
+            if later < len(minutes):
+                return hour * 60 + minutes[later]
+            index += 1
+        return hours[index] * 60 + minutes[0] if index < len(hours) else None
 
     def _day_mask(self, year: int, month: int) -> int:
         """The days of the month that match, as bits 1-31."""
@@ -289,7 +301,7 @@ class CronTimes(FireTimes):
         length = _MONTH_DAYS[month] + (month == 2 and _leap(year))
         valid = (2 << length) - 2
         by_date = self._dom & valid
-        by_weekday = self._weeks[start] & valid
+        by_weekday = (self._weeks << 1 >> start) & valid
         return by_date | by_weekday if self._days_or else by_date & by_weekday
 
 
