@@ -21,12 +21,15 @@ import random
 import statistics
 import subprocess
 import time
-from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from runner.planning.cron import FireTimes, fire_times
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 BAR_MEDIAN_US = 50.0
 BAR_MAX_US = 5000.0
