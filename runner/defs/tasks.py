@@ -12,7 +12,6 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
-from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -20,17 +19,13 @@ from pydantic_core import PydanticCustomError
 from runner.core.clock import check_timezone
 from runner.core.errors import InvalidTaskFile, TaskFileError
 from runner.core.yamlio import YamlProblem, dotted, line_of, read_yaml
+from runner.defs.cron import CronError, parse_schedule
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
 TASK_SUFFIXES = (".yaml", ".yml")
 _SEGMENT = re.compile(r"^[A-Za-z0-9._-]+$")
-_EVERY = re.compile(
-    r"^every\s+(\d+)\s*(s|sec|secs|seconds?|m|min|mins|minutes?|h|hours?|d|days?)$",
-    re.IGNORECASE,
-)
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def check_task_id(value: str) -> str:
@@ -51,113 +46,13 @@ def check_task_id(value: str) -> str:
     return value
 
 
-def every_seconds(schedule: str) -> int | None:
-    """Seconds of an ``every N s|m|h|d`` schedule, or ``None`` if it is not one."""
-    match = _EVERY.match(schedule.strip())
-    if match is None:
-        return None
-    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)[0].lower()]
-
-
-_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
-
-
-def _crontab_weekdays(field_: str) -> str:
-    """A crontab day-of-week field (0 or 7 = Sunday) as APScheduler day names.
-
-    APScheduler 3 numbers weekdays from Monday = 0, so ``1-5`` would mean Tuesday to
-    Saturday there; names mean the same in both.
-    """
-    if field_ == "*":
-        return field_
-    days: set[int] = set()
-    for item in field_.lower().split(","):
-        part, _, step_text = item.partition("/")
-        if not step_text.isdigit() and step_text:
-            raise ValueError(f"day of week {field_!r}: bad step {step_text!r}")
-        step = int(step_text) if step_text else 1
-        if part == "*":
-            first, last = 0, 6
-        else:
-            start, dash, end = part.partition("-")
-            first = _weekday_number(start, field_)
-            last = _weekday_number(end, field_) if dash else (6 if step_text else first)
-            if last == 0 and first > 0:
-                last = 7  # "fri-sun" / "5-0"
-            if last < first:
-                raise ValueError(f"day of week {field_!r}: range {part!r} goes backwards")
-        if step < 1:
-            raise ValueError(f"day of week {field_!r}: the step must be at least 1")
-        days.update(day % 7 for day in range(first, last + 1, step))
-    return ",".join(_WEEKDAYS[day] for day in sorted(days))
-
-
-def _weekday_number(text: str, field_: str) -> int:
-    if text in _WEEKDAYS:
-        return _WEEKDAYS.index(text)
-    if text.isdigit() and int(text) <= 7:
-        return int(text)
-    raise ValueError(f"day of week {field_!r}: {text!r} is not 0-7 or sun..sat")
-
-
-def cron_trigger(schedule: str, timezone: str) -> Any:
-    """An APScheduler trigger that fires as crontab would for the 5-field ``schedule``.
-
-    Use this, not ``CronTrigger.from_crontab``: crontab numbers Sunday 0 (or 7) and
-    fires when *either* a restricted day of month or a restricted day of week matches;
-    APScheduler 3 numbers Monday 0 and wants both. Raises ``ValueError`` saying why.
-    """
-    # apscheduler costs ~60 ms to import; only cron schedules need it.
-    # pylint: disable-next=import-outside-toplevel
-    from apscheduler.triggers.combining import OrTrigger  # noqa: PLC0415
-
-    # pylint: disable-next=import-outside-toplevel
-    from apscheduler.triggers.cron import CronTrigger  # noqa: PLC0415
-
-    fields = schedule.split()
-    if len(fields) != 5:
-        raise ValueError(
-            f"{schedule!r} is neither a 5-field cron ('0 3 * * *') nor 'every N s|m|h|d'"
-        )
-    minute, hour, day, month, weekday = fields
-    zone = ZoneInfo(timezone)
+def check_schedule(schedule: str) -> None:
+    """Raise ``ValueError`` unless ``schedule`` is a cron expression Debian cron would run
+    (5 fields or an ``@name``) or ``every N s|m|h|d``; the message says why."""
     try:
-        days = _crontab_weekdays(weekday)
-        parts = {"minute": minute, "hour": hour, "month": month, "timezone": zone}
-        if not day.startswith("*") and not weekday.startswith("*"):
-            return OrTrigger(
-                [CronTrigger(day=day, **parts), CronTrigger(day_of_week=days, **parts)]
-            )
-        return CronTrigger(day=day, day_of_week=days, **parts)
-    except ValueError as exc:
-        raise ValueError(f"bad cron {schedule!r}: {_cron_field_problem(fields, exc)}") from None
-
-
-def _cron_field_problem(fields: list[str], exc: ValueError) -> str:
-    """Which of the first four cron fields is wrong and why (only on the error path)."""
-    # pylint: disable-next=import-outside-toplevel
-    from apscheduler.triggers.cron import CronTrigger  # noqa: PLC0415
-
-    names = (("minute", "minute"), ("hour", "hour"), ("day", "day of month"), ("month", "month"))
-    for (key, name), value in zip(names, fields, strict=False):
-        try:
-            CronTrigger(**{key: value})
-        except ValueError as field_exc:
-            detail = re.sub(r"^Error validating expression '[^']*': ", "", str(field_exc))
-            return f"{name} {value!r}: {detail}"
-    return str(exc)
-
-
-def check_schedule(schedule: str, timezone: str) -> None:
-    """Raise ``ValueError`` unless ``schedule`` is a 5-field cron or ``every N unit``."""
-    if schedule.strip().lower().startswith("every"):
-        seconds = every_seconds(schedule)
-        if seconds is None:
-            raise ValueError(f"{schedule!r} is not 'every N s|m|h|d' (e.g. 'every 10m')")
-        if seconds <= 0:
-            raise ValueError(f"{schedule!r}: the interval must be at least 1 second")
-        return
-    cron_trigger(schedule, timezone)
+        parse_schedule(schedule)
+    except CronError as exc:
+        raise ValueError(f"bad cron {schedule.strip()!r}: {exc}") from None
 
 
 class TaskSpec(BaseModel):
@@ -188,7 +83,7 @@ class TaskSpec(BaseModel):
     max_turns: int | None = Field(default=None, ge=1)
     """Prompt tasks: model turns allowed; default ``agent.max_turns``."""
     schedule: str | None = None
-    """Cron (``0 3 * * *``) or ``every 10m``; absent means run once per content."""
+    """Cron (``0 3 * * *``, ``@daily``) or ``every 10m``; absent means run once per content."""
     timezone: str | None = None
     """IANA time zone for a cron schedule; default ``schedule.timezone`` (UTC)."""
     timeout: float = Field(default=300.0, gt=0)
@@ -222,7 +117,7 @@ class TaskSpec(BaseModel):
             )
         if self.schedule is not None:
             try:
-                check_schedule(self.schedule, self.timezone or "UTC")
+                check_schedule(self.schedule)
             except ValueError as exc:
                 raise PydanticCustomError("schedule", str(exc), {"field": "schedule"}) from None
         return self

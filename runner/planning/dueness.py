@@ -9,7 +9,7 @@ the files under ``results/<task-id>/``, and takes whichever knows more:
   new hash and runs again; a run that failed with every attempt used is not run again
   for the same content (a broken task must not fail, or spend, every 15 minutes):
   edit the file or use ``--force``;
-* a **scheduled** task runs the slot :func:`runner.planning.slots.due_slot` picks, given the
+* a **scheduled** task runs the slot :func:`runner.planning.slots.due` picks, given the
   latest slot any earlier run served (completed or failed, whatever the content: an
   edited schedule does not re-serve a slot). Missed slots coalesce into the latest one,
   which runs once however late the runner wakes; a task that never ran waits for its
@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 from runner.core.clock import iso, utc_now
 from runner.core.errors import ConfigError
 from runner.core.states import RunState
-from runner.planning.slots import due_slot, latest_slot, next_slot
+from runner.planning.cron import fire_times
+from runner.planning.slots import due
 from runner.state.results import result_dir
 
 if TYPE_CHECKING:
@@ -184,14 +185,16 @@ def decide(task: Task, history: History, rule: DueRule) -> Decision:
             )
         return Decision(Due.RUN, None, "new or changed content")
     zone = task.spec.timezone or rule.timezone
-    slot = due_slot(schedule, zone, rule.now, history.last_slot, rule.misfire_grace)
+    # One walk gives both slots around now: the due rule needs the latest, the reason the next.
+    around = fire_times(schedule, zone).around(rule.now)
+    slot = due(around.latest, rule.now, history.last_slot, rule.misfire_grace)
     if slot is not None:
         late = (rule.now - slot).total_seconds()
         return Decision(Due.RUN, slot, f"slot {iso(slot)} due ({late:.0f} s ago)")
-    upcoming = next_slot(schedule, zone, rule.now)
-    when = f"next slot {iso(upcoming)}" if upcoming is not None else "no later slot"
-    latest = latest_slot(schedule, zone, rule.now)
-    if history.last_slot is not None and (latest is None or history.last_slot >= latest):
+    when = f"next slot {iso(around.next)}" if around.next is not None else "no later slot"
+    if history.last_slot is not None and (
+        around.latest is None or history.last_slot >= around.latest
+    ):
         return Decision(Due.SERVED, None, f"not due: slot {iso(history.last_slot)} ran; {when}")
     return Decision(
         Due.NOT_YET, None, f"not due: new schedule, first run at the {when} ({schedule})"

@@ -1,13 +1,14 @@
 """APScheduler wiring for ``schedule:`` in service mode.
 
-One APScheduler 3 job a scheduled task on an ``AsyncIOScheduler``: cron through
-:func:`runner.defs.tasks.cron_trigger` (crontab weekdays, the task's time zone), ``every N``
-on multiples of N seconds since the Unix epoch, so the jobs fire exactly at the slots
-:mod:`runner.planning.slots` computes. A job decides nothing itself: when it fires,
-the service plans the task with :mod:`runner.planning.plan` (due-ness from
-:mod:`runner.planning.dueness`, the rule ``run --once`` uses in CI). A fire, a restart
-after downtime and an edited schedule therefore agree on what is due, and a slot is
-served at most once however often a job fires.
+One APScheduler 3 job a scheduled task on an ``AsyncIOScheduler``, each with a
+:class:`SlotTrigger` that asks :mod:`runner.planning.cron` (the engine due-ness in CI
+uses too) for its next fire time, so the jobs fire exactly at the slots
+:mod:`runner.planning.slots` serves: cron in the task's time zone by Debian cron's
+rules, ``every N`` on multiples of N seconds since the Unix epoch. A job decides nothing
+itself: when it fires, the service plans the task with :mod:`runner.planning.plan`
+(due-ness from :mod:`runner.planning.dueness`, the rule ``run --once`` uses in CI). A
+fire, a restart after downtime and an edited schedule therefore agree on what is due,
+and a slot is served at most once however often a job fires.
 
 Jobs run at most one instance at a time (``max_instances=1``), coalesce missed fires,
 and live only in memory: the store is the record of what ran. The jobs' definitions
@@ -22,16 +23,17 @@ import logging
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.interval import IntervalTrigger
+from apscheduler.triggers.base import BaseTrigger
 
 from runner.core.clock import iso
 from runner.core.errors import OmniError
 from runner.core.states import TERMINAL
-from runner.defs.tasks import Task, cron_trigger, every_seconds
+from runner.defs.tasks import Task
+from runner.planning.cron import FireTimes, fire_times
 from runner.state.records import RunRecord
 
 if TYPE_CHECKING:
@@ -44,31 +46,41 @@ JOBS_KEY = "service.schedules"
 #: A live fire is never refused for lateness below this many seconds, whatever
 #: ``schedule.misfire_grace`` says: the grace is for catching up after downtime.
 LIVE_GRACE = 60.0
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_TICK = timedelta(microseconds=1)
 
 
-class EveryTrigger(IntervalTrigger):
-    """``every N``: fires on multiples of N seconds since the epoch (as ``runner.planning.slots``),
-    also after a fire at an odd moment (a catch-up run started at once)."""
+class SlotTrigger(BaseTrigger):
+    """Fires on a schedule's slots, as :mod:`runner.planning.cron` computes them; after
+    a fire at an odd moment (a catch-up run started at once) it goes back to the slots."""
 
-    def __init__(self, seconds: int) -> None:
-        super().__init__(seconds=seconds, start_date=_EPOCH, timezone=UTC)
+    __slots__ = ("_label", "_times")
+
+    def __init__(self, times: FireTimes, label: str) -> None:
+        self._times = times
+        self._label = label
 
     def get_next_fire_time(
         self, previous_fire_time: datetime | None, now: datetime
     ) -> datetime | None:
+        """The first slot at or after ``now``, or, after a fire, the first slot after it
+        (which may lie before ``now``: APScheduler counts the fires it missed)."""
+        start = now
         if previous_fire_time is not None:
-            stamp = previous_fire_time.timestamp()
-            previous_fire_time = datetime.fromtimestamp(stamp - stamp % self.interval_length, UTC)
-        return super().get_next_fire_time(previous_fire_time, now)
+            start = min(now, previous_fire_time + _TICK)
+            if start == previous_fire_time:
+                start += _TICK
+        return self._times.at_or_after(start)
+
+    def __str__(self) -> str:
+        return f"slots[{self._label}]"
+
+    def __repr__(self) -> str:
+        return f"<SlotTrigger ({self._label})>"
 
 
-def trigger_for(schedule: str, timezone: str) -> Any:
+def trigger_for(schedule: str, timezone: str) -> SlotTrigger:
     """The APScheduler trigger whose fire times are the schedule's slots."""
-    seconds = every_seconds(schedule)
-    if seconds is not None:
-        return EveryTrigger(seconds)
-    return cron_trigger(schedule, timezone)
+    return SlotTrigger(fire_times(schedule, timezone), f"{schedule}, {timezone}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,8 +93,7 @@ class Plan:
 
     def next_fire(self, now: datetime) -> datetime | None:
         """The first fire time at or after ``now`` (UTC)."""
-        fire = trigger_for(self.schedule, self.timezone).get_next_fire_time(None, now)
-        return None if fire is None else fire.astimezone(UTC)
+        return fire_times(self.schedule, self.timezone).at_or_after(now)
 
 
 def plan_of(task: Task, default_timezone: str) -> Plan | None:

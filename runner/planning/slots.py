@@ -10,100 +10,42 @@ One rule, used by service mode at start-up and by ``run --once`` in CI (DESIGN Â
   does not run it at once; a task that has run before always catches up its latest
   missed slot, however late the runner wakes (a delayed CI cron never skips a day).
 
-``every N`` schedules fire on multiples of N since the Unix epoch (UTC), so every
-machine agrees on the slots without sharing state. At a DST fall-back the hour that
-repeats is served once: a wall time that occurs twice is one slot, its first occurrence
-(so ``30 2 * * *`` runs once that night, as cron does).
+The slots themselves, of cron and ``every N`` schedules, come from
+:mod:`runner.planning.cron`: Debian cron's rules, the days the clock changes included.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from typing import Any
-from zoneinfo import ZoneInfo
+from typing import TYPE_CHECKING
 
-from runner.defs.tasks import cron_trigger, every_seconds
+from runner.planning.cron import fire_times
 
-# How far back to look for a cron's latest fire time, widening until one is found.
-_WINDOWS = (
-    timedelta(hours=1),
-    timedelta(days=1),
-    timedelta(days=8),
-    timedelta(days=32),
-    timedelta(days=367),
-    timedelta(days=4 * 366 + 1),
-)
-
-
-# A repeated hour holds at most 60 minute-resolution fire times to skip.
-_MAX_REPEATS = 62
+if TYPE_CHECKING:
+    from datetime import datetime
 
 
 def latest_slot(schedule: str, timezone: str, now: datetime) -> datetime | None:
-    """The most recent fire time at or before ``now`` (UTC), or ``None`` if none in 4 years."""
-    now = now.astimezone(UTC)
-    interval = every_seconds(schedule)
-    if interval is not None:
-        epoch = int(now.timestamp())
-        return datetime.fromtimestamp(epoch - epoch % interval, UTC)
-    trigger = cron_trigger(schedule, timezone)
-    zone = ZoneInfo(timezone)
-    for window in _WINDOWS:
-        fire = _fire_after(trigger, now - window)
-        last = None
-        while fire is not None and fire <= now:
-            last = fire
-            fire = _fire_after(trigger, fire)
-        if last is not None:
-            return _first_occurrence(last, zone)
-    return None
+    """The most recent fire time at or before ``now`` (UTC), or ``None`` if none in 50 years."""
+    return fire_times(schedule, timezone).latest_at(now)
 
 
 def next_slot(schedule: str, timezone: str, now: datetime) -> datetime | None:
     """The first fire time strictly after ``now`` (UTC)."""
-    now = now.astimezone(UTC)
-    interval = every_seconds(schedule)
-    if interval is not None:
-        epoch = int(now.timestamp())
-        return datetime.fromtimestamp(epoch - epoch % interval + interval, UTC)
-    trigger = cron_trigger(schedule, timezone)
-    return _fire_after(trigger, now, skip_repeats_in=ZoneInfo(timezone))
+    return fire_times(schedule, timezone).next_after(now)
 
 
-def _is_repeat(fire: datetime, zone: ZoneInfo) -> bool:
-    """True for the second occurrence of a wall time repeated at a DST fall-back."""
-    local = fire.astimezone(zone)
-    return local.fold == 1 and local.replace(fold=0).utcoffset() != local.utcoffset()
-
-
-def _first_occurrence(fire: datetime, zone: ZoneInfo) -> datetime:
-    """``fire`` in UTC, moved to the first occurrence of its wall time if repeated."""
-    if _is_repeat(fire, zone):
-        return fire.astimezone(zone).replace(fold=0).astimezone(UTC)
-    return fire.astimezone(UTC)
-
-
-def _fire_after(
-    trigger: Any, moment: datetime, skip_repeats_in: ZoneInfo | None = None
+def due(
+    latest: datetime | None, now: datetime, last_served: datetime | None, misfire_grace: float
 ) -> datetime | None:
-    """The trigger's first fire time strictly after ``moment``, in UTC (and, given a
-    zone, not the second occurrence of a repeated wall time).
-
-    Everything stays in UTC: datetimes that share a ZoneInfo add and compare by wall
-    time and ignore ``fold``, so at a DST fall-back the repeated hour's second
-    occurrence would read as earlier than the first, and a walk through it would run
-    backwards (it skipped the slots after it, or looped).
-    """
-    probe = moment.astimezone(UTC) + timedelta(seconds=1)
-    for _ in range(_MAX_REPEATS):
-        fire = trigger.get_next_fire_time(None, probe)
-        if fire is None:
-            return None
-        fire = fire.astimezone(UTC)
-        if not (skip_repeats_in and _is_repeat(fire, skip_repeats_in)):
-            return fire
-        probe = fire + timedelta(seconds=1)
-    return None
+    """The slot to run now, given the schedule's ``latest`` slot at ``now``, or ``None``
+    when nothing is due (see the module rule)."""
+    if latest is None:
+        return None
+    if last_served is not None and last_served >= latest:
+        return None
+    if last_served is None and (now - latest).total_seconds() > misfire_grace:
+        return None
+    return latest
 
 
 def due_slot(
@@ -114,11 +56,4 @@ def due_slot(
     misfire_grace: float,
 ) -> datetime | None:
     """The slot to run now, or ``None`` when nothing is due (see the module rule)."""
-    slot = latest_slot(schedule, timezone, now)
-    if slot is None:
-        return None
-    if last_served is not None and last_served >= slot:
-        return None
-    if last_served is None and (now - slot).total_seconds() > misfire_grace:
-        return None
-    return slot
+    return due(latest_slot(schedule, timezone, now), now, last_served, misfire_grace)

@@ -137,3 +137,35 @@ def test_run_once_refuses_a_state_file_another_runner_holds(project: Path) -> No
     assert "another omni service (pid" in busy.stderr
     assert not (project / "results").exists()
     assert omni(project, "run", "--once").returncode == 0  # released: runs normally
+
+
+def test_ci_runs_across_a_clock_change_from_result_files_alone(tmp_path: Path) -> None:
+    """`run --once` as the workflow runs it: a fresh state file every time, only the
+    results folder carried over, the clock from OMNI_NOW. Berlin springs forward on
+    2026-03-29 (02:00 CET -> 03:00 CEST)."""
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    berlin = "timezone: Europe/Berlin\ntool: echo\nargs: {text: x}\n"
+    (tasks / "nightly.yaml").write_text("schedule: '30 2 * * *'\n" + berlin)
+    (tasks / "even.yaml").write_text("schedule: '0 */2 * * *'\n" + berlin)
+    runs = ["2026-03-28T01:35:00Z", "2026-03-29T00:50:00Z", "2026-03-29T01:05:00Z"]
+    for n, now in enumerate([*runs, "2026-03-29T02:05:00Z"]):
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(tmp_path),
+            "OMNI_NOW": now,
+            "OMNI_STATE": str(tmp_path / f"machine-{n}" / "state.db"),
+        }
+        done = run_omni(tmp_path, "run", "--once", env=env)
+        assert done.returncode == 0, done.stderr + done.stdout
+    # 02:30 did not exist on the 29th: it ran at the jump, 03:00 CEST (01:00 UTC).
+    assert [r["slot"] for r in results_of(tmp_path, "nightly")] == [
+        "2026-03-28T01:30:00.000Z",
+        "2026-03-29T01:00:00.000Z",
+    ]
+    # A wildcard job follows the clock: 00:00 CET, then 04:00 CEST; nothing for 02:00.
+    assert [r["slot"] for r in results_of(tmp_path, "even")] == [
+        "2026-03-28T01:00:00.000Z",
+        "2026-03-28T23:00:00.000Z",
+        "2026-03-29T02:00:00.000Z",
+    ]

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from runner.core.clock import iso
 from runner.core.errors import ConfigError
+from runner.core.redaction import Redactor
 from runner.core.states import RunState
 from runner.defs.tasks import Task, TaskSpec, task_hash
 from runner.planning.dueness import (
@@ -20,8 +22,11 @@ from runner.planning.dueness import (
     decide,
     history_from_results,
     history_from_store,
+    parse_time,
 )
 from runner.planning.plan import Selection, plan
+from runner.state import results as result_files
+from runner.state.results import RunResult
 from runner.state.store import Store
 
 
@@ -86,16 +91,28 @@ CASES = [
         Due.RUN,
         "2026-11-23T14:00",
     ),
-    # DST spring forward (Berlin, 2026-03-29): 02:30 does not exist; the day still runs once.
+    # DST spring forward (Berlin, 2026-03-29): 02:30 does not exist; the day runs once, at
+    # the jump (03:00 CEST), as cron runs it.
     (
         "30 2 * * *",
         "Europe/Berlin",
         "2026-03-28T01:30",
         "2026-03-29T06:00",
         Due.RUN,
-        "2026-03-29T01:30",
+        "2026-03-29T01:00",
     ),
+    ("30 2 * * *", "Europe/Berlin", "2026-03-29T01:00", "2026-03-29T23:00", Due.SERVED, None),
+    # ... and a slot an earlier version served later that day (03:30 CEST) is not run again.
     ("30 2 * * *", "Europe/Berlin", "2026-03-29T01:30", "2026-03-29T23:00", Due.SERVED, None),
+    # Havana springs forward at midnight: the day's midnight run is at 01:00 CDT.
+    (
+        "0 0 * * *",
+        "America/Havana",
+        "2026-03-07T05:00",
+        "2026-03-08T05:10",
+        Due.RUN,
+        "2026-03-08T05:00",
+    ),
     # DST fall back (2026-10-25): 02:30 happens twice; it is one slot, served once.
     (
         "30 2 * * *",
@@ -107,6 +124,26 @@ CASES = [
     ),
     ("30 2 * * *", "Europe/Berlin", "2026-10-25T00:30", "2026-10-25T01:40", Due.SERVED, None),
     ("30 2 * * *", "Europe/Berlin", "2026-10-25T00:30", "2026-10-25T12:00", Due.SERVED, None),
+    # ... but a wildcard job runs in both passes: 02:15 CEST, then 02:15 CET.
+    (
+        "*/15 * * * *",
+        "Europe/Berlin",
+        "2026-10-25T00:15",
+        "2026-10-25T01:20",
+        Due.RUN,
+        "2026-10-25T01:15",
+    ),
+    # @daily and Debian's weekdays: Friday 2026-03-06 to Monday in New York, across the
+    # spring-forward Sunday.
+    ("@daily", None, "2026-11-20T00:00", "2026-11-21T00:30", Due.RUN, "2026-11-21T00:00"),
+    (
+        "0 0 * * 1-5",
+        "America/New_York",
+        "2026-03-06T05:00",
+        "2026-03-09T04:30",
+        Due.RUN,
+        "2026-03-09T04:00",
+    ),
     # An edited schedule: served 03:00 under "0 3"; now "0 10": runs at 10:00, not before.
     ("0 10 * * *", None, "2026-11-21T03:00", "2026-11-21T09:00", Due.SERVED, None),
     ("0 10 * * *", None, "2026-11-21T03:00", "2026-11-21T10:05", Due.RUN, "2026-11-21T10:00"),
@@ -210,6 +247,98 @@ def test_plan_serves_the_due_slot_and_reuses_an_unfinished_run(tmp_path: Path) -
         assert again[0][1].run_id == runnable[0][1].run_id
         forced, _ = plan([once], store, Selection(force=True), rule)
         assert forced[0][1].slot is None
+
+
+def ci_run(root: Path, tasks: list[Task], omni_now: str) -> list[str]:
+    """One scheduled CI run, as the workflow does it: a fresh machine (a new state file),
+    the results branch checked out in ``root/results``, the clock from ``OMNI_NOW``. Each
+    due run completes and leaves its result file; returns ``task@slot`` of what ran."""
+    now = clock_from({"OMNI_NOW": omni_now})()
+    rule = DueRule(now=now, results=root / "results", timezone="UTC", misfire_grace=3600)
+    with Store(root / f"state-{omni_now}.db") as store:
+        runnable, _ = plan(tasks, store, Selection(), rule)
+    ran = []
+    for task, run in runnable:
+        done = RunResult(
+            task_id=task.id,
+            run_id=run.run_id,
+            task_hash=task.task_hash,
+            slot=run.slot,
+            state=RunState.COMPLETED,
+            attempt=1,
+            started_at=iso(now),
+            finished_at=iso(now),
+            duration_s=0.0,
+        )
+        result_files.write_result(root / "results", done, Redactor([]))
+        ran.append(f"{task.id}@{run.slot}")
+    return ran
+
+
+def ci_night(root: Path, tasks: list[Task], start: str, hours: int) -> dict[str, list[str]]:
+    """CI every 15 minutes (at 5, 20, 35, 50 past) for ``hours``: each task's slots served,
+    in the task's local time."""
+    ran: dict[str, list[str]] = {task.id: [] for task in tasks}
+    zones = {task.id: ZoneInfo(task.spec.timezone or "UTC") for task in tasks}
+    moment = at(start) + timedelta(minutes=5)
+    for _ in range(hours * 4):
+        for item in ci_run(root, tasks, iso(moment)):
+            task_id, _, slot = item.partition("@")
+            local = parse_time(slot).astimezone(zones[task_id])
+            ran[task_id].append(local.strftime("%d %H:%M%z"))
+        moment += timedelta(minutes=15)
+    return ran
+
+
+def test_ci_across_a_spring_forward_night_runs_what_cron_runs(tmp_path: Path) -> None:
+    tasks = [
+        make_task("at-0230", schedule="30 2 * * *", timezone="Europe/Berlin"),
+        make_task("hours-1-5", schedule="30 1-5 * * *", timezone="Europe/Berlin"),
+        make_task("even-hours", schedule="0 */2 * * *", timezone="Europe/Berlin"),
+        make_task("quarter", schedule="*/15 * * * *", timezone="Europe/Berlin"),
+    ]
+    # From the evening before (a new task waits for its first slot) through the night.
+    ran = ci_night(tmp_path, tasks, "2026-03-28T16:00", 12)
+    assert ran["at-0230"] == ["29 03:00+0200"]  # 02:30 was skipped: it runs at the jump
+    assert ran["hours-1-5"] == [
+        "29 01:30+0100",
+        "29 03:00+0200",  # 02:30, at the jump
+        "29 03:30+0200",
+        "29 04:30+0200",
+        "29 05:30+0200",
+    ]
+    # 02:00 does not exist; no run at 03:00 for it.
+    assert ran["even-hours"] == [
+        "28 18:00+0100",
+        "28 20:00+0100",
+        "28 22:00+0100",
+        "29 00:00+0100",
+        "29 04:00+0200",
+    ]
+    # Every real quarter hour, none lost, none twice.
+    assert len(ran["quarter"]) == len(set(ran["quarter"])) == 12 * 4
+
+
+def test_ci_across_a_fall_back_night_runs_what_cron_runs(tmp_path: Path) -> None:
+    tasks = [
+        make_task("at-0230", schedule="30 2 * * *", timezone="Europe/Berlin"),
+        make_task("hourly", schedule="0 * * * *", timezone="Europe/Berlin"),
+        make_task("troll", schedule="*/30 * * * *", timezone="Antarctica/Troll"),
+    ]
+    ran = ci_night(tmp_path, tasks, "2026-10-24T16:00", 12)
+    assert ran["at-0230"] == ["25 02:30+0200"]  # once, in the first pass
+    # A wildcard job runs in both passes of the repeated hour.
+    assert ran["hourly"][-6:] == [
+        "25 00:00+0200",
+        "25 01:00+0200",
+        "25 02:00+0200",
+        "25 02:00+0100",
+        "25 03:00+0100",
+        "25 04:00+0100",
+    ]
+    # Troll repeats two hours (03:00 +02 -> 01:00 +00): every half hour of both passes.
+    assert len(ran["troll"]) == len(set(ran["troll"])) == 12 * 2
+    assert ran["troll"][ran["troll"].index("25 02:30+0200") + 1] == "25 01:00+0000"
 
 
 def test_omni_now_sets_the_clock() -> None:

@@ -1,5 +1,6 @@
-"""APScheduler wiring: triggers fire exactly on runner.planning.slots' slots; jobs follow plans;
-a fire serves what is due, one run at a time."""
+"""APScheduler wiring: triggers fire exactly on runner.planning.slots' slots (asked of the
+engine in runner.planning.cron); jobs follow plans; a fire serves what is due, one run at
+a time."""
 
 from __future__ import annotations
 
@@ -16,9 +17,9 @@ from runner.core.states import RunState
 from runner.defs.tasks import Task, load_task_file
 from runner.dispatch.dispatcher import Finished
 from runner.planning.schedule import (
-    EveryTrigger,
     Firing,
     Plan,
+    SlotTrigger,
     TaskScheduler,
     next_fire_times,
     plan_of,
@@ -56,7 +57,7 @@ def task_file(folder: Path, extra: str = "") -> Task:
 )
 def test_every_fires_on_the_slots(schedule: str, now: str) -> None:
     trigger = trigger_for(schedule, "Europe/Berlin")
-    assert isinstance(trigger, EveryTrigger)
+    assert isinstance(trigger, SlotTrigger)
     moment = at(now)
     first = trigger.get_next_fire_time(None, moment)
     latest = latest_slot(schedule, "UTC", moment)
@@ -66,7 +67,7 @@ def test_every_fires_on_the_slots(schedule: str, now: str) -> None:
 
 
 def test_every_realigns_after_a_fire_at_an_odd_moment() -> None:
-    trigger = EveryTrigger(10)
+    trigger = trigger_for("every 10s", "UTC")
     catch_up = at("2026-11-21T10:00:03.700")  # a catch-up fired at once, off the grid
     assert trigger.get_next_fire_time(catch_up, catch_up) == at("2026-11-21T10:00:10")
 
@@ -79,17 +80,34 @@ def test_every_realigns_after_a_fire_at_an_odd_moment() -> None:
         ("*/15 * * * *", "UTC"),
         ("30 2 * * *", "Europe/Berlin"),
         ("0 0 1 1 *", "America/New_York"),
+        ("*/20 * * * *", "Europe/Berlin"),
+        ("@daily", "America/Havana"),
     ],
 )
-def test_cron_fires_on_the_slots(schedule: str, tz: str) -> None:
+@pytest.mark.parametrize("start", ["2026-03-27T10:17:30", "2026-10-24T23:40:00"])
+def test_cron_fires_on_the_slots(schedule: str, tz: str, start: str) -> None:
+    # Across Berlin's spring-forward and fall-back nights too.
     trigger = trigger_for(schedule, tz)
-    moment = at("2026-03-27T10:17:30")
-    for _ in range(5):
+    moment = at(start)
+    for _ in range(8):
         fire = trigger.get_next_fire_time(None, moment + timedelta(seconds=1))
         assert fire is not None
-        assert fire.astimezone(UTC) == next_slot(schedule, tz, moment)
-        assert latest_slot(schedule, tz, fire) == fire.astimezone(UTC)
-        moment = fire.astimezone(UTC)
+        assert fire == next_slot(schedule, tz, moment)
+        assert latest_slot(schedule, tz, fire) == fire
+        assert trigger.get_next_fire_time(fire, fire) == next_slot(schedule, tz, fire)
+        moment = fire
+
+
+def test_a_trigger_counts_the_fires_it_missed() -> None:
+    # APScheduler asks for the fire after each missed one, with `now` later still.
+    trigger = trigger_for("*/15 * * * *", "Europe/Berlin")
+    fire = at("2026-10-25T00:30:00")  # 02:30 CEST
+    missed = []
+    while fire is not None and fire <= at("2026-10-25T02:00:00"):
+        missed.append(fire)
+        fire = trigger.get_next_fire_time(fire, at("2026-10-25T02:00:00"))
+    assert len(missed) == 7  # 02:30, 02:45 CEST; 02:00 ... 02:45 CET; 03:00 CET
+    assert str(trigger) == "slots[*/15 * * * *, Europe/Berlin]"
 
 
 def test_plans_and_next_fire_times_for_status(tmp_path: Path) -> None:
@@ -102,19 +120,16 @@ def test_plans_and_next_fire_times_for_status(tmp_path: Path) -> None:
     with Store(tmp_path / "state.db") as store:
         assert next_fire_times(store, now) == []
         save_plans(store, [Plan("b", "every 10m", "UTC"), Plan("a", "0 3 * * *", "Asia/Tokyo")])
+        b_row = {"task_id": "b", "schedule": "every 10m", "timezone": "UTC"}
+        a_row = {"task_id": "a", "schedule": "0 3 * * *", "timezone": "Asia/Tokyo"}
         assert next_fire_times(store, now) == [
-            {
-                "task_id": "b",
-                "schedule": "every 10m",
-                "timezone": "UTC",
-                "next_fire": "2026-11-21T10:20:00.000Z",
-            },
-            {
-                "task_id": "a",
-                "schedule": "0 3 * * *",
-                "timezone": "Asia/Tokyo",
-                "next_fire": "2026-11-21T18:00:00.000Z",
-            },
+            b_row | {"next_fire": "2026-11-21T10:20:00.000Z"},
+            a_row | {"next_fire": "2026-11-21T18:00:00.000Z"},
+        ]
+        # A plan saved by an older version whose schedule no longer validates.
+        save_plans(store, [Plan("old", "0 0 30 2 *", "UTC")])
+        assert next_fire_times(store, now) == [
+            {"task_id": "old", "schedule": "0 0 30 2 *", "timezone": "UTC", "next_fire": None}
         ]
 
 

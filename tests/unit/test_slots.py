@@ -37,11 +37,10 @@ def test_latest_slot(schedule: str, tz: str, now: str, expected: str) -> None:
     assert latest_slot(schedule, tz, at(now)) == at(expected)
 
 
-def test_dst_spring_forward_gap_still_has_a_slot() -> None:
-    # 2026-03-29 02:30 does not exist in Berlin; the day still gets one run.
+def test_dst_spring_forward_gap_runs_at_the_jump() -> None:
+    # 2026-03-29 02:30 does not exist in Berlin; the day's run is at the jump, 03:00 CEST.
     slot = latest_slot("30 2 * * *", "Europe/Berlin", at("2026-03-29T12:00:00"))
-    assert slot is not None
-    assert slot.date() == at("2026-03-29T00:00:00").date()
+    assert slot == at("2026-03-29T01:00:00")
 
 
 @pytest.mark.parametrize(
@@ -52,7 +51,7 @@ def test_dst_spring_forward_gap_still_has_a_slot() -> None:
         ("0 * * * *", 60, "Europe/Berlin", "2026-10-24T23:00:00"),
     ],
 )
-def test_a_fall_back_night_serves_every_wall_time_once(
+def test_a_fall_back_night_serves_a_wildcard_job_in_both_passes(
     schedule: str, step: int, tz: str, start: str
 ) -> None:
     # A runner waking every 5 minutes through the night, as CI or the service would.
@@ -63,13 +62,23 @@ def test_a_fall_back_night_serves_every_wall_time_once(
         if slot is not None:
             served.append(slot)
         now += timedelta(minutes=5)
+    # Five hours of real time, a slot every step, none skipped, none twice; the
+    # repeated hour's wall times are served in both passes, as cron runs them.
+    assert len(served) == len(set(served)) == 5 * 60 // step
+    assert {b - a for a, b in pairwise(served)} == {timedelta(minutes=step)}
     walls = [s.astimezone(ZoneInfo(tz)).strftime("%H:%M") for s in served]
-    # Five hours of wall time less the repeated hour: four hours of slots, none twice.
-    assert len(walls) == len(set(walls)) == 4 * 60 // step
-    assert served == sorted(served)
-    # No slot skipped: one step apart, or one step plus the repeated hour across it.
-    gaps = {b - a for a, b in pairwise(served)}
-    assert gaps <= {timedelta(minutes=step), timedelta(minutes=step + 60)}
+    assert len(set(walls)) == 4 * 60 // step
+
+
+def test_a_fall_back_night_serves_a_fixed_time_job_once() -> None:
+    served: list[datetime] = []
+    now = at("2026-10-24T22:00:00")
+    while now < at("2026-10-25T04:00:00"):
+        slot = due_slot("30 2 * * *", "Europe/Berlin", now, served[-1] if served else None, 600)
+        if slot is not None:
+            served.append(slot)
+        now += timedelta(minutes=5)
+    assert served == [at("2026-10-25T00:30:00")]  # 02:30 CEST, the first pass
 
 
 def test_next_slot() -> None:
