@@ -7,6 +7,7 @@ Everything written passes through a :class:`Redactor` first.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -71,7 +72,11 @@ def result_path(results_root: Path, task_id: str, run_id: str) -> Path:
 
 
 def write_result(results_root: Path, result: RunResult, redactor: Redactor) -> Path:
-    """Write ``<run-id>.md`` then ``<run-id>.json`` (the JSON is the proof of completion)."""
+    """Write ``<run-id>.md`` then ``<run-id>.json`` (the JSON is the proof of completion).
+
+    Both or neither: when a write fails (a name too long, a full disk, a read-only
+    folder) the ``.md`` already written is removed and the ``OSError`` raised.
+    """
     data = result.model_dump(mode="json")
     text = to_json(data, indent=2)
     if redactor.in_json(text):
@@ -85,13 +90,10 @@ def write_result(results_root: Path, result: RunResult, redactor: Redactor) -> P
     except FileNotFoundError:  # the task's first result (or its folder was pruned)
         os.makedirs(folder, exist_ok=True)
         atomic_write(f"{stem}.md", markdown)
-    atomic_write(f"{stem}.json", text + b"\n")
-    return Path(f"{stem}.json")
-
-
-def read_result(path: Path) -> RunResult | None:
-    """A result file's content, or ``None`` if it is missing or unreadable."""
     try:
-        return RunResult.model_validate_json(path.read_bytes())
-    except (OSError, ValueError):
-        return None
+        atomic_write(f"{stem}.json", text + b"\n")
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(f"{stem}.md")
+        raise
+    return Path(f"{stem}.json")
