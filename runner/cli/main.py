@@ -313,7 +313,7 @@ def validate(
     from runner.app.validate import validate_paths  # noqa: PLC0415 - keeps startup lean
 
     cfg, resolved = _setup(config, tasks)
-    checked = validate_paths(cfg, paths or [resolved.tasks], resolved.tasks)
+    checked = validate_paths(cfg, paths or [resolved.tasks], resolved.tasks, resolved.results)
     if as_json:
         _print_json({"files": checked.files, "problems": [p.render() for p in checked.problems]})
     else:
@@ -334,9 +334,13 @@ def status(
 
     Example: `omni status` · `omni status --json | jq .runs_by_state`
     """
+    import os  # noqa: PLC0415 - keeps startup lean
+
+    from runner.planning.dueness import clock_from  # noqa: PLC0415 - keeps startup lean
+
     cfg, paths = _setup(config, state=state)
     try:
-        snapshot = status_snapshot(cfg, paths)
+        snapshot = status_snapshot(cfg, paths, clock_from(os.environ)())
     except OmniError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(1) from None

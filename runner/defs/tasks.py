@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -20,6 +19,7 @@ from pydantic_core import PydanticCustomError
 from runner.core.clock import check_timezone
 from runner.core.errors import FileRefusedError, InvalidTaskFile, TaskFileError
 from runner.core.files import read_regular
+from runner.core.ids import check_task_id
 from runner.core.yamlio import YamlProblem, dotted, line_of, read_yaml
 from runner.defs.cron import CronError, parse_schedule
 
@@ -27,37 +27,6 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
 TASK_SUFFIXES = (".yaml", ".yml")
-_SEGMENT = re.compile(r"^[A-Za-z0-9._-]+$")
-#: Characters an id part may have: it becomes a folder name (file systems allow 255
-#: bytes; the result files' temp names need room too).
-MAX_ID_PART = 100
-#: Characters a whole id may have (it becomes a path under the results folder).
-MAX_ID = 200
-
-
-def check_task_id(value: str) -> str:
-    """Return ``value`` if it is a valid task id, else raise ``ValueError`` saying why."""
-    if not value:
-        raise ValueError("id is empty")
-    if len(value) > MAX_ID:
-        raise ValueError(f"id is {len(value)} characters long; at most {MAX_ID} are allowed")
-    if value.startswith("/"):
-        raise ValueError(f"id {value!r} starts with '/'; ids are relative, like 'repair/x'")
-    for segment in value.split("/"):
-        if not segment:
-            raise ValueError(f"id {value!r} has an empty part (a trailing or doubled '/')")
-        if segment in {".", ".."}:
-            raise ValueError(f"id {value!r} has a {segment!r} part; ids may not use . or ..")
-        if not _SEGMENT.match(segment):
-            raise ValueError(
-                f"id {value!r}: each '/'-separated part may hold only A-Z a-z 0-9 . _ -"
-            )
-        if len(segment) > MAX_ID_PART:
-            raise ValueError(
-                f"an id part is {len(segment)} characters long; at most {MAX_ID_PART} are"
-                " allowed (each part becomes a folder name)"
-            )
-    return value
 
 
 def check_schedule(schedule: str) -> None:

@@ -143,7 +143,10 @@ class BranchReader:
     def blob(self, entry: Entry) -> bytes:
         """The content of a file entry."""
         with git_errors(f"reading {entry.path}"):
-            return bytes(self._repo.odb.stream(bytes.fromhex(entry.sha)).read())
+            try:
+                return bytes(self._repo.odb.stream(bytes.fromhex(entry.sha)).read())
+            except ValueError as exc:  # GitPython's cat-file reader: a missing object
+                raise GitOpsError(f"reading {entry.path} failed: {first_line(str(exc))}") from None
 
     def _refusal(self, entry: Entry) -> str | None:
         """Why ``entry`` can never count, or None."""

@@ -38,8 +38,7 @@ from pydantic import ValidationError
 from runner.core.clock import parse_time
 from runner.core.errors import FileRefusedError, ResultFileError
 from runner.core.files import read_regular
-from runner.core.ids import is_run_id
-from runner.defs.tasks import check_task_id
+from runner.core.ids import check_task_id, is_run_id
 from runner.state.results import RunResult
 
 if TYPE_CHECKING:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import to_json
 
 from runner.core.files import atomic_write
+from runner.core.ids import RUN_ID_LENGTH
 from runner.core.states import Mode, RunState
 from runner.state.markdown import render_markdown
 
@@ -69,6 +70,25 @@ def result_dir(results_root: Path, task_id: str) -> Path:
 def result_path(results_root: Path, task_id: str, run_id: str) -> Path:
     """Where a run's JSON result lives."""
     return result_dir(results_root, task_id) / f"{run_id}.json"
+
+
+#: The longest path the system takes, in bytes (with its terminating NUL).
+PATH_MAX = 4096
+#: What a result's temp file name adds to the task's folder: ``/.<run-id>.json.<pid>.tmp``.
+_TEMP_NAME = len("/.") + RUN_ID_LENGTH + len(".json.") + 10 + len(".tmp")
+
+
+def result_path_problem(results_root: Path, task_id: str) -> str | None:
+    """Why ``task_id``'s result files could not be written under ``results_root`` (their
+    path would be too long for the system), or None."""
+    folder = os.fsencode(os.path.abspath(result_dir(results_root, task_id)))
+    longest = len(folder) + _TEMP_NAME
+    if longest >= PATH_MAX:
+        return (
+            f"its result files' paths would be {longest:,} bytes long, over the system's"
+            f" {PATH_MAX - 1:,}; shorten the id or the results folder's path"
+        )
+    return None
 
 
 def write_result(results_root: Path, result: RunResult, redactor: Redactor) -> Path:
