@@ -19,7 +19,9 @@ from runner.core.clock import iso, utc_now
 from runner.core.errors import (
     AgentError,
     CloudsDownError,
+    IllegalTransitionError,
     OmniError,
+    StaleRunError,
     StoreError,
     TaskTimeoutError,
     ToolReportedError,
@@ -136,6 +138,8 @@ class Dispatcher:  # pylint: disable=too-many-instance-attributes  # its collabo
     async def _limited(self, task: Task, run: RunRecord) -> Finished:
         try:
             finished = await self.run(task, run)
+        except (StaleRunError, IllegalTransitionError) as exc:  # this run, not the database
+            finished = self._crashed(task, run, exc)
         except StoreError:
             raise
         except Exception as exc:  # pylint: disable=broad-exception-caught  # one run, not the pass
@@ -145,9 +149,10 @@ class Dispatcher:  # pylint: disable=too-many-instance-attributes  # its collabo
         return finished
 
     def _crashed(self, task: Task, run: RunRecord, exc: Exception) -> Finished:
-        """A run that raised what no rule expects (a bug): end it ``failed`` with the
-        error in one line, so that no run is left in flight and the pass goes on."""
-        reason = self._redactor.text(one_line(f"unexpected error: {type(exc).__name__}: {exc}"))
+        """A run that raised what no rule expects (a bug, or its row moved by another
+        process): end it ``failed`` with the error in one line, unless it already ended,
+        so that no run is left in flight and the pass goes on."""
+        reason = self._redactor.text(one_line(f"{type(exc).__name__}: {exc}"))
         log.error("run %s %s: %s", task.id, run.run_id, reason)
         log.debug("run %s %s: unexpected error", task.id, run.run_id, exc_info=exc)
         current = self._store.get_run(run.run_id) or run

@@ -119,6 +119,11 @@ class BranchReader:
         for entry in self.entries(commit):
             if only is not None and entry.path not in only:
                 continue
+            if entry.kind == "blob" and entry.size is None:
+                raise GitOpsError(
+                    f"{entry.path}: its content is missing from this clone (a broken or"
+                    " partial clone?); fetch the branch again"
+                )
             reason = self._refusal(entry)
             if reason is not None:
                 sorted_out.refused.append((entry.path, reason))
@@ -161,7 +166,7 @@ class BranchReader:
                 name.startswith(".") or not name.endswith((".json", *COMPANIONS)),
                 "not a result file (<task-id>/<run-id>.json, .md or .patch)",
             ),
-            (entry.size is None or entry.size > cap, f"larger than the {cap:,}-byte cap"),
+            ((entry.size or 0) > cap, f"larger than the {cap:,}-byte cap"),
         )
         return next((reason for failed, reason in checks if failed), None)
 

@@ -124,3 +124,12 @@ def test_unreadable_result_reads_as_none_with_a_warning(
         "result file t/x.json skipped: not a result file: (file): Invalid JSON: key must be a"
         " string at line 1 column 2"
     ]
+
+
+def test_a_result_that_cannot_be_written_leaves_neither_file(tmp_path: Path) -> None:
+    result = make()
+    folder = tmp_path / "repair" / "gateway"
+    (folder / f"{result.run_id}.json").mkdir(parents=True)  # the .json cannot land
+    with pytest.raises(OSError):
+        write_result(tmp_path, result, Redactor([]))
+    assert sorted(p.name for p in folder.iterdir()) == [f"{result.run_id}.json"]
