@@ -51,12 +51,17 @@ def read_regular(
             raise FileRefusedError(shown, _over(info.st_size, max_bytes))
         chunks: list[bytes] = []
         total = 0
-        while chunk := os.read(fd, min(_CHUNK, max_bytes + 1 - total)):
+        while True:
+            # Up to the size the file had, plus one byte to see that it has not grown.
+            room = info.st_size - total
+            wanted = min(_CHUNK, max_bytes + 1 - total, room + 1 if room >= 0 else _CHUNK)
+            chunk = os.read(fd, wanted)
             chunks.append(chunk)
             total += len(chunk)
             if total > max_bytes:
                 raise FileRefusedError(shown, _over(max(total, info.st_size), max_bytes))
-        return b"".join(chunks)
+            if len(chunk) < wanted:  # a short read of a regular file: its end
+                return b"".join(chunks)
     finally:
         os.close(fd)
 

@@ -40,7 +40,8 @@ class YamlProblem(Exception):
 
 
 if getattr(yaml, "__with_libyaml__", False):
-    from yaml._yaml import CParser  # pylint: disable=no-name-in-module  # a C extension
+    # pylint: disable-next=no-name-in-module,ungrouped-imports  # a C extension
+    from yaml._yaml import CParser
 
     class _Base(Composer, CParser, SafeConstructor, Resolver):
         """libyaml's parser under PyYAML's Python composer (see :class:`_Loader`)."""

@@ -46,8 +46,6 @@ def git_errors(what: str) -> Iterator[None]:
     failed, with git's own first line."""
     try:
         yield
-    except GitOpsError:
-        raise
     except (GitError, ODBError) as exc:
         stderr = getattr(exc, "stderr", "") or str(exc)
         raise GitOpsError(

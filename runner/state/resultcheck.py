@@ -30,7 +30,6 @@ import math
 import os
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
@@ -44,6 +43,7 @@ from runner.state.results import RunResult
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
     from datetime import datetime
+    from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -109,19 +109,7 @@ class ResultCheck:
     def read(self, path: Path, root: Path) -> RunResult | None:
         """The result file ``path`` (under the results folder ``root``) if it passes;
         ``None`` if it is missing, or, with a warning naming it, if it does not."""
-        where = _where(path, root)
-        try:
-            raw = read_regular(path, self.max_bytes, follow_symlinks=False)
-            return self.parse(raw, where)
-        except FileNotFoundError:
-            return None
-        except FileRefusedError as exc:
-            warn_skipped(where, exc.reason)
-        except ResultFileError as exc:
-            warn_skipped(where, exc.reason)
-        except OSError as exc:
-            warn_skipped(where, f"cannot read: {exc.strerror or exc}")
-        return None
+        return self._read(os.fspath(path), _where(path, root))
 
     def scan(
         self, folder: Path, root: Path, *, names: Iterable[str] | None = None, since: str = ""
@@ -129,32 +117,48 @@ class ResultCheck:
         """Every result file directly in ``folder`` (among ``names``, default all) that
         passes, skipping by name those whose run id sorts before ``since`` (a run id
         prefix: run ids begin with their creation time) without reading them."""
+        base = os.fspath(folder)
         if names is None:
             try:
-                names = os.listdir(folder)
+                names = os.listdir(base)
             except OSError:
                 return
+        # Plain strings, not pathlib: this runs for every result file of every task.
+        inside = os.path.relpath(base, root)
+        prefix = "" if inside == "." else inside.replace(os.sep, "/") + "/"
         for name in names:
             stem, dot, suffix = name.rpartition(".")
             if suffix != "json" or not dot or name.startswith(".") or stem[: len(since)] < since:
                 continue
-            found = self.read(folder / name, root)
+            found = self._read(os.path.join(base, name), prefix + name)
             if found is not None:
                 yield found
+
+    def _read(self, path: str, where: str) -> RunResult | None:
+        try:
+            raw = read_regular(path, self.max_bytes, follow_symlinks=False)
+            return self.parse(raw, where)
+        except FileNotFoundError:
+            return None
+        except (FileRefusedError, ResultFileError) as exc:
+            warn_skipped(where, exc.reason)
+        except OSError as exc:
+            warn_skipped(where, f"cannot read: {exc.strerror or exc}")
+        return None
 
 
 def _check_place(result: RunResult, where: str) -> None:
     """The file lies at ``<task_id>/<run_id>.json`` and both ids have their form."""
-    place = PurePosixPath(where)
+    folder, _, name = where.rpartition("/")
     try:
         check_task_id(result.task_id)
     except ValueError:
         raise ResultFileError(where, "task_id is not a valid task id") from None
-    if place.parent.as_posix() != result.task_id:
+    if folder != result.task_id:
         raise ResultFileError(where, "its folder is not its task_id")
     if not is_run_id(result.run_id):
         raise ResultFileError(where, "run_id is not a run id")
-    if place.name != f"{result.run_id}.json":
+    if name != f"{result.run_id}.json":
         raise ResultFileError(where, "its name is not <run_id>.json")
 
 

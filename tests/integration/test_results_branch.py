@@ -11,11 +11,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from runner.core.ids import new_run_id
 from runner.defs.tasks import load_tasks
-from runner.planning.dueness import parse_time
 from tests.support.cli import run_omni
 from tests.support.git import IDENTITY, git, git_env
+from tests.support.results import result_data
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -23,7 +22,6 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.integration
 
 NOW = "2026-11-21T10:05:00Z"
-EARLIER = "2026-11-21T09:00:00.000Z"
 
 
 def omni(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -68,20 +66,7 @@ def task_hash(remote: Path, task_id: str) -> str:
 
 def result(task_id: str, task_hash: str, **fields: object) -> bytes:
     """A result file's bytes; ``fields`` override the plausible defaults."""
-    data: dict[str, object] = {
-        "task_id": task_id,
-        "run_id": new_run_id(parse_time(EARLIER)),
-        "task_hash": task_hash,
-        "slot": None,
-        "state": "completed",
-        "attempt": 1,
-        "started_at": EARLIER,
-        "finished_at": EARLIER,
-        "duration_s": 0.1,
-        "output": "forged",
-    }
-    data |= fields
-    return json.dumps(data).encode()
+    return json.dumps(result_data(task_id, task_hash, output="forged", **fields)).encode()
 
 
 def push_branch(

@@ -22,30 +22,18 @@ from runner.state.recovery import resume
 from runner.state.resultcheck import ResultCheck
 from runner.state.spend import spent_today
 from runner.state.store import Store
+from tests.support.results import result_data
 
 NOW = datetime(2026, 11, 21, 10, 5, tzinfo=UTC)
-EARLIER = "2026-11-21T09:00:00.000Z"
 ONCE = TaskSpec(tool="echo")
 HASH = task_hash(ONCE, "once")
 
 
 def plant(results: Path, folder: str, **fields: object) -> Path:
     """A result file as anyone able to write the results folder could make it."""
-    data: dict[str, object] = {
-        "task_id": "once",
-        "run_id": new_run_id(NOW),
-        "task_hash": HASH,
-        "slot": None,
-        "state": "completed",
-        "attempt": 1,
-        "started_at": EARLIER,
-        "finished_at": EARLIER,
-        "duration_s": 0.1,
-    }
-    data |= fields
-    name = fields.get("name", f"{data['run_id']}.json")
-    data.pop("name", None)
-    path = results / folder / str(name)
+    name = fields.pop("name", None)
+    data = result_data("once", HASH) | fields
+    path = results / folder / str(name or f"{data['run_id']}.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data))
     return path
