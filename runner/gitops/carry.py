@@ -56,7 +56,9 @@ def git_errors(what: str) -> Iterator[None]:
 def first_line(text: str) -> str:
     """Git's message without hints and prefixes, first line only."""
     for raw in text.splitlines():
-        line = raw.strip().removeprefix("stderr: ").strip().strip("'").strip()
+        line = raw.strip()
+        if line.startswith("stderr: '"):  # GitCommandError's quoting of git's stderr
+            line = line.removeprefix("stderr: '").removesuffix("'").strip()
         if line and not line.lower().startswith("hint:"):
             return line.removeprefix("fatal: ").removeprefix("error: ")
     return ""
