@@ -24,6 +24,7 @@ from runner.planning.dueness import (
 )
 from runner.planning.plan import Selection, Skipped, plan
 from runner.state.recovery import resume
+from runner.state.resultcheck import ResultCheck
 from runner.state.statelock import StateLock
 from runner.state.store import Store
 
@@ -96,7 +97,11 @@ async def run_once(
         from runner.gitops.workspace import GitWorkspace  # noqa: PLC0415 # pylint: disable=import-outside-toplevel
 
         workspace = GitWorkspace.open(
-            Path.cwd(), results=paths.results, state=paths.state, environ=env
+            Path.cwd(),
+            results=paths.results,
+            state=paths.state,
+            environ=env,
+            check=ResultCheck(clock(), config.limits.result_file_bytes),
         )
         git = (workspace, workspace.prepare(options.push, push=options.push is not None))
     report = await _run_tasks(
@@ -142,13 +147,14 @@ async def _run_tasks(
         report.skipped.append(Skipped(options.task_id, "no valid task has this id"))
         return report
     with StateLock(paths.state, "run --once"), Store(paths.state, clock=clock) as store:
-        report.resumed = resume(store, paths.results)
         rule = DueRule(
             now=clock(),
             results=paths.results,
             timezone=config.schedule.timezone,
             misfire_grace=config.schedule.misfire_grace,
+            result_bytes=config.limits.result_file_bytes,
         )
+        report.resumed = resume(store, paths.results, rule.check())
         configured = {BUILTIN, *config.mcp_servers}
         runnable, report.skipped = plan(
             loaded.tasks,

@@ -45,6 +45,7 @@ from runner.planning.plan import Selection, plan
 from runner.planning.schedule import LIVE_GRACE, Firing, TaskScheduler, plan_of, save_plans
 from runner.planning.sources import ChangeKind, FolderSource, GitSource, SourceChange, TaskRegistry
 from runner.state.recovery import resume
+from runner.state.resultcheck import ResultCheck
 from runner.state.statelock import StateLock
 from runner.state.store import Store
 
@@ -155,6 +156,7 @@ class Planner:
             results=self._results if with_results else None,
             timezone=self._config.schedule.timezone,
             misfire_grace=max(grace, LIVE_GRACE) if live else grace,
+            result_bytes=self._config.limits.result_file_bytes,
         )
 
     def waits(self, task: Task) -> str | None:
@@ -184,10 +186,11 @@ class Planner:
     def catch_up(self, task: Task) -> bool:
         """True when a newly (re)scheduled task is due now (a slot missed within the grace,
         or the latest slot's run left unfinished)."""
+        rule = self.rule(with_results=True)
         history = history_from_store(self._store, task).merge(
-            history_from_results(self._results, task.id)
+            history_from_results(self._results, task.id, rule.check())
         )
-        return decide(task, history, self.rule(with_results=True)).verdict is Due.RUN
+        return decide(task, history, rule).verdict is Due.RUN
 
 
 class Intake:  # pylint: disable=too-many-instance-attributes  # the wiring of one intake
@@ -349,7 +352,8 @@ class Service:  # pylint: disable=too-many-instance-attributes  # the service's 
             StateLock(self._paths.state, "service"),
             Store(self._paths.state, clock=self._clock, on_transition=log_run_change) as store,
         ):
-            _report_resume(resume(store, self._paths.results))
+            check = ResultCheck(self._clock(), config.limits.result_file_bytes)
+            _report_resume(resume(store, self._paths.results, check))
             async with dispatching(
                 config, self._paths, store, environ=env, clock=self._clock
             ) as machinery:

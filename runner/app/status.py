@@ -22,6 +22,7 @@ def status_snapshot(
     """Mode, runs by state, recent runs, next fire times and today's spend, as plain data."""
     now = now or utc_now()
     budget = config.router.budget
+    cap = config.limits.result_file_bytes
     snapshot: dict[str, Any] = {
         "state_file": str(paths.state),
         "mode": {"mode": "normal", "since": None, "why": ""},
@@ -33,7 +34,7 @@ def status_snapshot(
     }
     if not paths.state.exists():
         # No state yet (e.g. a CI run on the results branch): spend from result files.
-        snapshot["spend_today_usd"] = round(spent_today(None, paths.results, now), 6)
+        snapshot["spend_today_usd"] = round(spent_today(None, paths.results, now, cap), 6)
         return snapshot
     with Store(paths.state) as store:
         mode = store.mode()
@@ -55,7 +56,7 @@ def status_snapshot(
             }
             for r in store.runs(limit=10)
         ]
-        snapshot["spend_today_usd"] = round(spent_today(store, paths.results, now), 6)
+        snapshot["spend_today_usd"] = round(spent_today(store, paths.results, now, cap), 6)
         # The jobs `omni run` last scheduled; apscheduler loads only here.
         from runner.planning.schedule import next_fire_times  # noqa: PLC0415 # pylint: disable=import-outside-toplevel
 

@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from runner.core.errors import TaskFileError
-from runner.core.yamlio import line_of
 from runner.defs.config import BUILTIN, Config
 from runner.defs.routing import choose_executor
-from runner.defs.tasks import find_task_files, load_task_file, load_tasks
+from runner.defs.tasks import find_task_files, line_in_file, load_task_file, load_tasks
+from runner.state.results import result_path_problem
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -28,8 +28,11 @@ def executor_names(config: Config) -> set[str]:
     return {*config.mcp_servers, BUILTIN}
 
 
-def validate_paths(config: Config, paths: list[Path], tasks_root: Path) -> Checked:
-    """Validate every task file under ``paths``; ids are relative to ``tasks_root``."""
+def validate_paths(
+    config: Config, paths: list[Path], tasks_root: Path, results_root: Path
+) -> Checked:
+    """Validate every task file under ``paths``; ids are relative to ``tasks_root``, and
+    each task's result files must fit under ``results_root``."""
     checked = Checked()
     configured = executor_names(config)
     for path in paths:
@@ -43,14 +46,18 @@ def validate_paths(config: Config, paths: list[Path], tasks_root: Path) -> Check
         loaded = load_tasks(root, config.limits.task_file_bytes, files=files)
         checked.files += len(files)
         checked.problems.extend(loaded.problems)
+        limit = config.limits.task_file_bytes
         for task in loaded.tasks:
+            too_long = result_path_problem(results_root, task.id)
+            if too_long is not None:
+                line = line_in_file(task.path, ("id",), limit) if task.spec.id else 1
+                checked.problems.append(TaskFileError(str(task.path), line, "id", too_long))
             route = choose_executor(task.spec, config.router, configured)
             if not route.configured:
-                text = task.path.read_text(encoding="utf-8")
                 checked.problems.append(
                     TaskFileError(
                         str(task.path),
-                        line_of(text, ("executor",)) if task.spec.executor else 1,
+                        line_in_file(task.path, ("executor",), limit) if task.spec.executor else 1,
                         "executor",
                         f"{route.executor!r} ({route.reason}) is not configured; "
                         f"configured: {', '.join(sorted(configured))}",

@@ -12,7 +12,7 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -30,6 +30,9 @@ from runner.defs.config import (
     redactor_for,
     resolve_paths,
 )
+
+if TYPE_CHECKING:
+    from runner.state.resultcheck import ResultCheck
 
 app = typer.Typer(
     name="omni",
@@ -96,6 +99,16 @@ def _setup(
     return cfg, resolve_paths(
         cfg, path if path.exists() else None, tasks=tasks, results=results, state=state
     )
+
+
+def _result_check(cfg: Config) -> ResultCheck:
+    """The checks result files pass before they count, at the runner's clock's now."""
+    import os  # noqa: PLC0415 - keeps startup lean
+
+    from runner.planning.dueness import clock_from  # noqa: PLC0415 - keeps startup lean
+    from runner.state.resultcheck import ResultCheck  # noqa: PLC0415 - keeps startup lean
+
+    return ResultCheck(clock_from(os.environ)(), cfg.limits.result_file_bytes)
 
 
 def _print_json(data: Any) -> None:
@@ -219,10 +232,16 @@ def prune(
     """
     from runner.gitops.prune import prune_and_publish  # noqa: PLC0415 - keeps startup lean
 
-    _, paths = _setup(config, results=results, state=state)
+    cfg, paths = _setup(config, results=results, state=state)
     try:
         done, published = prune_and_publish(
-            paths.results, paths.state, keep, dry_run=dry_run, commit=commit, push=push
+            paths.results,
+            paths.state,
+            keep,
+            _result_check(cfg),
+            dry_run=dry_run,
+            commit=commit,
+            push=push,
         )
     except OmniError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
@@ -268,9 +287,11 @@ def report_command(
     from runner.gitops.prbody import render as pr_body  # noqa: PLC0415 - keeps startup lean
     from runner.gitops.workspace import GitWorkspace  # noqa: PLC0415 - loads gitpython
 
-    _, paths = _setup(config, results=results)
+    cfg, paths = _setup(config, results=results)
     try:
-        workspace = GitWorkspace.open(Path.cwd(), results=paths.results, state=paths.state)
+        workspace = GitWorkspace.open(
+            Path.cwd(), results=paths.results, state=paths.state, check=_result_check(cfg)
+        )
         found = workspace.branch_results(base, branch)
     except OmniError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
@@ -292,7 +313,7 @@ def validate(
     from runner.app.validate import validate_paths  # noqa: PLC0415 - keeps startup lean
 
     cfg, resolved = _setup(config, tasks)
-    checked = validate_paths(cfg, paths or [resolved.tasks], resolved.tasks)
+    checked = validate_paths(cfg, paths or [resolved.tasks], resolved.tasks, resolved.results)
     if as_json:
         _print_json({"files": checked.files, "problems": [p.render() for p in checked.problems]})
     else:
@@ -313,9 +334,13 @@ def status(
 
     Example: `omni status` · `omni status --json | jq .runs_by_state`
     """
+    import os  # noqa: PLC0415 - keeps startup lean
+
+    from runner.planning.dueness import clock_from  # noqa: PLC0415 - keeps startup lean
+
     cfg, paths = _setup(config, state=state)
     try:
-        snapshot = status_snapshot(cfg, paths)
+        snapshot = status_snapshot(cfg, paths, clock_from(os.environ)())
     except OmniError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(1) from None

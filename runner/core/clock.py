@@ -20,6 +20,12 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def parse_time(text: str) -> datetime:
+    """An ISO 8601 time; a naive one is taken as UTC. Raises ``ValueError``."""
+    moment = datetime.fromisoformat(text.strip())
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 def check_timezone(value: str) -> str:
     """``value`` if it names an IANA time zone, else :class:`ValueError`."""
     try:

@@ -42,6 +42,26 @@ class InvalidTaskFile(OmniError):
         super().__init__("\n".join(p.render() for p in problems))
 
 
+class FileRefusedError(OmniError):
+    """A file omni will not read: not a regular file (a FIFO, a device, a folder, a
+    symbolic link where none is allowed), or larger than its size cap."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+class ResultFileError(OmniError):
+    """A result file that does not pass the checks every result file passes before it
+    counts (``runner.state.resultcheck``); ``where`` is its path under the results folder."""
+
+    def __init__(self, where: str, reason: str) -> None:
+        self.where = where
+        self.reason = reason
+        super().__init__(f"{where}: {reason}")
+
+
 class StoreError(OmniError):
     """The state database cannot be used (newer schema, corrupt file, locked)."""
 

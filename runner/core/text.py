@@ -10,3 +10,10 @@ def truncate(text: str, limit: int) -> str:
         return text
     kept = raw[:limit].decode("utf-8", errors="ignore")
     return f"{kept}\n[output truncated: {len(raw):,} bytes, kept the first {limit:,}]"
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """``text`` on one line (runs of white space become one space), cut to ``limit``
+    characters with an ellipsis."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"

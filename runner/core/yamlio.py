@@ -16,6 +16,9 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode
 from yaml.resolver import Resolver
 
+from runner.core.errors import FileRefusedError
+from runner.core.files import read_regular
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from pathlib import Path
@@ -37,7 +40,8 @@ class YamlProblem(Exception):
 
 
 if getattr(yaml, "__with_libyaml__", False):
-    from yaml._yaml import CParser  # pylint: disable=no-name-in-module  # a C extension
+    # pylint: disable-next=no-name-in-module,ungrouped-imports  # a C extension
+    from yaml._yaml import CParser
 
     class _Base(Composer, CParser, SafeConstructor, Resolver):
         """libyaml's parser under PyYAML's Python composer (see :class:`_Loader`)."""
@@ -115,14 +119,13 @@ class _Loader(_Base):  # pylint: disable=too-many-ancestors
 def read_yaml(path: Path, max_bytes: int) -> tuple[Any, str]:
     """Load one YAML document from ``path``; returns the data and the decoded text.
 
-    Raises :class:`YamlProblem` for every way the file can be unusable, and ``OSError``
-    when it cannot be read at all.
+    Raises :class:`YamlProblem` for every way the file can be unusable (including not
+    a regular file, and over ``max_bytes``), and ``OSError`` when it cannot be read.
     """
-    with path.open("rb") as stream:
-        raw = stream.read(max_bytes + 1)  # never more, even if the file grows meanwhile
-        if len(raw) > max_bytes:
-            size = max(path.stat().st_size, len(raw))
-            raise YamlProblem(1, f"file is {size:,} bytes, over the {max_bytes:,}-byte cap")
+    try:
+        raw = read_regular(path, max_bytes)
+    except FileRefusedError as exc:
+        raise YamlProblem(1, exc.reason) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

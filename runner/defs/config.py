@@ -24,7 +24,8 @@ from pydantic import (
 )
 
 from runner.core.clock import check_timezone
-from runner.core.errors import ConfigError
+from runner.core.errors import ConfigError, FileRefusedError
+from runner.core.files import read_regular
 from runner.core.redaction import Redactor, is_secret_header, is_secret_name, secret_env_values
 from runner.core.yamlio import YamlProblem, dotted, line_of, read_yaml
 
@@ -36,6 +37,10 @@ BUILTIN = "builtin"
 
 
 _MASK = "**********"
+#: The largest size cap ``limits`` may set for any file: 64 MiB.
+MAX_FILE_CAP = 64 * 1_048_576
+#: The config file, and the ``mcp_servers_from`` file, are read up to this size.
+CONFIG_MAX_BYTES = 1_048_576
 
 
 class _Strict(BaseModel):
@@ -245,10 +250,14 @@ class Paths(_Strict):
 
 
 class Limits(_Strict):
-    """Caps on input from outside."""
+    """Caps on input from outside (each bounded itself: a cap is no cap if it is huge)."""
 
-    task_file_bytes: int = Field(default=1_048_576, ge=1)
+    task_file_bytes: int = Field(default=1_048_576, ge=1, le=MAX_FILE_CAP)
     """Task files larger than this are refused before parsing."""
+    result_file_bytes: int = Field(default=4_194_304, ge=65_536, le=MAX_FILE_CAP)
+    """Result files (``results/**/<run-id>.json``, on disk or on the results branch)
+    larger than this are skipped with a warning; keep it well above
+    ``dispatch.output_limit_bytes``."""
 
 
 class Config(_Strict):
@@ -305,6 +314,18 @@ class Config(_Strict):
             if not isinstance(params.get("model"), str):
                 raise ValueError(f"model_list[{i}].litellm_params needs `model`")
         return value
+
+    @model_validator(mode="after")
+    def _room_for_results(self) -> Config:
+        # A run's output is at most output_limit_bytes, but its result file holds more
+        # (JSON escapes, the agent's transcript): leave room, or runs could write result
+        # files that every reader then skips as too large.
+        if self.limits.result_file_bytes < 4 * self.dispatch.output_limit_bytes:
+            raise ValueError(
+                "limits.result_file_bytes must be at least 4 times dispatch.output_limit_bytes"
+                f" ({4 * self.dispatch.output_limit_bytes:,})"
+            )
+        return self
 
     def secret_values(self) -> list[str]:
         """Every secret this config knows, for redaction (never to print)."""
@@ -365,7 +386,7 @@ def load_config(
         text = ""
     else:
         try:
-            data, text = read_yaml(path, max_bytes=1_048_576)
+            data, text = read_yaml(path, max_bytes=CONFIG_MAX_BYTES)
         except YamlProblem as exc:
             raise ConfigError(f"{path}:{exc.line}: (file): {exc.message}") from None
         except OSError as exc:
@@ -411,20 +432,32 @@ def _message(err: Any) -> str:
     return msg
 
 
-def _add_servers_from(config: Config, source: Path, config_path: Path | None) -> Config:
-    """Merge ``mcpServers`` of a Claude Code / Claude Desktop JSON file into the config."""
-    if config_path is not None and not source.is_absolute():
-        source = config_path.parent / source
+def _read_servers_file(source: Path, config_path: Path | None) -> Any:
+    """The JSON document of an ``mcp_servers_from`` file: a regular file of at most
+    :data:`CONFIG_MAX_BYTES` (``/dev/zero`` or a FIFO is refused, not read)."""
     try:
-        doc = json.loads(source.read_text(encoding="utf-8"))
+        return json.loads(read_regular(source, CONFIG_MAX_BYTES).decode("utf-8"))
     except OSError as exc:
         raise ConfigError(
             f"{config_path}: mcp_servers_from: cannot read {source}: {exc.strerror}"
+        ) from None
+    except FileRefusedError as exc:
+        raise ConfigError(f"{config_path}: mcp_servers_from: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{source}: mcp_servers_from: not valid UTF-8 (byte {exc.start})"
         ) from None
     except json.JSONDecodeError as exc:
         raise ConfigError(
             f"{source}:{exc.lineno}: mcp_servers_from: invalid JSON: {exc.msg}"
         ) from None
+
+
+def _add_servers_from(config: Config, source: Path, config_path: Path | None) -> Config:
+    """Merge ``mcpServers`` of a Claude Code / Claude Desktop JSON file into the config."""
+    if config_path is not None and not source.is_absolute():
+        source = config_path.parent / source
+    doc = _read_servers_file(source, config_path)
     found = doc.get("mcpServers") if isinstance(doc, dict) else None
     if not isinstance(found, dict):
         raise ConfigError(f"{source}:1: mcpServers: expected a mapping of server names")

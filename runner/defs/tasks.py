@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -17,7 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import PydanticCustomError
 
 from runner.core.clock import check_timezone
-from runner.core.errors import InvalidTaskFile, TaskFileError
+from runner.core.errors import FileRefusedError, InvalidTaskFile, TaskFileError
+from runner.core.files import read_regular
+from runner.core.ids import check_task_id
 from runner.core.yamlio import YamlProblem, dotted, line_of, read_yaml
 from runner.defs.cron import CronError, parse_schedule
 
@@ -25,25 +27,6 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
 TASK_SUFFIXES = (".yaml", ".yml")
-_SEGMENT = re.compile(r"^[A-Za-z0-9._-]+$")
-
-
-def check_task_id(value: str) -> str:
-    """Return ``value`` if it is a valid task id, else raise ``ValueError`` saying why."""
-    if not value:
-        raise ValueError("id is empty")
-    if value.startswith("/"):
-        raise ValueError(f"id {value!r} starts with '/'; ids are relative, like 'repair/x'")
-    for segment in value.split("/"):
-        if not segment:
-            raise ValueError(f"id {value!r} has an empty part (a trailing or doubled '/')")
-        if segment in {".", ".."}:
-            raise ValueError(f"id {value!r} has a {segment!r} part; ids may not use . or ..")
-        if not _SEGMENT.match(segment):
-            raise ValueError(
-                f"id {value!r}: each '/'-separated part may hold only A-Z a-z 0-9 . _ -"
-            )
-    return value
 
 
 def check_schedule(schedule: str) -> None:
@@ -207,6 +190,16 @@ def load_task_file(path: Path, root: Path, max_bytes: int) -> Task:
     return Task(id=task_id, path=path, spec=spec, task_hash=task_hash(spec, task_id))
 
 
+def line_in_file(path: Path, loc: tuple[str, ...], max_bytes: int) -> int:
+    """The line of the key at ``loc`` in the task file ``path`` (1 if it cannot be read
+    again: it may have changed since it loaded)."""
+    try:
+        text = read_regular(path, max_bytes).decode("utf-8", errors="replace")
+    except (OSError, FileRefusedError):
+        return 1
+    return line_of(text, loc)
+
+
 def _problem(path: str, text: str, err: Any) -> TaskFileError:
     loc = tuple(err["loc"])
     ctx = err.get("ctx") or {}
@@ -230,14 +223,18 @@ def _short(value: Any) -> str:
 
 
 def find_task_files(root: Path) -> list[Path]:
-    """Task files under ``root``, sorted; hidden files and folders are skipped."""
-    if root.is_file():
-        return [root]
+    """Task files under ``root``, sorted; hidden files and folders are skipped.
+
+    Every non-folder entry with a task suffix is listed, a FIFO or a device too: the
+    loader refuses it with a message instead of it going unnoticed.
+    """
+    if not root.is_dir():
+        return [root] if os.path.lexists(root) else []
     found = [
         p
         for p in root.rglob("*")
         if p.suffix in TASK_SUFFIXES
-        and p.is_file()
+        and not p.is_dir()
         and not any(part.startswith(".") for part in p.relative_to(root).parts)
     ]
     return sorted(found)
@@ -258,8 +255,7 @@ def load_tasks(
             continue
         first = owners.get(task.id)
         if first is not None:
-            text = path.read_text(encoding="utf-8")
-            line = line_of(text, ("id",)) if task.spec.id else 1
+            line = line_in_file(path, ("id",), max_bytes) if task.spec.id else 1
             result.problems.append(
                 TaskFileError(str(path), line, "id", f"id {task.id!r} is already used by {first}")
             )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -18,12 +19,15 @@ from runner.core.clock import iso, utc_now
 from runner.core.errors import (
     AgentError,
     CloudsDownError,
+    IllegalTransitionError,
     OmniError,
+    StaleRunError,
+    StoreError,
     TaskTimeoutError,
     ToolReportedError,
 )
-from runner.core.states import Mode, RunState
-from runner.core.text import truncate
+from runner.core.states import IN_FLIGHT, Mode, RunState
+from runner.core.text import one_line, truncate
 from runner.defs.routing import Route, choose_executor, choose_model, model_list_names
 from runner.dispatch.agent import Agent, AgentPool, Transcript
 from runner.dispatch.budget import SpendGuard
@@ -41,6 +45,8 @@ if TYPE_CHECKING:
     from runner.defs.tasks import Task
     from runner.state.records import RunRecord
     from runner.state.store import Store
+
+log = logging.getLogger(__name__)
 
 #: Loop passes a finished run gives the next run's request before it records (measured:
 #: 3 reach the pipe on the stdio transport; one more as margin).
@@ -113,19 +119,48 @@ class Dispatcher:  # pylint: disable=too-many-instance-attributes  # its collabo
         self._clock = clock
         self._on_finished = on_finished
         self._limit = asyncio.Semaphore(config.dispatch.concurrency)
-        self._spend = DailySpend(store, results_root)
+        self._spend = DailySpend(store, results_root, config.limits.result_file_bytes)
 
     async def run_all(self, items: Iterable[tuple[Task, RunRecord]]) -> list[Finished]:
-        """Run every item, ``dispatch.concurrency`` at a time; order of results = input."""
-        async with asyncio.TaskGroup() as group:
-            jobs = [group.create_task(self._limited(task, run)) for task, run in items]
+        """Run every item, ``dispatch.concurrency`` at a time; order of results = input.
+
+        One run's failure, of any kind, ends that run ``failed`` and the others go on;
+        only a state database that cannot be used (:class:`StoreError`) ends the pass,
+        raised as itself (not in an ``ExceptionGroup``).
+        """
+        try:
+            async with asyncio.TaskGroup() as group:
+                jobs = [group.create_task(self._limited(task, run)) for task, run in items]
+        except* StoreError as broken:
+            raise broken.exceptions[0] from None
         return [job.result() for job in jobs]
 
     async def _limited(self, task: Task, run: RunRecord) -> Finished:
-        finished = await self.run(task, run)
+        try:
+            finished = await self.run(task, run)
+        except (StaleRunError, IllegalTransitionError) as exc:  # this run, not the database
+            finished = self._crashed(task, run, exc)
+        except StoreError:
+            raise
+        except Exception as exc:  # pylint: disable=broad-exception-caught  # one run, not the pass
+            finished = self._crashed(task, run, exc)
         if self._on_finished is not None:
             self._on_finished(finished)
         return finished
+
+    def _crashed(self, task: Task, run: RunRecord, exc: Exception) -> Finished:
+        """A run that raised what no rule expects (a bug, or its row moved by another
+        process): end it ``failed`` with the error in one line, unless it already ended,
+        so that no run is left in flight and the pass goes on."""
+        reason = self._redactor.text(one_line(f"{type(exc).__name__}: {exc}"))
+        log.error("run %s %s: %s", task.id, run.run_id, reason)
+        log.debug("run %s %s: unexpected error", task.id, run.run_id, exc_info=exc)
+        current = self._store.get_run(run.run_id) or run
+        if current.state in {RunState.IDLE, RunState.WAITING}:
+            current = self._store.claim(current) or current
+        if current.state in IN_FLIGHT:
+            current = self._store.transition(current, RunState.FAILED, error=reason, detail=reason)
+        return Finished(task, current, None, reason)
 
     async def run(self, task: Task, run: RunRecord) -> Finished:
         """Take one run through claim -> execute -> record, retrying while attempts last.
@@ -216,9 +251,27 @@ class Dispatcher:  # pylint: disable=too-many-instance-attributes  # its collabo
         )
 
     def _record(self, outcome: _Outcome) -> Finished:
-        """Write the result files, then the row (no await: nothing interrupts it)."""
+        """Write the result files, then the row (no await: nothing interrupts it).
+
+        When the files cannot be written (a name too long, a full disk, a read-only
+        folder) the run ends ``failed`` with the reason in one line, and neither file
+        is left behind."""
         result = self._result(outcome)
-        path = write_result(self._results, result, self._redactor)
+        try:
+            path = write_result(self._results, result, self._redactor)
+        except OSError as exc:
+            error = f"result file not written: {exc.strerror or type(exc).__name__}"
+            log.error("run %s %s: %s", outcome.task.id, outcome.run.run_id, error)
+            failed = _Outcome(
+                outcome.task,
+                outcome.run,
+                RunState.FAILED,
+                error=error,
+                executor=outcome.executor,
+                transcript=outcome.transcript,
+            )
+            self._count_spend(outcome.transcript)
+            return self._row(failed, self._result(failed), None)
         self._count_spend(outcome.transcript)
         return self._row(outcome, result, path)
 
@@ -311,13 +364,13 @@ class Dispatcher:  # pylint: disable=too-many-instance-attributes  # its collabo
             **prompt,
         )
 
-    def _row(self, outcome: _Outcome, result: RunResult, path: Path) -> Finished:
+    def _row(self, outcome: _Outcome, result: RunResult, path: Path | None) -> Finished:
         run = outcome.run
         final = self._store.transition(
             run,
             outcome.state,
             error=result.error,
-            result_path=str(path),
+            result_path=None if path is None else str(path),
             executor=result.executor,
             detail=result.error or outcome.note or _fallbacks(outcome.transcript) or "ok",
             **_model_fields(result, run),

@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING
 import yaml
 
 from runner.core.clock import iso, utc_now
-from runner.core.errors import GitOpsError, InvalidTaskFile
-from runner.core.files import atomic_write
+from runner.core.errors import FileRefusedError, GitOpsError, InvalidTaskFile
+from runner.core.files import atomic_write, read_regular
 from runner.core.states import Mode, RunState
 from runner.defs.routing import choose_executor
 from runner.defs.tasks import Task, load_task_file
@@ -104,12 +104,16 @@ class RepairWriter:
         found = []
         for path in sorted(folder.glob("gateway-*.yaml")):
             try:
-                text = path.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError):
+                text = self._read(path)
+            except (OSError, UnicodeDecodeError, FileRefusedError):
                 continue
             if not any(line.startswith(RESOLVED) for line in text.splitlines()):
                 found.append(path)
         return found
+
+    def _read(self, path: Path) -> str:
+        """A repair file's text (a regular file within the task file cap)."""
+        return read_regular(path, self._config.limits.task_file_bytes).decode("utf-8")
 
     def write(self, fault: Fault) -> Path:
         """Write (and commit) the repair task for ``fault``, or reuse the open one."""
@@ -130,7 +134,7 @@ class RepairWriter:
         done = []
         for path in self.open_repairs():
             line = f"{RESOLVED} {iso(self._clock())}: {why}\n"
-            text = path.read_text(encoding="utf-8")
+            text = self._read(path)
             atomic_write(path, text + ("" if text.endswith("\n") else "\n") + line)
             log.warning("repair task %s: fault resolved (%s)", path, why)
             self._committed(path, f"omni: LiteLLM gateway fault resolved ({path.name})")

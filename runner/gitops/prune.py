@@ -8,16 +8,18 @@ not finished (waiting or in flight). Run ids sort by time, so "newest" is by nam
 
 from __future__ import annotations
 
-import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from runner.core.states import RunState
+from runner.state.results import result_path
 from runner.state.store import Store
 
 if TYPE_CHECKING:
     from runner.gitops.workspace import Published
+    from runner.state.resultcheck import ResultCheck
 
 _PRUNABLE = frozenset({RunState.COMPLETED.value, RunState.FAILED.value})
 
@@ -41,23 +43,14 @@ class PruneReport:
     rows_deleted: int = 0
 
 
-def scan(results: Path) -> list[ResultFile]:
-    """Every readable result file under ``results`` (temp and foreign files skipped)."""
+def scan(results: Path, check: ResultCheck) -> list[ResultFile]:
+    """Every result file under ``results`` that passes ``check`` (temp files skipped;
+    the others are skipped with a warning, and never pruned)."""
     found: list[ResultFile] = []
-    if not results.is_dir():
-        return found
-    for path in results.rglob("*.json"):
-        if path.name.startswith("."):
-            continue
-        try:
-            data = json.loads(path.read_bytes())
-        except (OSError, ValueError):
-            continue
-        if not isinstance(data, dict):
-            continue
-        task_id, run_id, state = data.get("task_id"), data.get("run_id"), data.get("state")
-        if isinstance(task_id, str) and run_id == path.stem and isinstance(state, str):
-            found.append(ResultFile(path, task_id, run_id, state))
+    for folder, _dirs, names in os.walk(results):
+        for result in check.scan(Path(folder), results, names=names):
+            path = result_path(results, result.task_id, result.run_id)
+            found.append(ResultFile(path, result.task_id, result.run_id, result.state.value))
     return found
 
 
@@ -81,9 +74,11 @@ def choose(files: list[ResultFile], keep: int) -> tuple[list[ResultFile], list[R
     return kept, removed
 
 
-def prune(results: Path, state: Path, keep: int, *, dry_run: bool = False) -> PruneReport:
+def prune(
+    results: Path, state: Path, keep: int, check: ResultCheck, *, dry_run: bool = False
+) -> PruneReport:
     """Remove old result files (``.json`` and ``.md``) and the rows of their runs."""
-    kept, removed = choose(scan(results), keep)
+    kept, removed = choose(scan(results, check), keep)
     report = PruneReport(removed=sorted(removed, key=lambda f: f.path), kept=len(kept))
     if dry_run or not removed:
         return report
@@ -113,6 +108,7 @@ def prune_and_publish(
     results: Path,
     state: Path,
     keep: int,
+    check: ResultCheck,
     *,
     dry_run: bool = False,
     commit: bool = False,
@@ -120,15 +116,16 @@ def prune_and_publish(
 ) -> tuple[PruneReport, Published | None]:
     """Prune; with ``commit`` or ``push``, first copy in the branch's result files the
     disk lacks (so the whole branch is pruned), then commit (and push) the removal
-    (with ``dry_run``: only show what would go from the branch)."""
+    (with ``dry_run``: only show what would go from the branch). Result files that do
+    not pass ``check`` are never pruned (nor copied in)."""
     if not (commit or push):
-        return prune(results, state, keep, dry_run=dry_run), None
+        return prune(results, state, keep, check, dry_run=dry_run), None
     # gitpython loads only when asked for.
     from runner.gitops.workspace import GitWorkspace  # noqa: PLC0415 # pylint: disable=import-outside-toplevel
 
-    workspace = GitWorkspace.open(Path.cwd(), results=results, state=state)
+    workspace = GitWorkspace.open(Path.cwd(), results=results, state=state, check=check)
     prepared = workspace.prepare(push, push=push is not None)
-    done = prune(results, state, keep, dry_run=dry_run)
+    done = prune(results, state, keep, check, dry_run=dry_run)
     if dry_run:
         return done, None
     message = f"omni: prune results to the newest {keep} per task ({len(done.removed)} removed)\n"

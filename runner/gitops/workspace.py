@@ -5,12 +5,17 @@ on ``BRANCH`` (usually ``omni/results``, not checked out) and pushes it to ``ori
 The commit never touches the working tree or the checked-out branch: it is built in a
 temporary index from
 
-* the newer of ``BRANCH`` and ``HEAD``, or their merge when both moved (so the branch
-  carries this checkout's task files and everything it held before);
+* ``HEAD``'s tree (this checkout: its task files), with the branch's tip as a parent
+  too when it has commits ``HEAD`` lacks, so the push is a fast-forward;
 * the results folder exactly as it is on disk (``git add -f``: it may be gitignored);
   before the run, result files the branch holds but the disk lacks are copied to disk,
-  so a fresh clone (a CI machine) starts from the branch's memory;
+  so a fresh clone (a CI machine) starts from the branch's memory, if they pass the
+  checks of :mod:`runner.gitops.carry` (the branch is input);
 * the files the run's tasks changed (compared with a snapshot taken before the run).
+
+Nothing else of the branch is carried forward: what it changed outside the results
+folder is left behind and named (:attr:`Published.left_behind`, and the pull request's
+body).
 
 Every git failure becomes a :class:`~runner.core.errors.GitOpsError` that says what happened
 and what to do; the result files are always on disk by then, and a commit that could not
@@ -19,21 +24,33 @@ be pushed stays on the local branch for the next ``--push``.
 
 from __future__ import annotations
 
-import json
+import logging
 import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from git import Repo
 from git.exc import GitCommandError, InvalidGitRepositoryError, NoSuchPathError
-from git.objects import Blob
 
+from runner.core.clock import utc_now
 from runner.core.errors import GitOpsError
+from runner.core.files import atomic_write
+from runner.gitops.carry import (
+    BranchReader,
+    BranchReport,
+    branch_report,
+    first_line,
+    git_errors,
+    left_behind,
+)
+from runner.state.resultcheck import ResultCheck
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+
+log = logging.getLogger(__name__)
 
 #: Seconds a fetch or push may take before it is stopped.
 NETWORK_TIMEOUT = 120.0
@@ -85,6 +102,8 @@ class Published:
     remote: str
     changed: tuple[str, ...] = field(default_factory=tuple)
     """Files outside the results folder that the run changed and the commit holds."""
+    left_behind: tuple[str, ...] = field(default_factory=tuple)
+    """Files the branch had changed outside the results folder, not carried forward."""
 
 
 class GitWorkspace:
@@ -98,8 +117,10 @@ class GitWorkspace:
         state: Path,
         remote: str = "origin",
         environ: Mapping[str, str] | None = None,
+        check: ResultCheck | None = None,
     ) -> None:
         self._repo = repo
+        self._check = check or ResultCheck(utc_now())
         self._git = repo.git
         self._root = Path(repo.working_tree_dir or ".").resolve()
         self.remote = remote
@@ -121,6 +142,7 @@ class GitWorkspace:
         state: Path,
         remote: str = "origin",
         environ: Mapping[str, str] | None = None,
+        check: ResultCheck | None = None,
     ) -> GitWorkspace:
         """The repository containing ``start``; raises :class:`GitOpsError` if none."""
         try:
@@ -132,7 +154,7 @@ class GitWorkspace:
             ) from None
         if repo.bare or repo.working_tree_dir is None:
             raise GitOpsError(f"{start}: a bare repository has no working tree to commit from")
-        return cls(repo, results=results, state=state, remote=remote, environ=environ)
+        return cls(repo, results=results, state=state, remote=remote, environ=environ, check=check)
 
     @property
     def root(self) -> Path:
@@ -150,6 +172,10 @@ class GitWorkspace:
         """Check the repository, note what is dirty, and (for a push) fetch ``branch``
         and copy its result files missing on disk. Raises :class:`GitOpsError` for
         problems a run cannot fix (no commit yet, detached HEAD, no remote, bad name)."""
+        with git_errors(f"preparing the branch {branch or 'HEAD'!r}"):
+            return self._prepare(branch, push=push)
+
+    def _prepare(self, branch: str | None, *, push: bool) -> Prepared:
         if not self._repo.head.is_valid():
             raise GitOpsError(f"{self._root}: the repository has no commit yet; commit once first")
         current = None if self._repo.head.is_detached else self._repo.active_branch.name
@@ -198,7 +224,7 @@ class GitWorkspace:
         )
         if status != 0:
             if "couldn't find remote ref" not in err.lower():
-                prepared.fetch_error = _first_line(err) or f"git fetch exited {status}"
+                prepared.fetch_error = first_line(err) or f"git fetch exited {status}"
             return False
         prepared.remote_tip = self._rev(tracking)
         return True
@@ -219,22 +245,19 @@ class GitWorkspace:
             prepared.diverged = True
 
     def _restore(self, tip: str | None) -> int:
-        """Copy result files that ``tip`` holds and the disk lacks; returns how many."""
+        """Copy the result files ``tip`` holds and the disk lacks, of those that pass the
+        checks (the rest are skipped with a warning); returns how many."""
         if tip is None:
             return 0
-        try:
-            folder = self._repo.commit(tip).tree / self._results
-        except KeyError:
-            return 0
+        reader = BranchReader(self._repo, self._results, self._check)
+        found = reader.read(tip)
         copied = 0
-        for item in folder.traverse():
-            if not isinstance(item, Blob):
-                continue
-            target = self._root / item.path
-            if target.exists():
+        for entry in [entry for entry, _ in found.results] + found.companions:
+            target = self._root / entry.path
+            if os.path.lexists(target):
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(item.data_stream.read())
+            atomic_write(target, reader.blob(entry))
             copied += 1
         return copied
 
@@ -251,12 +274,23 @@ class GitWorkspace:
                 " those from yours. Commit or stash them; this run's results are on disk in"
                 f" {self._results}/ and go into the next commit"
             )
-        changed = self._changed(prepared)
-        commit = self._commit(prepared.branch, changed, message, current=prepared.current)
-        pushed = False
-        if prepared.push:
-            pushed = self._push_with_retries(prepared, changed, message)
-        return Published(prepared.branch, commit, pushed, self.remote, tuple(changed))
+        with git_errors(f"committing the results on {prepared.branch!r}"):
+            changed = self._changed(prepared)
+            tip = self._tip(prepared.branch)
+            commit = self._commit(prepared.branch, changed, message, current=prepared.current)
+            left = left_behind(self._repo, tip, self._rev("HEAD"), self._results, changed)
+            if left:
+                log.warning(
+                    "%s: %d file(s) the branch changed outside %s/ are not carried forward: %s",
+                    prepared.branch,
+                    len(left),
+                    self._results,
+                    ", ".join(left[:10]) + (" …" if len(left) > 10 else ""),
+                )
+            pushed = False
+            if prepared.push:
+                pushed = self._push_with_retries(prepared, changed, message)
+        return Published(prepared.branch, commit, pushed, self.remote, tuple(changed), tuple(left))
 
     def _changed(self, prepared: Prepared) -> list[str]:
         """Paths the run changed: newly dirty tracked files, and new or touched untracked ones."""
@@ -274,8 +308,8 @@ class GitWorkspace:
         head = self._rev("HEAD")
         assert head is not None  # prepare() checked HEAD
         tip = self._tip(branch)
-        parents, base = self._base(tip, head)
-        tree = self._tree(base, changed)
+        parents = self._parents(tip, head)
+        tree = self._tree(f"{head}^{{tree}}", changed)
         if tree in {self._rev(f"{tip or head}^{{tree}}"), self._rev(f"{head}^{{tree}}")}:
             return None
         args: list[str] = [tree]
@@ -287,34 +321,16 @@ class GitWorkspace:
             self._git.reset("-q")  # the index follows the new commit; the files already do
         return sha
 
-    def _base(self, tip: str | None, head: str) -> tuple[list[str], str]:
-        """The new commit's parents and the tree it starts from."""
+    def _parents(self, tip: str | None, head: str) -> list[str]:
+        """The new commit's parents: ``HEAD``, the branch's tip, or both (so the branch
+        moves by a fast-forward and keeps ``HEAD``'s history). The tree is ``HEAD``'s
+        whatever the parents: nothing the branch changed outside the results folder is
+        carried forward."""
         if tip is None or tip == head or self._is_ancestor(tip, head):
-            return [head], f"{head}^{{tree}}"
+            return [head]
         if self._is_ancestor(head, tip):
-            return [tip], f"{tip}^{{tree}}"
-        status, out, err = self._git.merge_tree(
-            "--write-tree",
-            "--name-only",
-            "--no-messages",
-            tip,
-            head,
-            with_extended_output=True,
-            with_exceptions=False,
-        )
-        if status == 1:
-            files = [line for line in out.splitlines()[1:] if line.strip()]
-            raise GitOpsError(
-                f"the results branch and HEAD changed the same files ({', '.join(files[:5])}):"
-                " merge them by hand, or delete the results branch to start it afresh;"
-                f" the results are on disk in {self._results}/"
-            )
-        if status != 0:
-            hint = " (a shallow clone? fetch the full history)" if "unrelated" in err else ""
-            raise GitOpsError(
-                f"cannot merge the results branch with HEAD: {_first_line(err)}{hint}"
-            )
-        return [tip, head], out.splitlines()[0]
+            return [tip]
+        return [tip, head]
 
     def _tree(self, base: str, changed: list[str]) -> str:
         """``base`` with the results folder as on disk and ``changed`` as in the tree."""
@@ -381,8 +397,8 @@ class GitWorkspace:
         if any(mark in text for mark in _NON_FAST_FORWARD):
             return "non-fast-forward"
         if any(mark in text for mark in _UNREACHABLE):
-            return f"unreachable: {_first_line(err)}"
-        return _first_line(err) or f"git push exited {status}"
+            return f"unreachable: {first_line(err)}"
+        return first_line(err) or f"git push exited {status}"
 
     def _push_error(self, prepared: Prepared, outcome: str) -> GitOpsError:
         branch, remote = prepared.branch, self.remote
@@ -407,38 +423,15 @@ class GitWorkspace:
 
     # -- reading the branch ---------------------------------------------------------
 
-    def branch_results(self, base: str, branch: str) -> list[dict[str, Any]]:
-        """The result files (parsed) that ``branch`` added or changed since it left
-        ``base``: what a pull request from ``branch`` into ``base`` brings."""
+    def branch_results(self, base: str, branch: str) -> BranchReport:
+        """What a pull request from ``branch`` into ``base`` brings: the result files
+        ``branch`` added or changed since it left ``base`` that pass the checks, the
+        entries there that do not, and what it touched outside the results folder."""
         for ref in (base, branch):
             if self._rev(ref) is None:
                 raise GitOpsError(f"no branch or commit named {ref!r} in {self._root}")
-        status, out, err = self._git.diff(
-            "--name-only",
-            "-z",
-            "--no-renames",
-            "--diff-filter=AM",
-            f"{base}...{branch}",
-            "--",
-            self._results,
-            with_extended_output=True,
-            with_exceptions=False,
-            strip_newline_in_stdout=False,
-        )
-        if status != 0:
-            raise GitOpsError(f"cannot compare {branch!r} with {base!r}: {_first_line(err)}")
-        tree = self._repo.commit(branch).tree
-        found: list[dict[str, Any]] = []
-        for name in out.split("\0"):
-            if not name.endswith(".json"):
-                continue
-            try:
-                data = json.loads((tree / name).data_stream.read())
-            except (KeyError, ValueError):
-                continue
-            if isinstance(data, dict):
-                found.append(data)
-        return found
+        with git_errors(f"reading {branch!r}"):
+            return branch_report(self._repo, base, branch, self._results, self._check)
 
     # -- plumbing -------------------------------------------------------------------
 
@@ -454,7 +447,7 @@ class GitWorkspace:
                 strip_newline_in_stdout=False,
             )
         except GitCommandError as exc:
-            raise GitOpsError(f"git status failed: {_first_line(str(exc.stderr))}") from None
+            raise GitOpsError(f"git status failed: {first_line(str(exc.stderr))}") from None
         dirty: list[str] = []
         untracked: dict[str, tuple[int, int]] = {}
         for entry in raw.split("\0"):
@@ -515,11 +508,3 @@ class GitWorkspace:
             return str(self._repo.remote(self.remote).url)
         except ValueError:
             return "no URL"
-
-
-def _first_line(text: str) -> str:
-    for raw in text.splitlines():
-        line = raw.strip()
-        if line and not line.lower().startswith("hint:"):
-            return line.removeprefix("fatal: ").removeprefix("error: ")
-    return ""

@@ -20,22 +20,22 @@ the files under ``results/<task-id>/``, and takes whichever knows more:
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from runner.core.clock import iso, utc_now
+from runner.core.clock import iso, parse_time, utc_now
 from runner.core.errors import ConfigError
 from runner.core.states import RunState
 from runner.planning.cron import fire_times
 from runner.planning.slots import due
+from runner.state.resultcheck import DEFAULT_RESULT_BYTES, ResultCheck
 from runner.state.results import result_dir
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Mapping
+    from collections.abc import Callable, Mapping
     from pathlib import Path
 
     from runner.defs.tasks import Task
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 NOW_VARIABLE = "OMNI_NOW"
 
 # A slot counts as served once a run for it ended, well or badly: never run it twice.
-_SERVED = frozenset({RunState.COMPLETED.value, RunState.FAILED.value})
+_SERVED = frozenset({RunState.COMPLETED, RunState.FAILED})
 
 
 class Due(StrEnum):
@@ -100,60 +100,36 @@ class DueRule:
     """The results folder; ``None`` decides from the store alone."""
     timezone: str = "UTC"
     misfire_grace: float = 3600.0
+    result_bytes: int = DEFAULT_RESULT_BYTES
+    """The size cap of a result file (config ``limits.result_file_bytes``)."""
+
+    def check(self) -> ResultCheck:
+        """The checks a result file passes before it counts, at this rule's ``now``."""
+        return ResultCheck(self.now, self.result_bytes)
 
 
-def parse_time(text: str) -> datetime:
-    """An ISO 8601 time; a naive one is taken as UTC. Raises ``ValueError``."""
-    moment = datetime.fromisoformat(text.strip())
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def history_from_results(results: Path | None, task_id: str) -> History:
-    """The history the result files of ``task_id`` hold (unreadable files are skipped)."""
+def history_from_results(results: Path | None, task_id: str, check: ResultCheck) -> History:
+    """The history the result files of ``task_id`` hold (files that do not pass
+    ``check`` are skipped with a warning)."""
     if results is None:
-        return History()
-    folder = result_dir(results, task_id)
-    if not folder.is_dir():
         return History()
     last: datetime | None = None
     hashes: set[str] = set()
     failed: set[str] = set()
-    for data in _results_of(folder, task_id):
-        state, slot = data.get("state"), data.get("slot")
-        if isinstance(data.get("task_hash"), str):
-            # Result files are written for final outcomes only: a failed one used
-            # every attempt.
-            if state == RunState.COMPLETED.value:
-                hashes.add(data["task_hash"])
-            elif state == RunState.FAILED.value:
-                failed.add(data["task_hash"])
-        served = _served_slot(state, slot)
-        if served is not None and (last is None or served > last):
-            last = served
+    for found in check.scan(result_dir(results, task_id), results):
+        # Result files are written for final outcomes only: a failed one used every
+        # attempt.
+        if found.state is RunState.COMPLETED:
+            hashes.add(found.task_hash)
+        elif found.state is RunState.FAILED:
+            failed.add(found.task_hash)
+        if found.state in _SERVED and found.slot is not None:
+            served = parse_time(found.slot)  # the check made sure it parses
+            if last is None or served > last:
+                last = served
     return History(
         last_slot=last, completed_hashes=frozenset(hashes), failed_hashes=frozenset(failed)
     )
-
-
-def _results_of(folder: Path, task_id: str) -> Iterator[dict[str, Any]]:
-    """The readable result files in ``folder`` that belong to ``task_id``."""
-    for path in folder.glob("*.json"):
-        try:
-            data = json.loads(path.read_bytes())
-        except (OSError, ValueError):
-            continue
-        if isinstance(data, dict) and data.get("task_id") == task_id:
-            yield data
-
-
-def _served_slot(state: object, slot: object) -> datetime | None:
-    """The slot a result served, or ``None`` (not a serving state, or no valid slot)."""
-    if state not in _SERVED or not isinstance(slot, str):
-        return None
-    try:
-        return parse_time(slot)
-    except ValueError:
-        return None
 
 
 def history_from_store(store: Store, task: Task) -> History:

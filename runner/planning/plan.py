@@ -125,7 +125,9 @@ def _verdict(task: Task, store: Store, selection: Selection, rule: DueRule) -> _
         return Skipped(task.id, "disabled (enabled: false)")
     if selection.force:
         return _Runs(None)  # a forced run serves no slot: it is an extra run
-    history = history_from_store(store, task).merge(history_from_results(rule.results, task.id))
+    history = history_from_store(store, task).merge(
+        history_from_results(rule.results, task.id, rule.check())
+    )
     decision = decide(task, history, rule)
     if decision.verdict is not Due.RUN:
         done = {Due.DONE: RunState.COMPLETED, Due.FAILED: RunState.FAILED}.get(decision.verdict)

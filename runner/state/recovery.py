@@ -1,7 +1,8 @@
 """Crash recovery: settle the runs a dead process left dispatching or executing.
 
-A result file written for the run's current attempt is the proof of how that attempt
-ended (it is written before the row): the run takes the file's state. Without one the
+A result file written for the run's current attempt (and content), that passes the
+checks every result file passes (``runner.state.resultcheck``), is the proof of how that
+attempt ended (it is written before the row): the run takes the file's state. Without one the
 run goes back to idle if it has attempts left, else it fails. Run on every start
 (``run --once`` and the service), before anything is dispatched.
 """
@@ -12,22 +13,23 @@ from typing import TYPE_CHECKING, Any
 
 from runner.core.states import RUN_TRANSITIONS, RunState
 from runner.state.records import ResumeReport, Settlement
-from runner.state.results import read_result, result_path
+from runner.state.results import result_path
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from runner.state.records import RunRecord
+    from runner.state.resultcheck import ResultCheck
     from runner.state.store import Store
 
 #: A result file may record any of these; recovery trusts the file over the row.
 _SETTLED_BY_FILE = frozenset({RunState.COMPLETED, RunState.FAILED, RunState.WAITING})
 
 
-def resume(store: Store, results_root: Path) -> ResumeReport:
+def resume(store: Store, results_root: Path, check: ResultCheck) -> ResumeReport:
     """Settle every in-flight run; returns what moved, and the waiting runs in creation
     order (to resume when a model answers)."""
-    moved, waiting = store.settle_in_flight(lambda record: settlement(record, results_root))
+    moved, waiting = store.settle_in_flight(lambda record: settlement(record, results_root, check))
     report = ResumeReport(to_idle=[], to_failed=[], to_completed=[], waiting=waiting)
     lists = {
         RunState.IDLE: report.to_idle,
@@ -39,12 +41,17 @@ def resume(store: Store, results_root: Path) -> ResumeReport:
     return report
 
 
-def settlement(record: RunRecord, results_root: Path) -> Settlement:
+def settlement(record: RunRecord, results_root: Path, check: ResultCheck) -> Settlement:
     """How to move one in-flight run, judged by its result file."""
     path = result_path(results_root, record.task_id, record.run_id)
-    found = read_result(path)
+    found = check.read(path, results_root)
     # A file from an earlier attempt of the same run says nothing about this one.
-    if found is not None and found.attempt == record.attempt and found.state in _SETTLED_BY_FILE:
+    if (
+        found is not None
+        and found.attempt == record.attempt
+        and found.task_hash == record.task_hash
+        and found.state in _SETTLED_BY_FILE
+    ):
         target = RunState(found.state)
         steps = [(target, "result file found on resume")]
         if target not in RUN_TRANSITIONS[record.state]:

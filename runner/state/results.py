@@ -7,6 +7,7 @@ Everything written passes through a :class:`Redactor` first.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import to_json
 
 from runner.core.files import atomic_write
+from runner.core.ids import RUN_ID_LENGTH
 from runner.core.states import Mode, RunState
 from runner.state.markdown import render_markdown
 
@@ -70,8 +72,31 @@ def result_path(results_root: Path, task_id: str, run_id: str) -> Path:
     return result_dir(results_root, task_id) / f"{run_id}.json"
 
 
+#: The longest path the system takes, in bytes (with its terminating NUL).
+PATH_MAX = 4096
+#: What a result's temp file name adds to the task's folder: ``/.<run-id>.json.<pid>.tmp``.
+_TEMP_NAME = len("/.") + RUN_ID_LENGTH + len(".json.") + 10 + len(".tmp")
+
+
+def result_path_problem(results_root: Path, task_id: str) -> str | None:
+    """Why ``task_id``'s result files could not be written under ``results_root`` (their
+    path would be too long for the system), or None."""
+    folder = os.fsencode(os.path.abspath(result_dir(results_root, task_id)))
+    longest = len(folder) + _TEMP_NAME
+    if longest >= PATH_MAX:
+        return (
+            f"its result files' paths would be {longest:,} bytes long, over the system's"
+            f" {PATH_MAX - 1:,}; shorten the id or the results folder's path"
+        )
+    return None
+
+
 def write_result(results_root: Path, result: RunResult, redactor: Redactor) -> Path:
-    """Write ``<run-id>.md`` then ``<run-id>.json`` (the JSON is the proof of completion)."""
+    """Write ``<run-id>.md`` then ``<run-id>.json`` (the JSON is the proof of completion).
+
+    Both or neither: when a write fails (a name too long, a full disk, a read-only
+    folder) the ``.md`` already written is removed and the ``OSError`` raised.
+    """
     data = result.model_dump(mode="json")
     text = to_json(data, indent=2)
     if redactor.in_json(text):
@@ -85,13 +110,10 @@ def write_result(results_root: Path, result: RunResult, redactor: Redactor) -> P
     except FileNotFoundError:  # the task's first result (or its folder was pruned)
         os.makedirs(folder, exist_ok=True)
         atomic_write(f"{stem}.md", markdown)
-    atomic_write(f"{stem}.json", text + b"\n")
-    return Path(f"{stem}.json")
-
-
-def read_result(path: Path) -> RunResult | None:
-    """A result file's content, or ``None`` if it is missing or unreadable."""
     try:
-        return RunResult.model_validate_json(path.read_bytes())
-    except (OSError, ValueError):
-        return None
+        atomic_write(f"{stem}.json", text + b"\n")
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(f"{stem}.md")
+        raise
+    return Path(f"{stem}.json")

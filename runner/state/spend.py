@@ -12,9 +12,9 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from runner.core.clock import iso
-from runner.core.ids import is_run_id, time_prefix
-from runner.state.results import read_result
+from runner.core.clock import iso, parse_time
+from runner.core.ids import time_prefix
+from runner.state.resultcheck import ResultCheck
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -22,24 +22,19 @@ if TYPE_CHECKING:
     from runner.state.store import Store
 
 
-def spend_in_results(results_root: Path, moment: datetime) -> float:
+def spend_in_results(results_root: Path, moment: datetime, check: ResultCheck) -> float:
     """Total ``usage.cost_usd`` of the result files of runs finished at or after ``moment``.
 
     Run ids begin with their creation time, so older files are skipped by name without
-    being read. A cost that is not a finite number ≥ 0 does not count.
+    being read. A file that does not pass ``check`` (a cost that is not a finite number
+    from 0 to a sane maximum among others) does not count.
     """
-    floor, since = time_prefix(moment), iso(moment)
+    floor = time_prefix(moment)
     total = 0.0
-    for folder, _dirs, files in os.walk(results_root):
-        for name in files:
-            stem, dot, suffix = name.rpartition(".")
-            if suffix != "json" or not dot or not is_run_id(stem) or stem[:10] < floor:
-                continue
-            found = read_result(Path(folder, name))
-            if found is None or found.finished_at < since:
-                continue
+    for folder, _dirs, names in os.walk(results_root):
+        for found in check.scan(Path(folder), results_root, names=names, since=floor):
             cost = found.usage.cost_usd
-            if cost is not None and math.isfinite(cost) and cost > 0:
+            if cost is not None and parse_time(found.finished_at) >= moment:
                 total += cost
     return total
 
@@ -49,20 +44,28 @@ def midnight_of(now: datetime) -> datetime:
     return now.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def spent_today(store: Store | None, results_root: Path, now: datetime) -> float:
-    """Today's (the UTC day of ``now``) model spend."""
+def spent_today(
+    store: Store | None,
+    results_root: Path,
+    now: datetime,
+    result_bytes: int,
+) -> float:
+    """Today's (the UTC day of ``now``) model spend; result files over ``result_bytes``
+    do not count."""
     midnight = midnight_of(now)
     from_store = store.spend_since(iso(midnight)) if store is not None else 0.0
-    return max(from_store, spend_in_results(results_root, midnight))
+    in_files = spend_in_results(results_root, midnight, ResultCheck(now, result_bytes))
+    return max(from_store, in_files)
 
 
 class DailySpend:
     """Today's spend for one process: read once a day, then kept up to date as runs
     finish (:meth:`add`)."""
 
-    def __init__(self, store: Store | None, results_root: Path) -> None:
+    def __init__(self, store: Store | None, results_root: Path, result_bytes: int) -> None:
         self._store = store
         self._results = results_root
+        self._result_bytes = result_bytes
         self._day: datetime | None = None
         self._total = 0.0
 
@@ -70,7 +73,8 @@ class DailySpend:
         """Spend so far on ``now``'s day."""
         day = midnight_of(now)
         if day != self._day:
-            self._day, self._total = day, spent_today(self._store, self._results, now)
+            self._day = day
+            self._total = spent_today(self._store, self._results, now, self._result_bytes)
         return self._total
 
     def add(self, cost_usd: float | None, now: datetime) -> None:

@@ -33,7 +33,7 @@ class StateLock:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
-            holder = handle.read().strip() or "pid unknown"
+            holder = handle.read(200).strip() or "pid unknown"
             handle.close()
             raise ServiceError(
                 f"another omni {holder} is using {self.path.parent}; stop it first, or use "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
@@ -30,6 +30,7 @@ from runner.core.states import (
 )
 from runner.state.migrations import MIGRATIONS
 from runner.state.records import ModeRecord, RunChange, RunRecord, Settlement
+from runner.state.sqlitefile import create_database, existing_database, translated
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -69,6 +70,11 @@ _PRAGMAS = (
 
 
 _STATE_AT, _MODE_AT = _COLUMNS.index("state"), _COLUMNS.index("mode")
+
+
+def _set_pragmas(conn: sqlite3.Connection) -> None:
+    for pragma in _PRAGMAS:
+        conn.execute(pragma)
 
 
 def _record(row: Sequence[Any]) -> RunRecord:
@@ -114,22 +120,16 @@ class Store:  # pylint: disable=too-many-public-methods  # the store's whole API
         self._lock = threading.RLock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not existing_database(self.path):  # refuses a file that is not one
+                create_database(self.path, _set_pragmas)
             self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"{self.path}: cannot open the state database: {exc}") from exc
         try:
-            for pragma in _PRAGMAS:
-                self._conn.execute(pragma)
-            self._db = Database(self._conn, recursive_triggers=False, execute_plugins=False)
-            self._migrate()
-        except sqlite3.DatabaseError as exc:
-            self._conn.close()
-            if getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY:
-                raise StoreError(f"{self.path}: state database is busy: {exc}") from exc
-            raise StoreError(
-                f"{self.path}: not a usable SQLite state database ({exc});"
-                " move it aside or point --state elsewhere"
-            ) from exc
+            with translated(self.path):
+                _set_pragmas(self._conn)
+                self._db = Database(self._conn, recursive_triggers=False, execute_plugins=False)
+                self._migrate()
         except BaseException:
             self._conn.close()
             raise
@@ -151,31 +151,36 @@ class Store:  # pylint: disable=too-many-public-methods  # the store's whole API
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One ``BEGIN IMMEDIATE`` transaction: the write lock is taken before any read,
         so a read-then-write can never act on a row another process has since changed."""
-        with self._lock:
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                raise StoreError(f"{self.path}: state database is busy: {exc}") from exc
+        with self._lock, translated(self.path):
+            self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._changes.clear()
                 if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
+                    with suppress(sqlite3.Error):  # the first error is the one to report
+                        self._conn.execute("ROLLBACK")
                 raise
             changes, self._changes = self._changes, []
             if self._on_transition is not None:
                 for change in changes:
                     self._on_transition(change)
 
+    @contextmanager
+    def _locked(self) -> Iterator[sqlite3.Connection]:
+        """The connection, for reads outside a transaction; SQLite's errors become
+        :class:`StoreError` (a damaged file says so, and what to do)."""
+        with self._lock, translated(self.path):
+            yield self._conn
+
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        with self._lock:
-            return _dicts(self._conn.execute(sql, params))
+        with self._locked() as conn:
+            return _dicts(conn.execute(sql, params))
 
     def _read_runs(self, where: str, params: Sequence[Any] = ()) -> list[RunRecord]:
-        with self._lock:
-            rows = self._conn.execute(f"{_SELECT_RUNS} {where}", params).fetchall()
+        with self._locked() as conn:
+            rows = conn.execute(f"{_SELECT_RUNS} {where}", params).fetchall()
         return [_record(row) for row in rows]
 
     def _now(self) -> str:
@@ -403,8 +408,8 @@ class Store:  # pylint: disable=too-many-public-methods  # the store's whole API
 
     def get_run(self, run_id: str) -> RunRecord | None:
         """The run's current row, or ``None``."""
-        with self._lock:
-            return self._get(self._conn, run_id)
+        with self._locked() as conn:
+            return self._get(conn, run_id)
 
     def runs(
         self,
@@ -519,8 +524,8 @@ class Store:  # pylint: disable=too-many-public-methods  # the store's whole API
 
     def mode(self) -> ModeRecord:
         """The current mode; ``normal`` with ``since=None`` when it never changed."""
-        with self._lock:
-            return self._current_mode(self._conn)
+        with self._locked() as conn:
+            return self._current_mode(conn)
 
     @staticmethod
     def _current_mode(conn: sqlite3.Connection) -> ModeRecord:

@@ -8,12 +8,13 @@ from typing import Any
 
 import pytest
 
+from runner.core.clock import utc_now
 from runner.core.redaction import Redactor
 from runner.defs.config import BUILTIN, Config
 from runner.defs.tasks import Task, TaskSpec, task_hash
 from runner.dispatch.dispatcher import Dispatcher
 from runner.reach.executors import ExecutorPool, ToolOutcome
-from runner.state.results import read_result
+from runner.state.resultcheck import ResultCheck
 from runner.state.store import Store
 
 pytestmark = pytest.mark.integration
@@ -53,6 +54,6 @@ async def test_a_shutdown_after_the_executor_answered_still_records_the_run(
     assert row is not None
     assert (row.state, row.attempt) == ("completed", 1)
     assert row.result_path == str(results / "hello" / f"{run.run_id}.json")
-    written = read_result(Path(row.result_path))
+    written = ResultCheck(utc_now()).read(Path(row.result_path), results)
     assert written is not None
     assert (written.state, written.output, written.attempt) == ("completed", "hi", 1)

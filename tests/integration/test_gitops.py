@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,9 +15,11 @@ from runner.app.scaffold import Outcome, init
 from runner.core.errors import GitOpsError
 from runner.defs.config import load_config
 from runner.defs.tasks import load_tasks
+from runner.gitops.carry import BranchReport
 from runner.gitops.prbody import render
 from runner.gitops.prune import prune
 from runner.gitops.workspace import GitWorkspace
+from runner.state.resultcheck import ResultCheck
 from runner.state.store import Store
 from tests.support.cli import run_omni
 from tests.support.git import IDENTITY, git
@@ -100,14 +103,23 @@ def test_push_puts_results_and_changed_files_on_the_branch_only(remote: Path) ->
     assert "| `hourly` | 2026-11-21T10:00:00.000Z |" in report.stdout
 
     # A fresh clone (a new CI machine, no state database) later in the same hour:
-    # the branch is its memory, so nothing is due and nothing changes.
-    tip = git(remote, "rev-parse", "omni/results")
+    # the branch is its memory, so nothing is due and no result changes. Outside the
+    # results folder only this run's changes are carried: the first run's notes/out.txt
+    # is left behind, and said so.
     fresh = clone(remote, "fresh")
     again = omni(fresh, "run", "--once", "--push", "omni/results", now="2026-11-21T10:50:00Z")
     assert again.returncode == 0, again.stderr + again.stdout
-    assert "nothing new to commit" in again.stdout
-    assert git(remote, "rev-parse", "omni/results") == tip
+    assert "not carried forward: notes/out.txt" in again.stderr
     assert len(list((fresh / "results").rglob("*.json"))) == 3  # copied from the branch
+    assert files_on(remote, "omni/results") == on_branch
+    assert files_on(remote, "omni/results", "notes") == []
+    later = omni(fresh, "report", "--base", "main", "--branch", "omni/results")
+    assert "| `notes/out.txt` | left behind: not carried forward by omni |" in later.stdout
+    # Nothing new at all: no commit.
+    tip = git(remote, "rev-parse", "omni/results")
+    third = omni(fresh, "run", "--once", "--push", "omni/results", now="2026-11-21T10:55:00Z")
+    assert "nothing new to commit" in third.stdout
+    assert git(remote, "rev-parse", "omni/results") == tip
 
 
 def test_commit_on_the_current_branch(remote: Path) -> None:
@@ -184,7 +196,8 @@ def write_result(results: Path, task_id: str, run: int, state: str = "completed"
     folder.mkdir(parents=True, exist_ok=True)
     run_id = f"01K{run:023d}"
     data = {"task_id": task_id, "run_id": run_id, "task_hash": "h", "slot": None, "state": state}
-    (folder / f"{run_id}.json").write_text(json.dumps(data))
+    times = {"attempt": 1, "started_at": T0, "finished_at": T0, "duration_s": 0.1}
+    (folder / f"{run_id}.json").write_text(json.dumps(data | times))
     (folder / f"{run_id}.md").write_text(f"# {task_id}\n")
 
 
@@ -235,11 +248,11 @@ def test_report_lists_what_failed_waits_and_completed() -> None:
         {"task_id": "b", "run_id": "1", "state": "completed", "slot": "s", "output": "ok"},
         {"task_id": "c", "run_id": "3", "state": "waiting", "error": "no model"},
     ]
-    body = render(results, base="main", branch="omni/results")
+    body = render(BranchReport(results=results), base="main", branch="omni/results")
     assert "**1 failed**, **1 waiting**, **1 completed**" in body
     assert body.index("### ❌ Failed (1)") < body.index("### ⏸️ Waiting (1)")
     assert "boom \\| bad line" in body
-    assert "Nothing new" in render([], base="main", branch="omni/results")
+    assert "Nothing new" in render(BranchReport(), base="main", branch="omni/results")
 
 
 def test_branch_results_names_a_missing_ref(remote: Path) -> None:
@@ -271,11 +284,11 @@ def test_prune_deletes_the_rows_of_what_it_removes(tmp_path: Path) -> None:
             store.create_run("busy", "h", max_attempts=1, run_id=f"01K{run:023d}")
         write_result(results, "busy", 4, "waiting")  # an unfinished run is never pruned
         store.create_run("busy", "h", max_attempts=1, run_id=f"01K{4:023d}")
-    done = prune(results, state, keep=1)
+    done = prune(results, state, 1, ResultCheck(datetime.now(UTC)))
     assert [f.run_id for f in done.removed] == [f"01K{1:023d}", f"01K{2:023d}"]
     assert done.rows_deleted == 2
     with Store(state) as store:
         assert sorted(r.run_id for r in store.runs()) == [f"01K{3:023d}", f"01K{4:023d}"]
     assert not (results / "busy" / f"01K{1:023d}.md").exists()
     with pytest.raises(ValueError, match="at least 1"):
-        prune(results, state, keep=0)
+        prune(results, state, 0, ResultCheck(datetime.now(UTC)))

@@ -372,7 +372,7 @@ async def test_daily_cap_counts_todays_result_files_without_a_store(
         task_hash="h",
         state=RunState.COMPLETED,
         attempt=1,
-        started_at="x",
+        started_at=now.isoformat().replace("+00:00", "Z"),
         finished_at=now.isoformat().replace("+00:00", "Z"),
         duration_s=1.0,
         usage={"input_tokens": 1, "output_tokens": 1, "cost_usd": 0.75},

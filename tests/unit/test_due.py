@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from runner.core.clock import iso
+from runner.core.clock import iso, parse_time
 from runner.core.errors import ConfigError
 from runner.core.redaction import Redactor
 from runner.core.states import RunState
@@ -22,16 +22,21 @@ from runner.planning.dueness import (
     decide,
     history_from_results,
     history_from_store,
-    parse_time,
 )
 from runner.planning.plan import Selection, plan
 from runner.state import results as result_files
+from runner.state.resultcheck import ResultCheck
 from runner.state.results import RunResult
 from runner.state.store import Store
 
 
 def at(text: str) -> datetime:
     return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+T_RAN = "2026-11-20T00:00:00Z"
+#: The result files' checks at a time after every test's runs.
+LATER = ResultCheck(at("2027-01-01T00:00"))
 
 
 def make_task(task_id: str = "t", **fields: object) -> Task:
@@ -46,7 +51,10 @@ def write_result(
     folder.mkdir(parents=True, exist_ok=True)
     run_id = f"01K{run:023d}"
     data = {"task_id": task.id, "run_id": run_id, "task_hash": task.task_hash, "slot": slot}
-    (folder / f"{run_id}.json").write_text(json.dumps(data | {"state": state}))
+    times = {"started_at": slot or T_RAN, "finished_at": slot or T_RAN, "duration_s": 0.1}
+    (folder / f"{run_id}.json").write_text(
+        json.dumps(data | times | {"state": state, "attempt": 1})
+    )
 
 
 # (schedule, timezone, last served slot (UTC ISO) or None, now (UTC), verdict, slot)
@@ -166,7 +174,7 @@ def test_scheduled_due_ness_from_result_files(
         old = make_task(schedule="every 5m")
         write_result(tmp_path, old, slot=iso(at(served)))
     decision = decide(
-        task, history_from_results(tmp_path, task.id), DueRule(now=at(now), results=tmp_path)
+        task, history_from_results(tmp_path, task.id, LATER), DueRule(now=at(now), results=tmp_path)
     )
     assert decision.verdict is verdict, decision.reason
     assert decision.slot == (at(slot) if slot else None)
@@ -176,9 +184,9 @@ def test_a_failed_slot_is_served_but_a_waiting_one_is_not(tmp_path: Path) -> Non
     task = make_task(schedule="every 1h")
     rule = DueRule(now=at("2026-11-21T10:30"), results=tmp_path)
     write_result(tmp_path, task, slot="2026-11-21T10:00:00.000Z", state="waiting", run=1)
-    assert decide(task, history_from_results(tmp_path, task.id), rule).verdict is Due.RUN
+    assert decide(task, history_from_results(tmp_path, task.id, LATER), rule).verdict is Due.RUN
     write_result(tmp_path, task, slot="2026-11-21T10:00:00.000Z", state="failed", run=2)
-    decision = decide(task, history_from_results(tmp_path, task.id), rule)
+    decision = decide(task, history_from_results(tmp_path, task.id, LATER), rule)
     assert decision.verdict is Due.SERVED  # never twice, even after a failure
 
 
@@ -186,22 +194,22 @@ def test_one_offs_run_once_per_content(tmp_path: Path) -> None:
     rule = DueRule(now=at("2026-11-21T10:00"), results=tmp_path)
     first = make_task(args={"text": "v1"})
     edited = make_task(args={"text": "v2"})
-    assert decide(first, history_from_results(tmp_path, "t"), rule).verdict is Due.RUN
+    assert decide(first, history_from_results(tmp_path, "t", LATER), rule).verdict is Due.RUN
     write_result(tmp_path, first, slot=None, run=1)
-    assert decide(first, history_from_results(tmp_path, "t"), rule).verdict is Due.DONE
+    assert decide(first, history_from_results(tmp_path, "t", LATER), rule).verdict is Due.DONE
     # An edited one-off has a new hash: it runs; edited back, it is done again.
-    assert decide(edited, history_from_results(tmp_path, "t"), rule).verdict is Due.RUN
-    assert decide(first, history_from_results(tmp_path, "t"), rule).verdict is Due.DONE
+    assert decide(edited, history_from_results(tmp_path, "t", LATER), rule).verdict is Due.RUN
+    assert decide(first, history_from_results(tmp_path, "t", LATER), rule).verdict is Due.DONE
 
 
 def test_a_failed_one_off_waits_for_an_edit(tmp_path: Path) -> None:
     rule = DueRule(now=at("2026-11-21T10:00"), results=tmp_path)
     broken, fixed = make_task(args={"text": "v1"}), make_task(args={"text": "v2"})
     write_result(tmp_path, broken, slot=None, state="failed", run=1)
-    decision = decide(broken, history_from_results(tmp_path, "t"), rule)
+    decision = decide(broken, history_from_results(tmp_path, "t", LATER), rule)
     assert decision.verdict is Due.FAILED
     assert "edit the task or use --force" in decision.reason
-    assert decide(fixed, history_from_results(tmp_path, "t"), rule).verdict is Due.RUN
+    assert decide(fixed, history_from_results(tmp_path, "t", LATER), rule).verdict is Due.RUN
 
 
 def test_result_files_of_other_tasks_and_junk_are_ignored(tmp_path: Path) -> None:
@@ -209,10 +217,10 @@ def test_result_files_of_other_tasks_and_junk_are_ignored(tmp_path: Path) -> Non
     write_result(tmp_path, child, slot=None)  # results/a/b/... lies inside results/a/
     (tmp_path / "a" / "broken.json").write_text("{not json")
     (tmp_path / "a" / "list.json").write_text("[]")
-    assert history_from_results(tmp_path, parent.id) == History()
-    assert history_from_results(tmp_path, child.id).completed_hashes == {child.task_hash}
-    assert history_from_results(tmp_path / "missing", "x") == History()
-    assert history_from_results(None, "x") == History()
+    assert history_from_results(tmp_path, parent.id, LATER) == History()
+    assert history_from_results(tmp_path, child.id, LATER).completed_hashes == {child.task_hash}
+    assert history_from_results(tmp_path / "missing", "x", LATER) == History()
+    assert history_from_results(None, "x", LATER) == History()
 
 
 def test_store_and_files_merge_to_the_newest_slot(tmp_path: Path) -> None:
@@ -228,7 +236,7 @@ def test_store_and_files_merge_to_the_newest_slot(tmp_path: Path) -> None:
         store.create_run(task.id, task.task_hash, max_attempts=1, slot="2026-11-21T09:00:00.000Z")
         from_store = history_from_store(store, task)
     write_result(tmp_path, task, slot="2026-11-21T07:00:00.000Z")
-    merged = from_store.merge(history_from_results(tmp_path, task.id))
+    merged = from_store.merge(history_from_results(tmp_path, task.id, LATER))
     assert merged.last_slot == at("2026-11-21T08:00")
     assert merged.completed_hashes == {task.task_hash}
 

@@ -19,7 +19,7 @@ from runner.dispatch.faults import FaultMonitor, ResilientModels, Resumer
 from runner.dispatch.repairs import Fault, RepairRuns, RepairWriter, git_committer, repair_waits
 from runner.reach.gateway import HeadersTimeoutError, within_headers
 from runner.reach.llm import Completion, GatewayCall, GatewayOutcome, ProbeResult, Via
-from runner.state.results import RunResult, read_result
+from runner.state.results import RunResult
 from runner.state.store import Store
 from tests.support.git import git
 
@@ -212,14 +212,11 @@ def test_repair_task_is_committed_reused_and_resolved_with_its_run(tmp_path: Pat
             RunState.COMPLETED,
             "fault resolved at 2026-11-21T10:00:00.000Z: gateway answered",
         )
-        assert "Nothing to repair" in (read_result(Path(run.result_path or "")) or _no()).output
+        written = RunResult.model_validate_json(Path(run.result_path or "").read_bytes())
+        assert "Nothing to repair" in written.output
         second = writer.write(Fault(started_at="t2"))  # a new fault: a new task
         assert second != first
         assert resolved == [first]
-
-
-def _no() -> RunResult:
-    raise AssertionError("no result file")
 
 
 def test_repair_task_waits_for_a_missing_executor_and_no_other_task_does(tmp_path: Path) -> None:

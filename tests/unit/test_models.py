@@ -20,6 +20,7 @@ from runner.dispatch.agent import Transcript, _function_names
 from runner.dispatch.budget import SpendGuard
 from runner.reach.executors import ToolInfo
 from runner.reach.llm import Completion, GatewayOutcome, LlmClient, _classify
+from runner.state.resultcheck import ResultCheck
 from runner.state.results import RunResult, write_result
 from runner.state.spend import spend_in_results
 
@@ -193,5 +194,5 @@ def test_spend_from_result_files_counts_only_today(tmp_path: Path) -> None:
     result(now - timedelta(hours=1), 0.25)
     result(now, 0.5)
     result(now, None)
-    assert spend_in_results(tmp_path, midnight) == pytest.approx(0.75)
-    assert spend_in_results(tmp_path / "missing", midnight) == 0.0
+    assert spend_in_results(tmp_path, midnight, ResultCheck(now)) == pytest.approx(0.75)
+    assert spend_in_results(tmp_path / "missing", midnight, ResultCheck(now)) == 0.0

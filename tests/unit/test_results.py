@@ -13,7 +13,8 @@ from runner.core.ids import new_run_id
 from runner.core.redaction import Redactor
 from runner.core.states import RunState
 from runner.core.text import truncate
-from runner.state.results import RunResult, read_result, result_path, write_result
+from runner.state.resultcheck import ResultCheck
+from runner.state.results import RunResult, result_path, write_result
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -62,7 +63,7 @@ def test_nested_ids_nest_folders_and_json_has_the_contract_fields(tmp_path: Path
     assert "repair/gateway" in md
     assert "completed" in md
     assert "hello" in md
-    assert read_result(path) == result
+    assert ResultCheck(T0).read(path, tmp_path) == result
     assert not list(tmp_path.rglob("*.tmp"))
 
 
@@ -91,7 +92,7 @@ def test_secrets_that_json_escapes_are_redacted_too(tmp_path: Path, secret: str)
 def test_a_result_without_secrets_is_written_unchanged(tmp_path: Path) -> None:
     result = make(output={"text": "nothing to hide", "n": 0.00001})
     path = write_result(tmp_path, result, Redactor(["sk-not-in-there"]))
-    assert read_result(path) == result
+    assert ResultCheck(T0).read(path, tmp_path) == result
     assert path.read_text(encoding="utf-8").endswith("}\n")
 
 
@@ -111,8 +112,24 @@ def test_truncation_keeps_a_prefix_and_says_so() -> None:
     assert truncate("short", 1024) == "short"
 
 
-def test_unreadable_result_reads_as_none(tmp_path: Path) -> None:
-    bad = tmp_path / "x.json"
+def test_unreadable_result_reads_as_none_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    bad = tmp_path / "t" / "x.json"
+    bad.parent.mkdir()
     bad.write_text("{not json")
-    assert read_result(bad) is None
-    assert read_result(tmp_path / "missing.json") is None
+    assert ResultCheck(T0).read(bad, tmp_path) is None
+    assert ResultCheck(T0).read(tmp_path / "missing.json", tmp_path) is None
+    assert [r.getMessage() for r in caplog.records] == [
+        "result file t/x.json skipped: not a result file: (file): Invalid JSON: key must be a"
+        " string at line 1 column 2"
+    ]
+
+
+def test_a_result_that_cannot_be_written_leaves_neither_file(tmp_path: Path) -> None:
+    result = make()
+    folder = tmp_path / "repair" / "gateway"
+    (folder / f"{result.run_id}.json").mkdir(parents=True)  # the .json cannot land
+    with pytest.raises(OSError):
+        write_result(tmp_path, result, Redactor([]))
+    assert sorted(p.name for p in folder.iterdir()) == [f"{result.run_id}.json"]

@@ -17,6 +17,7 @@ from runner.core.redaction import Redactor
 from runner.core.states import Mode, RunState
 from runner.defs.tasks import Task, TaskSpec
 from runner.state.recovery import resume
+from runner.state.resultcheck import ResultCheck
 from runner.state.results import RunResult, result_path, write_result
 from runner.state.store import Store
 
@@ -375,7 +376,7 @@ def test_resume_settles_runs_a_dead_process_left_in_flight(
         write_result_file(results, finished_early)
 
     with Store(db_path, clock=clock) as store:
-        report = resume(store, results)
+        report = resume(store, results, ResultCheck(T0))
         assert report.to_idle == [retry.run_id, retry_early.run_id]
         assert report.to_failed == [spent.run_id]
         assert report.to_completed == [finished.run_id, finished_early.run_id]
@@ -394,7 +395,8 @@ def test_resume_settles_runs_a_dead_process_left_in_flight(
             ("dispatching", "executing"),
             ("executing", "completed"),
         ]
-        assert resume(store, results) == type(report)([], [], [], [])  # nothing in flight
+        # Nothing in flight any more.
+        assert resume(store, results, ResultCheck(T0)) == type(report)([], [], [], [])
         # The retried run can be claimed again, as a new attempt.
         again = store.claim(retry.run_id)
         assert again is not None
@@ -412,7 +414,7 @@ def test_resume_trusts_the_state_and_attempt_written_in_the_result_file(
     store.transition(stale.run_id, S.IDLE)
     store.claim(stale.run_id)  # ... but attempt 2 was interrupted
 
-    report = resume(store, results)
+    report = resume(store, results, ResultCheck(T0))
     assert report.to_failed == [failed.run_id]
     assert store.get_run(failed.run_id).error == "boom"  # type: ignore[union-attr]
     assert report.to_idle == [stale.run_id]
@@ -426,7 +428,7 @@ def test_resume_lists_waiting_runs_in_creation_order(store: Store, tmp_path: Pat
     for run in (third, first, second):  # parked in a different order than created
         store.claim(run.run_id)
         store.transition(run.run_id, S.WAITING, detail="brainstem")
-    report = resume(store, tmp_path / "results")
+    report = resume(store, tmp_path / "results", ResultCheck(T0))
     assert [r.run_id for r in report.waiting] == [first.run_id, second.run_id, third.run_id]
     assert all(r.state == "waiting" for r in report.waiting)
 

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from runner.core.ids import check_task_id
 from runner.defs.cron import every_seconds
 from runner.defs.tasks import (
     LoadResult,
     Task,
-    check_task_id,
     default_id,
     find_task_files,
     load_tasks,

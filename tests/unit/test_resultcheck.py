@@ -1,0 +1,146 @@
+"""Result files are input: every reader (due-ness, spend, crash recovery) takes them
+through one check, and a file that fails it counts for nothing, with a warning."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from runner.core.clock import iso
+from runner.core.errors import FileRefusedError
+from runner.core.files import read_regular
+from runner.core.ids import new_run_id
+from runner.core.states import RunState
+from runner.defs.tasks import Task, TaskSpec, task_hash
+from runner.planning.dueness import Due, DueRule, decide, history_from_results
+from runner.state.recovery import resume
+from runner.state.resultcheck import ResultCheck
+from runner.state.spend import spent_today
+from runner.state.store import Store
+from tests.support.results import result_data
+
+NOW = datetime(2026, 11, 21, 10, 5, tzinfo=UTC)
+ONCE = TaskSpec(tool="echo")
+HASH = task_hash(ONCE, "once")
+
+
+def plant(results: Path, folder: str, **fields: object) -> Path:
+    """A result file as anyone able to write the results folder could make it."""
+    name = fields.pop("name", None)
+    data = result_data("once", HASH) | fields
+    path = results / folder / str(name or f"{data['run_id']}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+    return path
+
+
+FORGED = [
+    ("once", {"run_id": "not-a-run-id", "name": "not-a-run-id.json"}, "run_id is not a run id"),
+    ("elsewhere", {}, "its folder is not its task_id"),
+    ("once", {"name": "01K00000000000000000000000.json"}, "its name is not <run_id>.json"),
+    ("once", {"task_id": "../once"}, "task_id is not a valid task id"),
+    ("once", {"slot": "9999-12-31T23:00:00Z"}, "slot lies in the future"),
+    ("once", {"finished_at": "9999-12-31T23:00:00Z"}, "finished_at lies in the future"),
+    ("once", {"started_at": "yesterday"}, "started_at is not an ISO 8601 time"),
+    ("once", {"usage": {"cost_usd": float("nan")}}, "usage.cost_usd is not a number"),
+    ("once", {"usage": {"cost_usd": float("inf")}}, "usage.cost_usd is not a number"),
+    ("once", {"usage": {"cost_usd": -1e9}}, "usage.cost_usd is not a number"),
+    ("once", {"usage": {"cost_usd": 1e9}}, "usage.cost_usd is not a number"),
+    ("once", {"duration_s": -1}, "attempt or duration_s is negative"),
+    ("once", {"state": "finished"}, "not a result file: state: Input should be"),
+    ("once", {"attempt": "many"}, "not a result file: attempt: Input should be a valid integer"),
+]
+
+
+@pytest.mark.parametrize(("folder", "fields", "why"), FORGED)
+def test_a_forged_completed_result_counts_for_nothing(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    folder: str,
+    fields: dict[str, object],
+    why: str,
+) -> None:
+    path = plant(tmp_path, folder, **fields)
+    check = ResultCheck(NOW)
+    assert check.read(path, tmp_path) is None
+    [record] = caplog.records
+    where = path.relative_to(tmp_path).as_posix()
+    assert record.getMessage().startswith(f"result file {where} skipped: {why}")
+    task = Task("once", Path("tasks/once.yaml"), ONCE, HASH)
+    rule = DueRule(now=NOW, results=tmp_path)
+    history = history_from_results(tmp_path, "once", check)
+    assert decide(task, history, rule).verdict is Due.RUN  # the one-off is not suppressed
+
+
+def test_costs_that_are_not_sane_are_not_spent(tmp_path: Path) -> None:
+    for cost in (float("nan"), float("inf"), -1e9, 1e9, 0.5):
+        plant(tmp_path, "once", usage={"cost_usd": cost}, finished_at=iso(NOW))
+    # A little clock skew is allowed: another machine's clock four minutes ahead.
+    plant(tmp_path, "once", usage={"cost_usd": 0.25}, finished_at="2026-11-21T10:09:00.000Z")
+    assert spent_today(None, tmp_path, NOW, 1_000_000) == 0.75
+
+
+def test_files_that_are_not_regular_or_too_large_are_refused_without_hanging(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "once"
+    big = plant(tmp_path, "once", output="x" * 70_000)
+    fifo = folder / f"{new_run_id(NOW)}.json"
+    os.mkfifo(fifo)
+    link = folder / f"{new_run_id(NOW)}.json"
+    link.symlink_to(plant(tmp_path, "elsewhere/real", task_id="elsewhere/real"))
+    check = ResultCheck(NOW, max_bytes=65_536)
+    done: list[list[object]] = []
+    reader = threading.Thread(target=lambda: done.append(list(check.scan(folder, tmp_path))))
+    reader.start()
+    reader.join(timeout=30)
+    assert done == [[]]
+    reasons = sorted(r.getMessage().split(" skipped: ")[1] for r in caplog.records)
+    assert reasons == [
+        "a symbolic link; it is not followed",
+        f"file is {big.stat().st_size:,} bytes, over the 65,536-byte cap",
+        "not a regular file (a FIFO); only files are read",
+    ]
+
+
+def test_resume_does_not_trust_a_result_file_of_other_content(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    with Store(tmp_path / "state.db", clock=lambda: NOW) as store:
+        run = store.create_run("once", HASH, max_attempts=1)
+        store.claim(run.run_id, executor="builtin", tool="echo")
+        # A file at the run's own path, but not for its content (or with a bad cost).
+        plant(results, "once", run_id=run.run_id, task_hash="other-content")
+        report = resume(store, results, ResultCheck(NOW))
+        assert report.to_completed == []
+        assert report.to_failed == [run.run_id]
+        again = store.create_run("once", HASH, max_attempts=1)
+        store.claim(again.run_id, executor="builtin", tool="echo")
+        plant(results, "once", run_id=again.run_id, usage={"cost_usd": -1e9})
+        report = resume(store, results, ResultCheck(NOW))
+        assert report.to_completed == []
+        assert store.spend_since(iso(NOW.replace(hour=0))) == 0.0
+        assert store.get_run(again.run_id).state is RunState.FAILED  # type: ignore[union-attr]
+
+
+def test_read_regular_refuses_what_is_not_a_regular_file(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "file").write_bytes(b"12345")
+    (tmp_path / "link").symlink_to(tmp_path / "file")
+    cases = {
+        tmp_path / "fifo": "not a regular file (a FIFO)",
+        Path("/dev/zero"): "not a regular file (a character device)",
+        tmp_path: "not a regular file (a folder)",
+    }
+    for path, why in cases.items():
+        with pytest.raises(FileRefusedError, match=why.replace("(", r"\(").replace(")", r"\)")):
+            read_regular(path, 1000)
+    assert read_regular(tmp_path / "link", 5) == b"12345"
+    with pytest.raises(FileRefusedError, match="a symbolic link"):
+        read_regular(tmp_path / "link", 5, follow_symlinks=False)
+    with pytest.raises(FileRefusedError, match="file is 5 bytes, over the 4-byte cap"):
+        read_regular(tmp_path / "file", 4)
