@@ -18,6 +18,11 @@ Background work (the sources, the fault monitor, the resumer of waiting runs) is
 list of coroutines given the service's stopping event; if one fails, the service stops
 with exit code 1. Every run state change is one log line (:mod:`runner.app.logs`;
 ``--log-format json`` for machines).
+
+A stop signal is honoured at any moment: the entry point notes SIGTERM and SIGINT from
+the process's first moment (:mod:`runner.app.signals`), :func:`serve` takes them over,
+and a stop that comes before or during start-up ends the service as soon as what was
+started can be closed again (exit 0).
 """
 
 from __future__ import annotations
@@ -25,13 +30,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
 from runner.app.assembly import dispatching
 from runner.app.logs import LogFormat, configure_logging, log_run_change
+from runner.app.signals import STOP_SIGNALS
 from runner.core.clock import utc_now
 from runner.core.errors import InvalidTaskFile, OmniError, ServiceError, TaskFileError
 from runner.core.states import RunState
@@ -53,6 +58,7 @@ if TYPE_CHECKING:
     from datetime import datetime
     from pathlib import Path
 
+    from runner.app.signals import EarlySignals
     from runner.dispatch.dispatcher import Dispatcher, Finished
     from runner.state.records import ResumeReport, RunRecord
 
@@ -342,20 +348,30 @@ class Service:  # pylint: disable=too-many-instance-attributes  # the service's 
         self._stop.set()
 
     async def run(self) -> int:
-        """Serve until :meth:`stop`; 0 after a clean shutdown, 1 if a part failed."""
+        """Serve until :meth:`stop`; 0 after a clean shutdown, 1 if a part failed. A stop
+        before start-up starts nothing; one during start-up shuts down what started."""
+        if self._stop.is_set():
+            log.info("stopped before start-up")
+            return self._exit
         tasks = self._paths.tasks
         if tasks.exists() and not tasks.is_dir():
             raise ServiceError(f"{tasks}: service mode watches a folder; this is a file")
         tasks.mkdir(parents=True, exist_ok=True)
         config, env = self._config, self._env
+        redactor = redactor_for(config, env)
         with (
             StateLock(self._paths.state, "service"),
-            Store(self._paths.state, clock=self._clock, on_transition=log_run_change) as store,
+            Store(
+                self._paths.state,
+                clock=self._clock,
+                on_transition=log_run_change,
+                redactor=redactor,
+            ) as store,
         ):
             check = ResultCheck(self._clock(), config.limits.result_file_bytes)
             _report_resume(resume(store, self._paths.results, check))
             async with dispatching(
-                config, self._paths, store, environ=env, clock=self._clock
+                config, self._paths, store, environ=env, redactor=redactor, clock=self._clock
             ) as machinery:
                 runs = Runs(machinery.dispatcher, store)
                 await self._serve(store, runs, machinery.faults)
@@ -469,22 +485,32 @@ def serve(
     *,
     log_format: LogFormat = LogFormat.TEXT,
     environ: Mapping[str, str] | None = None,
+    early: EarlySignals | None = None,
 ) -> int:
-    """``omni run``: log setup, signal handlers, the service; returns the exit code."""
+    """``omni run``: log setup, signal handlers, the service; returns the exit code.
+
+    ``early`` holds the stop signals noted since the process started; they are taken
+    over here (one that already arrived stops the service at once), and noted again
+    once the service is done, so a late one cannot kill the process on its way out.
+    """
     env = dict(os.environ if environ is None else environ)
     configure_logging(log_format, redactor_for(config, env))
-    return asyncio.run(_until_signal(Service(config, paths, environ=env)))
+    return asyncio.run(_until_signal(Service(config, paths, environ=env), early))
 
 
-async def _until_signal(service: Service) -> int:
+async def _until_signal(service: Service, early: EarlySignals | None) -> int:
     loop = asyncio.get_running_loop()
-    for sig, name in ((signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "SIGINT")):
-        loop.add_signal_handler(sig, service.stop, f"received {name}")
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, service.stop, f"received {sig.name}")
+    if early is not None and early.received:
+        service.stop(f"received {early.received[0].name} while starting")
     try:
         return await service.run()
     except OmniError as exc:
         log.error("%s", exc)
         return 1
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)
+        if early is not None:
+            early.install()
