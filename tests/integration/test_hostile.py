@@ -140,6 +140,7 @@ def peak_rss_mb(root: Path, *args: str) -> tuple[int, subprocess.CompletedProces
     return usage.ru_maxrss // 1024, done
 
 
+@pytest.mark.timeout(180)
 def test_a_300_mb_answer_fails_the_run_and_memory_stays_bounded(tmp_path: Path) -> None:
     write_project(
         tmp_path,
@@ -162,6 +163,7 @@ def test_a_300_mb_answer_fails_the_run_and_memory_stays_bounded(tmp_path: Path) 
 # --- tool names, stderr ------------------------------------------------------------
 
 
+@pytest.mark.timeout(120)
 def test_tool_names_that_collide_for_the_model_fail_the_run_by_name(tmp_path: Path) -> None:
     write_project(
         tmp_path,

@@ -180,6 +180,7 @@ def test_sigterm_past_the_grace_returns_running_tasks_to_idle(tmp_path: Path) ->
     assert_each_completed_once(tmp_path, 2)
 
 
+@pytest.mark.timeout(120)
 @pytest.mark.parametrize(
     ("delay", "sig"),
     [(0.1, signal.SIGTERM), (0.5, signal.SIGTERM), (1.5, signal.SIGTERM), (0.5, signal.SIGINT)],
@@ -200,6 +201,7 @@ def test_a_stop_signal_during_start_up_ends_cleanly(
     assert_each_completed_once(tmp_path, 3)
 
 
+@pytest.mark.timeout(180)
 def test_a_quick_sigterm_after_kill_9_and_restart_ends_cleanly(tmp_path: Path) -> None:
     write_project(tmp_path, 4, ["sleep", "2"])
     with service(tmp_path) as proc:
