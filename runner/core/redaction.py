@@ -83,7 +83,7 @@ def url_secrets(url: str | None) -> list[str]:
         return []
     user, colon, password = userinfo.partition(":")
     secret = password if colon else user
-    return [v for v in {secret, unquote(secret)} if len(v) >= MIN_SECRET_LENGTH]
+    return [v for v in dict.fromkeys((secret, unquote(secret))) if len(v) >= MIN_SECRET_LENGTH]
 
 
 def _base64_forms(raw: bytes) -> set[str]:

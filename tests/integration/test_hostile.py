@@ -124,15 +124,17 @@ async def test_a_flood_with_no_request_id_ends_the_connection_at_once(tmp_path: 
 
 def peak_rss_mb(root: Path, *args: str) -> tuple[int, subprocess.CompletedProcess[str]]:
     """Run ``omni ARGS`` in ``root``; its peak resident memory (MiB) and its outcome."""
-    with (root / "out.txt").open("w+") as out:
-        proc = subprocess.Popen(
+    with (
+        (root / "out.txt").open("w+") as out,
+        subprocess.Popen(
             [sys.executable, "-m", "runner", *args],
             cwd=root,
             env=env_for(root),
             stdout=out,
             stderr=subprocess.STDOUT,
             text=True,
-        )
+        ) as proc,
+    ):
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)

@@ -105,14 +105,16 @@ def omni(root: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
 def serve_until(root: Path, log: Path, done: list[str]) -> None:
     """Service mode with JSON logs until the task files ``done`` names (added once it is
     ready) have completed; then SIGTERM."""
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
+    with (
+        log.open("wb") as out,
+        subprocess.Popen(
             [sys.executable, "-m", "runner", "run", "--log-format", "json"],
             cwd=root,
             env=env_for(root),
             stdout=out,
             stderr=subprocess.STDOUT,
-        )
+        ) as proc,
+    ):
         try:
             deadline = time.monotonic() + 60
             while b"ready: watching" not in log.read_bytes():
@@ -131,7 +133,6 @@ def serve_until(root: Path, log: Path, done: list[str]) -> None:
         finally:
             if proc.poll() is None:
                 proc.kill()
-                proc.wait()
 
 
 @pytest.mark.timeout(300)
@@ -183,7 +184,7 @@ def test_a_planted_secret_is_in_no_output(tmp_path: Path, unreachable_url: str) 
         "executor 'hostile' stderr: the OPENAI_API_KEY is [redacted]"
     }
     assert all(r["executor"] == "hostile" for r in shouted)
-    fail = [r for r in rows(tmp_path, "fail")]
+    fail = rows(tmp_path, "fail")
     assert [(r["state"], r["attempt"]) for r in fail] == [("failed", 2)]
     assert "cannot go on with [redacted]" in fail[0]["error"]
     status = json.loads(outputs["status --json stdout"])
