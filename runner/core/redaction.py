@@ -34,14 +34,17 @@ MIN_SECRET_LENGTH = 4
 #: would turn up by chance in ordinary text).
 _MIN_ENCODED_LENGTH = 8
 
+#: Texts up to this long are remembered with their redacted form (up to _SHORT_KEPT).
+_SHORT, _SHORT_KEPT = 256, 4096
 #: Split forms are matched only for secrets with at least this many letters and digits.
 _MIN_SPLIT_LENGTH = 10
 
 _SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD", re.IGNORECASE)
-_NON_ALNUM = re.compile(r"[^A-Za-z0-9]+")
+#: Every byte but an ASCII letter or digit: deleted to compare a text's letters and digits.
+_NOT_ALNUM = bytes(b for b in range(256) if not (b < 128 and chr(b).isalnum()))
 #: In JSON text an escape (``\n``, ``\u00e9``) stands for one character that is not a
 #: letter or digit (the serializer escapes no ASCII letter or digit).
-_JSON_NON_ALNUM = re.compile(rb"\\(?:u[0-9a-fA-F]{4}|.)|[^A-Za-z0-9]+")
+_JSON_ESCAPE = re.compile(rb"\\(?:u[0-9a-fA-F]{4}|.)")
 _USERINFO = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://)([^\s/?#@\"'<>\\]+)@")
 _USERINFO_BYTES = re.compile(rb"://[^\s/?#@\"'<>\\]+@")
 
@@ -108,6 +111,11 @@ def encoded_forms(secret: str) -> set[str]:
     return {f for f in forms if len(f) >= MIN_SECRET_LENGTH}
 
 
+def _letters(text: str) -> bytes:
+    """The ASCII letters and digits of ``text``, in order (fast: no regex)."""
+    return text.encode("ascii", "ignore").translate(None, _NOT_ALNUM)
+
+
 def _split_pattern(letters: str) -> re.Pattern[str]:
     """``letters`` (a secret's letters and digits) with any separators between them."""
     return re.compile("[^A-Za-z0-9]*".join(map(re.escape, letters)))
@@ -129,12 +137,13 @@ class Redactor:
         self._in_json = [to_json(v)[1:-1] for v in self._values]
         # Split forms: a form's letters and digits, found in a text's letters and digits
         # (a cheap test), then matched with the separators between them.
-        letters = {_NON_ALNUM.sub("", form) for form in self._values}
+        letters = {_letters(form) for form in self._values}
         self._split = [
             k for k in sorted(letters, key=len, reverse=True) if len(k) >= _MIN_SPLIT_LENGTH
         ]
-        self._split_bytes = [key.encode("ascii") for key in self._split]
-        self._patterns: dict[str, re.Pattern[str]] = {}  # compiled when first needed
+        self._patterns: dict[bytes, re.Pattern[str]] = {}  # compiled when first needed
+        # Short texts repeat (event details, log lines): each is redacted once.
+        self._short: dict[str, str] = {}
 
     def __bool__(self) -> bool:
         return bool(self._values)
@@ -146,22 +155,32 @@ class Redactor:
             return True
         if b"://" in text and _USERINFO_BYTES.search(text):
             return True
-        if self._split_bytes:
-            flat = _JSON_NON_ALNUM.sub(b"", text)
-            return any(key in flat for key in self._split_bytes)
+        if self._split:
+            flat = _JSON_ESCAPE.sub(b"", text).translate(None, _NOT_ALNUM)
+            return any(key in flat for key in self._split)
         return False
 
     def text(self, value: str) -> str:
         """``value`` with every secret, and every URL's userinfo, replaced."""
+        if len(value) > _SHORT:
+            return self._clean(value)
+        clean = self._short.get(value)
+        if clean is None:
+            if len(self._short) >= _SHORT_KEPT:
+                self._short.clear()
+            clean = self._short[value] = self._clean(value)
+        return clean
+
+    def _clean(self, value: str) -> str:
         for secret in self._values:
             if secret in value:
                 value = value.replace(secret, REDACTED)
         if self._split:
-            flat = _NON_ALNUM.sub("", value)
+            flat = _letters(value)
             for key in self._split:
                 if key in flat:
                     pattern = self._patterns.get(key) or self._patterns.setdefault(
-                        key, _split_pattern(key)
+                        key, _split_pattern(key.decode("ascii"))
                     )
                     value = pattern.sub(REDACTED, value)
         if "://" in value:

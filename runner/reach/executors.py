@@ -97,6 +97,8 @@ class _Connection:  # pylint: disable=too-many-instance-attributes  # one connec
         self.failure: BaseException | None = None
         self.lost: str | None = None
         """Why the transport ended, when it ended on its own (told by the transport)."""
+        self.refused: str | None = None
+        """Why the HTTP transport last refused a body (a call's error says it)."""
         self.task: asyncio.Task[None] | None = None
 
     @property
@@ -143,6 +145,9 @@ class _Connection:  # pylint: disable=too-many-instance-attributes  # one connec
             self.lost = why
             self.closing.set()
 
+    def _refused(self, why: str) -> None:
+        self.refused = why
+
     def _http_client(
         self,
         headers: dict[str, str] | None = None,
@@ -150,7 +155,7 @@ class _Connection:  # pylint: disable=too-many-instance-attributes  # one connec
         auth: httpx2.Auth | None = None,
     ) -> httpx2.AsyncClient:
         """An httpx2 client whose answers are capped at ``max_message_bytes``."""
-        transport = CappedHttpTransport(self.spec.max_message_bytes)
+        transport = CappedHttpTransport(self.spec.max_message_bytes, self._refused)
         return httpx2.AsyncClient(headers=headers, timeout=timeout, auth=auth, transport=transport)
 
     async def _open(self, stack: AsyncExitStack) -> Client:
@@ -270,12 +275,14 @@ def _call_error(conn: _Connection, tool: str | None, exc: MCPError, limit: float
         return ExecutorTimeoutError(conn.name, message, tool)
     if exc.code == types.CONNECTION_CLOSED:
         conn.closing.set()  # the owner reaps the process; the next call starts a new one
-        why = conn.lost or conn.failure
+        why = conn.lost or conn.refused or conn.failure
         reason = f" ({why})" if why is not None else ""
         message = f"the connection to {conn.where()} closed during the {what}{reason}"
         return ExecutorUnavailableError(conn.name, message + "; the next call restarts it", tool)
     if exc.code == UNUSABLE_REPLY and isinstance(exc.data, dict) and exc.data.get("omni"):
         return ToolError(conn.name, exc.message, tool)  # our transport's verdict on the reply
+    if exc.code == types.PARSE_ERROR and conn.refused and conn.refused in exc.message:
+        return ToolError(conn.name, f"{conn.refused}; the call failed", tool)  # over HTTP
     return ToolError(conn.name, f"the server refused the {what}: {exc.message} ({exc.code})", tool)
 
 

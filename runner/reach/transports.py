@@ -115,7 +115,7 @@ class _Reader:  # pylint: disable=too-few-public-methods  # one job: the stdout 
         session's read stream, which fails the pending calls."""
         try:
             await self._lines(stdout)
-            self._lost("the server closed its stdout (it exited?)")
+            self._lost("the server exited or closed its stdout")
         except _Ended as exc:
             self._lost(str(exc))
         except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError) as exc:
@@ -305,9 +305,17 @@ class _CappedBody(httpx2.AsyncByteStream):
     """A response body, capped (a whole body, or each event of an event stream) and with
     bad UTF-8 replaced."""
 
-    def __init__(self, inner: httpx2.AsyncByteStream, limit: int, *, events: bool) -> None:
+    def __init__(
+        self,
+        inner: httpx2.AsyncByteStream,
+        limit: int,
+        refused: Callable[[str], None],
+        *,
+        events: bool,
+    ) -> None:
         self._inner = inner
         self._limit = limit
+        self._refused = refused
         self._events = events
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
@@ -326,10 +334,9 @@ class _CappedBody(httpx2.AsyncByteStream):
             else:
                 size += len(chunk)
             if size > self._limit:
-                raise MessageTooLarge(
-                    f"the server sent a message of more than {self._limit:,} bytes"
-                    " (max_message_bytes)"
-                )
+                why = f"the server sent a message over max_message_bytes ({self._limit:,})"
+                self._refused(why)
+                raise MessageTooLarge(why)
             yield decoder.decode(chunk).encode("utf-8")
         yield decoder.decode(b"", final=True).encode("utf-8")
 
@@ -340,11 +347,15 @@ class _CappedBody(httpx2.AsyncByteStream):
 class _Refused(httpx2.AsyncByteStream):
     """The body of a response omni will not read."""
 
-    def __init__(self, inner: httpx2.AsyncByteStream, why: str) -> None:
+    def __init__(
+        self, inner: httpx2.AsyncByteStream, why: str, refused: Callable[[str], None]
+    ) -> None:
         self._inner = inner
         self._why = why
+        self._refused = refused
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        self._refused(self._why)
         raise MessageTooLarge(self._why)
         yield b""  # pylint: disable=unreachable  # makes this an async generator
 
@@ -353,11 +364,13 @@ class _Refused(httpx2.AsyncByteStream):
 
 
 class CappedHttpTransport(httpx2.AsyncBaseTransport):
-    """An ``httpx2`` transport whose response bodies are capped (see the module docstring)."""
+    """An ``httpx2`` transport whose response bodies are capped (see the module docstring);
+    ``on_refused`` is told why a body was refused (the SDK's own error says less)."""
 
-    def __init__(self, max_message_bytes: int) -> None:
+    def __init__(self, max_message_bytes: int, on_refused: Callable[[str], None]) -> None:
         self._inner = httpx2.AsyncHTTPTransport()
         self._limit = max_message_bytes
+        self._on_refused = on_refused
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         """Send ``request`` asking for an uncompressed answer; cap the answer's body."""
@@ -368,11 +381,11 @@ class CappedHttpTransport(httpx2.AsyncBaseTransport):
         encoding = response.headers.get("content-encoding", "identity").strip().lower()
         if encoding not in {"", "identity"}:
             why = f"the server sent a {encoding!r}-compressed body after omni asked for none"
-            response.stream = _Refused(stream, why)
+            response.stream = _Refused(stream, why, self._on_refused)
         else:
             kind = response.headers.get("content-type", "").lower()
             events = kind.startswith("text/event-stream")
-            response.stream = _CappedBody(stream, self._limit, events=events)
+            response.stream = _CappedBody(stream, self._limit, self._on_refused, events=events)
         return response
 
     async def aclose(self) -> None:

@@ -122,6 +122,25 @@ async def test_a_flood_with_no_request_id_ends_the_connection_at_once(tmp_path: 
     assert again.text == "a new connection"
 
 
+async def test_http_answers_past_the_cap_fail_their_call(
+    tmp_path: Path, http_url: str, sse_url: str
+) -> None:
+    servers = {
+        "http": McpServer(url=http_url, max_message_bytes=65536),
+        "sse": McpServer(url=sse_url, transport="sse", max_message_bytes=65536),
+    }
+    async with ExecutorPool(servers, workspace=tmp_path) as pool:
+        with pytest.raises(ToolError) as http:
+            await pool.call_tool("http", "big", {"size": 200_000})
+        with pytest.raises(ExecutorUnavailableError) as sse:  # one stream carries them all
+            await pool.call_tool("sse", "big", {"size": 200_000})
+        after = [(await pool.call_tool(n, "echo", {"text": n})).text for n in ("http", "sse")]
+    over = "the server sent a message over max_message_bytes (65,536)"
+    assert str(http.value) == f"executor 'http', tool 'big': {over}; the call failed"
+    assert f"closed during the call ({over})" in str(sse.value)
+    assert after == ["http", "sse"]
+
+
 def peak_rss_mb(root: Path, *args: str) -> tuple[int, subprocess.CompletedProcess[str]]:
     """Run ``omni ARGS`` in ``root``; its peak resident memory (MiB) and its outcome."""
     with (
