@@ -10,9 +10,9 @@ The pieces, each given its dependencies:
   (:mod:`runner.planning.schedule`) and, when a slot was missed or a run left unfinished, an
   immediate catch-up fire;
 * :class:`Firing` is what a job does: serve the due slot through :class:`Runs`;
-* :class:`Runs` runs each run on the :class:`~runner.dispatch.dispatcher.Dispatcher`, one at a
-  time per task, and at shutdown gives them ``service.shutdown_grace`` to finish before
-  cancelling the rest back to idle (the dispatcher records that).
+* :class:`~runner.app.runs.Runs` runs each run on the dispatcher, one at a time per task,
+  and at shutdown gives them ``service.shutdown_grace`` to finish before cancelling the
+  rest back to idle (the dispatcher records that).
 
 Background work (the sources, the fault monitor, the resumer of waiting runs) is a
 list of coroutines given the service's stopping event; if one fails, the service stops
@@ -30,12 +30,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
 from runner.app.assembly import dispatching
 from runner.app.logs import LogFormat, configure_logging, log_run_change
+from runner.app.runs import Runs
 from runner.app.signals import STOP_SIGNALS
 from runner.core.clock import utc_now
 from runner.core.errors import InvalidTaskFile, OmniError, ServiceError, TaskFileError
@@ -59,85 +59,11 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from runner.app.signals import EarlySignals
-    from runner.dispatch.dispatcher import Dispatcher, Finished
     from runner.state.records import ResumeReport, RunRecord
 
 log = logging.getLogger(__name__)
 
 Background = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
-
-
-class Runs:
-    """The runs the service started, on the dispatcher, one at a time per task."""
-
-    def __init__(self, dispatcher: Dispatcher, store: Store) -> None:
-        self._dispatcher = dispatcher
-        self._store = store
-        self._active: dict[asyncio.Task[Finished | None], str] = {}  # -> run id
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._users: Counter[str] = Counter()
-
-    def __len__(self) -> int:
-        return len(self._active)
-
-    def running(self, run_id: str) -> bool:
-        """True while a job for ``run_id`` is started and not done."""
-        return run_id in self._active.values()
-
-    def start(self, task: Task, run: RunRecord) -> asyncio.Task[Finished | None]:
-        """Start taking ``run`` through the dispatcher; the task runs even if the caller
-        is cancelled, until :meth:`drain` cancels it."""
-        job = asyncio.create_task(self._one(task, run), name=f"run {task.id} {run.run_id}")
-        self._active[job] = run.run_id
-        job.add_done_callback(self._forget)
-        return job
-
-    def _forget(self, job: asyncio.Task[Finished | None]) -> None:
-        del self._active[job]
-
-    async def _one(self, task: Task, run: RunRecord) -> Finished | None:
-        self._users[task.id] += 1
-        lock = self._locks.setdefault(task.id, asyncio.Lock())
-        try:
-            async with lock:
-                return await self._dispatcher.run(task, run)
-        except OmniError as exc:
-            log.error("run %s %s: %s", task.id, run.run_id, exc)
-        except Exception:  # pylint: disable=broad-exception-caught  # one run must not stop all
-            log.exception("run %s %s: unexpected error", task.id, run.run_id)
-        finally:
-            self._users[task.id] -= 1
-            if not self._users[task.id]:
-                del self._users[task.id]
-                del self._locks[task.id]
-        return None
-
-    async def drain(self, grace: float, hurry: asyncio.Event) -> int:
-        """Cancel the runs not yet claimed (still idle: queued for a slot or for their
-        task's previous run); wait up to ``grace`` seconds (or until ``hurry``) for the
-        others, then cancel the rest (back to idle). Returns how many were cancelled."""
-        queued = [job for job, run_id in self._active.items() if self._unclaimed(run_id)]
-        for job in queued:  # no await since the check: none of them can claim meanwhile
-            job.cancel()
-        await asyncio.gather(*queued, return_exceptions=True)
-
-        async def all_done() -> None:
-            while self._active:
-                await asyncio.wait(set(self._active))
-
-        waiters = {asyncio.ensure_future(all_done()), asyncio.ensure_future(hurry.wait())}
-        await asyncio.wait(waiters, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
-        for waiter in waiters:
-            waiter.cancel()
-        left = list(self._active)
-        for job in left:
-            job.cancel()
-        await asyncio.gather(*left, *waiters, return_exceptions=True)
-        return len(queued) + len(left)
-
-    def _unclaimed(self, run_id: str) -> bool:
-        run = self._store.get_run(run_id)
-        return run is not None and run.state in {RunState.IDLE, RunState.WAITING}
 
 
 class Planner:

@@ -145,8 +145,6 @@ def _setup(
 
 def _result_check(cfg: Config) -> ResultCheck:
     """The checks result files pass before they count, at the runner's clock's now."""
-    import os  # noqa: PLC0415 - keeps startup lean
-
     from runner.planning.dueness import clock_from  # noqa: PLC0415 - keeps startup lean
     from runner.state.resultcheck import ResultCheck  # noqa: PLC0415 - keeps startup lean
 
