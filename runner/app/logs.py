@@ -55,6 +55,20 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(data, ensure_ascii=False, default=str)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record comes (the CLI's redacting
+    stream, or a progress display's proxy that prints above the bar)."""
+
+    @property
+    def stream(self) -> IO[str]:
+        """The current stderr."""
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: IO[str]) -> None:
+        """Set by ``StreamHandler.__init__``; stderr is looked up at each record."""
+
+
 def configure_logging(
     log_format: LogFormat,
     redactor: Redactor,
@@ -64,7 +78,7 @@ def configure_logging(
 ) -> None:
     """Send ``level`` and up to ``stream`` (stderr) in ``log_format``, secrets masked;
     Python warnings become log records too."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = logging.StreamHandler(stream) if stream is not None else _StderrHandler()
     handler.setFormatter(_JsonFormatter() if log_format is LogFormat.JSON else _TextFormatter())
     handler.addFilter(RedactingFilter(redactor))
     root = logging.getLogger()

@@ -217,7 +217,8 @@ def run(  # pylint: disable=too-many-locals  # one option a flag
     except ValueError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
-    with render.RunProgress(err, enabled=not as_json) as progress:
+    shown = not as_json and log_format == "text"  # JSON logs: stderr is for machines
+    with render.RunProgress(err, enabled=shown) as progress:
         try:
             report = asyncio.run(
                 run_once(
