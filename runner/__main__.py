@@ -1,5 +1,5 @@
 """``python -m runner`` is the same as the ``omni`` command."""
 
-from runner.cli.main import main
+from runner.cli.entry import main
 
 main()

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from runner.defs.config import Config, ResolvedPaths, redactor_for
 from runner.dispatch.agent import Agent
 from runner.dispatch.dispatcher import Dispatcher, Finished
 from runner.dispatch.faults import FaultHandling
@@ -18,6 +17,8 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Mapping
     from datetime import datetime
 
+    from runner.core.redaction import Redactor
+    from runner.defs.config import Config, ResolvedPaths
     from runner.state.store import Store
 
 
@@ -36,12 +37,13 @@ async def dispatching(
     store: Store,
     *,
     environ: Mapping[str, str],
+    redactor: Redactor,
     clock: Callable[[], datetime],
     on_finished: Callable[[Finished], None] | None = None,
 ) -> AsyncIterator[Machinery]:
     """Open the executor pool and fault handling, and give the dispatcher over them;
-    leaving closes every executor connection."""
-    redactor = redactor_for(config, environ)
+    leaving closes every executor connection. ``redactor`` (the secrets of the config
+    and ``environ``) masks everything the machinery writes."""
     workspace = Path(config.workspace) if config.workspace else Path.cwd()
     faults = FaultHandling(
         config,

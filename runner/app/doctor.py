@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from runner.core.redaction import without_userinfo
 from runner.defs.config import BUILTIN, Config
 from runner.dispatch.faults import probe_model
 from runner.reach.executors import ExecutorPool
@@ -133,12 +134,13 @@ async def model_checks(config: Config) -> list[Check]:
     async with LlmClient(config) as llm:
         model = probe_model(config)
         if config.lite_llm_url:
-            checks.append(_probe(f"gateway {config.lite_llm_url}", await llm.probe_gateway(model)))
+            url = without_userinfo(config.lite_llm_url)
+            checks.append(_probe(f"gateway {url}", await llm.probe_gateway(model)))
         elif config.model_list:
             checks.append(_probe("gateway (in-process router)", await llm.probe_gateway(model)))
         else:
             checks.append(Check("gateway", Status.SKIP, "no lite_llm_url and no model_list"))
-        name = f"direct API {config.direct_api.api_base}"
+        name = f"direct API {without_userinfo(config.direct_api.api_base)}"
         if config.github_key is None:
             checks.append(Check(name, Status.SKIP, "github_key is not set"))
         else:

@@ -1,5 +1,7 @@
-"""Log lines for service mode: text or JSON on stderr, secrets masked, and the one line
-every run state change gets (reported by the store after its transaction commits)."""
+"""Log lines for every command: text or JSON on stderr, secrets masked (messages,
+tracebacks, warnings, and executors' stderr, which the executor pool logs a line a
+record), and the one line every run state change gets in service mode (reported by the
+store after its transaction commits)."""
 
 from __future__ import annotations
 
@@ -46,21 +48,43 @@ class _JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         data |= getattr(record, "omni", {})
-        if record.exc_info:
-            data["exception"] = self.formatException(record.exc_info)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:  # the redacting filter's, redacted
+            data["exception"] = record.exc_text
         return json.dumps(data, ensure_ascii=False, default=str)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record comes (the CLI's redacting
+    stream, or a progress display's proxy that prints above the bar)."""
+
+    @property
+    def stream(self) -> IO[str]:
+        """The current stderr."""
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: IO[str]) -> None:
+        """Set by ``StreamHandler.__init__``; stderr is looked up at each record."""
+
+
 def configure_logging(
-    log_format: LogFormat, redactor: Redactor, stream: IO[str] | None = None
+    log_format: LogFormat,
+    redactor: Redactor,
+    stream: IO[str] | None = None,
+    *,
+    level: int = logging.INFO,
 ) -> None:
-    """Send INFO and up to ``stream`` (stderr) in ``log_format``, secrets masked."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+    """Send ``level`` and up to ``stream`` (stderr) in ``log_format``, secrets masked;
+    Python warnings become log records too."""
+    handler = logging.StreamHandler(stream) if stream is not None else _StderrHandler()
     handler.setFormatter(_JsonFormatter() if log_format is LogFormat.JSON else _TextFormatter())
     handler.addFilter(RedactingFilter(redactor))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
+    root.setLevel(level)
+    logging.captureWarnings(True)
     for chatty in ("apscheduler", "watchfiles", "mcp", "httpx", "httpx2"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from runner.app.assembly import dispatching
 from runner.core.errors import GitOpsError, TaskFileError
 from runner.core.states import Mode, RunState
-from runner.defs.config import BUILTIN, Config, ResolvedPaths
+from runner.defs.config import BUILTIN, Config, ResolvedPaths, redactor_for
 from runner.defs.routing import waits_for_model
 from runner.defs.tasks import Task, load_tasks
 from runner.dispatch.repairs import repair_waits
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
     from datetime import datetime
 
+    from runner.core.redaction import Redactor
     from runner.dispatch.dispatcher import Dispatcher, Finished
     from runner.dispatch.faults import FaultHandling
     from runner.gitops.workspace import GitWorkspace, Prepared, Published
@@ -91,6 +92,7 @@ async def run_once(
     """
     env = os.environ if environ is None else environ
     clock = clock or clock_from(env)
+    redactor = redactor_for(config, env)
     git: tuple[GitWorkspace, Prepared] | None = None
     if options.commit or options.push:
         # gitpython loads only when asked for.
@@ -109,13 +111,14 @@ async def run_once(
         paths,
         options,
         env=env,
+        redactor=redactor,
         clock=clock,
         on_planned=on_planned,
         on_finished=on_finished,
     )
     if git is not None:
         try:
-            report.published = git[0].publish(git[1], commit_message(report))
+            report.published = git[0].publish(git[1], redactor.text(commit_message(report)))
         except GitOpsError as exc:
             report.git_error = str(exc)
     return report
@@ -137,6 +140,7 @@ async def _run_tasks(
     options: OnceOptions,
     *,
     env: Mapping[str, str],
+    redactor: Redactor,
     clock: Callable[[], datetime],
     on_planned: Callable[[int], None] | None,
     on_finished: Callable[[Finished], None] | None,
@@ -146,7 +150,10 @@ async def _run_tasks(
     if options.task_id is not None and all(t.id != options.task_id for t in loaded.tasks):
         report.skipped.append(Skipped(options.task_id, "no valid task has this id"))
         return report
-    with StateLock(paths.state, "run --once"), Store(paths.state, clock=clock) as store:
+    with (
+        StateLock(paths.state, "run --once"),
+        Store(paths.state, clock=clock, redactor=redactor) as store,
+    ):
         rule = DueRule(
             now=clock(),
             results=paths.results,
@@ -172,7 +179,13 @@ async def _run_tasks(
         if not runnable:
             return report
         async with dispatching(
-            config, paths, store, environ=env, clock=clock, on_finished=on_finished
+            config,
+            paths,
+            store,
+            environ=env,
+            redactor=redactor,
+            clock=clock,
+            on_finished=on_finished,
         ) as machinery:
             machinery.faults.watching()  # probes every check_interval while not normal
             report.finished = await _resuming(machinery.dispatcher, runnable, machinery.faults)

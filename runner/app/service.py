@@ -10,14 +10,19 @@ The pieces, each given its dependencies:
   (:mod:`runner.planning.schedule`) and, when a slot was missed or a run left unfinished, an
   immediate catch-up fire;
 * :class:`Firing` is what a job does: serve the due slot through :class:`Runs`;
-* :class:`Runs` runs each run on the :class:`~runner.dispatch.dispatcher.Dispatcher`, one at a
-  time per task, and at shutdown gives them ``service.shutdown_grace`` to finish before
-  cancelling the rest back to idle (the dispatcher records that).
+* :class:`~runner.app.runs.Runs` runs each run on the dispatcher, one at a time per task,
+  and at shutdown gives them ``service.shutdown_grace`` to finish before cancelling the
+  rest back to idle (the dispatcher records that).
 
 Background work (the sources, the fault monitor, the resumer of waiting runs) is a
 list of coroutines given the service's stopping event; if one fails, the service stops
 with exit code 1. Every run state change is one log line (:mod:`runner.app.logs`;
 ``--log-format json`` for machines).
+
+A stop signal is honoured at any moment: the entry point notes SIGTERM and SIGINT from
+the process's first moment (:mod:`runner.app.signals`), :func:`serve` takes them over,
+and a stop that comes before or during start-up ends the service as soon as what was
+started can be closed again (exit 0).
 """
 
 from __future__ import annotations
@@ -25,13 +30,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
-from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
 from runner.app.assembly import dispatching
 from runner.app.logs import LogFormat, configure_logging, log_run_change
+from runner.app.runs import Runs
+from runner.app.signals import STOP_SIGNALS
 from runner.core.clock import utc_now
 from runner.core.errors import InvalidTaskFile, OmniError, ServiceError, TaskFileError
 from runner.core.states import RunState
@@ -53,85 +58,12 @@ if TYPE_CHECKING:
     from datetime import datetime
     from pathlib import Path
 
-    from runner.dispatch.dispatcher import Dispatcher, Finished
+    from runner.app.signals import EarlySignals
     from runner.state.records import ResumeReport, RunRecord
 
 log = logging.getLogger(__name__)
 
 Background = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
-
-
-class Runs:
-    """The runs the service started, on the dispatcher, one at a time per task."""
-
-    def __init__(self, dispatcher: Dispatcher, store: Store) -> None:
-        self._dispatcher = dispatcher
-        self._store = store
-        self._active: dict[asyncio.Task[Finished | None], str] = {}  # -> run id
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._users: Counter[str] = Counter()
-
-    def __len__(self) -> int:
-        return len(self._active)
-
-    def running(self, run_id: str) -> bool:
-        """True while a job for ``run_id`` is started and not done."""
-        return run_id in self._active.values()
-
-    def start(self, task: Task, run: RunRecord) -> asyncio.Task[Finished | None]:
-        """Start taking ``run`` through the dispatcher; the task runs even if the caller
-        is cancelled, until :meth:`drain` cancels it."""
-        job = asyncio.create_task(self._one(task, run), name=f"run {task.id} {run.run_id}")
-        self._active[job] = run.run_id
-        job.add_done_callback(self._forget)
-        return job
-
-    def _forget(self, job: asyncio.Task[Finished | None]) -> None:
-        del self._active[job]
-
-    async def _one(self, task: Task, run: RunRecord) -> Finished | None:
-        self._users[task.id] += 1
-        lock = self._locks.setdefault(task.id, asyncio.Lock())
-        try:
-            async with lock:
-                return await self._dispatcher.run(task, run)
-        except OmniError as exc:
-            log.error("run %s %s: %s", task.id, run.run_id, exc)
-        except Exception:  # pylint: disable=broad-exception-caught  # one run must not stop all
-            log.exception("run %s %s: unexpected error", task.id, run.run_id)
-        finally:
-            self._users[task.id] -= 1
-            if not self._users[task.id]:
-                del self._users[task.id]
-                del self._locks[task.id]
-        return None
-
-    async def drain(self, grace: float, hurry: asyncio.Event) -> int:
-        """Cancel the runs not yet claimed (still idle: queued for a slot or for their
-        task's previous run); wait up to ``grace`` seconds (or until ``hurry``) for the
-        others, then cancel the rest (back to idle). Returns how many were cancelled."""
-        queued = [job for job, run_id in self._active.items() if self._unclaimed(run_id)]
-        for job in queued:  # no await since the check: none of them can claim meanwhile
-            job.cancel()
-        await asyncio.gather(*queued, return_exceptions=True)
-
-        async def all_done() -> None:
-            while self._active:
-                await asyncio.wait(set(self._active))
-
-        waiters = {asyncio.ensure_future(all_done()), asyncio.ensure_future(hurry.wait())}
-        await asyncio.wait(waiters, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
-        for waiter in waiters:
-            waiter.cancel()
-        left = list(self._active)
-        for job in left:
-            job.cancel()
-        await asyncio.gather(*left, *waiters, return_exceptions=True)
-        return len(queued) + len(left)
-
-    def _unclaimed(self, run_id: str) -> bool:
-        run = self._store.get_run(run_id)
-        return run is not None and run.state in {RunState.IDLE, RunState.WAITING}
 
 
 class Planner:
@@ -342,20 +274,30 @@ class Service:  # pylint: disable=too-many-instance-attributes  # the service's 
         self._stop.set()
 
     async def run(self) -> int:
-        """Serve until :meth:`stop`; 0 after a clean shutdown, 1 if a part failed."""
+        """Serve until :meth:`stop`; 0 after a clean shutdown, 1 if a part failed. A stop
+        before start-up starts nothing; one during start-up shuts down what started."""
+        if self._stop.is_set():
+            log.info("stopped before start-up")
+            return self._exit
         tasks = self._paths.tasks
         if tasks.exists() and not tasks.is_dir():
             raise ServiceError(f"{tasks}: service mode watches a folder; this is a file")
         tasks.mkdir(parents=True, exist_ok=True)
         config, env = self._config, self._env
+        redactor = redactor_for(config, env)
         with (
             StateLock(self._paths.state, "service"),
-            Store(self._paths.state, clock=self._clock, on_transition=log_run_change) as store,
+            Store(
+                self._paths.state,
+                clock=self._clock,
+                on_transition=log_run_change,
+                redactor=redactor,
+            ) as store,
         ):
             check = ResultCheck(self._clock(), config.limits.result_file_bytes)
             _report_resume(resume(store, self._paths.results, check))
             async with dispatching(
-                config, self._paths, store, environ=env, clock=self._clock
+                config, self._paths, store, environ=env, redactor=redactor, clock=self._clock
             ) as machinery:
                 runs = Runs(machinery.dispatcher, store)
                 await self._serve(store, runs, machinery.faults)
@@ -469,22 +411,32 @@ def serve(
     *,
     log_format: LogFormat = LogFormat.TEXT,
     environ: Mapping[str, str] | None = None,
+    early: EarlySignals | None = None,
 ) -> int:
-    """``omni run``: log setup, signal handlers, the service; returns the exit code."""
+    """``omni run``: log setup, signal handlers, the service; returns the exit code.
+
+    ``early`` holds the stop signals noted since the process started; they are taken
+    over here (one that already arrived stops the service at once), and noted again
+    once the service is done, so a late one cannot kill the process on its way out.
+    """
     env = dict(os.environ if environ is None else environ)
     configure_logging(log_format, redactor_for(config, env))
-    return asyncio.run(_until_signal(Service(config, paths, environ=env)))
+    return asyncio.run(_until_signal(Service(config, paths, environ=env), early))
 
 
-async def _until_signal(service: Service) -> int:
+async def _until_signal(service: Service, early: EarlySignals | None) -> int:
     loop = asyncio.get_running_loop()
-    for sig, name in ((signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "SIGINT")):
-        loop.add_signal_handler(sig, service.stop, f"received {name}")
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, service.stop, f"received {sig.name}")
+    if early is not None and early.received:
+        service.stop(f"received {early.received[0].name} while starting")
     try:
         return await service.run()
     except OmniError as exc:
         log.error("%s", exc)
         return 1
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)
+        if early is not None:
+            early.install()

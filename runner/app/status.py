@@ -1,5 +1,6 @@
 """``omni status`` as plain data: mode, runs by state, recent runs, next fire times and
-today's spend. Reads the store; never changes it."""
+today's spend. Reads the store; never changes it. Its text is redacted (rows written
+before redaction reached the store, or by another omni, may hold secrets)."""
 
 from __future__ import annotations
 
@@ -13,14 +14,24 @@ from runner.state.store import Store
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from runner.core.redaction import Redactor
     from runner.defs.config import Config, ResolvedPaths
 
 
 def status_snapshot(
-    config: Config, paths: ResolvedPaths, now: datetime | None = None
+    config: Config,
+    paths: ResolvedPaths,
+    now: datetime | None = None,
+    *,
+    redactor: Redactor | None = None,
 ) -> dict[str, Any]:
-    """Mode, runs by state, recent runs, next fire times and today's spend, as plain data."""
-    now = now or utc_now()
+    """Mode, runs by state, recent runs, next fire times and today's spend, as plain data,
+    every text passed through ``redactor``."""
+    snapshot = _snapshot(config, paths, now or utc_now())
+    return redactor.data(snapshot) if redactor is not None else snapshot
+
+
+def _snapshot(config: Config, paths: ResolvedPaths, now: datetime) -> dict[str, Any]:
     budget = config.router.budget
     cap = config.limits.result_file_bytes
     snapshot: dict[str, Any] = {

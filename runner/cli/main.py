@@ -2,6 +2,11 @@
 
 Modules that pull in the MCP SDK (``once``) are imported inside the commands that need
 them, so ``omni status`` and ``omni validate`` start fast and never load mcp or litellm.
+
+Everything the command prints passes the redactor: stdout and stderr are wrapped
+(:class:`~runner.core.redaction.RedactingWriter`) with the environment's secrets from
+the start and the config's once it is loaded, and log records (warnings, executors'
+stderr, tracebacks) go through the same redactor.
 """
 # pylint: disable=import-outside-toplevel  # deliberate: see the module docstring
 
@@ -10,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -18,9 +25,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from runner.app.logs import LogFormat, configure_logging
+from runner.app.signals import EarlySignals
 from runner.app.status import status_snapshot
 from runner.cli import render
 from runner.core.errors import ConfigError, OmniError
+from runner.core.redaction import RedactingWriter, Redactor, secret_env_values
 from runner.core.version import omni_version
 from runner.defs.config import (
     Config,
@@ -70,6 +80,7 @@ def _print_version(asked: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     _version: Annotated[
         bool,
         typer.Option(
@@ -81,6 +92,30 @@ def _root(
     ] = False,
 ) -> None:
     """Omni-Orchestrator (ARES): run AI-agent tasks from YAML files over MCP."""
+    if ctx.invoked_subcommand != "run":
+        _early(ctx, keep=False)  # only service mode handles stop signals itself
+
+
+def _early(ctx: typer.Context, *, keep: bool) -> EarlySignals | None:
+    """The stop signals noted since the process started (``omni``'s entry point): kept
+    for service mode, else given back to their default handling."""
+    signals = ctx.find_root().obj
+    if not isinstance(signals, EarlySignals):
+        return None
+    if not keep:
+        signals.release()
+    return signals
+
+
+def _guard_output(redactor: Redactor) -> None:
+    """Redact everything written to stdout and stderr from now on with ``redactor``."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if isinstance(stream, RedactingWriter):
+            stream.flush()
+            stream.redactor = redactor
+        else:
+            setattr(sys, name, RedactingWriter(stream, redactor))
 
 
 def _setup(
@@ -88,14 +123,21 @@ def _setup(
     tasks: Path | None = None,
     results: Path | None = None,
     state: Path | None = None,
+    *,
+    log_format: LogFormat = LogFormat.TEXT,
+    log_level: int = logging.WARNING,
 ) -> tuple[Config, ResolvedPaths]:
-    """Load config and resolve paths; a bad config exits 2 with the message."""
+    """Load config and resolve paths; a bad config exits 2 with the message. From here
+    on the config's secrets are redacted from all output, and logs go to stderr."""
     path, required = config_path_from(config)
     try:
         cfg = load_config(path, required=required)
     except ConfigError as exc:
         err.print(f"[red]config error:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from None
+    redactor = redactor_for(cfg, os.environ)
+    _guard_output(redactor)
+    configure_logging(log_format, redactor, level=log_level)
     return cfg, resolve_paths(
         cfg, path if path.exists() else None, tasks=tasks, results=results, state=state
     )
@@ -103,8 +145,6 @@ def _setup(
 
 def _result_check(cfg: Config) -> ResultCheck:
     """The checks result files pass before they count, at the runner's clock's now."""
-    import os  # noqa: PLC0415 - keeps startup lean
-
     from runner.planning.dueness import clock_from  # noqa: PLC0415 - keeps startup lean
     from runner.state.resultcheck import ResultCheck  # noqa: PLC0415 - keeps startup lean
 
@@ -117,6 +157,7 @@ def _print_json(data: Any) -> None:
 
 @app.command()
 def run(  # pylint: disable=too-many-locals  # one option a flag
+    ctx: typer.Context,
     once: Annotated[
         bool, typer.Option("--once", help="Run what is runnable now, then exit.")
     ] = False,
@@ -138,7 +179,7 @@ def run(  # pylint: disable=too-many-locals  # one option a flag
     ] = None,
     log_format: Annotated[
         Literal["text", "json"],
-        typer.Option("--log-format", help="Service mode: log lines as text or JSON (stderr)."),
+        typer.Option("--log-format", help="Log lines as text or JSON (stderr)."),
     ] = "text",
     config: ConfigOpt = None,
     tasks: TasksOpt = None,
@@ -151,18 +192,20 @@ def run(  # pylint: disable=too-many-locals  # one option a flag
     Example: `omni run --once` · `omni run --once --task nightly-report --force` ·
     `omni run --once --push omni/results`
     """
-    from runner.app.once import OnceOptions, run_once  # noqa: PLC0415 - loads mcp
-    from runner.planning.plan import Shard  # noqa: PLC0415
-
-    cfg, paths = _setup(config, tasks, results, state)
+    early = _early(ctx, keep=not once)
+    cfg, paths = _setup(
+        config, tasks, results, state, log_format=LogFormat(log_format), log_level=logging.INFO
+    )
     if not once:
         if task or force or shard or commit or push:
             err.print("--task, --force, --shard, --commit and --push go with --once")
             raise typer.Exit(2)
-        from runner.app.logs import LogFormat  # noqa: PLC0415
         from runner.app.service import serve  # noqa: PLC0415 - loads the service
 
-        raise typer.Exit(serve(cfg, paths, log_format=LogFormat(log_format)))
+        raise typer.Exit(serve(cfg, paths, log_format=LogFormat(log_format), early=early))
+    from runner.app.once import OnceOptions, run_once  # noqa: PLC0415 - loads mcp
+    from runner.planning.plan import Shard  # noqa: PLC0415
+
     try:
         options = OnceOptions(
             task_id=task,
@@ -174,7 +217,8 @@ def run(  # pylint: disable=too-many-locals  # one option a flag
     except ValueError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
-    with render.RunProgress(err, enabled=not as_json) as progress:
+    shown = not as_json and log_format == "text"  # JSON logs: stderr is for machines
+    with render.RunProgress(err, enabled=shown) as progress:
         try:
             report = asyncio.run(
                 run_once(
@@ -334,13 +378,13 @@ def status(
 
     Example: `omni status` · `omni status --json | jq .runs_by_state`
     """
-    import os  # noqa: PLC0415 - keeps startup lean
-
     from runner.planning.dueness import clock_from  # noqa: PLC0415 - keeps startup lean
 
     cfg, paths = _setup(config, state=state)
     try:
-        snapshot = status_snapshot(cfg, paths, clock_from(os.environ)())
+        snapshot = status_snapshot(
+            cfg, paths, clock_from(os.environ)(), redactor=redactor_for(cfg, os.environ)
+        )
     except OmniError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(1) from None
@@ -360,8 +404,6 @@ def doctor(
 
     Example: `omni doctor` · `omni doctor --json | jq '.checks[] | select(.status == "fail")'`
     """
-    import os  # noqa: PLC0415 - keeps startup lean
-
     from runner.app.doctor import diagnose  # noqa: PLC0415 - loads mcp
 
     cfg, _ = _setup(config)
@@ -417,6 +459,13 @@ def schema() -> None:
     _print_json(TaskSpec.model_json_schema())
 
 
-def main() -> None:
-    """Console-script entry point."""
-    app()
+def main(signals: EarlySignals | None = None) -> None:
+    """The command line (:mod:`runner.cli.entry` notes the stop ``signals`` first)."""
+    redactor = Redactor(secret_env_values(os.environ))
+    _guard_output(redactor)  # the config's secrets join once it is loaded
+    configure_logging(LogFormat.TEXT, redactor, level=logging.WARNING)
+    try:
+        app(obj=signals)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()

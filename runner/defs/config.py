@@ -26,7 +26,13 @@ from pydantic import (
 from runner.core.clock import check_timezone
 from runner.core.errors import ConfigError, FileRefusedError
 from runner.core.files import read_regular
-from runner.core.redaction import Redactor, is_secret_header, is_secret_name, secret_env_values
+from runner.core.redaction import (
+    Redactor,
+    is_secret_header,
+    is_secret_name,
+    secret_env_values,
+    url_secrets,
+)
 from runner.core.yamlio import YamlProblem, dotted, line_of, read_yaml
 
 if TYPE_CHECKING:
@@ -90,6 +96,8 @@ class McpServer(_Strict):
     """Calls in flight at once on this server."""
     agent_tool: str | None = None
     """A tool that takes a whole prompt (e.g. an agent); prompt tasks go to it directly."""
+    max_message_bytes: int = Field(default=16 * 1_048_576, ge=65536)
+    """The largest message taken from the server; a larger answer fails its call."""
 
     @model_validator(mode="after")
     def _one_transport(self) -> McpServer:
@@ -100,9 +108,11 @@ class McpServer(_Strict):
         return self
 
     def secret_values(self) -> list[str]:
-        """Values of secret-named ``env`` entries and headers, and of ``Authorization``."""
+        """Values of secret-named ``env`` entries and headers, of ``Authorization``, and
+        the credentials in ``url``."""
         values = [v for k, v in self.env.items() if is_secret_name(k)]
         values.extend(v for k, v in self.headers.items() if is_secret_header(k))
+        values.extend(url_secrets(self.url))
         return [v for v in values if v]
 
 
@@ -336,6 +346,9 @@ class Config(_Strict):
                 values.append(key)
         for server in self.mcp_servers.values():
             values.extend(server.secret_values())
+        git = self.sources.git
+        for url in (self.lite_llm_url, self.direct_api.api_base, git.url if git else None):
+            values.extend(url_secrets(url))
         return [v for v in values if v]
 
 

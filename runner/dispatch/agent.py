@@ -146,15 +146,19 @@ class Transcript:  # pylint: disable=too-many-instance-attributes  # one run's r
         }
 
 
-def _function_names(tools: list[ToolInfo]) -> dict[str, str]:
-    """OpenAI function names (``[A-Za-z0-9_-]{1,64}``) for MCP tool names, unique."""
+def _function_names(executor: str, tools: list[ToolInfo]) -> dict[str, str]:
+    """OpenAI function names (``[A-Za-z0-9_-]{1,64}``) for MCP tool names. Two tools
+    whose names become the same function name (``a.b`` and ``a_b``) are refused: the
+    model could not tell them apart, and its call would run whichever came first."""
     names: dict[str, str] = {}
     for tool in tools:
-        base = _FUNCTION_NAME.sub("_", tool.name)[:64] or "tool"
-        name, n = base, 1
-        while name in names:
-            n += 1
-            name = f"{base[: 64 - len(str(n)) - 1]}_{n}"
+        name = _FUNCTION_NAME.sub("_", tool.name)[:64] or "tool"
+        if (other := names.get(name)) is not None:
+            raise AgentError(
+                f"executor {executor!r} offers tools {other!r} and {tool.name!r}, which both "
+                f"become the function name {name!r} for the model; list only one of them "
+                "in the task's `tools:`, or rename one on the server"
+            )
         names[name] = tool.name
     return names
 
@@ -206,7 +210,7 @@ class Agent:
                 task, executor, server.agent_tool, tools, transcript, meta
             )
         allowed = self._allowed(task, executor, tools)
-        functions = _function_names(allowed)
+        functions = _function_names(executor, allowed)
         schemas = _schemas(functions, allowed)
         messages: list[dict[str, Any]] = [
             {"role": "system", "content": SYSTEM_PROMPT.format(task_id=task.id)},

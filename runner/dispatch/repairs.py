@@ -32,6 +32,7 @@ import yaml
 from runner.core.clock import iso, utc_now
 from runner.core.errors import FileRefusedError, GitOpsError, InvalidTaskFile
 from runner.core.files import atomic_write, read_regular
+from runner.core.redaction import without_userinfo
 from runner.core.states import Mode, RunState
 from runner.defs.routing import choose_executor
 from runner.defs.tasks import Task, load_task_file
@@ -156,7 +157,9 @@ class RepairWriter:
 def repair_task_yaml(config: Config, fault: Fault) -> str:
     """A prompt task for Claude Code: what failed, the evidence, and what to check."""
     handler = config.fault_handler
-    url = config.lite_llm_url or "(in-process LiteLLM router; no proxy configured)"
+    url = without_userinfo(
+        config.lite_llm_url or "(in-process LiteLLM router; no proxy configured)"
+    )
     lines = [
         f"The LiteLLM gateway at {url} stopped answering; omni switched to degraded",
         f"mode at {fault.started_at} and now calls {config.direct_api.model} directly",

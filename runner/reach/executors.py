@@ -8,7 +8,9 @@ directly (the SDK's dispatcher matches concurrent responses by id), so a call co
 no extra task and no hand-off.
 
 Library errors (``MCPError``, ``OSError``, httpx2 and anyio exception groups) are
-translated into :mod:`runner.core.errors` here, where they enter.
+translated into :mod:`runner.core.errors` here, where they enter. What a server sends is
+untrusted: :mod:`runner.reach.transports` caps its messages, repairs its text and logs its
+stderr.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ from runner.core.errors import (
 )
 from runner.core.version import DISTRIBUTION, omni_version
 from runner.defs.config import BUILTIN, McpServer
+from runner.reach.tools import ListedTool, ToolInfo
+from runner.reach.transports import UNUSABLE_REPLY, CappedHttpTransport, capped_stdio
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -54,15 +58,6 @@ _CLOSE_GRACE = 10.0
 #: A tools/list paginator that never ends must not hang a refresh.
 _MAX_PAGES = 100
 _LIBRARY_ERRORS = (MCPError, OSError, httpx2.HTTPError)
-
-
-@dataclass(frozen=True, slots=True)
-class ToolInfo:
-    """A tool as its server lists it."""
-
-    name: str
-    description: str
-    input_schema: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,65 +82,6 @@ def builtin_server(workspace: Path) -> McpServer:
     )
 
 
-_JSON_TYPES: dict[str, type | tuple[type, ...]] = {"string": str, "integer": int, "object": dict}
-_JSON_TYPES |= {"number": (int, float), "array": (list, tuple), "null": type(None)}
-
-
-def _is_json_type(value: Any, name: str) -> bool:
-    if isinstance(value, bool):  # bool is an int in Python, not in JSON
-        return name == "boolean"
-    if name == "integer" and isinstance(value, float):
-        return value.is_integer()
-    kind = _JSON_TYPES.get(name)
-    return kind is None or isinstance(value, kind)
-
-
-def _type_names(prop: Any) -> tuple[str, ...]:
-    kind = prop.get("type") if isinstance(prop, dict) else None
-    kinds = [kind] if isinstance(kind, str) else kind if isinstance(kind, list) else []
-    return tuple(k for k in kinds if isinstance(k, str))
-
-
-@dataclass(frozen=True, slots=True)
-class _Tool:
-    """A listed tool with its schema's top level pre-digested for a cheap check."""
-
-    info: ToolInfo
-    required: tuple[str, ...]
-    typed: dict[str, tuple[str, ...]]  # property -> JSON type names (empty: any)
-    closed: bool  # the schema forbids properties it does not list
-
-    @classmethod
-    def of(cls, tool: types.Tool) -> _Tool:
-        """Digest a listed tool."""
-        schema = tool.input_schema or {}
-        return cls(
-            ToolInfo(tool.name, tool.description or "", dict(schema)),
-            tuple(k for k in schema.get("required") or () if isinstance(k, str)),
-            {k: _type_names(p) for k, p in (schema.get("properties") or {}).items()},
-            schema.get("additionalProperties") is False,
-        )
-
-    def problem(self, args: Mapping[str, Any]) -> str | None:
-        """Why ``args`` fail the schema's top level, or None; the server checks the rest."""
-        if missing := [k for k in self.required if k not in args]:
-            return f"missing required argument(s) {', '.join(map(repr, missing))}; {self.usage()}"
-        for key, value in args.items():
-            kinds = self.typed.get(key)
-            if kinds is None and self.closed:
-                return f"unknown argument {key!r}; {self.usage()}"
-            if kinds and not any(_is_json_type(value, k) for k in kinds):
-                got = f"{type(value).__name__} {value!r:.60}"
-                return f"argument {key!r} must be {' or '.join(kinds)}, got {got}"
-        return None
-
-    def usage(self) -> str:
-        """The arguments in short, for error messages (``?`` marks optional ones)."""
-        opt = {k: "" if k in self.required else "?" for k in self.typed}
-        parts = (f"{k}: {'|'.join(t) or 'any'}{opt[k]}" for k, t in self.typed.items())
-        return f"the tool takes ({', '.join(parts)})"
-
-
 class _Connection:  # pylint: disable=too-many-instance-attributes  # one connection's state
     """One live (or starting) session and the task that owns it."""
 
@@ -154,11 +90,15 @@ class _Connection:  # pylint: disable=too-many-instance-attributes  # one connec
         self.spec = spec
         self.environ = environ
         self.client: Client | None = None
-        self.tools: dict[str, _Tool] | None = None
+        self.tools: dict[str, ListedTool] | None = None
         self.tools_version = 0  # bumped by list_changed, so a refresh in flight stays stale
         self.ready = asyncio.Event()
         self.closing = asyncio.Event()
         self.failure: BaseException | None = None
+        self.lost: str | None = None
+        """Why the transport ended, when it ended on its own (told by the transport)."""
+        self.refused: str | None = None
+        """Why the HTTP transport last refused a body (a call's error says it)."""
         self.task: asyncio.Task[None] | None = None
 
     @property
@@ -198,20 +138,52 @@ class _Connection:  # pylint: disable=too-many-instance-attributes  # one connec
             if self.failure is not None and self.tools is not None:
                 log.warning("%s", self.failure)
 
+    def _lost(self, why: str) -> None:
+        """The transport ended (the server exited, or sent what ends a connection): the
+        next call starts afresh, and errors say why."""
+        if not self.closing.is_set():
+            self.lost = why
+            self.closing.set()
+
+    def _refused(self, why: str) -> None:
+        self.refused = why
+
+    def _http_client(
+        self,
+        headers: dict[str, str] | None = None,
+        timeout: httpx2.Timeout | None = None,
+        auth: httpx2.Auth | None = None,
+    ) -> httpx2.AsyncClient:
+        """An httpx2 client whose answers are capped at ``max_message_bytes``."""
+        transport = CappedHttpTransport(self.spec.max_message_bytes, self._refused)
+        return httpx2.AsyncClient(headers=headers, timeout=timeout, auth=auth, transport=transport)
+
     async def _open(self, stack: AsyncExitStack) -> Client:
         spec = self.spec
         transport: Any
         if spec.url is not None and spec.url.startswith(("http://", "https://")):
             if spec.transport == "sse":
-                transport = sse_client(spec.url, headers=spec.headers, timeout=30.0)
+                transport = sse_client(
+                    spec.url,
+                    headers=spec.headers,
+                    timeout=30.0,
+                    httpx_client_factory=self._http_client,
+                )
             else:
                 # The default client's 300 s read timeout would cut longer calls short.
                 timeout = httpx2.Timeout(30.0, read=max(300.0, spec.timeout + 30.0))
-                http = httpx2.AsyncClient(headers=spec.headers, timeout=timeout)
+                http = self._http_client(headers=spec.headers, timeout=timeout)
                 await stack.enter_async_context(http)
-                transport = streamable_http_client(spec.url, http_client=http)
+                transport = streamable_http_client(
+                    spec.url, http_client=http, max_sse_event_size=spec.max_message_bytes
+                )
         else:
-            transport = self._stdio_params(stack)
+            transport = capped_stdio(
+                self._stdio_params(stack),
+                executor=self.name,
+                max_message_bytes=spec.max_message_bytes,
+                on_lost=self._lost,
+            )
         client = Client(
             transport,
             read_timeout_seconds=spec.timeout,
@@ -275,18 +247,18 @@ def _token_file(token: str, stack: AsyncExitStack) -> str:
     return path
 
 
-async def refresh_tools(conn: _Connection, client: Client | None = None) -> dict[str, _Tool]:
+async def refresh_tools(conn: _Connection, client: Client | None = None) -> dict[str, ListedTool]:
     """List ``conn``'s tools (all pages) into its cache, unless a change raced the list."""
     client = client or conn.client
     if client is None:
         raise ExecutorUnavailableError(conn.name, "the connection is closed")
     version = conn.tools_version
-    tools: dict[str, _Tool] = {}
+    tools: dict[str, ListedTool] = {}
     cursor: str | None = None
     try:
         for _ in range(_MAX_PAGES):
             page = await client.list_tools(cursor=cursor)
-            tools.update((t.name, _Tool.of(t)) for t in page.tools)
+            tools.update((t.name, ListedTool.of(t)) for t in page.tools)
             if (cursor := page.next_cursor) is None:
                 break
     except MCPError as exc:
@@ -303,9 +275,14 @@ def _call_error(conn: _Connection, tool: str | None, exc: MCPError, limit: float
         return ExecutorTimeoutError(conn.name, message, tool)
     if exc.code == types.CONNECTION_CLOSED:
         conn.closing.set()  # the owner reaps the process; the next call starts a new one
-        reason = f" ({conn.failure})" if conn.failure is not None else ""
+        why = conn.lost or conn.refused or conn.failure
+        reason = f" ({why})" if why is not None else ""
         message = f"the connection to {conn.where()} closed during the {what}{reason}"
         return ExecutorUnavailableError(conn.name, message + "; the next call restarts it", tool)
+    if exc.code == UNUSABLE_REPLY and isinstance(exc.data, dict) and exc.data.get("omni"):
+        return ToolError(conn.name, exc.message, tool)  # our transport's verdict on the reply
+    if exc.code == types.PARSE_ERROR and conn.refused and conn.refused in exc.message:
+        return ToolError(conn.name, f"{conn.refused}; the call failed", tool)  # over HTTP
     return ToolError(conn.name, f"the server refused the {what}: {exc.message} ({exc.code})", tool)
 
 
@@ -317,7 +294,8 @@ def _translate(conn: _Connection, eg: BaseExceptionGroup[Any], connected: bool) 
         if exc.code == types.REQUEST_TIMEOUT:
             msg = f"{where} did not answer the MCP handshake within {conn.spec.timeout:g} s"
         elif exc.code == types.CONNECTION_CLOSED:
-            msg = f"{where} closed the connection during the MCP handshake (it exited?)"
+            why = f" ({conn.lost})" if conn.lost else " (it exited?)"
+            msg = f"{where} closed the connection during the MCP handshake{why}"
         else:
             msg = f"{where} refused the MCP handshake: {exc.message} ({exc.code})"
     elif isinstance(exc, httpx2.HTTPStatusError):
@@ -449,7 +427,7 @@ class ExecutorPool:
             raise ToolError(executor, f"invalid result from the server: {exc}", tool) from exc
         return ToolOutcome(_text_of(result.content), result.structured_content, result.is_error)
 
-    async def _lookup(self, conn: _Connection, tool: str) -> _Tool:
+    async def _lookup(self, conn: _Connection, tool: str) -> ListedTool:
         # A miss may be a stale cache (a server that changes tools without notifying).
         tools = await refresh_tools(conn)
         if tool in tools:

@@ -3,6 +3,8 @@
 Every run state change goes through one checked path (:meth:`Store._move`), inside one
 ``BEGIN IMMEDIATE`` transaction, and appends an event row; so two processes sharing a
 state file never both claim a run, and a crash leaves either the old row or the new one.
+Free text (a run's ``error`` and ``note``, event details, why a mode changed) passes the
+store's :class:`~runner.core.redaction.Redactor` before it is written.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from sqlite_utils import Database
 from runner.core.clock import iso, utc_now
 from runner.core.errors import IllegalTransitionError, StaleRunError, StoreError
 from runner.core.ids import new_run_id
+from runner.core.redaction import Redactor
 from runner.core.states import (
     IN_FLIGHT,
     TERMINAL,
@@ -56,6 +59,8 @@ _SETTABLE = frozenset(
         "slot",
     ]
 )
+# The free-text columns a transition may set, redacted before they are written.
+_TEXT = ("error", "note")
 _CLAIMABLE = frozenset({RunState.IDLE, RunState.WAITING})
 _OPEN = (RunState.IDLE, RunState.DISPATCHING, RunState.EXECUTING, RunState.WAITING)
 
@@ -109,9 +114,12 @@ class Store:  # pylint: disable=too-many-public-methods  # the store's whole API
         *,
         clock: Callable[[], datetime] = utc_now,
         on_transition: Callable[[RunChange], None] | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
         self.path = Path(path)
         self._clock = clock
+        # Without secrets it still masks URL userinfo.
+        self._redact = (redactor or Redactor([])).text
         # Changes made inside the open transaction; reported only once it commits.
         self._on_transition = on_transition
         self._changes: list[RunChange] = []
@@ -239,7 +247,11 @@ class Store:  # pylint: disable=too-many-public-methods  # the store's whole API
                 )
             old = new
         now = self._now()
+        steps = [(state, self._redact(detail)) for state, detail in steps]
         values = {k: _sql_value(v) for k, v in (changes or {}).items()}
+        for name in _TEXT:
+            if values.get(name) is not None:
+                values[name] = self._redact(values[name])
         values |= {"state": old.value, "updated_at": now}
         if old in TERMINAL:
             values["finished_at"] = now
@@ -490,7 +502,7 @@ class Store:  # pylint: disable=too-many-public-methods  # the store's whole API
         with self._write() as conn:
             conn.execute(
                 "UPDATE runs SET note = ?, updated_at = ? WHERE run_id = ?",
-                (note, self._now(), run_id),
+                (self._redact(note), self._now(), run_id),
             )
 
     def delete_runs(self, run_ids: list[str]) -> int:
@@ -537,6 +549,7 @@ class Store:  # pylint: disable=too-many-public-methods  # the store's whole API
     def set_mode(self, new: Mode, why: str) -> ModeRecord:
         """Change the mode (checked against the table); the same mode is a no-op."""
         new = Mode(new)
+        why = self._redact(why)
         with self._write() as conn:
             current = self._current_mode(conn)
             if new is current.mode:

@@ -15,7 +15,8 @@ import pytest
 
 from runner.core.errors import ExecutorTimeoutError, ExecutorUnavailableError, ToolError
 from runner.defs.config import BUILTIN, McpServer
-from runner.reach.executors import ExecutorPool, ToolInfo, _Tool  # pylint: disable=protected-access
+from runner.reach.executors import ExecutorPool, ToolInfo
+from runner.reach.tools import ListedTool
 
 if TYPE_CHECKING:
     import subprocess
@@ -373,7 +374,7 @@ def test_schema_check_of_a_closed_schema() -> None:
         "required": ["n"],
         "additionalProperties": False,
     }
-    tool = _Tool.of(types.Tool(name="t", input_schema=schema))
+    tool = ListedTool.of(types.Tool(name="t", input_schema=schema))
     assert tool.problem({"n": None}) is None
     assert tool.problem({"n": 3.0, "tag": [1]}) is None
     assert tool.problem({"n": 1.5}) == "argument 'n' must be integer or null, got float 1.5"

@@ -1,6 +1,7 @@
 """`omni run` as a real process: killed with SIGKILL at random moments while 100 tasks
-run, restarted, ten times over; and stopped with SIGTERM. Every task completes exactly
-once, none is lost, and result files and rows agree."""
+run, restarted, ten times over; and stopped with SIGTERM, also at any moment of its
+start-up. Every task completes exactly once, none is lost, and result files and rows
+agree."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import sys
 import time
 from collections import Counter
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -20,7 +22,6 @@ from tests.support.service import echo_task, results_of, rows
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
-    from pathlib import Path
 
 pytestmark = pytest.mark.integration
 
@@ -63,6 +64,29 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.02)
+
+
+def catches(pid: int, sig: signal.Signals) -> bool:
+    """True once process ``pid`` has a handler for ``sig`` (``/proc/PID/status``)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text(encoding="ascii")
+    except OSError:
+        return False
+    caught = next(line for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(int(caught.split()[1], 16) >> (sig - 1) & 1)
+
+
+def signal_at(
+    proc: subprocess.Popen[str], started: float, delay: float, sig: signal.Signals
+) -> None:
+    """Send ``sig`` ``delay`` s after ``started``; on a machine too busy to have even
+    started Python's first lines by then, as soon as the process catches it (at most
+    0.5 s later: a process that catches it only later is not ready in time)."""
+    time.sleep(max(0.0, started + delay - time.monotonic()))
+    deadline = time.monotonic() + 0.5
+    while not catches(proc.pid, sig) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(sig)
 
 
 def states(root: Path) -> Counter[str]:
@@ -154,6 +178,45 @@ def test_sigterm_past_the_grace_returns_running_tasks_to_idle(tmp_path: Path) ->
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
     assert_each_completed_once(tmp_path, 2)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("delay", "sig"),
+    [(0.1, signal.SIGTERM), (0.5, signal.SIGTERM), (1.5, signal.SIGTERM), (0.5, signal.SIGINT)],
+)
+def test_a_stop_signal_during_start_up_ends_cleanly(
+    tmp_path: Path, delay: float, sig: signal.Signals
+) -> None:
+    write_project(tmp_path, 3, ["sleep", "0.3"])
+    with service(tmp_path) as proc:
+        signal_at(proc, time.monotonic(), delay, sig)
+        assert proc.wait(30) == 0, (tmp_path / "service.log").read_text()
+    assert "Traceback" not in (tmp_path / "service.log").read_text()
+    assert set(states(tmp_path)) <= {"idle", "completed"}  # nothing left half-started
+    with service(tmp_path) as proc:  # the lock is free, the rest runs
+        wait_until(lambda: states(tmp_path)["completed"] == 3, timeout=30, what="all three")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    assert_each_completed_once(tmp_path, 3)
+
+
+@pytest.mark.timeout(180)
+def test_a_quick_sigterm_after_kill_9_and_restart_ends_cleanly(tmp_path: Path) -> None:
+    write_project(tmp_path, 4, ["sleep", "2"])
+    with service(tmp_path) as proc:
+        wait_until(lambda: states(tmp_path)["executing"] == 4, timeout=20, what="4 in flight")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    for delay in (0.2, 0.8):
+        with service(tmp_path) as proc:
+            signal_at(proc, time.monotonic(), delay, signal.SIGTERM)
+            assert proc.wait(30) == 0, (tmp_path / "service.log").read_text()
+    with service(tmp_path) as proc:
+        wait_until(lambda: states(tmp_path)["completed"] == 4, timeout=30, what="all four")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    assert_each_completed_once(tmp_path, 4)
 
 
 def test_json_logs_mask_secrets_and_a_second_service_refuses_to_start(tmp_path: Path) -> None:

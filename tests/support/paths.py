@@ -8,6 +8,8 @@ from runner.defs.config import ResolvedPaths
 
 #: The test MCP servers, run as a script: ``python SERVERS MODE [PORT]``.
 SERVERS = Path(__file__).with_name("servers.py")
+#: The hostile MCP server, run as a script: ``python HOSTILE [--collide]``.
+HOSTILE = Path(__file__).with_name("hostile.py")
 
 
 def paths_under(root: Path, config: Path | None = None) -> ResolvedPaths:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from runner.core.errors import BudgetExceededError, ModelUnavailableError
+from runner.core.errors import AgentError, BudgetExceededError, ModelUnavailableError
 from runner.core.ids import new_run_id
 from runner.core.redaction import Redactor
 from runner.core.states import RunState
@@ -106,12 +106,21 @@ def test_spend_guard_per_run_and_per_day() -> None:
     assert (unknown.usage().input_tokens, unknown.usage().output_tokens) == (10, 5)
 
 
-def test_function_names_are_openai_safe_and_unique() -> None:
-    tools = [ToolInfo(n, "", {}) for n in ("git.log", "git_log", "read file", "x" * 80)]
-    names = _function_names(tools)
-    assert list(names.values()) == ["git.log", "git_log", "read file", "x" * 80]
+def test_function_names_are_openai_safe() -> None:
+    tools = [ToolInfo(n, "", {}) for n in ("git.log", "read file", "x" * 80)]
+    names = _function_names("git", tools)
+    assert list(names.values()) == ["git.log", "read file", "x" * 80]
     assert all(len(n) <= 64 and n.replace("_", "").replace("-", "").isalnum() for n in names)
-    assert len(set(names)) == 4
+
+
+@pytest.mark.parametrize("pair", [("a.b", "a_b"), ("x" * 70, "x" * 64 + "y")])
+def test_tools_that_collide_after_renaming_are_refused_by_name(pair: tuple[str, str]) -> None:
+    tools = [ToolInfo(pair[0], "", {}), ToolInfo("echo", "", {}), ToolInfo(pair[1], "", {})]
+    with pytest.raises(AgentError) as info:
+        _function_names("hostile", tools)
+    message = str(info.value)
+    assert f"executor 'hostile' offers tools {pair[0]!r} and {pair[1]!r}" in message
+    assert "list only one of them in the task's `tools:`" in message
 
 
 class StatusError(Exception):
