@@ -12,6 +12,7 @@ import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -165,6 +166,10 @@ class Budget(_Strict):
     """Runs stop ``failed`` once today's (UTC) spend reaches this."""
 
 
+#: The longest a model is skipped after an HTTP 429, whatever its ``Retry-After`` says.
+MAX_RATE_LIMIT_S = 86_400.0
+
+
 class Router(_Strict):
     """How a task finds its executor and its model."""
 
@@ -178,6 +183,8 @@ class Router(_Strict):
     """``free``, ``paid``, ``free_then_paid`` or a model name, for tasks without ``model``."""
     budget: Budget = Field(default_factory=Budget)
     """Spend caps."""
+    rate_limited_for: float = Field(default=60.0, ge=0)
+    """Seconds a model that answered HTTP 429 without ``Retry-After`` is skipped."""
 
 
 class DirectApi(_Strict):
@@ -203,6 +210,11 @@ class Dispatch(_Strict):
     """Runs in flight at once."""
     output_limit_bytes: int = Field(default=65536, ge=1024)
     """Output kept in a result; the rest is cut with a note."""
+    retry_backoff: float = Field(default=2.0, ge=0)
+    """Seconds before a failed run's first retry (its task's ``retries``); doubled for
+    each later one, with full jitter (a random share of it)."""
+    retry_backoff_max: float = Field(default=60.0, ge=0)
+    """The longest wait between two attempts of a run, a ``Retry-After`` included."""
 
 
 class Schedule(_Strict):
@@ -340,6 +352,9 @@ class Config(_Strict):
     def secret_values(self) -> list[str]:
         """Every secret this config knows, for redaction (never to print)."""
         values = [s.get_secret_value() for s in (self.lite_llm_key, self.github_key) if s]
+        for url in (self.lite_llm_url, self.direct_api.api_base):
+            parts = urlsplit(url or "")
+            values += [parts.password or "", parts.username or ""] if parts.netloc else []
         for entry in self.model_list:
             key = entry.get("litellm_params", {}).get("api_key")
             if isinstance(key, str):

@@ -37,8 +37,8 @@ if TYPE_CHECKING:
     from runner.defs.routing import ModelChoice
     from runner.defs.tasks import Task
     from runner.dispatch.budget import SpendGuard
+    from runner.reach.calls import Completion, GatewayCall, ModelClient, ToolRequest
     from runner.reach.executors import ToolInfo, ToolOutcome
-    from runner.reach.llm import Completion, GatewayCall, ModelClient, ToolRequest
 
 SYSTEM_PROMPT = (
     "You are an agent run by Omni-Orchestrator for the task {task_id!r}. Use the tools "
@@ -125,6 +125,8 @@ class Transcript:  # pylint: disable=too-many-instance-attributes  # one run's r
                 "outcome": str(c.outcome),
                 "duration_s": c.duration_s,
                 "error": c.detail or None,
+                # A rate limit's reset: the next process (or CI run) skips the model.
+                **({"until": c.until} if c.until else {}),
             }
             for c in self.model_calls
         ]

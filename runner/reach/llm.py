@@ -1,50 +1,60 @@
-"""Model calls through LiteLLM. The only module that imports ``litellm``, and lazily.
+"""The model client: the tier chain, the direct API, rate-limit memory and probes.
 
-``import litellm`` costs seconds and ~200 MB, so it happens on the first model call
-(in a worker thread, so the event loop keeps serving tool tasks meanwhile), never at
-import time: ``omni status``, ``omni validate`` and tool-only runs never load it.
+The only module that imports ``litellm``, and only where its translation is needed:
+the in-process ``litellm.Router`` over ``model_list`` (no ``lite_llm_url``), and a
+direct provider that is not OpenAI-compatible. The LiteLLM proxy and GitHub Models
+speak OpenAI's protocol and get plain HTTP (``runner.reach.openai_http``), so a prompt
+task through the proxy never loads LiteLLM (seconds and ~200 MB).
 
-Two backends serve the normal mode (DESIGN §3):
+:meth:`LlmClient.complete` walks the task's :class:`~runner.defs.routing.ModelChoice`
+(free before paid) step by step, so both backends record the same steps. A dead or
+failing deployment is a model failure: the chain moves on. A model that answered HTTP
+429 is marked rate-limited until its reset (``Retry-After``, else
+``router.rate_limited_for``) in a :class:`RateLimitBook` that outlives the process
+(``runner.state.ratelimits``), and is skipped, not asked, until then. When no step
+answers, ``ModelUnavailableError`` lists every step's reason and says whether the
+gateway itself looks down (every model asked failed by connection, 5xx or timeout, or
+the proxy refused or hung): the fault monitor (``runner.dispatch.faults``) counts that.
 
-- a LiteLLM proxy at ``lite_llm_url``: each model name goes out as
-  ``litellm_proxy/<name>`` with ``lite_llm_key``; the proxy does its own routing and
-  reports each call's cost in a header LiteLLM reads back;
-- with no proxy, an in-process ``litellm.Router`` over ``model_list``, with
-  ``allowed_fails`` (default 1) so a dead deployment is cooled down and skipped,
-  ``num_retries`` (default 0: the tiers are the fallback) and ``request_timeout``.
-
-The tier fallback (free, then paid) is ours, not LiteLLM's: :meth:`LlmClient.complete`
-walks the task's :class:`~runner.defs.routing.ModelChoice` step by step, so both backends
-record the same steps. Every gateway call's outcome goes to an ``on_call`` hook: the
-fault monitor (``runner.dispatch.faults``) counts refused / 5xx / timeout there.
-
-A proxy call counts as timed out when no response headers arrived within
-``fault_handler.lite_llm_timeout`` and the proxy's ``/health/liveliness`` did not answer
-either (``runner.reach.gateway``); otherwise it may take up to ``request_timeout``. In degraded
-mode :meth:`LlmClient.complete_direct` calls the direct provider (``direct_api``, GitHub
-Models by default) with ``github_key``; :meth:`LlmClient.probe_gateway` and
-:meth:`LlmClient.probe_direct` are the fault monitor's probes.
+No start-up time is ever timed: LiteLLM is imported, its router built and warmed
+(:meth:`LlmClient.ready`, in a worker thread) before a call's or a probe's clock starts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
+import importlib
+import math
 import os
-import re
 import time
 from dataclasses import dataclass
-from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Protocol
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Protocol, TypeGuard
 
+from runner.core.clock import iso, utc_now
 from runner.core.errors import ModelUnavailableError
-from runner.defs.routing import ModelChoice, Tier
-from runner.reach.gateway import HeadersTimeoutError, Liveliness, watched_client, within_headers
+from runner.defs.config import MAX_RATE_LIMIT_S
+from runner.defs.routing import Tier
+from runner.reach.calls import (
+    Completion,
+    GatewayCall,
+    GatewayOutcome,
+    ProbeResult,
+    StepFailed,
+    Via,
+    short,
+)
+from runner.reach.gateway import Liveliness
+from runner.reach.openai_http import OpenAIHttp, completion_from, retry_after
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
+    from datetime import datetime
 
     from runner.defs.config import Config
+    from runner.defs.routing import ModelChoice
 
 #: ``litellm_settings`` keys handed to the in-process ``litellm.Router``; the rest of
 #: that mapping is LiteLLM-proxy configuration and is not used in-process.
@@ -56,155 +66,75 @@ ROUTER_SETTINGS = (
     "routing_strategy",
     "disable_cooldowns",
 )
-_DETAIL_CHARS = 300
 #: What a probe asks for: one token, so it costs (almost) nothing.
 _PROBE_MESSAGES = ({"role": "user", "content": "Reply with OK."},)
+#: Direct providers reached over plain HTTP (their model id follows the prefix).
+_OPENAI_COMPATIBLE = ("github/", "openai/")
 
 
-class Via(StrEnum):
-    """Which way a model call went."""
+class RateLimitBook(Protocol):
+    """Which models answered 429 and until when (``runner.state.ratelimits`` keeps it
+    across processes)."""
 
-    GATEWAY = "gateway"
-    """The LiteLLM proxy, or the in-process router over ``model_list`` (normal mode)."""
-    DIRECT = "direct"
-    """The direct provider API with the backup key (degraded mode)."""
+    def until(self, model: str, now: datetime) -> tuple[datetime, str] | None:
+        """``(until, why)`` while ``model`` is rate-limited at ``now``, else ``None``."""
 
-
-@dataclass(frozen=True, slots=True)
-class ProbeResult:
-    """One probe: did the endpoint answer, and what was seen."""
-
-    ok: bool
-    detail: str
+    def mark(self, model: str, until: datetime, why: str) -> None:
+        """Remember that ``model`` is rate-limited until ``until``."""
 
 
-class GatewayOutcome(StrEnum):
-    """How one model call ended. ``refused``, ``server_error`` and ``timeout`` are
-    gateway failures (the fault monitor counts them, and ``cooldown``); the rest mean the
-    gateway answered."""
+class ProcessRateLimits:
+    """A :class:`RateLimitBook` for this process only (``omni doctor``, tests)."""
 
-    OK = "ok"
-    REFUSED = "refused"
-    """Nothing answered: connection refused or unreachable."""
-    SERVER_ERROR = "server_error"
-    """An HTTP 5xx."""
-    TIMEOUT = "timeout"
-    REJECTED = "rejected"
-    """The gateway answered with a 4xx (auth, unknown model, bad request, rate limit)."""
-    COOLDOWN = "cooldown"
-    """The in-process router skipped the model: its deployments are cooling down."""
-    BAD_REPLY = "bad_reply"
-    """An answer that cannot be used: no choices, or neither text nor tool calls."""
+    def __init__(self) -> None:
+        self._until: dict[str, tuple[datetime, str]] = {}
 
-    @property
-    def gateway_failure(self) -> bool:
-        """True for what counts towards degraded mode (DESIGN §3)."""
-        return self in {GatewayOutcome.REFUSED, GatewayOutcome.SERVER_ERROR, GatewayOutcome.TIMEOUT}
+    def until(self, model: str, now: datetime) -> tuple[datetime, str] | None:
+        """``(until, why)`` while ``model`` is rate-limited at ``now``."""
+        found = self._until.get(model)
+        return found if found is not None and found[0] > now else None
 
-
-@dataclass(frozen=True, slots=True)
-class GatewayCall:
-    """One model call (one fallback step): which model, how it ended, how long it took."""
-
-    model: str
-    tier: Tier
-    outcome: GatewayOutcome
-    duration_s: float
-    detail: str = ""
-    """Why it failed (empty when ``ok``)."""
-    via: Via = Via.GATEWAY
-
-
-@dataclass(frozen=True, slots=True)
-class ToolRequest:
-    """A tool call the model asked for; ``arguments`` is the raw JSON text it sent."""
-
-    id: str
-    name: str
-    arguments: str
-
-
-@dataclass(frozen=True, slots=True)
-class Completion:
-    """A usable model answer: final text, or tool calls to make (or both)."""
-
-    model: str
-    tier: Tier
-    text: str
-    tool_calls: tuple[ToolRequest, ...]
-    input_tokens: int
-    output_tokens: int
-    cost_usd: float | None
-    """What LiteLLM says the call cost; ``None`` when it does not know."""
-
-    def message(self) -> dict[str, Any]:
-        """The assistant message to append to the conversation."""
-        message: dict[str, Any] = {"role": "assistant", "content": self.text or None}
-        if self.tool_calls:
-            message["tool_calls"] = [
-                {
-                    "id": call.id,
-                    "type": "function",
-                    "function": {"name": call.name, "arguments": call.arguments},
-                }
-                for call in self.tool_calls
-            ]
-        return message
-
-
-class ModelClient(Protocol):
-    """What the agent loop needs of a model client (:class:`LlmClient` is one)."""
-
-    async def complete(
-        self,
-        messages: Sequence[Mapping[str, Any]],
-        tools: Sequence[Mapping[str, Any]],
-        choice: ModelChoice,
-        *,
-        on_step: Callable[[GatewayCall], None] | None = None,
-    ) -> Completion:
-        """The first usable answer along ``choice``'s steps."""
-
-
-class _StepFailed(Exception):
-    def __init__(self, outcome: GatewayOutcome, detail: str) -> None:
-        super().__init__(detail)
-        self.outcome = outcome
-        self.detail = detail
+    def mark(self, model: str, until: datetime, why: str) -> None:
+        """Remember until when ``model`` is rate-limited."""
+        self._until[model] = (until, why)
 
 
 def _load_litellm() -> Any:
-    """Import litellm without letting it fetch its price list from the network."""
+    """Import litellm without letting it fetch its price list from the network, and the
+    parts its first call would import lazily (so they are not timed with that call)."""
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     # pylint: disable-next=import-outside-toplevel
     import litellm  # noqa: PLC0415 - deliberate: see the module docstring
 
     # Its "Give Feedback / Get Help" banner would land on our stdout with every error.
     litellm.suppress_debug_info = True
+    importlib.import_module("openai.resources.chat")  # the OpenAI client's lazy `chat`
     return litellm
 
 
-class LlmClient:
-    """Model calls for prompt tasks: the proxy or an in-process router, chosen by config.
-
-    Use as an async context manager (or call :meth:`aclose`). Nothing is imported or
-    opened before the first :meth:`complete`.
-    """
+class LlmClient:  # pylint: disable=too-many-instance-attributes  # backends and their state
+    """Model calls for prompt tasks: the proxy or an in-process router, chosen by config,
+    and the direct API. Use as an async context manager (or call :meth:`aclose`).
+    Nothing is imported or opened before the first call."""
 
     def __init__(
         self,
         config: Config,
         *,
-        on_call: Callable[[GatewayCall], None] | None = None,
+        limits: RateLimitBook | None = None,
+        clock: Callable[[], datetime] = utc_now,
         loader: Callable[[], Any] = _load_litellm,
     ) -> None:
         self._config = config
-        self._on_call = on_call
+        self._limits = limits if limits is not None else ProcessRateLimits()
+        self._clock = clock
         self._loader = loader
         self._litellm: Any = None
         self._router: Any = None
         self._loading = asyncio.Lock()
-        self._clients: dict[Via, Any] = {}  # AsyncOpenAI clients on watched httpx clients
+        self._http: dict[Via, OpenAIHttp] = {}
+        self._last_failure: dict[str, str] = {}
+        """Each model's last failure, to say why the router now cools it down."""
         self._liveliness = (
             Liveliness(config.lite_llm_url, config.fault_handler.lite_llm_timeout)
             if config.lite_llm_url
@@ -216,6 +146,13 @@ class LlmClient:
         """``proxy`` (``lite_llm_url`` is set) or ``router`` (in-process over model_list)."""
         return "proxy" if self._config.lite_llm_url else "router"
 
+    @property
+    def direct_model(self) -> str:
+        """The direct provider's model string (``github/<model>`` when ``direct_api.model``
+        names no provider)."""
+        model = self._config.direct_api.model
+        return model if "/" in model else f"github/{model}"
+
     async def __aenter__(self) -> LlmClient:
         return self
 
@@ -223,14 +160,28 @@ class LlmClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Drop the router, close our HTTP clients (LiteLLM's own cache closes with the
-        process)."""
+        """Close our HTTP clients and drop the router."""
         self._router = None
         if self._liveliness is not None:
             await self._liveliness.aclose()
-        clients, self._clients = list(self._clients.values()), {}
+        clients, self._http = list(self._http.values()), {}
         for client in clients:
-            await client.close()
+            await client.aclose()
+
+    async def ready(self, via: Via = Via.GATEWAY) -> None:
+        """Import and warm what a call ``via`` needs (in-process: LiteLLM and its router),
+        so that none of it counts toward a call's or a probe's timeout."""
+        if not self._needs_litellm(via):
+            return
+        if self._litellm is not None and (via is Via.DIRECT or self._router is not None):
+            return
+        async with self._loading:
+            if self._litellm is None:
+                self._litellm = await asyncio.to_thread(self._loader)
+            if via is Via.GATEWAY and self._router is None:
+                self._router = await self._warm_router(self._litellm)
+
+    # -- the tier chain ------------------------------------------------------------------
 
     async def complete(
         self,
@@ -242,29 +193,47 @@ class LlmClient:
     ) -> Completion:
         """The first usable answer along ``choice``'s steps (free before paid).
 
-        Each step that fails (refused, 5xx, timeout, 4xx, cooling down, an empty reply)
-        is reported to ``on_step`` and the client's ``on_call`` hook, and the next step
-        is tried. Raises :class:`ModelUnavailableError` listing every step's reason when
-        none answered usably.
+        A model still rate-limited is skipped (reported, not asked); each step that
+        fails is reported to ``on_step`` and the next one is tried. Raises
+        :class:`ModelUnavailableError` listing every step's reason when none answered.
         """
         if not choice.steps:
             raise ModelUnavailableError(
                 None, f"no model to try for {choice.requested!r}: {choice.reason}"
             )
-        await self._ensure_loaded()
-        failures: list[str] = []
+        await self.ready()
+        calls: list[GatewayCall] = []
+        waits: list[float] = []
+        down = False
         for step in choice.steps:
+            if (skipped := self._skipped(step.model, step.tier, Via.GATEWAY)) is not None:
+                call, wait = skipped
+                calls.append(call)
+                waits.append(wait)
+                _report(call, on_step)
+                continue
             try:
                 return await self._step(
                     step.model, step.tier, messages, tools, Via.GATEWAY, on_step
                 )
-            except _StepFailed as failed:
-                failures.append(f"{step.model} ({step.tier}): {failed.outcome}: {failed.detail}")
+            except _Failed as failed:
+                calls.append(failed.call)
+                if failed.retry_after is not None:
+                    waits.append(failed.retry_after)
+                if failed.down:
+                    down = True  # the proxy itself refused or hung: every step would
+                    break
+        asked = [c for c in calls if c.asked]
+        down = down or (bool(asked) and all(c.outcome.unreachable for c in asked))
         last = choice.steps[-1]
+        single = len(choice.steps) == 1
         raise ModelUnavailableError(
-            last.model if len(choice.steps) == 1 else None,
-            "no model answered usably: " + "; ".join(failures),
-            str(last.tier) if len(choice.steps) == 1 else None,
+            last.model if single else None,
+            "no model answered usably: "
+            + "; ".join(f"{c.model} ({c.tier}): {c.outcome}: {c.detail}" for c in calls),
+            str(last.tier) if single else None,
+            retry_after=min(waits) if waits else None,
+            gateway_down=down,
         )
 
     async def complete_direct(
@@ -277,62 +246,35 @@ class LlmClient:
         """One call to the direct provider (``direct_api``) with ``github_key``, reported
         like a gateway step but ``via`` direct. A call whose response headers do not start
         within ``fault_handler.cloud_check_timeout`` fails (``timeout``). Raises
-        :class:`ModelUnavailableError` when it fails."""
+        :class:`ModelUnavailableError` when it fails (``gateway_down``: by connection,
+        5xx or timeout)."""
         model, tier = self.direct_model, Tier.UNLISTED
-        await self._ensure_loaded()
+        await self.ready(Via.DIRECT)
         try:
             return await self._step(model, tier, messages, tools, Via.DIRECT, on_step)
-        except _StepFailed as failed:
+        except _Failed as failed:
+            call = failed.call
             raise ModelUnavailableError(
-                model, f"direct API: {failed.outcome}: {failed.detail}", str(tier)
+                model,
+                f"direct API: {call.outcome}: {call.detail}",
+                str(tier),
+                retry_after=failed.retry_after,
+                gateway_down=call.outcome.unreachable,
             ) from None
 
-    @property
-    def direct_model(self) -> str:
-        """The direct provider's LiteLLM model string (``github/<model>`` when
-        ``direct_api.model`` names no provider)."""
-        model = self._config.direct_api.model
-        return model if "/" in model else f"github/{model}"
-
-    async def probe_gateway(self, model: str | None) -> ProbeResult:
-        """The gateway's probe: the proxy's ``/health/liveliness``, then a one-token
-        completion from ``model`` (``lite_llm_timeout`` each); in-process, the completion
-        alone."""
-        detail = ""
-        if self._liveliness is not None:
-            ok, seen = await self._liveliness.check()
-            if not ok:
-                return ProbeResult(False, f"GET {self._liveliness.url}: {seen}")
-            detail = f"liveliness {seen}"
-            if not model:
-                return ProbeResult(True, f"{detail}; no model named in config to ask")
-        elif not model:
-            return ProbeResult(False, "no proxy and no model in model_list to ask")
-        asked = await self._ping(model, Via.GATEWAY, self._config.fault_handler.lite_llm_timeout)
-        return ProbeResult(asked.ok, "; ".join(filter(None, (detail, asked.detail))))
-
-    async def probe_direct(self) -> ProbeResult:
-        """The direct API's probe: a one-token completion within ``cloud_check_timeout``."""
-        if self._config.github_key is None:
-            return ProbeResult(False, "github_key is not set (env GITHUB_LITELLM_KEY)")
-        timeout = self._config.fault_handler.cloud_check_timeout
-        return await self._ping(self.direct_model, Via.DIRECT, timeout)
-
-    async def _ping(self, model: str, via: Via, limit: float) -> ProbeResult:
-        await self._ensure_loaded()
-        started = time.perf_counter()
-        try:
-            async with asyncio.timeout(limit):
-                await self._request(model, list(_PROBE_MESSAGES), (), via, max_tokens=1)
-        except Exception as exc:  # pylint: disable=broad-exception-caught  # any failure: down
-            outcome, detail = (
-                (GatewayOutcome.TIMEOUT, f"no answer within {limit:g} s")
-                if isinstance(exc, TimeoutError)
-                else _classify(exc)
-            )
-            return ProbeResult(False, f"{model}: {outcome}: {detail}")
-        took = (time.perf_counter() - started) * 1000
-        return ProbeResult(True, f"{model} answered in {took:.0f} ms")
+    def _skipped(self, model: str, tier: Tier, via: Via) -> tuple[GatewayCall, float] | None:
+        """For a model still rate-limited: the step to report (not asked) and the seconds
+        until its reset; else ``None``."""
+        now = self._clock()
+        found = self._limits.until(model, now)
+        if found is None:
+            return None
+        until, why = found
+        detail = f"not asked: rate-limited until {iso(until)} ({why})"
+        call = GatewayCall(
+            model, tier, GatewayOutcome.RATE_LIMITED, 0.0, detail, via, iso(until), asked=False
+        )
+        return call, (until - now).total_seconds()
 
     async def _step(
         self,
@@ -342,187 +284,283 @@ class LlmClient:
         tools: Sequence[Mapping[str, Any]],
         via: Via,
         on_step: Callable[[GatewayCall], None] | None,
+        *,
+        max_tokens: int | None = None,
+        limit: float | None = None,
     ) -> Completion:
-        """One model call, reported (``on_step``, ``on_call``) however it ends; a failure
-        raises :class:`_StepFailed`."""
+        """One model call, timed from its request (never an import), reported to
+        ``on_step`` however it ends; a failure raises :class:`_Failed`."""
         started = time.perf_counter()
         try:
-            completion = await self._call_model(model, tier, messages, tools, via)
-        except _StepFailed as failed:
+            completion = await self._call(model, tier, messages, tools, via, max_tokens, limit)
+        except StepFailed as failed:
             took = round(time.perf_counter() - started, 4)
-            self._report(
-                GatewayCall(model, tier, failed.outcome, took, failed.detail, via), on_step
-            )
-            raise
+            call = self._failed_call(model, tier, via, took, failed)
+            _report(call, on_step)
+            raise _Failed(call, failed) from None
         took = round(time.perf_counter() - started, 4)
-        self._report(GatewayCall(model, tier, GatewayOutcome.OK, took, via=via), on_step)
+        _report(GatewayCall(model, tier, GatewayOutcome.OK, took, via=via), on_step)
         return completion
 
-    def _report(self, call: GatewayCall, on_step: Callable[[GatewayCall], None] | None) -> None:
-        if on_step is not None:
-            on_step(call)
-        if self._on_call is not None:
-            self._on_call(call)
+    def _failed_call(
+        self, model: str, tier: Tier, via: Via, took: float, failed: StepFailed
+    ) -> GatewayCall:
+        """The record of a failed step; a 429 marks the model rate-limited."""
+        detail, until = failed.detail, None
+        if failed.outcome is GatewayOutcome.COOLDOWN and model in self._last_failure:
+            detail = f"{detail} (the router cools it down after: {self._last_failure[model]})"
+        elif failed.outcome is GatewayOutcome.RATE_LIMITED:
+            if failed.retry_after is None:
+                failed.retry_after = self._config.router.rate_limited_for
+            failed.retry_after = min(failed.retry_after, MAX_RATE_LIMIT_S)
+            now = self._clock()
+            moment = now + timedelta(seconds=failed.retry_after)
+            self._limits.mark(model, moment, f"HTTP 429 at {iso(now)}")
+            until = iso(moment)
+        else:
+            self._last_failure[model] = f"{failed.outcome}: {failed.detail}"
+        return GatewayCall(model, tier, failed.outcome, took, detail, via, until)
 
-    async def _ensure_loaded(self) -> None:
-        if self._litellm is not None:
-            return
-        async with self._loading:
-            if self._litellm is None:
-                self._litellm = await asyncio.to_thread(self._loader)
-
-    def _router_for(self, litellm: Any) -> Any:
-        if self._router is None:
-            settings = self._config.litellm_settings
-            kwargs = {k: settings[k] for k in ROUTER_SETTINGS if k in settings}
-            # A one-deployment group is never cooled down unless allowed_fails is set, and
-            # LiteLLM's own retries would only repeat a dead call: the tiers fall back.
-            kwargs.setdefault("allowed_fails", 1)
-            kwargs.setdefault("num_retries", 0)
-            self._router = litellm.Router(
-                model_list=copy.deepcopy(self._config.model_list),
-                timeout=self._config.request_timeout,
-                **kwargs,
-            )
-        return self._router
-
-    async def _call_model(
+    async def _call(
         self,
         model: str,
         tier: Tier,
         messages: Sequence[Mapping[str, Any]],
         tools: Sequence[Mapping[str, Any]],
         via: Via,
+        max_tokens: int | None,
+        limit: float | None,
     ) -> Completion:
-        handler, limit = self._config.fault_handler, self._config.request_timeout
+        """The call itself, within ``limit`` (default ``request_timeout``) seconds."""
+        limit = limit or self._config.request_timeout
+        extra = {} if max_tokens is None else {"max_tokens": max_tokens}
         try:
             async with asyncio.timeout(limit):
-                if via is Via.GATEWAY and self._liveliness is None:  # the in-process router
-                    response = await self._request(model, messages, tools, via)
-                else:
-                    direct = via is Via.DIRECT
-                    response = await within_headers(
-                        lambda: self._request(model, messages, tools, via),
-                        within=handler.cloud_check_timeout if direct else handler.lite_llm_timeout,
-                        live=None if direct else self._liveliness,
-                        what="the direct API" if direct else "the LiteLLM proxy",
-                    )
-        except HeadersTimeoutError as exc:
-            raise _StepFailed(GatewayOutcome.TIMEOUT, str(exc)) from None
+                if self._needs_litellm(via):
+                    return await self._litellm_call(model, tier, messages, tools, via, extra)
+                send_as = _provider_id(model) if via is Via.DIRECT else None
+                return await self._http_for(via).chat(
+                    model, tier, messages, tools, send_as=send_as, max_tokens=max_tokens
+                )
         except TimeoutError:
-            raise _StepFailed(
-                GatewayOutcome.TIMEOUT, f"no complete answer within request_timeout={limit:g} s"
+            raise StepFailed(
+                GatewayOutcome.TIMEOUT, f"no complete answer within {limit:g} s"
             ) from None
-        except Exception as exc:  # pylint: disable=broad-exception-caught
-            # LiteLLM raises many types (openai's, its own, ValueError from the router);
-            # every one of them ends this step, and the next model is tried.
-            raise _StepFailed(*_classify(exc)) from exc
-        return _completion(model, tier, response)
 
-    async def _request(
+    def _needs_litellm(self, via: Via) -> bool:
+        if via is Via.DIRECT:
+            return not self.direct_model.startswith(_OPENAI_COMPATIBLE)
+        return self._liveliness is None
+
+    def _http_for(self, via: Via) -> OpenAIHttp:
+        if via not in self._http:
+            config, handler = self._config, self._config.fault_handler
+            if via is Via.DIRECT:
+                secret, base = config.github_key, config.direct_api.api_base
+                within, live, what = handler.cloud_check_timeout, None, "the direct API"
+            else:
+                secret, base = config.lite_llm_key, config.lite_llm_url or ""
+                within, live, what = handler.lite_llm_timeout, self._liveliness, "the LiteLLM proxy"
+            self._http[via] = OpenAIHttp(
+                base,
+                secret.get_secret_value() if secret else None,
+                request_timeout=config.request_timeout,
+                within=within,
+                live=live,
+                what=what,
+                clock=self._clock,
+            )
+        return self._http[via]
+
+    # -- LiteLLM: the in-process router, and a direct provider that needs translation -----
+
+    async def _warm_router(self, litellm: Any) -> Any:
+        """The in-process router over ``model_list``, its first (mocked, offline) call
+        made, so the lazy work of a first call is not timed with a real one."""
+        settings = self._config.litellm_settings
+        kwargs = {k: settings[k] for k in ROUTER_SETTINGS if k in settings}
+        # A one-deployment group is never cooled down unless allowed_fails is set, and
+        # LiteLLM's own retries would only repeat a dead call: the tiers fall back.
+        kwargs.setdefault("allowed_fails", 1)
+        kwargs.setdefault("num_retries", 0)
+        router = litellm.Router(
+            model_list=copy.deepcopy(self._config.model_list),
+            timeout=self._config.request_timeout,
+            **kwargs,
+        )
+        if self._config.model_list:
+            name = self._config.model_list[0]["model_name"]
+            with contextlib.suppress(Exception):  # only a warm-up
+                await router.acompletion(
+                    model=name, messages=list(_PROBE_MESSAGES), mock_response="OK"
+                )
+        return router
+
+    async def _litellm_call(
         self,
         model: str,
+        tier: Tier,
         messages: Sequence[Mapping[str, Any]],
         tools: Sequence[Mapping[str, Any]],
         via: Via,
-        **extra: Any,
-    ) -> Any:
-        """The LiteLLM call itself: the direct provider, the proxy, or the router."""
-        litellm, config = self._litellm, self._config
+        extra: dict[str, Any],
+    ) -> Completion:
         request: dict[str, Any] = {"messages": list(messages), **extra}
         if tools:
             request["tools"] = list(tools)
-        if via is Via.GATEWAY and not config.lite_llm_url:
-            return await self._router_for(litellm).acompletion(model=model, **request)
-        base: str | None
-        if via is Via.DIRECT:
-            base, secret, name = config.direct_api.api_base, config.github_key, model
-        else:
-            base, secret, name = config.lite_llm_url, config.lite_llm_key, f"litellm_proxy/{model}"
-        key = secret.get_secret_value() if secret else None
-        return await litellm.acompletion(
-            model=name,
-            api_base=base,
-            api_key=key,
-            timeout=config.request_timeout,
-            num_retries=0,
-            client=self._client(via, base, key),
-            **request,
-        )
+        try:
+            if via is Via.GATEWAY:
+                response = await self._router.acompletion(model=model, **request)
+            else:
+                key = self._config.github_key
+                response = await self._litellm.acompletion(
+                    model=model,
+                    api_base=self._config.direct_api.api_base,
+                    api_key=key.get_secret_value() if key else None,
+                    timeout=self._config.request_timeout,
+                    num_retries=0,
+                    **request,
+                )
+        except Exception as exc:  # pylint: disable=broad-exception-caught
+            # LiteLLM raises many types (openai's, its own, ValueError from the router);
+            # every one of them ends this step, and the next model is tried.
+            raise _classify(exc, self._clock()) from exc
+        hidden = getattr(response, "_hidden_params", None) or {}
+        cost = hidden.get("response_cost")
+        return completion_from(model, tier, response.model_dump(), cost if _is_cost(cost) else None)
 
-    def _client(self, via: Via, base: str | None, key: str | None) -> Any:
-        """The ``AsyncOpenAI`` client LiteLLM is handed for ``via``: our watched httpx
-        client underneath (the response-headers hook), no retries of its own."""
-        if via not in self._clients:
-            from openai import AsyncOpenAI  # noqa: PLC0415 # pylint: disable=import-outside-toplevel
+    # -- probes ------------------------------------------------------------------------
 
-            handler = self._config.fault_handler
-            connect = handler.cloud_check_timeout if via is Via.DIRECT else handler.lite_llm_timeout
-            self._clients[via] = AsyncOpenAI(
-                base_url=base,
-                api_key=key or "none",
-                max_retries=0,
-                http_client=watched_client(self._config.request_timeout, connect),
+    async def probe_gateway(self, models: Sequence[str]) -> ProbeResult:
+        """Is the gateway there? The proxy's ``/health/liveliness``, then a one-token
+        completion from the first of ``models`` not rate-limited that answers;
+        in-process, the completions alone (each within ``cloud_check_timeout``).
+
+        ``ok``: a model completed. ``reachable``: something answered (a completion, or a
+        4xx / 429: the gateway is there even if that model is not usable).
+        """
+        await self.ready()
+        started = time.perf_counter()
+        seen: list[str] = []
+        if self._liveliness is not None:
+            alive, detail = await self._liveliness.check()
+            if not alive:
+                return _probe(False, f"GET {self._liveliness.url}: {detail}", started)
+            seen.append(f"liveliness {detail}")
+            if not models:
+                return _probe(True, f"{seen[0]}; no model named in config to ask", started)
+        elif not models:
+            return _probe(False, "no proxy and no model in model_list to ask", started)
+        # Through the proxy a probe is judged like a call (a slow model is healthy); an
+        # in-process model has no liveliness to ask, so its probe has a bound.
+        limit = None if self._liveliness else self._config.fault_handler.cloud_check_timeout
+        reachable = False
+        for model in models:
+            if (skipped := self._skipped(model, Tier.UNLISTED, Via.GATEWAY)) is not None:
+                seen.append(f"{model}: {skipped[0].detail}")
+                continue
+            answer = await self._ping(model, Via.GATEWAY, limit)
+            seen.append(answer.detail)
+            if answer.ok:
+                return _probe(True, "; ".join(seen), started)
+            reachable = reachable or answer.reachable
+            if answer.down:
+                break
+        return _probe(False, "; ".join(seen), started, reachable=reachable)
+
+    async def probe_direct(self) -> ProbeResult:
+        """The direct API's probe: a one-token completion within ``cloud_check_timeout``."""
+        if self._config.github_key is None:
+            return ProbeResult(False, "github_key is not set (env GITHUB_LITELLM_KEY)")
+        await self.ready(Via.DIRECT)
+        started = time.perf_counter()
+        answer = await self._ping(self.direct_model, Via.DIRECT, None)
+        return _probe(answer.ok, answer.detail, started, reachable=answer.reachable)
+
+    async def _ping(self, model: str, via: Via, limit: float | None) -> _Ping:
+        started = time.perf_counter()
+        try:
+            await self._step(
+                model,
+                Tier.UNLISTED,
+                list(_PROBE_MESSAGES),
+                (),
+                via,
+                None,
+                max_tokens=1,
+                limit=limit,
             )
-        return self._clients[via]
+        except _Failed as failed:
+            call = failed.call
+            reachable = not call.outcome.unreachable
+            return _Ping(False, reachable, failed.down, f"{model}: {call.outcome}: {call.detail}")
+        took = (time.perf_counter() - started) * 1000
+        return _Ping(True, True, False, f"{model} answered in {took:.0f} ms")
 
 
-def _completion(model: str, tier: Tier, response: Any) -> Completion:
-    """Our record of a LiteLLM ``ModelResponse``; an unusable one is a failed step."""
-    choices = getattr(response, "choices", None) or []
-    if not choices:
-        raise _StepFailed(GatewayOutcome.BAD_REPLY, "the reply has no choices")
-    message = choices[0].message
-    text = message.content if isinstance(message.content, str) else ""
-    calls = tuple(
-        ToolRequest(
-            id=str(call.id or f"call_{i}"),
-            name=str(call.function.name or ""),
-            arguments=str(call.function.arguments or ""),
-        )
-        for i, call in enumerate(message.tool_calls or ())
-    )
-    if not text.strip() and not calls:
-        raise _StepFailed(GatewayOutcome.BAD_REPLY, "empty reply: no text and no tool calls")
-    usage = getattr(response, "usage", None)
-    hidden = getattr(response, "_hidden_params", None) or {}
-    cost = hidden.get("response_cost")
-    return Completion(
-        model=model,
-        tier=tier,
-        text=text,
-        tool_calls=calls,
-        input_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-        output_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
-        cost_usd=float(cost) if isinstance(cost, int | float) else None,
-    )
+@dataclass(frozen=True, slots=True)
+class _Ping:
+    """One probe completion: completed, reachable, gateway down, and what was seen."""
+
+    ok: bool
+    reachable: bool
+    down: bool
+    detail: str
 
 
-_PREFIX = re.compile(r"^(litellm\.)?\w+(Error|Exception|Timeout)?: ")
+class _Failed(Exception):
+    """A reported failed step: its record, whether the gateway itself is down, and how
+    long the far end asked to wait."""
+
+    def __init__(self, call: GatewayCall, failed: StepFailed) -> None:
+        super().__init__(call.detail)
+        self.call = call
+        self.down = failed.down
+        self.retry_after = failed.retry_after
 
 
-def _short(exc: BaseException) -> str:
-    """LiteLLM's message without its class-name prefixes and advice, on one line."""
-    text = str(exc).split("\n\nLiteLLM:", maxsplit=1)[0].strip()
-    while (stripped := _PREFIX.sub("", text, count=1)) != text:
-        text = stripped
-    text = " ".join(text.split())
-    return text[:_DETAIL_CHARS] or type(exc).__name__
+def _report(call: GatewayCall, on_step: Callable[[GatewayCall], None] | None) -> None:
+    if on_step is not None:
+        on_step(call)
 
 
-def _classify(exc: BaseException) -> tuple[GatewayOutcome, str]:
-    """The outcome a failed call counts as, and why (for the run and the fault monitor)."""
+def _probe(ok: bool, detail: str, started: float, *, reachable: bool = False) -> ProbeResult:
+    return ProbeResult(ok, detail, round(time.perf_counter() - started, 4), reachable and not ok)
+
+
+def _provider_id(model: str) -> str:
+    """The id an OpenAI-compatible provider knows the model by (its prefix dropped)."""
+    return model.split("/", 1)[1] if model.startswith(_OPENAI_COMPATIBLE) else model
+
+
+def _is_cost(value: Any) -> TypeGuard[float]:
+    return isinstance(value, int | float) and math.isfinite(value) and value >= 0
+
+
+def _classify(exc: BaseException, now: datetime) -> StepFailed:
+    """The outcome a failed LiteLLM call counts as, and why."""
     name = type(exc).__name__
-    detail = _short(exc)
+    detail = short(str(exc), name)
     status = getattr(exc, "status_code", None)
+    if status == 429 or name == "RateLimitError":
+        headers = getattr(exc, "litellm_response_headers", None) or getattr(
+            getattr(exc, "response", None), "headers", None
+        )
+        wait = retry_after(headers, now) if headers is not None else None
+        return StepFailed(GatewayOutcome.RATE_LIMITED, f"HTTP 429: {detail}", retry_after=wait)
+    outcome = _outcome(name, str(exc), detail, status)
+    if outcome in {GatewayOutcome.SERVER_ERROR, GatewayOutcome.REJECTED}:
+        detail = f"HTTP {status}: {detail}" if isinstance(status, int) else f"{name}: {detail}"
+    return StepFailed(outcome, detail)
+
+
+def _outcome(name: str, text: str, detail: str, status: object) -> GatewayOutcome:
     if "Timeout" in name or status == 408:
-        return GatewayOutcome.TIMEOUT, detail
-    if name == "RouterRateLimitError" or "No deployments available" in str(exc):
-        return GatewayOutcome.COOLDOWN, detail
+        return GatewayOutcome.TIMEOUT
+    if name == "RouterRateLimitError" or "No deployments available" in text:
+        return GatewayOutcome.COOLDOWN
     if "APIConnectionError" in name or "connection error" in detail.lower():
-        return GatewayOutcome.REFUSED, detail
+        return GatewayOutcome.REFUSED
     if isinstance(status, int) and status >= 500:
-        return GatewayOutcome.SERVER_ERROR, f"HTTP {status}: {detail}"
-    if isinstance(status, int):
-        return GatewayOutcome.REJECTED, f"HTTP {status}: {detail}"
-    return GatewayOutcome.REJECTED, f"{name}: {detail}"
+        return GatewayOutcome.SERVER_ERROR
+    return GatewayOutcome.REJECTED

@@ -44,6 +44,8 @@ pytestmark = pytest.mark.integration
 
 #: One scripted turn's cost at the proxy's prices.
 TURN_COST = PROMPT_TOKENS * INPUT_COST + COMPLETION_TOKENS * OUTPUT_COST
+#: Retries without the default backoff's seconds of waiting.
+QUICK_RETRY = {"retry_backoff": 0.05, "retry_backoff_max": 0.1}
 
 
 @pytest.fixture(scope="session")
@@ -199,7 +201,7 @@ async def test_failing_free_model_falls_back_to_paid_under_free_then_paid(
 async def test_failing_free_model_fails_the_run_under_free(
     project: Project, upstream: ScriptedUpstream, proxy: LiteLLMProxy
 ) -> None:
-    upstream.script("tier2-free", [{"status": 500}])
+    upstream.script("tier2-free", [{"status": 400}])
     upstream.script("tier2-paid", [{"content": "never asked"}])
     project.task("prompt: answer\nmodel: free\n")
     tiers = {"free": ["tier2-free"], "paid": ["tier2-paid"]}
@@ -208,7 +210,7 @@ async def test_failing_free_model_fails_the_run_under_free(
     result = project.result()
     assert result["state"] == "failed"
     assert "tier2-free" in result["error"]
-    assert "server_error" in result["error"]
+    assert "rejected" in result["error"]
     assert upstream.requests("tier2-paid") == []
 
 
@@ -306,17 +308,26 @@ async def test_empty_reply_fails_with_a_clear_reason(
     assert result["agent"]["model_calls"][0]["outcome"] == "bad_reply"
 
 
-async def test_upstream_500_fails_the_run_after_its_retries(
+async def test_a_rejected_call_fails_the_run_after_its_retries_each_error_kept(
     project: Project, upstream: ScriptedUpstream, proxy: LiteLLMProxy
 ) -> None:
-    upstream.script("broken", [{"status": 500}])
+    upstream.script(
+        "broken",
+        [{"status": 400, "message": "first cause"}, {"status": 400, "message": "second"}],
+    )
     project.task("prompt: anything\nmodel: broken\nretries: 1\n")
-    assert (await project.run(proxy_config(proxy))).exit_code == 1
+    assert (await project.run(proxy_config(proxy, dispatch=QUICK_RETRY))).exit_code == 1
     result = project.result()
     assert result["state"] == "failed"
-    assert result["attempt"] == 2  # a gateway error may pass: it was retried
-    assert "server_error" in result["error"]
-    assert "500" in result["error"]
+    assert result["attempt"] == 2  # a model error may pass: it was retried
+    assert "rejected" in result["error"]
+    assert "second" in result["error"]
+    # Every attempt's error is kept: the first cause is not lost behind the last one.
+    errors = [(a["attempt"], a["error"]) for a in result["attempts"]]
+    assert [n for n, _ in errors] == [1, 2]
+    assert "first cause" in errors[0][1]
+    assert "second" in errors[1][1]
+    assert "first cause" in (project.paths.results / "t").glob("*.md").__next__().read_text()
     assert len(upstream.requests("broken")) == 2
 
 
@@ -352,10 +363,10 @@ async def test_a_retried_runs_row_counts_every_attempts_spend(
     project: Project, upstream: ScriptedUpstream, proxy: LiteLLMProxy
 ) -> None:
     upstream.script(
-        "retry-cost", [tool_call("echo", {"text": "x"}), {"status": 500}, {"content": "done"}]
+        "retry-cost", [tool_call("echo", {"text": "x"}), {"status": 400}, {"content": "done"}]
     )
     project.task("prompt: spend twice\nmodel: retry-cost\nretries: 1\n")
-    assert (await project.run(proxy_config(proxy))).exit_code == 0
+    assert (await project.run(proxy_config(proxy, dispatch=QUICK_RETRY))).exit_code == 0
     result = project.result()
     assert (result["attempt"], result["output"]) == (2, "done")
     assert result["usage"]["cost_usd"] == pytest.approx(TURN_COST)  # this attempt's

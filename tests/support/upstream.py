@@ -11,8 +11,13 @@ tool-call reply is an endless tool-call loop). A reply is a dict:
 - ``{"content": "text"}``: a final answer (``""`` is an empty reply);
 - ``{"tool_calls": [(name, arguments), ...]}``: arguments a dict (sent as JSON) or a
   raw string (sent as is, so malformed JSON can be scripted);
-- ``{"status": 500}``: an HTTP error with an OpenAI-style error body;
+- ``{"status": 500}``: an HTTP error with an OpenAI-style error body (``"message"`` sets
+  its text);
+- ``"headers": {...}`` in any reply: extra response headers (e.g. ``Retry-After``);
 - ``"delay": seconds`` in any reply: wait first (a hung upstream).
+
+:attr:`ScriptedUpstream.busy_s` adds up the time requests spent in scripted delays (the
+upstream's "own time", for the bench).
 """
 
 from __future__ import annotations
@@ -90,6 +95,8 @@ class ScriptedUpstream:
         self._served: dict[str, int] = defaultdict(int)
         self._requests: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self._seq = 0
+        self.busy_s = 0.0
+        """Seconds spent in scripted delays so far, over all requests."""
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -162,17 +169,25 @@ class ScriptedUpstream:
                     return
                 if delay := reply.get("delay"):
                     time.sleep(float(delay))
+                    with upstream._lock:  # pylint: disable=protected-access  # its own server
+                        upstream.busy_s += float(delay)
+                headers = reply.get("headers") or {}
                 if status := reply.get("status"):
-                    error = {"message": f"scripted {status}", "type": "server_error"}
-                    self._send(int(status), {"error": error})
+                    message = reply.get("message", f"scripted {status}")
+                    error = {"message": message, "type": "server_error"}
+                    self._send(int(status), {"error": error}, headers)
                     return
-                self._send(200, _completion(model, reply, seq))
+                self._send(200, _completion(model, reply, seq), headers)
 
-            def _send(self, status: int, body: dict[str, Any]) -> None:
+            def _send(
+                self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+            ) -> None:
                 data = json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(data)
 
@@ -236,10 +251,29 @@ class LiteLLMProxy:
         log.close()
         try:
             self._wait_ready()
+            self._warm_up()
         except BaseException:
             self.__exit__(None, None, None)
             raise
         return self
+
+    def _warm_up(self) -> None:
+        """One completion (of a model the upstream does not know): a fresh proxy's first
+        completion loads parts of LiteLLM, its event loop stalls for a second or more
+        meanwhile, and a test's first call would meet that stall, not the proxy's
+        normal behaviour."""
+        request = urllib.request.Request(
+            f"{self.url}/chat/completions",
+            data=json.dumps(
+                {"model": "omni-warm-up", "messages": [{"role": "user", "content": "hi"}]}
+            ).encode(),
+            headers={"Authorization": f"Bearer {MASTER_KEY}", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self._ready_timeout):
+                pass
+        except OSError:
+            pass  # an error answer is expected: the warm-up is the work before it
 
     def _wait_ready(self) -> None:
         assert self._proc is not None
