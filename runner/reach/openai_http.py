@@ -99,7 +99,8 @@ class OpenAIHttp:
         if max_tokens is not None:
             body["max_tokens"] = max_tokens
         if self._client is None:
-            self._client = watched_client(self._request_timeout, self._within)
+            heard = self._live.heard if self._live is not None else None
+            self._client = watched_client(self._request_timeout, self._within, heard)
         client = self._client
         try:
             reply = await within_headers(

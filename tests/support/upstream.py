@@ -86,10 +86,18 @@ def _completion(model: str, reply: dict[str, Any], seq: int) -> dict[str, Any]:
     }
 
 
+class _Server(ThreadingHTTPServer):
+    """A threading HTTP server with a listen backlog for a hundred callers at once (the
+    default, 5, drops connections and delays them by SYN retries)."""
+
+    request_queue_size = 256
+
+
 class ScriptedUpstream:
     """An OpenAI-compatible chat server on 127.0.0.1 with per-model scripted replies."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
+        """``port``: 0 for a free one; an earlier upstream's port to come back on it."""
         self._lock = threading.Lock()
         self._scripts: dict[str, list[dict[str, Any]]] = {}
         self._served: dict[str, int] = defaultdict(int)
@@ -97,14 +105,19 @@ class ScriptedUpstream:
         self._seq = 0
         self.busy_s = 0.0
         """Seconds spent in scripted delays so far, over all requests."""
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = _Server(("127.0.0.1", port), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
+    def port(self) -> int:
+        """The port it listens on."""
+        return int(self._server.server_address[1])
+
+    @property
     def url(self) -> str:
         """The OpenAI base URL (``.../v1``)."""
-        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+        return f"http://127.0.0.1:{self.port}/v1"
 
     def script(self, model: str, replies: list[dict[str, Any]]) -> None:
         """Replace ``model``'s script and forget its requests."""

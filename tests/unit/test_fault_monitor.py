@@ -26,7 +26,7 @@ from runner.dispatch.repairs import (
     repair_waits,
 )
 from runner.reach.calls import Completion, GatewayCall, GatewayOutcome, ProbeResult, Via
-from runner.reach.gateway import HeadersTimeoutError, within_headers
+from runner.reach.gateway import HeadersTimeoutError, Liveliness, within_headers
 from runner.state.results import RunResult
 from runner.state.store import Store
 from tests.support.git import git
@@ -433,6 +433,9 @@ class Vouching:  # pylint: disable=unused-argument  # runner.reach.gateway.Vouch
     async def alive(self, period: float, fresh: float) -> bool:
         return self.answers.pop(0)
 
+    def heard(self) -> None:
+        """Responses are not scripted here."""
+
 
 async def test_late_headers_fail_only_when_liveliness_does_not_vouch() -> None:
     async def slow() -> str:
@@ -449,3 +452,11 @@ async def test_late_headers_fail_only_when_liveliness_does_not_vouch() -> None:
         await within_headers(slow, within=0.02, live=Vouching([True, False]))
     with pytest.raises(HeadersTimeoutError, match="no response headers"):
         await within_headers(slow, within=0.02)
+
+
+async def test_a_response_heard_from_a_busy_gateway_vouches_for_it() -> None:
+    now = [100.0]
+    live = Liveliness("http://127.0.0.1:9", 0.05, clock=lambda: now[0])
+    live.heard()  # another call's response arrived at 100.0
+    assert await live.alive(period=99.0, fresh=99.5) is True  # no check needed
+    await live.aclose()
