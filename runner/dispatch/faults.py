@@ -389,7 +389,8 @@ class FaultHandling:
         environ: Mapping[str, str] | None = None,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
-        self.llm = LlmClient(config, limits=RateLimits(store, results_root), clock=clock)
+        limits = RateLimits(store, results_root, config.limits.result_file_bytes)
+        self.llm = LlmClient(config, limits=limits, clock=clock)
         runs = RepairRuns(
             store=store,
             tasks_root=tasks_root,

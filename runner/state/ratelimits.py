@@ -12,15 +12,15 @@ input from outside).
 
 from __future__ import annotations
 
-import json
 import os
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runner.core.clock import iso
-from runner.core.ids import is_run_id, time_prefix
+from runner.core.clock import iso, parse_time
+from runner.core.ids import time_prefix
 from runner.defs.config import MAX_RATE_LIMIT_S
+from runner.state.resultcheck import ResultCheck
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -36,9 +36,11 @@ class RateLimits:
     read from the store and the result files on first use, written through to the
     store."""
 
-    def __init__(self, store: Store | None, results_root: Path) -> None:
+    def __init__(self, store: Store | None, results_root: Path, result_bytes: int) -> None:
         self._store = store
         self._results = results_root
+        self._result_bytes = result_bytes
+        """The size cap of a result file (``limits.result_file_bytes``)."""
         self._known: dict[str, tuple[datetime, str]] | None = None
 
     def until(self, model: str, now: datetime) -> tuple[datetime, str] | None:
@@ -68,32 +70,28 @@ class RateLimits:
             for model, (text, why) in self._store.rate_limits(iso(now)).items():
                 if (moment := _time(text)) is not None:
                     keep(model, min(moment, now + timedelta(seconds=MAX_RATE_LIMIT_S)), why)
-        for model, moment, why in rate_limits_in_results(self._results, now):
+        check = ResultCheck(now, self._result_bytes)
+        for model, moment, why in rate_limits_in_results(self._results, now, check):
             keep(model, moment, why)
         return found
 
 
 def rate_limits_in_results(
-    results_root: Path, now: datetime
+    results_root: Path, now: datetime, check: ResultCheck
 ) -> Iterator[tuple[str, datetime, str]]:
-    """``(model, until, why)`` for each rate-limited step the recent result files record."""
+    """``(model, until, why)`` for each rate-limited step the recent result files that
+    pass ``check`` record."""
     window = timedelta(seconds=MAX_RATE_LIMIT_S)
     floor = time_prefix(now - window)
-    for folder, _dirs, files in os.walk(results_root):
-        for name in files:
-            stem, dot, suffix = name.rpartition(".")
-            if suffix != "json" or not dot or not is_run_id(stem) or stem[:10] < floor:
-                continue
-            data = _json(Path(folder, name))
-            written = _time(data.get("finished_at")) if isinstance(data, dict) else None
-            if written is None:
-                continue
-            for call in _model_calls(data):
+    for folder, _dirs, names in os.walk(results_root):
+        for result in check.scan(Path(folder), results_root, names=names, since=floor):
+            written = parse_time(result.finished_at)
+            for call in _model_calls(result.model_extra or {}):
                 until = _time(call.get("until"))
                 model = call.get("model")
                 if until is None or not isinstance(model, str) or not model:
                     continue
-                why = f"HTTP 429 recorded in result {stem}"
+                why = f"HTTP 429 recorded in result {result.run_id}"
                 yield model, min(until, written + window, now + window), why
 
 
@@ -103,13 +101,6 @@ def _model_calls(data: dict[str, Any]) -> Iterator[dict[str, Any]]:
     for call in calls if isinstance(calls, list) else ():
         if isinstance(call, dict) and call.get("outcome") == RATE_LIMITED:
             yield call
-
-
-def _json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_bytes())
-    except (OSError, ValueError):
-        return None
 
 
 def _time(text: Any) -> datetime | None:

@@ -121,7 +121,9 @@ def test_a_rate_limited_free_model_is_skipped_until_its_reset_in_later_processes
     # A new process, same state database: the free model is not asked before its reset.
     later = run_at(T0 + timedelta(minutes=10))
     assert calls_of(later) == [("rl-free", "rate_limited"), ("rl-paid", "ok")]
-    assert f"not asked: rate-limited until {reset}" in str(later["agent"]["model_calls"][0]["error"])
+    assert f"not asked: rate-limited until {reset}" in str(
+        later["agent"]["model_calls"][0]["error"]
+    )
     # A CI machine: no database, only the result files. Still not asked.
     ci = run_at(T0 + timedelta(minutes=20), state="fresh-ci.db")
     assert calls_of(ci)[0] == ("rl-free", "rate_limited")
@@ -189,8 +191,7 @@ async def test_one_stopped_model_without_a_backup_key_waits_in_brainstem_then_re
     assert all(len(project.results(n)) == 1 for n in names)
 
     with ScriptedUpstream(port) as back:
-        for name in names:
-            back.script("solo", [{"content": "back again"}])
+        back.script("solo", [{"content": "back again"}])
         report = await project.run(config)
     assert report.exit_code == 0
     assert claim_order(project) == names  # in their original order

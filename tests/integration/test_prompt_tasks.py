@@ -178,6 +178,18 @@ async def test_prompt_task_through_the_in_process_router(
     assert [t["function"]["name"] for t in first["tools"]] == ["echo"]  # `tools:` filter
 
 
+async def test_a_prompt_task_offering_no_tools_starts_no_executor(
+    project: Project, upstream: ScriptedUpstream, proxy: LiteLLMProxy
+) -> None:
+    upstream.script("no-tools", [{"content": "answered without tools"}])
+    project.task("prompt: just answer\nmodel: no-tools\ntools: []\nexecutor: never\n")
+    never = {"command": str(project.root / "no-such-program")}  # would fail to start
+    report = await project.run(proxy_config(proxy, mcp_servers={"never": never}))
+    assert report.exit_code == 0, report.finished[0].run.error
+    assert project.result()["output"] == "answered without tools"
+    assert "tools" not in upstream.requests("no-tools")[0]
+
+
 # --- tiers ---------------------------------------------------------------------------------
 
 
@@ -327,7 +339,8 @@ async def test_a_rejected_call_fails_the_run_after_its_retries_each_error_kept(
     assert [n for n, _ in errors] == [1, 2]
     assert "first cause" in errors[0][1]
     assert "second" in errors[1][1]
-    assert "first cause" in (project.paths.results / "t").glob("*.md").__next__().read_text()
+    [markdown] = (project.paths.results / "t").glob("*.md")
+    assert "first cause" in markdown.read_text()
     assert len(upstream.requests("broken")) == 2
 
 

@@ -16,8 +16,8 @@ tool-call reply is an endless tool-call loop). A reply is a dict:
 - ``"headers": {...}`` in any reply: extra response headers (e.g. ``Retry-After``);
 - ``"delay": seconds`` in any reply: wait first (a hung upstream).
 
-:attr:`ScriptedUpstream.busy_s` adds up the time requests spent in scripted delays (the
-upstream's "own time", for the bench).
+:attr:`ScriptedUpstream.busy_s` adds up the time the upstream spent on requests, from
+reading each one to sending its reply (its "own time", for the bench).
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ class ScriptedUpstream:
         self._requests: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self._seq = 0
         self.busy_s = 0.0
-        """Seconds spent in scripted delays so far, over all requests."""
+        """Seconds spent answering so far, over all requests."""
         self._server = _Server(("127.0.0.1", port), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -171,6 +171,14 @@ class ScriptedUpstream:
 
             # pylint: disable-next=invalid-name  # http.server's naming
             def do_POST(self) -> None:
+                started = time.perf_counter()
+                try:
+                    self._answer()
+                finally:
+                    with upstream._lock:  # pylint: disable=protected-access  # its own server
+                        upstream.busy_s += time.perf_counter() - started
+
+            def _answer(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
                 if not self.path.rstrip("/").endswith("/chat/completions"):
@@ -182,8 +190,6 @@ class ScriptedUpstream:
                     return
                 if delay := reply.get("delay"):
                     time.sleep(float(delay))
-                    with upstream._lock:  # pylint: disable=protected-access  # its own server
-                        upstream.busy_s += float(delay)
                 headers = reply.get("headers") or {}
                 if status := reply.get("status"):
                     message = reply.get("message", f"scripted {status}")

@@ -18,8 +18,8 @@ from runner.defs.routing import ModelChoice, Tier, choose_model, waits_for_model
 from runner.defs.tasks import TaskSpec
 from runner.dispatch.agent import Transcript, _function_names
 from runner.dispatch.budget import SpendGuard
-from runner.reach.executors import ToolInfo
 from runner.reach.calls import Completion, GatewayOutcome
+from runner.reach.executors import ToolInfo
 from runner.reach.llm import LlmClient, _classify
 from runner.state.resultcheck import ResultCheck
 from runner.state.results import RunResult, write_result
