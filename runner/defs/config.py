@@ -121,13 +121,16 @@ class FaultHandler(_Strict):
     """When the gateway counts as down, and how often to probe (DESIGN §3)."""
 
     lite_llm_timeout: float = Field(default=1.0, gt=0)
-    """Seconds to wait for the gateway's response headers (also the probe's timeout)."""
+    """Seconds a proxy call may go without response headers before the proxy's liveliness
+    check decides whether it hangs (also that check's timeout)."""
     consecutive_failures: int = Field(default=2, ge=1)
-    """Gateway failures in a row that switch to degraded mode."""
+    """Gateway failures in a row that leave normal mode (for degraded with a backup key,
+    else brainstem)."""
     check_interval: float = Field(default=30.0, gt=0)
     """Seconds between probes while not in normal mode."""
     cloud_check_timeout: float = Field(default=10.0, gt=0)
-    """Seconds the direct API may take before the runner enters brainstem mode."""
+    """Seconds the direct API may take to start answering before the runner enters
+    brainstem mode; also the bound of an in-process model's probe."""
 
 
 class RuleMatch(_Strict):
