@@ -25,6 +25,11 @@ class Backoff:
         """The backoff ``dispatch`` configures."""
         return cls(dispatch.retry_backoff, dispatch.retry_backoff_max, rng or random.Random())
 
+    def helps(self, retry_after: float | None) -> bool:
+        """False when the far end asks to wait longer than the cap: a retry before then
+        would only fail again (a rate-limited model's daily quota, say)."""
+        return retry_after is None or retry_after <= self.cap
+
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds to wait after failed ``attempt`` (1-based) before the next one."""
         ceiling = min(self.cap, self.base * 2 ** max(attempt - 1, 0))

@@ -253,7 +253,8 @@ class Dispatcher:  # pylint: disable=too-many-instance-attributes  # its collabo
             )
         except OmniError as exc:
             error = self._redactor.text(str(exc))
-            if exc.retryable and run.attempt < run.max_attempts:
+            wait = getattr(exc, "retry_after", None)
+            if exc.retryable and run.attempt < run.max_attempts and self._backoff.helps(wait):
                 self._store.transition(
                     run.run_id,
                     RunState.FAILED,
@@ -262,7 +263,7 @@ class Dispatcher:  # pylint: disable=too-many-instance-attributes  # its collabo
                     **_spent(run, transcript),
                 )
                 self._count_spend(transcript)
-                return _Retry(run.attempt, error, getattr(exc, "retry_after", None))
+                return _Retry(run.attempt, error, wait)
             return _Outcome(
                 task, run, RunState.FAILED, error=error, started=started, transcript=transcript
             )

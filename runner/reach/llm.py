@@ -433,8 +433,8 @@ class LlmClient:  # pylint: disable=too-many-instance-attributes  # backends and
 
     async def probe_gateway(self, models: Sequence[str]) -> ProbeResult:
         """Is the gateway there? The proxy's ``/health/liveliness``, then a one-token
-        completion from the first of ``models`` not rate-limited that answers;
-        in-process, the completions alone (each within ``cloud_check_timeout``).
+        completion (each within ``cloud_check_timeout``) from the first of ``models`` not
+        rate-limited that answers; in-process, the completions alone.
 
         ``ok``: a model completed. ``reachable``: something answered (a completion, or a
         4xx / 429: the gateway is there even if that model is not usable).
@@ -451,9 +451,10 @@ class LlmClient:  # pylint: disable=too-many-instance-attributes  # backends and
                 return _probe(True, f"{seen[0]}; no model named in config to ask", started)
         elif not models:
             return _probe(False, "no proxy and no model in model_list to ask", started)
-        # Through the proxy a probe is judged like a call (a slow model is healthy); an
-        # in-process model has no liveliness to ask, so its probe has a bound.
-        limit = None if self._liveliness else self._config.fault_handler.cloud_check_timeout
+        # A probe is judged like a call (through the proxy: late headers fail it only when
+        # the proxy's liveliness does not answer either), within cloud_check_timeout: a
+        # probe must not hold up a run --once for a whole request_timeout.
+        limit = self._config.fault_handler.cloud_check_timeout
         reachable = False
         for model in models:
             if (skipped := self._skipped(model, Tier.UNLISTED, Via.GATEWAY)) is not None:

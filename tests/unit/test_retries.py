@@ -37,6 +37,9 @@ def test_backoff_doubles_with_jitter_is_capped_and_honours_retry_after() -> None
     assert backoff.delay(1, retry_after=7.0) == 7.0  # the far end's word, over the backoff
     assert backoff.delay(1, retry_after=3600.0) == 10.0  # but never past the cap
     assert Backoff.of(Dispatch(retry_backoff=0.0)).delay(3) == 0.0
+    assert backoff.helps(None)
+    assert backoff.helps(10.0)
+    assert not backoff.helps(3600.0)  # no retry before a far-away reset: it would fail again
 
 
 @pytest.mark.parametrize(
