@@ -46,7 +46,7 @@ from runner.defs.tasks import load_task_file
 from runner.dispatch.agent import SYSTEM_PROMPT, Agent
 from runner.dispatch.dispatcher import Dispatcher
 from runner.reach.executors import ExecutorPool
-from runner.reach.llm import LlmClient
+from runner.reach.modelclient import LlmClient
 from runner.state.store import Store
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

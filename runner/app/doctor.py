@@ -23,7 +23,7 @@ from runner.core.redaction import without_userinfo
 from runner.defs.config import BUILTIN, Config
 from runner.dispatch.faults import probe_models
 from runner.reach.executors import ExecutorPool
-from runner.reach.llm import LlmClient
+from runner.reach.modelclient import LlmClient
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

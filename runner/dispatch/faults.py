@@ -23,7 +23,7 @@ new mode, not lost), the direct API in degraded mode, and in brainstem mode
 again. :class:`FaultHandling` wires it all for one process.
 
 The monitor knows nothing of HTTP or LiteLLM: :class:`ResilientModels` tells it how each
-call chain ended, and the model client (``runner.reach.llm``) hands it two probes.
+call chain ended, and the model client (``runner.reach.modelclient``) hands it two probes.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from runner.dispatch.repairs import (
     kinds,
 )
 from runner.reach.calls import Completion, GatewayCall, ProbeResult
-from runner.reach.llm import LlmClient
+from runner.reach.modelclient import LlmClient
 from runner.state.ratelimits import RateLimits
 
 if TYPE_CHECKING:

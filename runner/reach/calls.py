@@ -1,6 +1,6 @@
 """The model client's records: how one model call went, a usable answer, a probe's verdict.
 
-Plain data shared by the model client (``runner.reach.llm``), its HTTP transport
+Plain data shared by the model client (``runner.reach.modelclient``), its HTTP transport
 (``runner.reach.openai_http``), the agent loop and the fault monitor; no I/O here.
 """
 
@@ -141,7 +141,7 @@ class ProbeResult:
 
 
 class ModelClient(Protocol):
-    """What the agent loop needs of a model client (:class:`~runner.reach.llm.LlmClient`
+    """What the agent loop needs of a model client (:class:`~runner.reach.modelclient.LlmClient`
     is one, ``runner.dispatch.faults.ResilientModels`` another)."""
 
     async def complete(

@@ -12,8 +12,8 @@ the gateway meanwhile (a busy gateway answering other calls is not hung). A gate
 that sends its headers early (a streaming-style gateway) is recognised by an httpx
 response hook, which fires after the headers and before the body.
 
-Plain httpx, imported lazily (no litellm here); ``runner.reach.llm`` hands the clients made
-here to litellm.
+Plain httpx, imported lazily (no litellm here); ``runner.reach.openai_http`` makes its
+clients with :func:`watched_client`.
 """
 
 from __future__ import annotations

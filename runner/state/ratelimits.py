@@ -1,6 +1,6 @@
 """Rate-limited models, remembered across processes.
 
-A model that answered HTTP 429 is skipped until its reset (``runner.reach.llm``). The
+A model that answered HTTP 429 is skipped until its reset (``runner.reach.modelclient``). The
 memory is the state database's ``rate_limits`` table *and* the result files: a prompt
 run's result records each rate-limited step with its ``until``, so a CI run that starts
 from the results branch with no database skips the exhausted model too. Only result
@@ -32,7 +32,7 @@ RATE_LIMITED = "rate_limited"
 
 
 class RateLimits:
-    """The rate-limit memory of one process (a ``runner.reach.llm.RateLimitBook``):
+    """The rate-limit memory of one process (a ``runner.reach.modelclient.RateLimitBook``):
     read from the store and the result files on first use, written through to the
     store."""
 
