@@ -172,6 +172,11 @@ async def test_one_stopped_model_without_a_backup_key_waits_in_brainstem_then_re
         [parked] = project.results(name)
         assert (parked["state"], parked["mode"]) == ("waiting", "brainstem")
         assert "no backup key" in parked["note"]
+    # The call that tripped the switch: refused, then (maybe) cooling down -- and then
+    # the cooldown still names the first cause.
+    steps = project.results("p1")[0]["agent"]["model_calls"]
+    assert steps[0]["outcome"] == "refused"
+    assert all(s["outcome"] == "refused" or "after: refused" in s["error"] for s in steps)
     [repair] = (project.paths.tasks / "repair").glob("gateway-*.yaml")
     text = repair.read_text()
     assert "prompt: |" in text
