@@ -174,9 +174,9 @@ async def _run_tasks(
             ),
         )
         runnable.sort(key=lambda item: item[1].seq)  # waiting runs resume in their order
-        if on_planned is not None:
-            on_planned(len(runnable))
         if not runnable:
+            if on_planned is not None:
+                on_planned(0)
             return report
         async with dispatching(
             config,
@@ -192,6 +192,8 @@ async def _run_tasks(
             await faults.monitor.checked()
             if faults.mode() is Mode.BRAINSTEM:
                 runnable = _still_waiting(runnable, faults.monitor.record().why, report)
+            if on_planned is not None:
+                on_planned(len(runnable))
             faults.watching()  # probes every check_interval while not normal
             report.finished = await _resuming(machinery.dispatcher, runnable, faults)
     return report
