@@ -60,7 +60,7 @@ PROMPT = "Say ok."
 #: Prints which litellm modules the fresh process loaded, after omni's own main().
 _CHILD = """\
 import json, sys
-from runner.cli.main import main
+from runner.cli.entry import main
 sys.argv = ["omni", "run", "--once"]
 code = 0
 try:

@@ -12,7 +12,6 @@ import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -355,9 +354,6 @@ class Config(_Strict):
     def secret_values(self) -> list[str]:
         """Every secret this config knows, for redaction (never to print)."""
         values = [s.get_secret_value() for s in (self.lite_llm_key, self.github_key) if s]
-        for url in (self.lite_llm_url, self.direct_api.api_base):
-            parts = urlsplit(url or "")
-            values += [parts.password or "", parts.username or ""] if parts.netloc else []
         for entry in self.model_list:
             key = entry.get("litellm_params", {}).get("api_key")
             if isinstance(key, str):

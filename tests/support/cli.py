@@ -32,7 +32,7 @@ def run_omni(
 #: which ``litellm`` modules the process loaded.
 _MAIN_THEN_MODULES = """\
 import json, sys
-from runner.cli.main import main
+from runner.cli.entry import main
 sys.argv = ["omni", *json.loads(sys.argv[1])]
 code = 0
 try:
