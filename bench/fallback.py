@@ -2,7 +2,7 @@
 comes back (DESIGN §6 / issue 5 bars).
 
 Starts the tests' scripted OpenAI-compatible upstream and a real ``litellm`` proxy on
-127.0.0.1 (``tests/integration/llm_upstream.py``, ``test_faults_support.py``), then, each
+127.0.0.1 (``tests/support/upstream.py``, ``tests/support/faults.py``), then, each
 trial on a fresh state database with the default ``fault_handler`` (``lite_llm_timeout``
 1 s, ``consecutive_failures`` 2):
 
@@ -39,15 +39,17 @@ from runner.core.redaction import Redactor
 from runner.defs.config import Config, ResolvedPaths
 from runner.defs.routing import ModelChoice, ModelStep, Tier
 from runner.dispatch.faults import FaultHandling
-from runner.reach.llm import GatewayCall, Via
+from runner.reach.calls import GatewayCall, Via
 from runner.state.store import Store
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
-# pylint: disable-next=wrong-import-position,wrong-import-order,import-error  # tests helper
-from llm_upstream import MASTER_KEY, ScriptedUpstream, free_port
-
-# pylint: disable-next=wrong-import-position,wrong-import-order,import-error  # tests helper
-from test_faults_support import KillableProxy
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# The tests' helpers, from the repository root.
+from tests.support.faults import KillableProxy  # pylint: disable=wrong-import-position
+from tests.support.upstream import (  # pylint: disable=wrong-import-position
+    MASTER_KEY,
+    ScriptedUpstream,
+    free_port,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable

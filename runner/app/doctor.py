@@ -5,7 +5,10 @@ Checks, in order: each key (present or not, never its value: ``lite_llm_key``,
 ``token_env``), the gateway (the proxy's ``/health/liveliness`` and a one-token
 completion, or the in-process router's completion), the direct API (a one-token
 completion with ``github_key``), and each executor (starts, lists its tools). A check is
-``ok``, ``fail``, or ``skip`` (not configured, so not needed); any ``fail`` means exit 1.
+``ok``, ``warn`` (works, but something optional is missing: a backup key), ``fail``, or
+``skip`` (not configured, so not needed); only a ``fail`` means exit 1. Each check
+shows how long it took; the gateway's time is the probe's own, after LiteLLM is loaded
+(the in-process router's import is shown apart and never fails the check).
 """
 
 from __future__ import annotations
@@ -18,15 +21,16 @@ from typing import TYPE_CHECKING, Any
 
 from runner.core.redaction import without_userinfo
 from runner.defs.config import BUILTIN, Config
-from runner.dispatch.faults import probe_model
+from runner.dispatch.faults import probe_models
 from runner.reach.executors import ExecutorPool
-from runner.reach.llm import LlmClient, ProbeResult
+from runner.reach.modelclient import LlmClient
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from pathlib import Path
 
     from runner.core.redaction import Redactor
+    from runner.reach.calls import ProbeResult
 
 _SHOWN_TOOLS = 6
 
@@ -35,6 +39,8 @@ class Status(StrEnum):
     """How one check went."""
 
     OK = "ok"
+    WARN = "warn"
+    """It works, but something optional is missing (e.g. the backup key)."""
     FAIL = "fail"
     SKIP = "skip"
     """Not configured, so not needed."""
@@ -47,6 +53,8 @@ class Check:
     name: str
     status: Status
     detail: str
+    took_ms: float = 0.0
+    """How long the check itself took."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +69,7 @@ class Diagnosis:
         return int(any(c.status is Status.FAIL for c in self.checks))
 
     def as_json(self) -> dict[str, Any]:
-        """``--json``: the checks and whether all passed."""
+        """``--json``: the checks (each with ``took_ms``) and whether none failed."""
         checks = [asdict(c) | {"status": c.status.value} for c in self.checks]
         return {"ok": self.exit_code == 0, "checks": checks}
 
@@ -74,13 +82,13 @@ def key_checks(config: Config, environ: Mapping[str, str]) -> list[Check]:
     """Whether each key omni may need is present (values are never looked at twice)."""
     checks = []
 
-    def key(name: str, env: str, present: bool, needed: bool, why: str) -> None:
+    def key(name: str, env: str, present: bool, wanted: bool, why: str) -> None:
         where = f" (env {env})" if environ.get(env) else " (config)"
         if present:
             checks.append(Check(f"key {name}", Status.OK, "set" + where))
-        elif needed:
+        elif wanted:  # optional keys: omni works without them, with less
             detail = f"not set (config or env {env}): {why}"
-            checks.append(Check(f"key {name}", Status.FAIL, detail))
+            checks.append(Check(f"key {name}", Status.WARN, detail))
         else:
             checks.append(Check(f"key {name}", Status.SKIP, f"not set; not needed: {why}"))
 
@@ -90,14 +98,16 @@ def key_checks(config: Config, environ: Mapping[str, str]) -> list[Check]:
         "LITELLM_API_KEY",
         config.lite_llm_key is not None,
         proxy,
-        "the proxy at lite_llm_url wants its key" if proxy else "no lite_llm_url",
+        "a proxy with a master key refuses calls without it" if proxy else "no lite_llm_url",
     )
     key(
         "github_key",
         "GITHUB_LITELLM_KEY",
         config.github_key is not None,
         models,
-        "degraded mode calls the direct API with it" if models else "no models configured",
+        "no backup: while the gateway is down prompt runs wait (brainstem mode)"
+        if models
+        else "no models configured",
     )
     for entry in config.model_list:
         value = (entry.get("litellm_params") or {}).get("api_key")
@@ -117,27 +127,34 @@ def key_checks(config: Config, environ: Mapping[str, str]) -> list[Check]:
             checks.append(
                 Check(
                     f"key {server.token_env}",
-                    Status.OK if ok else Status.FAIL,
-                    f"{'set' if ok else 'not set'} (executor {name!r}, an OpenClaw gateway)",
+                    Status.OK if ok else Status.WARN,
+                    f"{'set' if ok else 'not set; a gateway with a token refuses the bridge'}"
+                    f" (executor {name!r}, an OpenClaw gateway)",
                 )
             )
     return checks
 
 
-def _probe(name: str, result: ProbeResult) -> Check:
-    return Check(name, Status.OK if result.ok else Status.FAIL, result.detail)
+def _probe(name: str, result: ProbeResult, note: str = "") -> Check:
+    status = Status.OK if result.ok else Status.FAIL
+    return Check(name, status, result.detail + note, round(result.took_s * 1000, 1))
 
 
 async def model_checks(config: Config) -> list[Check]:
     """The gateway and the direct API, each probed as the fault monitor probes them."""
     checks = []
     async with LlmClient(config) as llm:
-        model = probe_model(config)
-        if config.lite_llm_url:
-            url = without_userinfo(config.lite_llm_url)
-            checks.append(_probe(f"gateway {url}", await llm.probe_gateway(model)))
-        elif config.model_list:
-            checks.append(_probe("gateway (in-process router)", await llm.probe_gateway(model)))
+        if config.lite_llm_url or config.model_list:
+            started = time.perf_counter()
+            await llm.ready()  # the in-process router's import: shown, never timed
+            loaded = time.perf_counter() - started
+            note = f" (LiteLLM loaded first in {loaded:.1f} s, not timed)" if loaded > 0.05 else ""
+            name = (
+                f"gateway {without_userinfo(config.lite_llm_url)}"
+                if config.lite_llm_url
+                else "gateway (in-process router)"
+            )
+            checks.append(_probe(name, await llm.probe_gateway(probe_models(config)), note))
         else:
             checks.append(Check("gateway", Status.SKIP, "no lite_llm_url and no model_list"))
         name = f"direct API {without_userinfo(config.direct_api.api_base)}"
@@ -162,15 +179,16 @@ async def executor_checks(
             async with asyncio.timeout(limit):
                 tools = await pool.list_tools(name)
         except TimeoutError:
-            return Check(f"executor {name}", Status.FAIL, f"no tool list within {limit:g} s")
+            took = round((time.perf_counter() - started) * 1000, 1)
+            detail = f"no tool list within {limit:g} s"
+            return Check(f"executor {name}", Status.FAIL, detail, took)
         except Exception as exc:  # pylint: disable=broad-exception-caught  # reported, not raised
-            return Check(f"executor {name}", Status.FAIL, " ".join(str(exc).split())[:300])
-        took = (time.perf_counter() - started) * 1000
+            took = round((time.perf_counter() - started) * 1000, 1)
+            return Check(f"executor {name}", Status.FAIL, " ".join(str(exc).split())[:300], took)
+        took = round((time.perf_counter() - started) * 1000, 1)
         shown = ", ".join(sorted(t.name for t in tools)[:_SHOWN_TOOLS])
         more = f", … {len(tools) - _SHOWN_TOOLS} more" if len(tools) > _SHOWN_TOOLS else ""
-        return Check(
-            f"executor {name}", Status.OK, f"{len(tools)} tools in {took:.0f} ms: {shown}{more}"
-        )
+        return Check(f"executor {name}", Status.OK, f"{len(tools)} tools: {shown}{more}", took)
 
     checks: list[Check] = []
     try:
@@ -188,4 +206,4 @@ async def diagnose(
     checks = key_checks(config, environ)
     found = await asyncio.gather(model_checks(config), executor_checks(config, environ, workspace))
     checks += [c for group in found for c in group]
-    return Diagnosis([Check(c.name, c.status, redactor.text(c.detail)) for c in checks])
+    return Diagnosis([Check(c.name, c.status, redactor.text(c.detail), c.took_ms) for c in checks])

@@ -174,9 +174,9 @@ async def _run_tasks(
             ),
         )
         runnable.sort(key=lambda item: item[1].seq)  # waiting runs resume in their order
-        if on_planned is not None:
-            on_planned(len(runnable))
         if not runnable:
+            if on_planned is not None:
+                on_planned(0)
             return report
         async with dispatching(
             config,
@@ -187,9 +187,31 @@ async def _run_tasks(
             clock=clock,
             on_finished=on_finished,
         ) as machinery:
-            machinery.faults.watching()  # probes every check_interval while not normal
-            report.finished = await _resuming(machinery.dispatcher, runnable, machinery.faults)
+            faults = machinery.faults
+            # A mode left by an earlier process is probed before any run, not trusted.
+            await faults.monitor.checked()
+            if faults.mode() is Mode.BRAINSTEM:
+                runnable = _still_waiting(runnable, faults.monitor.record().why, report)
+            if on_planned is not None:
+                on_planned(len(runnable))
+            faults.watching()  # probes every check_interval while not normal
+            report.finished = await _resuming(machinery.dispatcher, runnable, faults)
     return report
+
+
+def _still_waiting(
+    runnable: list[tuple[Task, RunRecord]], why: str, report: OnceReport
+) -> list[tuple[Task, RunRecord]]:
+    """In brainstem mode (the probe found no model answering), the runs already waiting
+    stay waiting, untouched; the rest run (tool tasks go on, new prompt runs wait)."""
+    keep = []
+    for task, run in runnable:
+        if run.state is RunState.WAITING:
+            note = f"waits: brainstem mode ({why}); resumes when a model answers"
+            report.skipped.append(Skipped(task.id, note, RunState.WAITING))
+        else:
+            keep.append((task, run))
+    return keep
 
 
 async def _resuming(

@@ -400,7 +400,8 @@ def doctor(
     as_json: JsonOpt = False,
 ) -> None:
     """Check the gateway, the direct API, the keys (present or not, never shown) and each
-    executor (starts, lists tools); one line each, exit 1 if any fails.
+    executor (starts, lists tools); one line each (ok, warn, fail, skip) with its time;
+    exit 1 only if one fails.
 
     Example: `omni doctor` · `omni doctor --json | jq '.checks[] | select(.status == "fail")'`
     """

@@ -190,15 +190,18 @@ def _took(started: str, finished: str | None) -> str:
     return f"{seconds:.2f}s"
 
 
-_DOCTOR_STYLE = {"ok": "green", "fail": "red", "skip": "dim"}
+_DOCTOR_STYLE = {"ok": "green", "warn": "yellow", "fail": "red", "skip": "dim"}
 
 
 def print_doctor(out: Console, diagnosis: Diagnosis) -> None:
-    """``omni doctor`` for a person: one line a check."""
+    """``omni doctor`` for a person: one line a check, with how long it took."""
     width = max((len(c.name) for c in diagnosis.checks), default=0)
     for check in diagnosis.checks:
         style = _DOCTOR_STYLE[check.status.value]
         name, detail = escape(f"{check.name:<{width}}"), escape(check.detail)
+        took = f"{check.took_ms:>6.0f} ms"
         out.print(
-            f"[{style}]{check.status.value:<4}[/] {name}  {detail}", highlight=False, soft_wrap=True
+            f"[{style}]{check.status.value:<4}[/] {name} {took}  {detail}",
+            highlight=False,
+            soft_wrap=True,
         )

@@ -109,15 +109,38 @@ class ModelError(OmniError):
 
     retryable = True
 
-    def __init__(self, model: str | None, message: str, tier: str | None = None) -> None:
+    def __init__(
+        self,
+        model: str | None,
+        message: str,
+        tier: str | None = None,
+        *,
+        retry_after: float | None = None,
+    ) -> None:
         self.model = model
         self.tier = tier
+        self.retry_after = retry_after
+        """Seconds the far end asked to wait before trying again (``Retry-After``)."""
         where = f"model {model!r}" + (f" ({tier})" if tier else "") if model else "model"
         super().__init__(f"{where}: {message}")
 
 
 class ModelUnavailableError(ModelError):
     """No model of the task's choice answered usably (each step's reason is listed)."""
+
+    def __init__(
+        self,
+        model: str | None,
+        message: str,
+        tier: str | None = None,
+        *,
+        retry_after: float | None = None,
+        gateway_down: bool = False,
+    ) -> None:
+        super().__init__(model, message, tier, retry_after=retry_after)
+        self.gateway_down = gateway_down
+        """True when nothing answered at all: every model asked failed by connection,
+        5xx or timeout (or the proxy itself is down) -- a gateway failure (DESIGN §3)."""
 
 
 class CloudsDownError(ModelError):

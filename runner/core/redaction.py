@@ -89,6 +89,12 @@ def url_secrets(url: str | None) -> list[str]:
     return [v for v in dict.fromkeys((secret, unquote(secret))) if len(v) >= MIN_SECRET_LENGTH]
 
 
+def text_without_userinfo(text: str) -> str:
+    """``text`` (an error message, a reply body) with the ``user:password@`` part of
+    every URL in it removed."""
+    return _USERINFO.sub(r"\1", text)
+
+
 def _base64_forms(raw: bytes) -> set[str]:
     """The parts of ``raw``'s base64 text that depend on ``raw`` alone, at each alignment."""
     forms = set()

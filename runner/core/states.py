@@ -46,7 +46,8 @@ RUN_TRANSITIONS: dict[RunState, frozenset[RunState]] = {
 }
 
 MODE_TRANSITIONS: dict[Mode, frozenset[Mode]] = {
-    Mode.NORMAL: frozenset({Mode.DEGRADED}),
+    # normal -> brainstem: the gateway failed and no backup key is configured.
+    Mode.NORMAL: frozenset({Mode.DEGRADED, Mode.BRAINSTEM}),
     Mode.DEGRADED: frozenset({Mode.NORMAL, Mode.BRAINSTEM}),
     Mode.BRAINSTEM: frozenset({Mode.NORMAL, Mode.DEGRADED}),
 }

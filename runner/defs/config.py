@@ -120,13 +120,16 @@ class FaultHandler(_Strict):
     """When the gateway counts as down, and how often to probe (DESIGN §3)."""
 
     lite_llm_timeout: float = Field(default=1.0, gt=0)
-    """Seconds to wait for the gateway's response headers (also the probe's timeout)."""
+    """Seconds a proxy call may go without response headers before the proxy's liveliness
+    check decides whether it hangs (also that check's timeout)."""
     consecutive_failures: int = Field(default=2, ge=1)
-    """Gateway failures in a row that switch to degraded mode."""
+    """Gateway failures in a row that leave normal mode (for degraded with a backup key,
+    else brainstem)."""
     check_interval: float = Field(default=30.0, gt=0)
     """Seconds between probes while not in normal mode."""
     cloud_check_timeout: float = Field(default=10.0, gt=0)
-    """Seconds the direct API may take before the runner enters brainstem mode."""
+    """Seconds the direct API may take to start answering before the runner enters
+    brainstem mode; also the bound of an in-process model's probe."""
 
 
 class RuleMatch(_Strict):
@@ -165,6 +168,10 @@ class Budget(_Strict):
     """Runs stop ``failed`` once today's (UTC) spend reaches this."""
 
 
+#: The longest a model is skipped after an HTTP 429, whatever its ``Retry-After`` says.
+MAX_RATE_LIMIT_S = 86_400.0
+
+
 class Router(_Strict):
     """How a task finds its executor and its model."""
 
@@ -178,6 +185,8 @@ class Router(_Strict):
     """``free``, ``paid``, ``free_then_paid`` or a model name, for tasks without ``model``."""
     budget: Budget = Field(default_factory=Budget)
     """Spend caps."""
+    rate_limited_for: float = Field(default=60.0, ge=0)
+    """Seconds a model that answered HTTP 429 without ``Retry-After`` is skipped."""
 
 
 class DirectApi(_Strict):
@@ -203,6 +212,11 @@ class Dispatch(_Strict):
     """Runs in flight at once."""
     output_limit_bytes: int = Field(default=65536, ge=1024)
     """Output kept in a result; the rest is cut with a note."""
+    retry_backoff: float = Field(default=2.0, ge=0)
+    """Seconds before a failed run's first retry (its task's ``retries``); doubled for
+    each later one, with full jitter (a random share of it)."""
+    retry_backoff_max: float = Field(default=60.0, ge=0)
+    """The longest wait between two attempts of a run, a ``Retry-After`` included."""
 
 
 class Schedule(_Strict):

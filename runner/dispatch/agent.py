@@ -37,8 +37,8 @@ if TYPE_CHECKING:
     from runner.defs.routing import ModelChoice
     from runner.defs.tasks import Task
     from runner.dispatch.budget import SpendGuard
+    from runner.reach.calls import Completion, GatewayCall, ModelClient, ToolRequest
     from runner.reach.executors import ToolInfo, ToolOutcome
-    from runner.reach.llm import Completion, GatewayCall, ModelClient, ToolRequest
 
 SYSTEM_PROMPT = (
     "You are an agent run by Omni-Orchestrator for the task {task_id!r}. Use the tools "
@@ -125,6 +125,8 @@ class Transcript:  # pylint: disable=too-many-instance-attributes  # one run's r
                 "outcome": str(c.outcome),
                 "duration_s": c.duration_s,
                 "error": c.detail or None,
+                # A rate limit's reset: the next process (or CI run) skips the model.
+                **({"until": c.until} if c.until else {}),
             }
             for c in self.model_calls
         ]
@@ -203,12 +205,10 @@ class Agent:
         """The agent's final answer. Raises :class:`AgentError` (max_turns, bad
         ``tools:``), :class:`BudgetExceededError`, ``ModelError`` (no model answered),
         ``ExecutorError`` (the executor is gone)."""
-        tools = await self._pool.list_tools(executor)
-        server = self._config.mcp_servers.get(executor)
-        if server is not None and server.agent_tool:
-            return await self._agent_tool(
-                task, executor, server.agent_tool, tools, transcript, meta
-            )
+        agent_tool = self._agent_tool_of(executor)
+        tools = await self._offered(task, executor, agent_tool)
+        if agent_tool:
+            return await self._agent_tool(task, executor, agent_tool, tools, transcript, meta)
         allowed = self._allowed(task, executor, tools)
         functions = _function_names(executor, allowed)
         schemas = _schemas(functions, allowed)
@@ -238,6 +238,17 @@ class Agent:
             f"stopped after max_turns={max_turns} model turns without a final answer "
             f"(the model kept calling tools; last asked for: {asked})"
         )
+
+    def _agent_tool_of(self, executor: str) -> str | None:
+        server = self._config.mcp_servers.get(executor)
+        return server.agent_tool if server is not None else None
+
+    async def _offered(self, task: Task, executor: str, agent_tool: str | None) -> list[ToolInfo]:
+        """The executor's tools; none, and no executor started, when the task offers the
+        model no tools (``tools: []``) and the executor has no agent tool."""
+        if task.spec.tools == [] and not agent_tool:
+            return []
+        return await self._pool.list_tools(executor)
 
     def _allowed(self, task: Task, executor: str, tools: list[ToolInfo]) -> list[ToolInfo]:
         wanted = task.spec.tools

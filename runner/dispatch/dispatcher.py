@@ -1,5 +1,10 @@
 """Claim a run, ask the router, execute it on its executor, record the outcome.
 
+A failed attempt with attempts left is retried after a backoff (``runner.dispatch.
+backoff``: exponential with jitter, capped, at least the far end's ``Retry-After``); the
+result file keeps every earlier attempt's error (``attempts``), so the first cause is
+never lost behind a later one.
+
 Order of writes for every finished run: result file first, then the row. A run whose
 result file exists therefore counts as done even if the process died before the row
 (see ``Store.resume``); a cancellation (shutdown) after the executor answered still
@@ -9,6 +14,7 @@ writes both before it takes effect.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -30,8 +36,9 @@ from runner.core.states import IN_FLIGHT, Mode, RunState
 from runner.core.text import one_line, truncate
 from runner.defs.routing import Route, choose_executor, choose_model, model_list_names
 from runner.dispatch.agent import Agent, AgentPool, Transcript
+from runner.dispatch.backoff import Backoff
 from runner.dispatch.budget import SpendGuard
-from runner.reach.llm import GatewayOutcome, Via
+from runner.reach.calls import GatewayOutcome, Via
 from runner.state.results import RunResult, write_result
 from runner.state.spend import DailySpend
 
@@ -85,11 +92,18 @@ class _Outcome:
     """A prompt run's record (model, tier, usage, turns, tool calls); None for tool runs."""
     note: str | None = None
     """Why a run waits (brainstem mode)."""
+    earlier: tuple[dict[str, Any], ...] = ()
+    """The earlier attempts' errors (``attempt``, ``error``), for the result file."""
 
 
 @dataclass(frozen=True, slots=True)
 class _Retry:
     """An attempt that failed and was recorded ``failed``; the run has attempts left."""
+
+    attempt: int
+    error: str
+    retry_after: float | None
+    """Seconds the far end asked to wait, when it said."""
 
 
 class Dispatcher:  # pylint: disable=too-many-instance-attributes  # its collaborators
@@ -107,8 +121,10 @@ class Dispatcher:  # pylint: disable=too-many-instance-attributes  # its collabo
         on_finished: Callable[[Finished], None] | None = None,
         agent: Agent | None = None,
         mode_of: Callable[[], Mode] | None = None,
+        backoff: Backoff | None = None,
     ) -> None:
         self._store = store
+        self._backoff = backoff or Backoff.of(config.dispatch)
         self._agent = agent
         self._mode_of = mode_of
         """The system mode now (``runner.dispatch.faults``), for result files; None: normal."""
@@ -169,6 +185,7 @@ class Dispatcher:  # pylint: disable=too-many-instance-attributes  # its collabo
         happens after the slot is freed, so the next run's call overlaps this run's
         bookkeeping.
         """
+        earlier: list[dict[str, Any]] = []
         while True:
             async with self._limit:
                 route = choose_executor(task.spec, self._config.router, self._pool.names())
@@ -178,10 +195,17 @@ class Dispatcher:  # pylint: disable=too-many-instance-attributes  # its collabo
                     return Finished(task, current, None, "claimed elsewhere")
                 attempt = await self._attempt(task, claimed, route)
             if isinstance(attempt, _Retry):
+                earlier.append({"attempt": attempt.attempt, "error": attempt.error})
+                wait = self._backoff.delay(attempt.attempt, attempt.retry_after)
                 run = self._store.transition(
-                    claimed.run_id, RunState.IDLE, detail=f"retry {claimed.attempt + 1}"
+                    claimed.run_id,
+                    RunState.IDLE,
+                    detail=f"retry {claimed.attempt + 1} in {wait:.1f} s",
                 )
+                await asyncio.sleep(wait)  # idle meanwhile: a shutdown leaves it for the next start
                 continue
+            if earlier:
+                attempt = dataclasses.replace(attempt, earlier=tuple(earlier))
             try:
                 await _after_pending_sends()
             except asyncio.CancelledError:
@@ -229,7 +253,8 @@ class Dispatcher:  # pylint: disable=too-many-instance-attributes  # its collabo
             )
         except OmniError as exc:
             error = self._redactor.text(str(exc))
-            if exc.retryable and run.attempt < run.max_attempts:
+            wait = getattr(exc, "retry_after", None)
+            if exc.retryable and run.attempt < run.max_attempts and self._backoff.helps(wait):
                 self._store.transition(
                     run.run_id,
                     RunState.FAILED,
@@ -238,7 +263,7 @@ class Dispatcher:  # pylint: disable=too-many-instance-attributes  # its collabo
                     **_spent(run, transcript),
                 )
                 self._count_spend(transcript)
-                return _Retry()
+                return _Retry(run.attempt, error, wait)
             return _Outcome(
                 task, run, RunState.FAILED, error=error, started=started, transcript=transcript
             )
@@ -346,6 +371,9 @@ class Dispatcher:  # pylint: disable=too-many-instance-attributes  # its collabo
             mode = _prompt_mode(outcome, transcript, mode)
         if outcome.note is not None:
             prompt["note"] = outcome.note
+        if outcome.earlier:
+            last = {"attempt": run.attempt, "error": outcome.error}
+            prompt["attempts"] = [*outcome.earlier, last]
         return RunResult(
             task_id=outcome.task.id,
             run_id=run.run_id,

@@ -1,28 +1,36 @@
 """The fault monitor: gateway outcomes -> mode changes, probes, and the model client that
 follows the mode.
 
-Normal -> degraded after ``consecutive_failures`` gateway failures in a row (refused,
-5xx, or no response headers within ``lite_llm_timeout``; a slow but answering gateway
-is not a failure, see ``runner.reach.gateway``). Degraded -> brainstem when the direct API
-fails too. While not normal, probes run every ``check_interval``: the gateway answering
-means normal, only the direct API answering means degraded. Every change is a row in the
-store's mode history. Entering degraded writes one repair task for Claude Code per fault
-(``runner.dispatch.repairs``); recovery marks it resolved.
+What counts as a gateway failure (DESIGN §3): a model call chain in which nothing
+answered -- every model asked failed by connection, 5xx or timeout, or the proxy itself
+refused or hung (no response headers while its liveliness check went unanswered too).
+A slow answer is not a failure, and neither is one dead deployment when the chain's
+next model answers (the tier chain moves on). ``consecutive_failures`` such failures in
+a row leave normal mode: for **degraded** when a backup key (``github_key``) is
+configured, else for **brainstem**; failures that overlap in time (concurrent calls
+meeting the same outage) count once. Degraded -> brainstem when the direct API fails
+too. While not normal, probes run at once and then every ``check_interval``: the
+gateway answering means normal, only the direct API answering means degraded. Every
+change is a row in the store's mode history. Leaving normal writes one repair task per
+fault (``runner.dispatch.repairs``); recovery closes it.
 
 :class:`ResilientModels` is what the agent calls: the gateway in normal mode (a call
-that trips the switch is retried on the direct API, not lost), the direct API in
-degraded mode, and in brainstem mode :class:`CloudsDownError`, on which the dispatcher
-parks the run ``waiting``. :class:`Resumer` puts waiting runs back to work, oldest
-first, when a cloud answers again. :class:`FaultHandling` wires it all for one process.
+whose chain found the gateway down is asked again, up to ``consecutive_failures``
+times, so a dead gateway trips the switch within one call and that call goes on in the
+new mode, not lost), the direct API in degraded mode, and in brainstem mode
+:class:`CloudsDownError`, on which the dispatcher parks the run ``waiting``.
+:class:`Resumer` puts waiting runs back to work, oldest first, when a cloud answers
+again. :class:`FaultHandling` wires it all for one process.
 
-The monitor knows nothing of LiteLLM: the model client (``runner.reach.llm``) reports each
-call's outcome to it and hands it two probe functions.
+The monitor knows nothing of HTTP or LiteLLM: :class:`ResilientModels` tells it how each
+call chain ended, and the model client (``runner.reach.modelclient``) hands it two probes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +45,9 @@ from runner.dispatch.repairs import (
     git_committer,
     kinds,
 )
-from runner.reach.llm import Completion, GatewayCall, GatewayOutcome, LlmClient, ProbeResult, Via
+from runner.reach.calls import Completion, GatewayCall, ProbeResult
+from runner.reach.modelclient import LlmClient
+from runner.state.ratelimits import RateLimits
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -53,17 +63,16 @@ log = logging.getLogger(__name__)
 
 
 Probe = Callable[[], Awaitable[ProbeResult]]
-_UNREACHABLE = frozenset({GatewayOutcome.REFUSED, GatewayOutcome.TIMEOUT, GatewayOutcome.COOLDOWN})
 
 
-def probe_model(config: Config) -> str | None:
-    """The model a gateway probe asks: the first named in the tiers, else in model_list,
-    else ``router.default_model`` when it names one."""
+def probe_models(config: Config) -> list[str]:
+    """The models a gateway probe may ask, in order: the tiers, then ``model_list``, then
+    ``router.default_model`` when it names one."""
     tiers = config.router.model_tiers
     names = [*tiers.free, *tiers.paid, *(str(e["model_name"]) for e in config.model_list)]
     if config.router.default_model not in set(ModelPolicy):
         names.append(config.router.default_model)
-    return names[0] if names else None
+    return list(dict.fromkeys(names))
 
 
 class FaultMonitor:  # pylint: disable=too-many-instance-attributes  # the mode machine's state
@@ -79,6 +88,7 @@ class FaultMonitor:  # pylint: disable=too-many-instance-attributes  # the mode 
         probe_gateway: Probe,
         probe_direct: Probe,
         clock: Callable[[], datetime] = utc_now,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
         self._config = config
@@ -87,7 +97,10 @@ class FaultMonitor:  # pylint: disable=too-many-instance-attributes  # the mode 
         self._probe_gateway = probe_gateway
         self._probe_direct = probe_direct
         self._clock = clock
+        self._monotonic = monotonic
         self._failures_in_a_row = 0
+        self._counted_until = float("-inf")
+        """When the last failure that counted ended: one that began earlier overlaps it."""
         self._fault: Fault | None = None
         self._checked = False
         self._checking = asyncio.Lock()
@@ -104,43 +117,43 @@ class FaultMonitor:  # pylint: disable=too-many-instance-attributes  # the mode 
         """The current mode with since when and why."""
         return self._store.mode()
 
-    def on_call(self, call: GatewayCall) -> None:
-        """The model client's hook: every call's outcome (gateway or direct)."""
-        if call.via is Via.DIRECT:
-            if call.outcome.gateway_failure:
-                self.direct_outcome(False, f"{call.model}: {call.outcome}: {call.detail}")
-            return
-        if call.outcome.gateway_failure or call.outcome is GatewayOutcome.COOLDOWN:
-            # A cooldown: every deployment of the model failed lately (in-process, or the
-            # proxy's own router), which counts the same way (DESIGN §3).
-            self.gateway_outcome(call.outcome, f"{call.model}: {call.detail}")
-            return
-        self.gateway_outcome(GatewayOutcome.OK)  # an answer, even a 4xx: the gateway is there
+    def now(self) -> float:
+        """The monitor's monotonic clock (a call chain's start, for :meth:`gateway_failed`)."""
+        return self._monotonic()
+
+    def gateway_answered(self, model: str) -> None:
+        """A call chain got an answer from the gateway (a completion, or a 4xx / 429: the
+        gateway is there): the failures in a row start again."""
+        self._failures_in_a_row = 0
         if self._stale_repairs and self.mode is Mode.NORMAL:
             self._stale_repairs = False
-            self._repairs.resolve(f"the gateway answered a model call ({call.model})")
+            self._repairs.resolve(f"the gateway answered a model call ({model})")
 
-    def gateway_outcome(self, outcome: GatewayOutcome, detail: str = "") -> Mode:
-        """Feed one gateway call's outcome (``ok`` or a failure); returns the mode after."""
-        if outcome is GatewayOutcome.OK:
-            self._failures_in_a_row = 0
-            return self.mode
-        self._failures_in_a_row += 1
+    def gateway_failed(self, started: float, calls: Sequence[GatewayCall], detail: str) -> Mode:
+        """A call chain begun at ``started`` (:meth:`now`) found the gateway down; returns
+        the mode after. A chain that began before the last counted failure ended met the
+        same outage and adds evidence, not a count."""
         fault = self._fault or Fault(started_at=iso(self._clock()))
         self._fault = fault
-        fault.counts[outcome.value] += 1
-        fault.last_errors = [*fault.last_errors[-4:], self._redactor.text(detail or outcome)]
+        fault.counts.update(str(c.outcome) for c in calls if c.asked)
+        fault.last_errors = [*fault.last_errors[-4:], self._redactor.text(detail)]
+        if started >= self._counted_until:
+            self._failures_in_a_row += 1
+            self._counted_until = self._monotonic()
         threshold = self._config.fault_handler.consecutive_failures
         if self.mode is Mode.NORMAL and self._failures_in_a_row >= threshold:
+            backup = self._config.github_key is not None
+            new = Mode.DEGRADED if backup else Mode.BRAINSTEM
             why = f"gateway failed {self._failures_in_a_row} times in a row ({kinds(fault)})"
-            self._change(Mode.DEGRADED, why)
+            why += "" if backup else "; no backup key (github_key) is configured"
+            self._change(new, why)
             self._stale_repairs = False
-            self._repairs.write(fault)
+            self._repairs.write(fault, new)
         return self.mode
 
-    def direct_outcome(self, ok: bool, detail: str = "") -> Mode:
-        """Feed one direct-API call's outcome (degraded mode); failure -> brainstem."""
-        if not ok and self.mode is Mode.DEGRADED:
+    def direct_failed(self, detail: str) -> Mode:
+        """A direct-API call failed by connection, 5xx or timeout: degraded -> brainstem."""
+        if self.mode is Mode.DEGRADED:
             self._change(Mode.BRAINSTEM, f"direct API failed too: {detail}")
         return self.mode
 
@@ -148,7 +161,7 @@ class FaultMonitor:  # pylint: disable=too-many-instance-attributes  # the mode 
         """Probe the gateway, then the direct API; move to the mode the answers allow."""
         gateway = await self._probe_gateway()
         self._note_probe("gateway", gateway)
-        if gateway.ok:
+        if gateway.up:
             self._failures_in_a_row = 0
             if self.mode is not Mode.NORMAL:
                 why = f"gateway answered its probe: {gateway.detail}"
@@ -157,6 +170,8 @@ class FaultMonitor:  # pylint: disable=too-many-instance-attributes  # the mode 
                 self._stale_repairs = False
                 self._repairs.resolve(why)
             return Mode.NORMAL
+        if self.mode is Mode.NORMAL:
+            return Mode.NORMAL  # calls, not probes, leave normal mode
         direct = await self._probe_direct()
         self._note_probe("direct API", direct)
         if direct.ok and self.mode is Mode.BRAINSTEM:
@@ -166,8 +181,9 @@ class FaultMonitor:  # pylint: disable=too-many-instance-attributes  # the mode 
         return self.mode
 
     async def checked(self) -> None:
-        """Once per process, before the first model call: if the stored mode is not
-        normal (left by an earlier run), probe now rather than trust it."""
+        """Once per process, before the first model call (``run --once``: before any run):
+        if the stored mode is not normal (left by an earlier process), probe now rather
+        than trust it."""
         if self._checked:
             return
         async with self._checking:
@@ -179,8 +195,13 @@ class FaultMonitor:  # pylint: disable=too-many-instance-attributes  # the mode 
                     self._checked = True
 
     async def watch(self, stop: asyncio.Event) -> None:
-        """Every ``check_interval`` while not normal, probe; until ``stop`` is set."""
+        """Probe at once when the stored mode is not normal, then every
+        ``check_interval`` while not normal; until ``stop`` is set."""
         interval = self._config.fault_handler.check_interval
+        try:
+            await self.checked()
+        except Exception:  # pylint: disable=broad-exception-caught  # the loop retries
+            log.exception("fault monitor: probe failed unexpectedly")
         while not stop.is_set():
             try:
                 await asyncio.wait_for(stop.wait(), timeout=interval)
@@ -198,7 +219,8 @@ class FaultMonitor:  # pylint: disable=too-many-instance-attributes  # the mode 
 
     def _note_probe(self, what: str, result: ProbeResult) -> None:
         if self._fault is not None:
-            line = f"{iso(self._clock())} {what}: {'ok' if result.ok else 'failed'} {result.detail}"
+            verdict = "ok" if result.ok else "answered" if result.up else "failed"
+            line = f"{iso(self._clock())} {what}: {verdict} {result.detail}"
             self._fault.probes = [*self._fault.probes[-4:], self._redactor.text(line)]
 
     def _change(self, new: Mode, why: str) -> ModeRecord:
@@ -232,39 +254,68 @@ class ResilientModels:
         """
         monitor = self._monitor
         await monitor.checked()
-        direct = self._config.github_key is not None
         rounds = self._config.fault_handler.consecutive_failures
         while True:
             record = monitor.record()
-            if record.mode is Mode.BRAINSTEM:
+            backup = self._config.github_key is not None
+            if record.mode is Mode.BRAINSTEM or (record.mode is Mode.DEGRADED and not backup):
+                lacking = "" if backup else " (no backup key, github_key, is configured)"
                 raise CloudsDownError(
                     None,
-                    f"brainstem mode since {record.since} ({record.why}); the run waits"
-                    " until the gateway or the direct API answers",
+                    f"{record.mode} mode since {record.since} ({record.why}); the run waits"
+                    f" until a model answers{lacking}",
                 )
-            if record.mode is Mode.DEGRADED and direct:
-                try:
-                    return await self._llm.complete_direct(messages, tools, on_step=on_step)
-                except ModelUnavailableError:
-                    if monitor.mode is Mode.DEGRADED:
-                        raise  # the direct API answered, but not usably
-                    continue  # brainstem now (or the gateway is back): go round again
-            seen: list[GatewayCall] = []
-            try:
-                return await self._llm.complete(
-                    messages, tools, choice, on_step=_tee(seen, on_step)
-                )
-            except ModelUnavailableError:
-                if direct and monitor.mode is not Mode.NORMAL:
-                    continue  # this call (or another) tripped the switch: retry there
+            if record.mode is Mode.DEGRADED:
+                answer = await self._direct(messages, tools, on_step)
+            else:
+                answer = await self._gateway(messages, tools, choice, on_step, rounds)
                 rounds -= 1
-                # Nothing answered at all (refused, hung): ask again, up to the threshold,
-                # so a dead gateway trips the switch within this call. A 5xx counts
-                # towards the switch but is an answer: the run fails (and may retry).
-                # Without github_key there is no direct API: degraded mode keeps using
-                # the gateway, and its probes lead to brainstem while it stays down.
-                if rounds <= 0 or not seen or not all(c.outcome in _UNREACHABLE for c in seen):
-                    raise
+            if answer is not None:
+                return answer
+
+    async def _direct(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        tools: Sequence[Mapping[str, Any]],
+        on_step: Callable[[GatewayCall], None] | None,
+    ) -> Completion | None:
+        """The direct API's answer; ``None`` when it failed and the mode moved on."""
+        try:
+            return await self._llm.complete_direct(messages, tools, on_step=on_step)
+        except ModelUnavailableError as exc:
+            if exc.gateway_down:
+                self._monitor.direct_failed(str(exc))
+            if self._monitor.mode is Mode.DEGRADED:
+                raise  # the direct API answered, but not usably
+            return None  # brainstem now (or the gateway is back): go round again
+
+    async def _gateway(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        tools: Sequence[Mapping[str, Any]],
+        choice: ModelChoice,
+        on_step: Callable[[GatewayCall], None] | None,
+        rounds: int,
+    ) -> Completion | None:
+        """The gateway's answer along ``choice``; ``None`` when it found the gateway down
+        and the call should go round again (the mode changed, or ``rounds`` remain)."""
+        monitor = self._monitor
+        seen: list[GatewayCall] = []
+        started = monitor.now()
+        try:
+            answer = await self._llm.complete(messages, tools, choice, on_step=_tee(seen, on_step))
+        except ModelUnavailableError as exc:
+            if not exc.gateway_down:
+                if any(c.asked for c in seen):
+                    monitor.gateway_answered(seen[-1].model)
+                raise  # the models answered, but not usably: a model failure
+            if monitor.gateway_failed(started, seen, str(exc)) is not Mode.NORMAL:
+                return None  # this call (or another) tripped the switch: go on there
+            if rounds <= 1:
+                raise
+            return None  # ask again: a dead gateway trips the switch within this call
+        monitor.gateway_answered(answer.model)
+        return answer
 
 
 def _tee(
@@ -338,7 +389,8 @@ class FaultHandling:
         environ: Mapping[str, str] | None = None,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
-        self.llm = LlmClient(config, on_call=self._on_call)
+        limits = RateLimits(store, results_root, config.limits.result_file_bytes)
+        self.llm = LlmClient(config, limits=limits, clock=clock)
         runs = RepairRuns(
             store=store,
             tasks_root=tasks_root,
@@ -360,16 +412,13 @@ class FaultHandling:
             config=config,
             repairs=repairs,
             redactor=redactor,
-            probe_gateway=lambda: self.llm.probe_gateway(probe_model(config)),
+            probe_gateway=lambda: self.llm.probe_gateway(probe_models(config)),
             probe_direct=self.llm.probe_direct,
             clock=clock,
         )
         self.models = ResilientModels(llm=self.llm, monitor=self.monitor, config=config)
         self._stop = asyncio.Event()
         self._watch: asyncio.Task[None] | None = None
-
-    def _on_call(self, call: GatewayCall) -> None:
-        self.monitor.on_call(call)
 
     def mode(self) -> Mode:
         """The current mode (for result files)."""

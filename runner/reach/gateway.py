@@ -7,12 +7,13 @@ answer gives headers after 2 s), so "no headers yet" alone cannot tell a hung pr
 a slow model. :func:`within_headers` therefore asks the proxy's ``/health/liveliness``
 too: a call whose headers are late counts as timed out only when the liveliness endpoint
 did not answer either (:class:`Liveliness` runs that check alongside the call, twice
-every ``lite_llm_timeout`` while the headers stay away). A gateway
+every ``lite_llm_timeout`` while the headers stay away) and no other response came from
+the gateway meanwhile (a busy gateway answering other calls is not hung). A gateway
 that sends its headers early (a streaming-style gateway) is recognised by an httpx
 response hook, which fires after the headers and before the body.
 
-Plain httpx, imported lazily (no litellm here); ``runner.reach.llm`` hands the clients made
-here to litellm.
+Plain httpx, imported lazily (no litellm here); ``runner.reach.openai_http`` makes its
+clients with :func:`watched_client`.
 """
 
 from __future__ import annotations
@@ -39,20 +40,24 @@ class HeadersTimeoutError(Exception):
     """No response headers in time, and the gateway's liveliness did not vouch for it."""
 
 
-async def _on_response(_response: httpx.Response) -> None:
-    """httpx response hook: runs once the headers are in, before the body is read."""
-    seen = _HEADERS_SEEN.get()
-    if seen is not None:
-        seen.set()
-
-
-def watched_client(timeout: float, connect_timeout: float) -> httpx.AsyncClient:
-    """An ``httpx.AsyncClient`` whose responses mark the watched call they belong to."""
+def watched_client(
+    timeout: float, connect_timeout: float, heard: Callable[[], None] | None = None
+) -> httpx.AsyncClient:
+    """An ``httpx.AsyncClient`` whose responses mark the watched call they belong to, and
+    tell ``heard`` (the gateway answered something: it is not hung)."""
     import httpx  # noqa: PLC0415 # pylint: disable=import-outside-toplevel  # lazy: see module doc
+
+    async def on_response(_response: httpx.Response) -> None:
+        # Runs once the headers are in, before the body is read.
+        seen = _HEADERS_SEEN.get()
+        if seen is not None:
+            seen.set()
+        if heard is not None:
+            heard()
 
     return httpx.AsyncClient(
         timeout=httpx.Timeout(timeout, connect=connect_timeout),
-        event_hooks={"response": [_on_response]},
+        event_hooks={"response": [on_response]},
     )
 
 
@@ -72,8 +77,11 @@ class Vouch(Protocol):
         """Start a check unless one is in flight."""
 
     async def alive(self, period: float, fresh: float) -> bool:
-        """False when a check begun at or after ``period`` got no answer; True when one
-        begun at or after ``fresh`` answered; else wait for such a check."""
+        """True when the gateway answered at or after ``fresh``; False when a check begun
+        at or after ``period`` got no answer; else wait for such a check."""
+
+    def heard(self) -> None:
+        """The gateway just answered something (any response): it is not hung."""
 
 
 #: Within a period, a second liveliness check starts this far in (a share of the
@@ -146,7 +154,7 @@ class Liveliness:
         self._inflight: asyncio.Task[tuple[bool, str]] | None = None
         self._inflight_started = -math.inf
         self._answered = -math.inf
-        """When the latest check that got an answer began."""
+        """When the latest check that got an answer began, or a response was heard."""
         self._unanswered = -math.inf
         """When the latest check that got none began."""
 
@@ -161,18 +169,23 @@ class Liveliness:
             self._inflight = asyncio.ensure_future(self._get())
 
     async def alive(self, period: float, fresh: float) -> bool:
-        """False when a check begun at or after ``period`` got no answer; True when one
-        begun at or after ``fresh`` answered; else wait for such a check (starting one
-        if none is in flight)."""
+        """True when the gateway answered at or after ``fresh`` (a check begun then, or
+        any response heard since: a busy gateway answering other calls is not hung);
+        False when a check begun at or after ``period`` got no answer; else wait for
+        such a check (starting one if none is in flight)."""
         while True:
-            if self._unanswered >= period:
-                return False
             if self._answered >= fresh:
                 return True
+            if self._unanswered >= period:
+                return False
             if self._inflight is None or (self._inflight.done() and self._inflight_started < fresh):
                 self.kick()
             assert self._inflight is not None
             await asyncio.shield(self._inflight)
+
+    def heard(self) -> None:
+        """A response from the gateway just arrived: it was alive now."""
+        self._answered = max(self._answered, self._clock())
 
     async def check(self) -> tuple[bool, str]:
         """One fresh check: (answered, what was seen)."""

@@ -31,6 +31,14 @@ def render_markdown(data: dict[str, Any]) -> str:
     lines += _agent_lines(data.get("agent"))
     if data.get("error"):
         lines += ["", "## Error", "", "```text", str(data["error"]), "```"]
+    attempts = data.get("attempts")
+    if isinstance(attempts, list) and attempts:
+        lines += ["", "## Attempts", ""]
+        lines += [
+            f"- attempt {a.get('attempt')}: {a.get('error') or 'no error'}"
+            for a in attempts
+            if isinstance(a, dict)
+        ]
     output = data.get("output")
     if output not in (None, ""):
         body = output if isinstance(output, str) else json.dumps(output, indent=2)

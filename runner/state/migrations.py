@@ -71,5 +71,13 @@ def _initial_schema(db: Database) -> None:
     db.table("meta").create({"key": str, "value": str}, pk="key")
 
 
+def _rate_limits(db: Database) -> None:
+    """Models that answered HTTP 429, skipped until ``until`` (an ISO time)."""
+    db.execute(
+        "CREATE TABLE rate_limits (model TEXT PRIMARY KEY, until TEXT NOT NULL,"
+        " why TEXT NOT NULL, at TEXT NOT NULL)"
+    )
+
+
 #: Schema migrations in order.
-MIGRATIONS: tuple[Callable[[Database], None], ...] = (_initial_schema,)
+MIGRATIONS: tuple[Callable[[Database], None], ...] = (_initial_schema, _rate_limits)

@@ -573,6 +573,21 @@ class Store:  # pylint: disable=too-many-public-methods  # the store's whole API
         )
         return float(rows[0]["spent"])
 
+    def rate_limits(self, now_iso: str) -> dict[str, tuple[str, str]]:
+        """Models rate-limited after ``now_iso``: model -> (until, why)."""
+        rows = self._read("SELECT model, until, why FROM rate_limits WHERE until > ?", (now_iso,))
+        return {r["model"]: (r["until"], r["why"]) for r in rows}
+
+    def set_rate_limit(self, model: str, until_iso: str, why: str) -> None:
+        """Remember that ``model`` is rate-limited until ``until_iso`` (the later wins)."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO rate_limits (model, until, why, at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (model) DO UPDATE SET until = excluded.until, why = excluded.why,"
+                " at = excluded.at WHERE excluded.until > rate_limits.until",
+                (model, until_iso, why, self._now()),
+            )
+
     def meta_get(self, key: str) -> str | None:
         """A stored value (e.g. the git source's last processed commit), or ``None``."""
         rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))

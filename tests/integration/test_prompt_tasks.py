@@ -44,6 +44,8 @@ pytestmark = pytest.mark.integration
 
 #: One scripted turn's cost at the proxy's prices.
 TURN_COST = PROMPT_TOKENS * INPUT_COST + COMPLETION_TOKENS * OUTPUT_COST
+#: Retries without the default backoff's seconds of waiting.
+QUICK_RETRY = {"retry_backoff": 0.05, "retry_backoff_max": 0.1}
 
 
 @pytest.fixture(scope="session")
@@ -176,6 +178,18 @@ async def test_prompt_task_through_the_in_process_router(
     assert [t["function"]["name"] for t in first["tools"]] == ["echo"]  # `tools:` filter
 
 
+async def test_a_prompt_task_offering_no_tools_starts_no_executor(
+    project: Project, upstream: ScriptedUpstream, proxy: LiteLLMProxy
+) -> None:
+    upstream.script("no-tools", [{"content": "answered without tools"}])
+    project.task("prompt: just answer\nmodel: no-tools\ntools: []\nexecutor: never\n")
+    never = {"command": str(project.root / "no-such-program")}  # would fail to start
+    report = await project.run(proxy_config(proxy, mcp_servers={"never": never}))
+    assert report.exit_code == 0, report.finished[0].run.error
+    assert project.result()["output"] == "answered without tools"
+    assert "tools" not in upstream.requests("no-tools")[0]
+
+
 # --- tiers ---------------------------------------------------------------------------------
 
 
@@ -199,7 +213,7 @@ async def test_failing_free_model_falls_back_to_paid_under_free_then_paid(
 async def test_failing_free_model_fails_the_run_under_free(
     project: Project, upstream: ScriptedUpstream, proxy: LiteLLMProxy
 ) -> None:
-    upstream.script("tier2-free", [{"status": 500}])
+    upstream.script("tier2-free", [{"status": 400}])
     upstream.script("tier2-paid", [{"content": "never asked"}])
     project.task("prompt: answer\nmodel: free\n")
     tiers = {"free": ["tier2-free"], "paid": ["tier2-paid"]}
@@ -208,7 +222,7 @@ async def test_failing_free_model_fails_the_run_under_free(
     result = project.result()
     assert result["state"] == "failed"
     assert "tier2-free" in result["error"]
-    assert "server_error" in result["error"]
+    assert "rejected" in result["error"]
     assert upstream.requests("tier2-paid") == []
 
 
@@ -306,17 +320,27 @@ async def test_empty_reply_fails_with_a_clear_reason(
     assert result["agent"]["model_calls"][0]["outcome"] == "bad_reply"
 
 
-async def test_upstream_500_fails_the_run_after_its_retries(
+async def test_a_rejected_call_fails_the_run_after_its_retries_each_error_kept(
     project: Project, upstream: ScriptedUpstream, proxy: LiteLLMProxy
 ) -> None:
-    upstream.script("broken", [{"status": 500}])
+    upstream.script(
+        "broken",
+        [{"status": 400, "message": "first cause"}, {"status": 400, "message": "second"}],
+    )
     project.task("prompt: anything\nmodel: broken\nretries: 1\n")
-    assert (await project.run(proxy_config(proxy))).exit_code == 1
+    assert (await project.run(proxy_config(proxy, dispatch=QUICK_RETRY))).exit_code == 1
     result = project.result()
     assert result["state"] == "failed"
-    assert result["attempt"] == 2  # a gateway error may pass: it was retried
-    assert "server_error" in result["error"]
-    assert "500" in result["error"]
+    assert result["attempt"] == 2  # a model error may pass: it was retried
+    assert "rejected" in result["error"]
+    assert "second" in result["error"]
+    # Every attempt's error is kept: the first cause is not lost behind the last one.
+    errors = [(a["attempt"], a["error"]) for a in result["attempts"]]
+    assert [n for n, _ in errors] == [1, 2]
+    assert "first cause" in errors[0][1]
+    assert "second" in errors[1][1]
+    [markdown] = (project.paths.results / "t").glob("*.md")
+    assert "first cause" in markdown.read_text()
     assert len(upstream.requests("broken")) == 2
 
 
@@ -352,10 +376,10 @@ async def test_a_retried_runs_row_counts_every_attempts_spend(
     project: Project, upstream: ScriptedUpstream, proxy: LiteLLMProxy
 ) -> None:
     upstream.script(
-        "retry-cost", [tool_call("echo", {"text": "x"}), {"status": 500}, {"content": "done"}]
+        "retry-cost", [tool_call("echo", {"text": "x"}), {"status": 400}, {"content": "done"}]
     )
     project.task("prompt: spend twice\nmodel: retry-cost\nretries: 1\n")
-    assert (await project.run(proxy_config(proxy))).exit_code == 0
+    assert (await project.run(proxy_config(proxy, dispatch=QUICK_RETRY))).exit_code == 0
     result = project.result()
     assert (result["attempt"], result["output"]) == (2, "done")
     assert result["usage"]["cost_usd"] == pytest.approx(TURN_COST)  # this attempt's

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from typing import TYPE_CHECKING
@@ -25,3 +26,42 @@ def run_omni(
         timeout=120,
         check=False,
     )
+
+
+#: Runs the CLI's ``main()`` with the arguments given as JSON, then reports on stderr
+#: which ``litellm`` modules the process loaded.
+_MAIN_THEN_MODULES = """\
+import json, sys
+from runner.cli.entry import main
+sys.argv = ["omni", *json.loads(sys.argv[1])]
+code = 0
+try:
+    main()
+except SystemExit as exc:
+    code = exc.code or 0
+loaded = sorted(m for m in sys.modules if m.split(".")[0] == "litellm")
+sys.stderr.write("\\n" + MARK + json.dumps(loaded) + "\\n")
+sys.exit(code)
+"""
+MARK = "omni-test litellm modules: "
+
+
+def run_omni_watching_imports(
+    cwd: Path, *args: str, env: Mapping[str, str], timeout: float = 300
+) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """``omni ARGS`` in a fresh process, like :func:`run_omni`, and the ``litellm``
+    modules that process had loaded when it finished (``sys.modules``)."""
+    code = f"MARK = {MARK!r}\n" + _MAIN_THEN_MODULES
+    done = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=dict(env),
+        timeout=timeout,
+        check=False,
+    )
+    lines = [line for line in done.stderr.splitlines() if line.startswith(MARK)]
+    if not lines:
+        raise AssertionError(f"omni {' '.join(args)} did not finish:\n{done.stderr[-3000:]}")
+    return done, json.loads(lines[-1].removeprefix(MARK))

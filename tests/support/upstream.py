@@ -11,8 +11,13 @@ tool-call reply is an endless tool-call loop). A reply is a dict:
 - ``{"content": "text"}``: a final answer (``""`` is an empty reply);
 - ``{"tool_calls": [(name, arguments), ...]}``: arguments a dict (sent as JSON) or a
   raw string (sent as is, so malformed JSON can be scripted);
-- ``{"status": 500}``: an HTTP error with an OpenAI-style error body;
+- ``{"status": 500}``: an HTTP error with an OpenAI-style error body (``"message"`` sets
+  its text);
+- ``"headers": {...}`` in any reply: extra response headers (e.g. ``Retry-After``);
 - ``"delay": seconds`` in any reply: wait first (a hung upstream).
+
+:attr:`ScriptedUpstream.busy_s` adds up the time the upstream spent on requests, from
+reading each one to sending its reply (its "own time", for the bench).
 """
 
 from __future__ import annotations
@@ -81,23 +86,38 @@ def _completion(model: str, reply: dict[str, Any], seq: int) -> dict[str, Any]:
     }
 
 
+class _Server(ThreadingHTTPServer):
+    """A threading HTTP server with a listen backlog for a hundred callers at once (the
+    default, 5, drops connections and delays them by SYN retries)."""
+
+    request_queue_size = 256
+
+
 class ScriptedUpstream:
     """An OpenAI-compatible chat server on 127.0.0.1 with per-model scripted replies."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
+        """``port``: 0 for a free one; an earlier upstream's port to come back on it."""
         self._lock = threading.Lock()
         self._scripts: dict[str, list[dict[str, Any]]] = {}
         self._served: dict[str, int] = defaultdict(int)
         self._requests: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self._seq = 0
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.busy_s = 0.0
+        """Seconds spent answering so far, over all requests."""
+        self._server = _Server(("127.0.0.1", port), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
+    def port(self) -> int:
+        """The port it listens on."""
+        return int(self._server.server_address[1])
+
+    @property
     def url(self) -> str:
         """The OpenAI base URL (``.../v1``)."""
-        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+        return f"http://127.0.0.1:{self.port}/v1"
 
     def script(self, model: str, replies: list[dict[str, Any]]) -> None:
         """Replace ``model``'s script and forget its requests."""
@@ -151,6 +171,14 @@ class ScriptedUpstream:
 
             # pylint: disable-next=invalid-name  # http.server's naming
             def do_POST(self) -> None:
+                started = time.perf_counter()
+                try:
+                    self._answer()
+                finally:
+                    with upstream._lock:  # pylint: disable=protected-access  # its own server
+                        upstream.busy_s += time.perf_counter() - started
+
+            def _answer(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
                 if not self.path.rstrip("/").endswith("/chat/completions"):
@@ -162,17 +190,23 @@ class ScriptedUpstream:
                     return
                 if delay := reply.get("delay"):
                     time.sleep(float(delay))
+                headers = reply.get("headers") or {}
                 if status := reply.get("status"):
-                    error = {"message": f"scripted {status}", "type": "server_error"}
-                    self._send(int(status), {"error": error})
+                    message = reply.get("message", f"scripted {status}")
+                    error = {"message": message, "type": "server_error"}
+                    self._send(int(status), {"error": error}, headers)
                     return
-                self._send(200, _completion(model, reply, seq))
+                self._send(200, _completion(model, reply, seq), headers)
 
-            def _send(self, status: int, body: dict[str, Any]) -> None:
+            def _send(
+                self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+            ) -> None:
                 data = json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(data)
 
@@ -236,10 +270,29 @@ class LiteLLMProxy:
         log.close()
         try:
             self._wait_ready()
+            self._warm_up()
         except BaseException:
             self.__exit__(None, None, None)
             raise
         return self
+
+    def _warm_up(self) -> None:
+        """One completion (of a model the upstream does not know): a fresh proxy's first
+        completion loads parts of LiteLLM, its event loop stalls for a second or more
+        meanwhile, and a test's first call would meet that stall, not the proxy's
+        normal behaviour."""
+        request = urllib.request.Request(
+            f"{self.url}/chat/completions",
+            data=json.dumps(
+                {"model": "omni-warm-up", "messages": [{"role": "user", "content": "hi"}]}
+            ).encode(),
+            headers={"Authorization": f"Bearer {MASTER_KEY}", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self._ready_timeout):
+                pass
+        except OSError:
+            pass  # an error answer is expected: the warm-up is the work before it
 
     def _wait_ready(self) -> None:
         assert self._proc is not None

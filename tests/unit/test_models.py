@@ -18,8 +18,10 @@ from runner.defs.routing import ModelChoice, Tier, choose_model, waits_for_model
 from runner.defs.tasks import TaskSpec
 from runner.dispatch.agent import Transcript, _function_names
 from runner.dispatch.budget import SpendGuard
+from runner.reach.calls import Completion, GatewayOutcome
 from runner.reach.executors import ToolInfo
-from runner.reach.llm import Completion, GatewayOutcome, LlmClient, _classify
+from runner.reach.llm import _classify
+from runner.reach.modelclient import LlmClient
 from runner.state.resultcheck import ResultCheck
 from runner.state.results import RunResult, write_result
 from runner.state.spend import spend_in_results
@@ -154,11 +156,12 @@ class RouterRateLimitError(ValueError):
     ],
 )
 def test_litellm_errors_are_classified_for_the_fault_monitor(exc: Exception, outcome: str) -> None:
-    found, detail = _classify(exc)
-    assert found == outcome
-    assert "\n" not in detail
-    assert "LiteLLM: advice" not in detail
-    assert found.gateway_failure is (outcome in {"timeout", "refused", "server_error"})
+    found = _classify(exc, datetime(2026, 11, 21, tzinfo=UTC))
+    assert found.outcome == outcome
+    assert "\n" not in found.detail
+    assert "LiteLLM: advice" not in found.detail
+    unreachable = {"timeout", "refused", "server_error", "cooldown"}
+    assert found.outcome.unreachable is (outcome in unreachable)
 
 
 def test_a_choice_without_steps_fails_before_litellm_loads() -> None:
@@ -174,7 +177,7 @@ def test_a_choice_without_steps_fails_before_litellm_loads() -> None:
         asyncio.run(client.complete([], [], choice))
     assert loads == []
     assert client.backend == "router"
-    assert GatewayOutcome.COOLDOWN.gateway_failure is False
+    assert GatewayOutcome.REJECTED.unreachable is False
 
 
 def test_spend_from_result_files_counts_only_today(tmp_path: Path) -> None:

@@ -175,6 +175,6 @@ def test_the_store_redacts_every_text_it_writes(tmp_path: Path) -> None:
 
 def test_a_repair_task_never_holds_the_proxy_credentials() -> None:
     config = Config.model_validate({"lite_llm_url": "http://omni:proxy-pass-1@127.0.0.1:4000"})
-    text = repair_task_yaml(config, Fault(started_at="2026-11-21T10:00:00Z"))
-    assert "The LiteLLM gateway at http://127.0.0.1:4000 stopped answering" in text
+    text = repair_task_yaml(config, Fault(started_at="2026-11-21T10:00:00Z"), Mode.BRAINSTEM)
+    assert "the LiteLLM proxy at http://127.0.0.1:4000 (lite_llm_url)" in text
     assert "proxy-pass-1" not in text and "omni:" not in text

@@ -27,7 +27,7 @@ EXPECTED_RUN_TRANSITIONS = {
     "completed": set(),
 }
 EXPECTED_MODE_TRANSITIONS = {
-    "normal": {"degraded"},
+    "normal": {"degraded", "brainstem"},  # brainstem: the gateway failed, no backup key
     "degraded": {"normal", "brainstem"},
     "brainstem": {"normal", "degraded"},
 }

@@ -519,11 +519,11 @@ def test_mode_changes_are_recorded_with_history(store: Store, clock: FakeClock) 
     assert len(store.mode_history(limit=1)) == 1
 
 
-def test_illegal_mode_change_raises_and_records_nothing(store: Store) -> None:
-    with pytest.raises(IllegalTransitionError, match="from normal to brainstem"):
-        store.set_mode(Mode.BRAINSTEM, "skipping degraded")
-    assert store.mode().mode == "normal"
-    assert store.mode_history() == []
+def test_normal_to_brainstem_is_recorded_when_there_is_no_backup_key(store: Store) -> None:
+    store.set_mode(Mode.BRAINSTEM, "gateway failed; no backup key")
+    assert store.mode().mode == "brainstem"
+    [change] = store.mode_history()
+    assert (change["from_mode"], change["to_mode"]) == ("normal", "brainstem")
 
 
 def test_spend_since_sums_costs_of_runs_finished_since(store: Store, clock: FakeClock) -> None:
