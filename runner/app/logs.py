@@ -1,12 +1,14 @@
 """Log lines for every command: text or JSON on stderr, secrets masked (messages,
 tracebacks, warnings, and executors' stderr, which the executor pool logs a line a
-record), and the one line every run state change gets in service mode (reported by the
-store after its transaction commits)."""
+record), control characters stripped, at WARNING (service mode: INFO; DEBUG with
+``--verbose``), and the one line every run state change gets in service mode (reported
+by the store after its transaction commits)."""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -28,12 +30,24 @@ class LogFormat(StrEnum):
     JSON = "json"
 
 
+#: Terminal escape sequences (colours, cursor moves) and other control characters: a
+#: library's coloured message, or text from outside, must not drive the reader's terminal.
+_CONTROL = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]|[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def _plain(text: str) -> str:
+    return _CONTROL.sub("", text)
+
+
 class _TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(message)s")
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         return iso(datetime.fromtimestamp(record.created, UTC))
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return _plain(super().formatMessage(record))
 
 
 class _JsonFormatter(logging.Formatter):
@@ -45,7 +59,7 @@ class _JsonFormatter(logging.Formatter):
             "at": iso(datetime.fromtimestamp(record.created, UTC)),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": _plain(record.getMessage()),
         }
         data |= getattr(record, "omni", {})
         if record.exc_info and not record.exc_text:
@@ -75,18 +89,22 @@ def configure_logging(
     stream: IO[str] | None = None,
     *,
     level: int = logging.INFO,
+    verbose: bool = False,
 ) -> None:
-    """Send ``level`` and up to ``stream`` (stderr) in ``log_format``, secrets masked;
-    Python warnings become log records too."""
+    """Send ``level`` and up (DEBUG with ``verbose``) to ``stream`` (stderr) in
+    ``log_format``, secrets masked; Python warnings become log records too. Libraries
+    log at WARNING and up unless ``verbose``; litellm's loggers join when it loads
+    (``runner.reach.llm``)."""
     handler = logging.StreamHandler(stream) if stream is not None else _StderrHandler()
     handler.setFormatter(_JsonFormatter() if log_format is LogFormat.JSON else _TextFormatter())
     handler.addFilter(RedactingFilter(redactor))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level)
+    root.setLevel(logging.DEBUG if verbose else level)
+    logging.getLogger("runner").setLevel(logging.DEBUG if verbose else level)
     logging.captureWarnings(True)
     for chatty in ("apscheduler", "watchfiles", "mcp", "httpx", "httpx2"):
-        logging.getLogger(chatty).setLevel(logging.WARNING)
+        logging.getLogger(chatty).setLevel(logging.INFO if verbose else logging.WARNING)
 
 
 def log_run_change(change: RunChange) -> None:

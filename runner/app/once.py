@@ -12,17 +12,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from runner.app.assembly import dispatching
+from runner.app.passes import due_rule, load_pass, waits_for
 from runner.core.errors import GitOpsError, TaskFileError
 from runner.core.states import Mode, RunState
-from runner.defs.config import BUILTIN, Config, ResolvedPaths, redactor_for
-from runner.defs.routing import waits_for_model
-from runner.defs.tasks import Task, load_tasks
-from runner.dispatch.repairs import repair_waits
+from runner.defs.config import redactor_for
 from runner.planning.dueness import (
-    DueRule,
     clock_from,
 )
-from runner.planning.plan import Selection, Skipped, plan
+from runner.planning.plan import Selection, Skipped, close_orphans, orphans, plan
 from runner.state.recovery import resume
 from runner.state.resultcheck import ResultCheck
 from runner.state.statelock import StateLock
@@ -33,6 +30,8 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from runner.core.redaction import Redactor
+    from runner.defs.config import Config, ResolvedPaths
+    from runner.defs.tasks import Task
     from runner.dispatch.dispatcher import Dispatcher, Finished
     from runner.dispatch.faults import FaultHandling
     from runner.gitops.workspace import GitWorkspace, Prepared, Published
@@ -51,6 +50,10 @@ class OnceReport:
     """What ``--commit`` / ``--push`` did, when asked."""
     git_error: str | None = None
     """Why ``--commit`` / ``--push`` failed (the result files are on disk)."""
+    closed: list[RunRecord] = field(default_factory=list)
+    """Unfinished runs of tasks whose file is gone, closed ``skipped`` by this pass."""
+    ignored: list[Path] = field(default_factory=list)
+    """Files in the tasks folder that look meant as task files but are not read."""
 
     @property
     def failed(self) -> list[Finished]:
@@ -145,33 +148,23 @@ async def _run_tasks(
     on_planned: Callable[[int], None] | None,
     on_finished: Callable[[Finished], None] | None,
 ) -> OnceReport:
-    loaded = load_tasks(paths.tasks, config.limits.task_file_bytes)
-    report = OnceReport(problems=loaded.problems)
+    loaded = load_pass(config, paths, options.task_id)
+    report = OnceReport(problems=loaded.problems, ignored=loaded.ignored)
     if options.task_id is not None and all(t.id != options.task_id for t in loaded.tasks):
-        report.skipped.append(Skipped(options.task_id, "no valid task has this id"))
-        return report
+        return report  # its file is invalid: the problems say why
     with (
         StateLock(paths.state, "run --once"),
         Store(paths.state, clock=clock, redactor=redactor) as store,
     ):
-        rule = DueRule(
-            now=clock(),
-            results=paths.results,
-            timezone=config.schedule.timezone,
-            misfire_grace=config.schedule.misfire_grace,
-            result_bytes=config.limits.result_file_bytes,
-        )
+        rule = due_rule(config, paths.results, clock())
         report.resumed = resume(store, paths.results, rule.check())
-        configured = {BUILTIN, *config.mcp_servers}
+        report.closed = close_orphans(orphans(loaded.tasks, store), store)
         runnable, report.skipped = plan(
             loaded.tasks,
             store,
             options,
             rule,
-            waits_for=lambda task: (
-                repair_waits(task, config, configured)
-                or waits_for_model(task.spec, config, configured)
-            ),
+            waits_for=waits_for(config),
         )
         runnable.sort(key=lambda item: item[1].seq)  # waiting runs resume in their order
         if not runnable:

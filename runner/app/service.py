@@ -28,6 +28,7 @@ started can be closed again (exit 0).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 from collections.abc import Callable, Coroutine, Mapping
@@ -35,18 +36,17 @@ from typing import TYPE_CHECKING, Any
 
 from runner.app.assembly import dispatching
 from runner.app.logs import LogFormat, configure_logging, log_run_change
+from runner.app.passes import due_rule, waits_for
 from runner.app.runs import Runs
 from runner.app.signals import STOP_SIGNALS
 from runner.core.clock import utc_now
 from runner.core.errors import InvalidTaskFile, OmniError, ServiceError, TaskFileError
 from runner.core.states import RunState
-from runner.defs.config import BUILTIN, Config, ResolvedPaths, redactor_for
-from runner.defs.routing import waits_for_model
+from runner.defs.config import Config, ResolvedPaths, redactor_for
 from runner.defs.tasks import Task, load_task_file
 from runner.dispatch.faults import FaultHandling, Resumer
-from runner.dispatch.repairs import repair_waits
 from runner.planning.dueness import Due, DueRule, decide, history_from_results, history_from_store
-from runner.planning.plan import Selection, plan
+from runner.planning.plan import Selection, close_orphans, orphans_of, plan
 from runner.planning.schedule import LIVE_GRACE, Firing, TaskScheduler, plan_of, save_plans
 from runner.planning.sources import ChangeKind, FolderSource, GitSource, SourceChange, TaskRegistry
 from runner.state.recovery import resume
@@ -77,26 +77,17 @@ class Planner:
         self._store = store
         self._results = results
         self._clock = clock
-        self._configured = {BUILTIN, *config.mcp_servers}
+        self.waits = waits_for(config)
+        """Why a task cannot run at all yet (a prompt task with no model, a repair task
+        without its executor), or None."""
 
     def rule(self, *, with_results: bool, live: bool = False) -> DueRule:
         """The rule now. A live fire is on time by construction: ``misfire_grace``
         bounds catch-ups after downtime, not a fire a few milliseconds late."""
-        grace = self._config.schedule.misfire_grace
-        return DueRule(
-            now=self._clock(),
-            results=self._results if with_results else None,
-            timezone=self._config.schedule.timezone,
-            misfire_grace=max(grace, LIVE_GRACE) if live else grace,
-            result_bytes=self._config.limits.result_file_bytes,
-        )
-
-    def waits(self, task: Task) -> str | None:
-        """Why the task cannot run at all yet (a prompt task with no model, a repair task
-        without its executor), or None."""
-        return repair_waits(task, self._config, self._configured) or waits_for_model(
-            task.spec, self._config, self._configured
-        )
+        rule = due_rule(self._config, self._results if with_results else None, self._clock())
+        if live:
+            rule = dataclasses.replace(rule, misfire_grace=max(rule.misfire_grace, LIVE_GRACE))
+        return rule
 
     def plan(
         self, tasks: list[Task], rule: DueRule, *, quiet: bool = False
@@ -156,11 +147,13 @@ class Intake:  # pylint: disable=too-many-instance-attributes  # the wiring of o
         if self._closed:
             return
         before = self._scheduler.plans()
+        gone: dict[str, str] = {}
         for change in changes:
             if change.kind is ChangeKind.REMOVED:
                 task_id = self._registry.id_at(change.path)
                 if task_id is not None:
                     self._forget(task_id, f"{change.path} is gone")
+                    gone[task_id] = f"task file {change.path} is gone"
         fresh = [
             task
             for change in changes
@@ -179,6 +172,19 @@ class Intake:  # pylint: disable=too-many-instance-attributes  # the wiring of o
                 self._registry.drop(task.id)
         if self._scheduler.plans() != before:
             save_plans(self._store, self._scheduler.plans())
+        self._close_runs_of_gone(gone)
+
+    def _close_runs_of_gone(self, gone: dict[str, str]) -> None:
+        """Close ``skipped`` the unfinished runs of tasks whose file went away (and did
+        not come back in the same batch, as a rename would); a run in flight finishes."""
+        for task_id, reason in gone.items():
+            if self._registry.get(task_id) is not None:
+                continue
+            try:
+                for run in close_orphans(orphans_of(task_id, reason, self._store), self._store):
+                    log.info("run %s %s: closed skipped (%s)", task_id, run.run_id, reason)
+            except OmniError as exc:  # e.g. the database busy: the next start closes them
+                log.error("task %s: its unfinished runs stay open: %s", task_id, exc)
 
     def _load(self, change: SourceChange) -> Task | None:
         """The task in a changed file if it is new or its content changed, else None."""
@@ -412,6 +418,7 @@ def serve(
     log_format: LogFormat = LogFormat.TEXT,
     environ: Mapping[str, str] | None = None,
     early: EarlySignals | None = None,
+    verbose: bool = False,
 ) -> int:
     """``omni run``: log setup, signal handlers, the service; returns the exit code.
 
@@ -420,7 +427,7 @@ def serve(
     once the service is done, so a late one cannot kill the process on its way out.
     """
     env = dict(os.environ if environ is None else environ)
-    configure_logging(log_format, redactor_for(config, env))
+    configure_logging(log_format, redactor_for(config, env), verbose=verbose)
     return asyncio.run(_until_signal(Service(config, paths, environ=env), early))
 
 

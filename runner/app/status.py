@@ -1,15 +1,16 @@
 """``omni status`` as plain data: mode, runs by state, recent runs, next fire times and
-today's spend. Reads the store; never changes it. Its text is redacted (rows written
-before redaction reached the store, or by another omni, may hold secrets)."""
+today's spend. Reads the store (read-only); never changes it. Its text is redacted
+(rows written before redaction reached the store, or by another omni, may hold
+secrets)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from runner.app.inspect import looking
 from runner.core.clock import utc_now
 from runner.core.states import RunState
 from runner.state.spend import spent_today
-from runner.state.store import Store
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -24,14 +25,25 @@ def status_snapshot(
     now: datetime | None = None,
     *,
     redactor: Redactor | None = None,
+    task_id: str | None = None,
+    state: RunState | None = None,
+    limit: int = 10,
 ) -> dict[str, Any]:
-    """Mode, runs by state, recent runs, next fire times and today's spend, as plain data,
-    every text passed through ``redactor``."""
-    snapshot = _snapshot(config, paths, now or utc_now())
+    """Mode, runs by state, recent runs (of ``task_id``, in ``state``, at most
+    ``limit``), next fire times and today's spend, as plain data, every text passed
+    through ``redactor``."""
+    snapshot = _snapshot(config, paths, now or utc_now(), task_id, state, limit)
     return redactor.data(snapshot) if redactor is not None else snapshot
 
 
-def _snapshot(config: Config, paths: ResolvedPaths, now: datetime) -> dict[str, Any]:
+def _snapshot(  # pylint: disable=too-many-arguments,too-many-positional-arguments
+    config: Config,
+    paths: ResolvedPaths,
+    now: datetime,
+    task_id: str | None,
+    state: RunState | None,
+    limit: int,
+) -> dict[str, Any]:
     budget = config.router.budget
     cap = config.limits.result_file_bytes
     snapshot: dict[str, Any] = {
@@ -43,11 +55,11 @@ def _snapshot(config: Config, paths: ResolvedPaths, now: datetime) -> dict[str, 
         "budget": {"per_run_usd": budget.per_run_usd, "per_day_usd": budget.per_day_usd},
         "next_fire": [],
     }
-    if not paths.state.exists():
-        # No state yet (e.g. a CI run on the results branch): spend from result files.
-        snapshot["spend_today_usd"] = round(spent_today(None, paths.results, now, cap), 6)
-        return snapshot
-    with Store(paths.state) as store:
+    with looking(paths) as store:
+        if store is None:
+            # No state yet (e.g. a CI run on the results branch): spend from result files.
+            snapshot["spend_today_usd"] = round(spent_today(None, paths.results, now, cap), 6)
+            return snapshot
         mode = store.mode()
         snapshot["mode"] = {"mode": mode.mode.value, "since": mode.since, "why": mode.why}
         snapshot["runs_by_state"] = {s.value: n for s, n in store.counts_by_state().items()}
@@ -65,7 +77,7 @@ def _snapshot(config: Config, paths: ResolvedPaths, now: datetime) -> dict[str, 
                 "error": r.error,
                 "note": r.note,
             }
-            for r in store.runs(limit=10)
+            for r in store.runs(task_id=task_id, state=state, limit=limit)
         ]
         snapshot["spend_today_usd"] = round(spent_today(store, paths.results, now, cap), 6)
         # The jobs `omni run` last scheduled; apscheduler loads only here.

@@ -1,12 +1,14 @@
 """The ``omni`` command: parse, call the library, print. No logic lives here.
 
-Modules that pull in the MCP SDK (``once``) are imported inside the commands that need
-them, so ``omni status`` and ``omni validate`` start fast and never load mcp or litellm.
+The commands that run or change things are here; the ones that only look (``tasks``,
+``show``, ``status``, ``route``, ``validate``) are in :mod:`runner.cli.looks`. Modules
+that pull in the MCP SDK (``once``) are imported inside the commands that need them, so
+``omni status`` and ``omni validate`` start fast and never load mcp or litellm.
 
 Everything the command prints passes the redactor: stdout and stderr are wrapped
 (:class:`~runner.core.redaction.RedactingWriter`) with the environment's secrets from
-the start and the config's once it is loaded, and log records (warnings, executors'
-stderr, tracebacks) go through the same redactor.
+the start and the config's once it is loaded (:func:`runner.cli.common.setup`), and log
+records (warnings, executors' stderr, tracebacks) go through the same redactor.
 """
 # pylint: disable=import-outside-toplevel  # deliberate: see the module docstring
 
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
 import os
 import sys
@@ -22,54 +23,42 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from runner.app.logs import LogFormat, configure_logging
 from runner.app.signals import EarlySignals
-from runner.app.status import status_snapshot
-from runner.cli import render
-from runner.core.errors import ConfigError, OmniError
-from runner.core.redaction import RedactingWriter, Redactor, secret_env_values
-from runner.core.version import omni_version
-from runner.defs.config import (
-    Config,
-    ResolvedPaths,
-    config_path_from,
-    load_config,
-    redactor_for,
-    resolve_paths,
+from runner.cli import looks, render
+from runner.cli.common import (
+    USAGE,
+    ConfigOpt,
+    JsonOpt,
+    ResultsOpt,
+    StateOpt,
+    TasksOpt,
+    VerboseOpt,
+    fail,
+    failing,
+    guard_output,
+    not_with,
+    print_json,
+    result_check,
+    setup,
 )
+from runner.core.redaction import Redactor, secret_env_values
+from runner.core.version import omni_version
+from runner.defs.config import redactor_for
 
 if TYPE_CHECKING:
-    from runner.state.resultcheck import ResultCheck
+    from rich.console import Console
+
+    from runner.app.once import OnceOptions
+    from runner.defs.config import Config, ResolvedPaths
 
 app = typer.Typer(
     name="omni",
     help="Omni-Orchestrator (ARES): run AI-agent tasks from YAML files over MCP.",
     no_args_is_help=True,
-    add_completion=False,
     rich_markup_mode="markdown",
 )
-out = Console()
-err = Console(stderr=True)
-
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option("--config", help="Config file [env OMNI_CONFIG; default ./config.yaml]"),
-]
-TasksOpt = Annotated[
-    Path | None, typer.Option("--tasks", help="Task folder [env OMNI_TASKS; default ./tasks]")
-]
-ResultsOpt = Annotated[
-    Path | None,
-    typer.Option("--results", help="Results folder [env OMNI_RESULTS; default ./results]"),
-]
-StateOpt = Annotated[
-    Path | None,
-    typer.Option("--state", help="State file [env OMNI_STATE; default ./.omni/state.db]"),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
 
 
 def _print_version(asked: bool) -> None:
@@ -107,59 +96,17 @@ def _early(ctx: typer.Context, *, keep: bool) -> EarlySignals | None:
     return signals
 
 
-def _guard_output(redactor: Redactor) -> None:
-    """Redact everything written to stdout and stderr from now on with ``redactor``."""
-    for name in ("stdout", "stderr"):
-        stream = getattr(sys, name)
-        if isinstance(stream, RedactingWriter):
-            stream.flush()
-            stream.redactor = redactor
-        else:
-            setattr(sys, name, RedactingWriter(stream, redactor))
-
-
-def _setup(
-    config: Path | None,
-    tasks: Path | None = None,
-    results: Path | None = None,
-    state: Path | None = None,
-    *,
-    log_format: LogFormat = LogFormat.TEXT,
-    log_level: int = logging.WARNING,
-) -> tuple[Config, ResolvedPaths]:
-    """Load config and resolve paths; a bad config exits 2 with the message. From here
-    on the config's secrets are redacted from all output, and logs go to stderr."""
-    path, required = config_path_from(config)
-    try:
-        cfg = load_config(path, required=required)
-    except ConfigError as exc:
-        err.print(f"[red]config error:[/red] {exc}", highlight=False)
-        raise typer.Exit(2) from None
-    redactor = redactor_for(cfg, os.environ)
-    _guard_output(redactor)
-    configure_logging(log_format, redactor, level=log_level)
-    return cfg, resolve_paths(
-        cfg, path if path.exists() else None, tasks=tasks, results=results, state=state
-    )
-
-
-def _result_check(cfg: Config) -> ResultCheck:
-    """The checks result files pass before they count, at the runner's clock's now."""
-    from runner.planning.dueness import clock_from  # noqa: PLC0415 - keeps startup lean
-    from runner.state.resultcheck import ResultCheck  # noqa: PLC0415 - keeps startup lean
-
-    return ResultCheck(clock_from(os.environ)(), cfg.limits.result_file_bytes)
-
-
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-
-
 @app.command()
-def run(  # pylint: disable=too-many-locals  # one option a flag
+def run(  # pylint: disable=too-many-locals,too-many-arguments  # one option a flag
     ctx: typer.Context,
     once: Annotated[
         bool, typer.Option("--once", help="Run what is runnable now, then exit.")
+    ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="With --once: show what would run and why; run and write nothing."
+        ),
     ] = False,
     task: Annotated[
         str | None, typer.Option("--task", help="Run only the task with this id.")
@@ -178,9 +125,10 @@ def run(  # pylint: disable=too-many-locals  # one option a flag
         ),
     ] = None,
     log_format: Annotated[
-        Literal["text", "json"],
-        typer.Option("--log-format", help="Log lines as text or JSON (stderr)."),
-    ] = "text",
+        Literal["text", "json"] | None,
+        typer.Option("--log-format", help="Log lines as text (default) or JSON (stderr)."),
+    ] = None,
+    verbose: VerboseOpt = False,
     config: ConfigOpt = None,
     tasks: TasksOpt = None,
     results: ResultsOpt = None,
@@ -189,50 +137,110 @@ def run(  # pylint: disable=too-many-locals  # one option a flag
 ) -> None:
     """Run tasks: once (`--once`), or as a service until SIGTERM.
 
-    Example: `omni run --once` · `omni run --once --task nightly-report --force` ·
-    `omni run --once --push omni/results`
+    Example: `omni run --once` · `omni run --once --dry-run` ·
+    `omni run --once --task nightly-report --force` · `omni run --once --push omni/results`
     """
+    out, err = render.consoles()
+    once_only = {"--task": bool(task), "--force": force, "--shard": bool(shard)}
+    once_only |= {"--commit": commit, "--push": bool(push), "--dry-run": dry_run}
+    format_ = LogFormat(log_format or "text")
     early = _early(ctx, keep=not once)
-    cfg, paths = _setup(
-        config, tasks, results, state, log_format=LogFormat(log_format), log_level=logging.INFO
-    )
     if not once:
-        if task or force or shard or commit or push:
-            err.print("--task, --force, --shard, --commit and --push go with --once")
-            raise typer.Exit(2)
+        not_with(err, once_only | {"--json": as_json}, "these go with --once")
+        cfg, paths = setup(
+            err, config, tasks, results, state, log_format=format_, log_level=logging.INFO
+        )
         from runner.app.service import serve  # noqa: PLC0415 - loads the service
 
-        raise typer.Exit(serve(cfg, paths, log_format=LogFormat(log_format), early=early))
-    from runner.app.once import OnceOptions, run_once  # noqa: PLC0415 - loads mcp
+        raise typer.Exit(serve(cfg, paths, log_format=format_, early=early, verbose=verbose))
+    if dry_run:
+        not_with(err, {"--commit": commit, "--push": bool(push)}, "a dry run commits nothing")
+    cfg, paths = setup(
+        err,
+        config,
+        tasks,
+        results,
+        state,
+        as_json=as_json,
+        log_format=format_,
+        log_level=logging.WARNING,
+        verbose=verbose,
+    )
+    options = _once_options(err, task, force, shard, commit, push, as_json=as_json)
+    if dry_run:
+        _dry_run(out, err, cfg, paths, options, as_json=as_json)
+    # JSON logs: stderr is for machines, no progress there.
+    _once(out, err, (cfg, paths), options, progress=format_ is LogFormat.TEXT, as_json=as_json)
+
+
+# After `run`, so `omni --help` lists them in the order a person reaches for them.
+for command in looks.COMMANDS:
+    app.command()(command)
+
+
+def _once_options(  # pylint: disable=too-many-arguments
+    err: Console,
+    task: str | None,
+    force: bool,
+    shard: str | None,
+    commit: bool,
+    push: str | None,
+    *,
+    as_json: bool,
+) -> OnceOptions:
+    from runner.app.once import OnceOptions  # noqa: PLC0415 - loads mcp
     from runner.planning.plan import Shard  # noqa: PLC0415
 
     try:
-        options = OnceOptions(
-            task_id=task,
-            force=force,
-            shard=Shard.parse(shard) if shard else None,
-            commit=commit,
-            push=push,
-        )
+        parsed = Shard.parse(shard) if shard else None
     except ValueError as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
-    shown = not as_json and log_format == "text"  # JSON logs: stderr is for machines
-    with render.RunProgress(err, enabled=shown) as progress:
-        try:
-            report = asyncio.run(
-                run_once(
-                    cfg, paths, options, on_planned=progress.start, on_finished=progress.advance
-                )
-            )
-        except OmniError as exc:
-            err.print(f"[red]error:[/red] {exc}", highlight=False)
-            raise typer.Exit(1) from None
+        fail(err, str(exc), USAGE, as_json=as_json)
+    return OnceOptions(task_id=task, force=force, shard=parsed, commit=commit, push=push)
+
+
+def _dry_run(
+    out: Console,
+    err: Console,
+    cfg: Config,
+    paths: ResolvedPaths,
+    options: OnceOptions,
+    *,
+    as_json: bool,
+) -> None:
+    from runner.app.inspect import dry_run, dry_run_json  # noqa: PLC0415
+    from runner.planning.dueness import clock_from  # noqa: PLC0415
+
+    with failing(err, as_json=as_json):
+        report = dry_run(cfg, paths, options, clock_from(os.environ)())
     if as_json:
-        _print_json(render.once_json(report) | _git_json(report.published, report.git_error))
+        print_json(dry_run_json(report, cfg))
+    else:
+        looks.print_dry_run(out, err, report, cfg)
+    raise typer.Exit(report.exit_code)
+
+
+def _once(  # pylint: disable=too-many-arguments
+    out: Console,
+    err: Console,
+    loaded: tuple[Config, ResolvedPaths],
+    options: OnceOptions,
+    *,
+    progress: bool,
+    as_json: bool,
+) -> None:
+    from runner.app.once import run_once  # noqa: PLC0415 - loads mcp
+
+    cfg, paths = loaded
+    shown = progress and not as_json
+    with failing(err, as_json=as_json), render.RunProgress(err, enabled=shown) as progress_:
+        report = asyncio.run(
+            run_once(cfg, paths, options, on_planned=progress_.start, on_finished=progress_.advance)
+        )
+    if as_json:
+        print_json(render.once_json(report) | _git_json(report.published, report.git_error))
     else:
         render.print_once(out, err, report, paths)
-        _print_git(report.published, report.git_error)
+        _print_git(out, err, report.published, report.git_error)
     raise typer.Exit(report.exit_code)
 
 
@@ -243,17 +251,17 @@ def _git_json(published: Any, error: str | None) -> dict[str, Any]:
     return {"git": shown, "git_error": error}
 
 
-def _print_git(published: Any, error: str | None) -> None:
+def _print_git(out: Console, err: Console, published: Any, error: str | None) -> None:
     if error is not None:
-        err.print(f"[red]git:[/red] {error}", highlight=False, soft_wrap=True)
+        render.line(err, f"git: {error}", "red")
     elif published is not None:
         what = f"committed {published.commit[:10]}" if published.commit else "nothing new to commit"
         sent = f", pushed to {published.remote}" if published.pushed else ""
-        out.print(f"git: {what} on {published.branch}{sent}", highlight=False, soft_wrap=True)
+        render.line(out, f"git: {what} on {published.branch}{sent}")
 
 
 @app.command()
-def prune(
+def prune(  # pylint: disable=too-many-arguments
     keep: Annotated[int, typer.Option("--keep", min=1, help="Result files kept per task.")],
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show what would go; remove nothing.")
@@ -276,45 +284,55 @@ def prune(
     """
     from runner.gitops.prune import prune_and_publish  # noqa: PLC0415 - keeps startup lean
 
-    cfg, paths = _setup(config, results=results, state=state)
-    try:
+    out, err = render.consoles()
+    cfg, paths = setup(err, config, results=results, state=state, as_json=as_json)
+    with failing(err, as_json=as_json):
         done, published = prune_and_publish(
             paths.results,
             paths.state,
             keep,
-            _result_check(cfg),
+            result_check(cfg),
             dry_run=dry_run,
             commit=commit,
             push=push,
         )
-    except OmniError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(1) from None
     if as_json:
         removed = [str(f.path) for f in done.removed]
         data = {"removed": removed, "kept": done.kept, "rows_deleted": done.rows_deleted}
-        _print_json(data | _git_json(published, None))
+        print_json(data | _git_json(published, None))
     else:
         verb = "would remove" if dry_run else "removed"
         for item in done.removed:
-            out.print(f"{verb} {item.path}", highlight=False)
-        out.print(f"{verb} {len(done.removed)} result file(s), kept {done.kept}")
-        _print_git(published, None)
+            render.line(out, f"{verb} {item.path}")
+        render.line(out, f"{verb} {len(done.removed)} result file(s), kept {done.kept}")
+        _print_git(out, err, published, None)
 
 
 @app.command()
 def init(
     path: Annotated[Path, typer.Argument(help="The repository to scaffold.")] = Path(),
     force: Annotated[bool, typer.Option("--force", help="Replace existing files.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Scaffold `config.yaml`, `tasks/` with examples, and the GitHub Actions workflow.
 
     Example: `omni init` · `omni init ../my-repo --force`
     """
     from runner.app.scaffold import init as scaffold  # noqa: PLC0415 - keeps startup lean
+    from runner.app.scaffold import next_steps  # noqa: PLC0415
 
-    for item in scaffold(path, force=force):
-        out.print(f"{item.outcome:>8}  {item.path}", highlight=False)
+    out, err = render.consoles()
+    if path.exists() and not path.is_dir():
+        fail(err, f"{path} is a file; omni init scaffolds a folder (a repository)", as_json=as_json)
+    with failing(err, as_json=as_json):
+        done = scaffold(path, force=force)
+    if as_json:
+        print_json({"files": [{"path": str(i.path), "outcome": i.outcome.value} for i in done]})
+        return
+    for item in done:
+        render.line(out, f"{item.outcome:>8}  {item.path}")
+    for step in next_steps(path):
+        render.line(out, step)
 
 
 @app.command("report")
@@ -323,81 +341,33 @@ def report_command(
     branch: Annotated[str, typer.Option("--branch", help="The results branch.")] = "omni/results",
     config: ConfigOpt = None,
     results: ResultsOpt = None,
-) -> None:
-    """Print, as Markdown, the results BRANCH holds and BASE lacks (the pull request body).
-
-    Example: `omni report --base main --branch omni/results > body.md`
-    """
-    from runner.gitops.prbody import render as pr_body  # noqa: PLC0415 - keeps startup lean
-    from runner.gitops.workspace import GitWorkspace  # noqa: PLC0415 - loads gitpython
-
-    cfg, paths = _setup(config, results=results)
-    try:
-        workspace = GitWorkspace.open(
-            Path.cwd(), results=paths.results, state=paths.state, check=_result_check(cfg)
-        )
-        found = workspace.branch_results(base, branch)
-    except OmniError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(1) from None
-    sys.stdout.write(pr_body(found, base=base, branch=branch))
-
-
-@app.command()
-def validate(
-    paths: Annotated[list[Path] | None, typer.Argument(help="Task files or folders.")] = None,
-    config: ConfigOpt = None,
-    tasks: TasksOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Check task files and the config; one line per problem: `PATH:LINE: FIELD: message`.
-
-    Example: `omni validate` · `omni validate tasks/nightly.yaml`
-    """
-    from runner.app.validate import validate_paths  # noqa: PLC0415 - keeps startup lean
-
-    cfg, resolved = _setup(config, tasks)
-    checked = validate_paths(cfg, paths or [resolved.tasks], resolved.tasks, resolved.results)
-    if as_json:
-        _print_json({"files": checked.files, "problems": [p.render() for p in checked.problems]})
-    else:
-        for problem in checked.problems:
-            out.print(problem.render(), highlight=False, soft_wrap=True)
-        if not checked.problems:
-            out.print(f"[green]ok[/green]: {checked.files} task file(s), config")
-    raise typer.Exit(1 if checked.problems else 0)
-
-
-@app.command()
-def status(
-    config: ConfigOpt = None,
     state: StateOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show the mode, runs by state, recent runs and today's spend.
+    """Print, as Markdown, the results BRANCH holds and BASE lacks (the pull request body),
+    and the tasks that wait (from the state file, when there is one).
 
-    Example: `omni status` · `omni status --json | jq .runs_by_state`
+    Example: `omni report --base main --branch omni/results > body.md`
     """
-    from runner.planning.dueness import clock_from  # noqa: PLC0415 - keeps startup lean
+    from runner.app.report import pull_request_report  # noqa: PLC0415 - loads gitpython
 
-    cfg, paths = _setup(config, state=state)
-    try:
-        snapshot = status_snapshot(
-            cfg, paths, clock_from(os.environ)(), redactor=redactor_for(cfg, os.environ)
+    _, err = render.consoles()
+    cfg, paths = setup(err, config, results=results, state=state, as_json=as_json)
+    with failing(err, as_json=as_json):
+        found = pull_request_report(
+            paths, result_check(cfg), base=base, branch=branch, environ=os.environ
         )
-    except OmniError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(1) from None
     if as_json:
-        _print_json(snapshot)
+        print_json(found.as_json())
     else:
-        render.print_status(out, snapshot)
+        sys.stdout.write(found.markdown())
 
 
 @app.command()
 def doctor(
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Check the gateway, the direct API, the keys (present or not, never shown) and each
     executor (starts, lists tools); one line each (ok, warn, fail, skip) with its time;
@@ -407,46 +377,17 @@ def doctor(
     """
     from runner.app.doctor import diagnose  # noqa: PLC0415 - loads mcp
 
-    cfg, _ = _setup(config)
+    out, err = render.consoles()
+    cfg, _ = setup(err, config, as_json=as_json, verbose=verbose)
     env = dict(os.environ)
     redactor = redactor_for(cfg, env)
     workspace = Path(cfg.workspace) if cfg.workspace else Path.cwd()
     found = asyncio.run(diagnose(cfg, environ=env, workspace=workspace, redactor=redactor))
     if as_json:
-        _print_json(found.as_json())
+        print_json(found.as_json())
     else:
         render.print_doctor(out, found)
     raise typer.Exit(found.exit_code)
-
-
-@app.command()
-def route(
-    taskfile: Annotated[Path, typer.Argument(help="The task file to route.")],
-    config: ConfigOpt = None,
-    tasks: TasksOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Show which executor a task would run on, and why, without running it.
-
-    Example: `omni route tasks/hello.yaml`
-    """
-    from runner.app.validate import route_file  # noqa: PLC0415 - keeps startup lean
-
-    cfg, paths = _setup(config, tasks)
-    try:
-        decision = route_file(cfg, taskfile, paths.tasks)
-    except OmniError as exc:
-        err.print(str(exc), highlight=False)
-        raise typer.Exit(1) from None
-    if as_json:
-        _print_json(decision)
-        return
-    table = Table(show_header=False, box=None)
-    for key, value in decision.items():
-        table.add_row(f"[bold]{key}[/bold]", str(value))
-    out.print(table)
-    if not decision["configured"]:
-        raise typer.Exit(1)
 
 
 @app.command()
@@ -457,13 +398,13 @@ def schema() -> None:
     """
     from runner.defs.tasks import TaskSpec  # noqa: PLC0415 - keeps startup lean
 
-    _print_json(TaskSpec.model_json_schema())
+    print_json(TaskSpec.model_json_schema())
 
 
 def main(signals: EarlySignals | None = None) -> None:
     """The command line (:mod:`runner.cli.entry` notes the stop ``signals`` first)."""
     redactor = Redactor(secret_env_values(os.environ))
-    _guard_output(redactor)  # the config's secrets join once it is loaded
+    guard_output(redactor)  # the config's secrets join once it is loaded
     configure_logging(LogFormat.TEXT, redactor, level=logging.WARNING)
     try:
         app(obj=signals)

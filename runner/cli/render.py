@@ -1,21 +1,30 @@
-"""What the CLI prints: status, run summaries, progress, doctor's checks; rich for people,
-dicts for ``--json``."""
+"""What the CLI prints: tables, status, run summaries, progress, doctor's checks; rich for
+people, plain lines for pipes and logs, dicts for ``--json``.
+
+In a terminal, tables are rich tables that fit its width (``COLUMNS`` when set) and
+fold long cells. Anywhere else (a pipe, a file, a CI log) nothing is wrapped or cut:
+a table is a header and one line a row, columns padded with spaces, and every other
+line is printed whole.
+"""
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from runner.core.states import RunState
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
     from types import TracebackType
-
-    from rich.console import Console
 
     from runner.app.doctor import Diagnosis
     from runner.app.once import OnceReport
@@ -29,55 +38,134 @@ _STYLE = {
     RunState.IDLE: "dim",
     RunState.DISPATCHING: "cyan",
     RunState.EXECUTING: "cyan",
+    RunState.SKIPPED: "dim",
 }
 
 
-def print_status(out: Console, snap: dict[str, Any]) -> None:
-    """The status snapshot for a person."""
+def consoles() -> tuple[Console, Console]:
+    """stdout and stderr for one command: never wrapped when not a terminal."""
+    out, err = Console(highlight=False), Console(stderr=True, highlight=False)
+    for console in (out, err):
+        console.soft_wrap = not console.is_terminal
+    return out, err
+
+
+def line(console: Console, text: str, style: str | None = None) -> None:
+    """One line of plain text (no markup read from it), whole."""
+    console.print(Text(text, style=style or ""))
+
+
+def state_style(value: str) -> str:
+    """The colour of a run state's name (plain text for anything else)."""
+    try:
+        return _STYLE[RunState(value)]
+    except ValueError:
+        return ""
+
+
+def table(
+    console: Console,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    *,
+    title: str | None = None,
+    styles: dict[str, Callable[[str], str]] | None = None,
+) -> None:
+    """A table: rich in a terminal; elsewhere a header and one unwrapped line a row."""
+    styles = styles or {}
+    if not console.is_terminal:
+        if title:
+            console.print(Text(f"{title}:"))
+        widths = [max(len(cells[i]) for cells in [columns, *rows]) for i in range(len(columns) - 1)]
+        for cells in [columns, *rows]:
+            padded = [cell.ljust(width) for cell, width in zip(cells, widths, strict=False)]
+            console.print(Text("  ".join([*padded, cells[-1]]).rstrip()))
+        return
+    grid = Table(title=title, title_justify="left")
+    for column in columns:
+        grid.add_column(column, overflow="fold")
+    for cells in rows:
+        grid.add_row(
+            *(
+                Text(cell, style=styles[name](cell) if name in styles else "")
+                for name, cell in zip(columns, cells, strict=True)
+            )
+        )
+    console.print(grid)
+
+
+def print_status(out: Console, snap: dict[str, Any], *, filtered: bool = False) -> None:
+    """The status snapshot for a person (``filtered``: its runs were asked for by task
+    or state)."""
     mode = snap["mode"]
     since = f" since {mode['since']}" if mode["since"] else ""
     why = f" ({mode['why']})" if mode["why"] else ""
-    out.print(f"[bold]mode[/bold]: {mode['mode']}{since}{why}")
-    counts = "  ".join(
-        f"[{_STYLE[RunState(s)]}]{s} {n}[/]" for s, n in snap["runs_by_state"].items()
-    )
-    out.print(f"[bold]runs[/bold]: {counts}")
+    line(out, f"mode: {mode['mode']}{since}{why}")
+    counts = "  ".join(f"{s} {n}" for s, n in snap["runs_by_state"].items())
+    line(out, f"runs: {counts}")
     cap, run_cap = snap["budget"]["per_day_usd"], snap["budget"]["per_run_usd"]
-    out.print(
-        f"[bold]spend today[/bold]: ${snap['spend_today_usd']:.4f}"
+    line(
+        out,
+        f"spend today: ${snap['spend_today_usd']:.4f}"
         + (f" of ${cap:.2f}" if cap is not None else " (no daily cap)")
-        + (f"; per run at most ${run_cap:.2f}" if run_cap is not None else "; no per-run cap")
+        + (f"; per run at most ${run_cap:.2f}" if run_cap is not None else "; no per-run cap"),
     )
     if snap.get("next_fire"):
-        fires = Table(title="next fire times (as `omni run` scheduled them)", title_justify="left")
-        for column in ("task", "schedule", "timezone", "next fire"):
-            fires.add_column(column)
-        for job in snap["next_fire"]:
-            fires.add_row(job["task_id"], job["schedule"], job["timezone"], job["next_fire"] or "")
-        out.print(fires)
-    if not snap["recent_runs"]:
-        out.print(f"no runs yet in {snap['state_file']}; try `omni run --once`")
-        return
-    table = Table(title="recent runs", title_justify="left")
-    for column in ("task", "state", "attempt", "executor", "updated", "error / note"):
-        table.add_column(column)
-    for run in snap["recent_runs"]:
-        style = _STYLE[RunState(run["state"])]
-        table.add_row(
-            run["task_id"],
-            f"[{style}]{run['state']}[/]",
-            str(run["attempt"]),
-            run["executor"] or "",
-            run["updated_at"],
-            (run["error"] or run["note"] or "")[:60],
+        table(
+            out,
+            ("task", "schedule", "timezone", "next fire"),
+            [
+                (j["task_id"], j["schedule"], j["timezone"], j["next_fire"] or "")
+                for j in snap["next_fire"]
+            ],
+            title="next fire times (as `omni run` scheduled them)",
         )
-    out.print(table)
+    if not snap["recent_runs"]:
+        if filtered:
+            line(out, "no run matches")
+        else:
+            line(out, f"no runs yet in {snap['state_file']}; try `omni run --once`")
+        return
+    table(
+        out,
+        ("task", "run", "state", "attempt", "executor", "updated", "error / note"),
+        [
+            (
+                run["task_id"],
+                run["run_id"],
+                run["state"],
+                str(run["attempt"]),
+                run["executor"] or "",
+                run["updated_at"],
+                _one_line(run["error"] or run["note"] or ""),
+            )
+            for run in snap["recent_runs"]
+        ],
+        title="recent runs",
+        styles={"state": state_style},
+    )
 
 
-class RunProgress:
-    """A progress bar on stderr while ``run --once`` works (silent for ``--json``)."""
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
-    def __init__(self, console: Console, *, enabled: bool) -> None:
+
+class RunProgress:  # pylint: disable=too-many-instance-attributes  # bar and ticker
+    """Progress of ``run --once`` on stderr (silent for ``--json``): a bar in a
+    terminal; elsewhere (a CI log) a line when the runs are planned, then one every
+    ``interval`` seconds with the counts so far."""
+
+    def __init__(self, console: Console, *, enabled: bool, interval: float = 5.0) -> None:
+        self._console = console
+        self._bar = enabled and console.is_terminal
+        self._lines = enabled and not console.is_terminal
+        self._interval = interval
+        self._total = 0
+        self._counts = dict.fromkeys(RunState, 0)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+        self._started = time.monotonic()
         self._progress = Progress(
             TextColumn("running"),
             BarColumn(),
@@ -86,26 +174,55 @@ class RunProgress:
             TextColumn("{task.description}"),
             console=console,
             transient=True,
-            disable=not enabled,
+            disable=not self._bar,
         )
-        self._bar = self._progress.add_task("", total=None)
+        self._task = self._progress.add_task("", total=None)
 
     def __enter__(self) -> RunProgress:
-        self._progress.start()
+        if self._bar:  # a stopped rich Progress writes a newline even where it drew nothing
+            self._progress.start()
         return self
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._progress.stop()
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join()
+        if self._bar:
+            self._progress.stop()
 
     def start(self, total: int) -> None:
         """The number of runs planned."""
-        self._progress.update(self._bar, total=total)
+        self._total = total
+        self._progress.update(self._task, total=total)
+        if self._lines and total:
+            line(self._console, f"running {total} task(s)")
+            self._ticker = threading.Thread(target=self._tick, name="omni-progress", daemon=True)
+            self._ticker.start()
 
     def advance(self, finished: Finished) -> None:
         """One run is done."""
-        self._progress.update(self._bar, advance=1, description=finished.task.id)
+        with self._lock:
+            self._counts[finished.run.state] += 1
+        self._progress.update(self._task, advance=1, description=finished.task.id)
+
+    def status_line(self) -> str:
+        """``running: 3/10 done (2 completed, 1 failed), 12 s``."""
+        with self._lock:
+            counts = {s: n for s, n in self._counts.items() if n}
+        done = sum(counts.values())
+        parts = ", ".join(f"{n} {s}" for s, n in counts.items())
+        took = time.monotonic() - self._started
+        return (
+            f"running: {done}/{self._total} done"
+            + (f" ({parts})" if parts else "")
+            + (f", {took:.0f} s")
+        )
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self._interval):
+            line(self._console, self.status_line())
 
 
 def once_json(report: OnceReport) -> dict[str, Any]:
@@ -113,6 +230,7 @@ def once_json(report: OnceReport) -> dict[str, Any]:
     return {
         "exit_code": report.exit_code,
         "problems": [p.render() for p in report.problems],
+        "ignored": [str(p) for p in report.ignored],
         "runs": [
             {
                 "task_id": f.task.id,
@@ -129,6 +247,9 @@ def once_json(report: OnceReport) -> dict[str, Any]:
             {"task_id": s.task_id, "reason": s.reason, "state": s.state.value if s.state else None}
             for s in report.skipped
         ],
+        "closed": [
+            {"task_id": r.task_id, "run_id": r.run_id, "reason": r.note} for r in report.closed
+        ],
         "resumed": None
         if report.resumed is None
         else {
@@ -139,38 +260,50 @@ def once_json(report: OnceReport) -> dict[str, Any]:
     }
 
 
+def print_notes(err: Console, problems: Sequence[Any], ignored: Sequence[Any]) -> None:
+    """Invalid task files (one ``PATH:LINE: FIELD: message`` line each) and files not
+    read as task files, on stderr."""
+    for problem in problems:
+        line(err, f"invalid {problem.render()}")
+    for path in ignored:
+        line(err, f"note: {path} is not read: task files end in .yaml or .yml (lowercase)")
+
+
 def print_once(out: Console, err: Console, report: OnceReport, paths: ResolvedPaths) -> None:
     """The ``run --once`` summary for a person."""
-    for problem in report.problems:
-        err.print(f"[red]invalid[/red] {problem.render()}", highlight=False, soft_wrap=True)
+    print_notes(err, report.problems, report.ignored)
     resumed = report.resumed
     if resumed and (resumed.to_idle or resumed.to_failed or resumed.to_completed):
-        err.print(
+        line(
+            err,
             f"resumed after an interrupted run: {len(resumed.to_completed)} completed, "
-            f"{len(resumed.to_idle)} to retry, {len(resumed.to_failed)} failed"
+            f"{len(resumed.to_idle)} to retry, {len(resumed.to_failed)} failed",
         )
+    for run in report.closed:
+        line(err, f"closed run {run.run_id} of task {run.task_id}: skipped ({run.note})")
     # Tasks already done for their content are counted, not listed: a repository with
     # hundreds of tasks would otherwise print hundreds of "nothing to do" rows.
     up_to_date = [s for s in report.skipped if s.state is RunState.COMPLETED]
     shown = [s for s in report.skipped if s.state is not RunState.COMPLETED]
-    if report.finished or shown:
-        table = Table(title_justify="left")
-        for column in ("task", "state", "executor", "took", "detail"):
-            table.add_column(column, overflow="fold")
-        for f in report.finished:
-            style = _STYLE[f.run.state]
-            detail = (
-                f.run.error
-                or (f.run.state is RunState.WAITING and f.run.note)
-                or (str(f.result_path) if f.result_path else f.note)
-            )
-            took = "" if f.run.started_at is None else _took(f.run.started_at, f.run.finished_at)
-            table.add_row(
-                f.task.id, f"[{style}]{f.run.state}[/]", f.run.executor or "", took, detail
-            )
-        for s in shown:
-            table.add_row(s.task_id, f"[dim]{s.state or 'skipped'}[/]", "", "", s.reason)
-        out.print(table)
+    rows: list[tuple[str, ...]] = []
+    for f in report.finished:
+        detail = (
+            f.run.error
+            or (f.run.state is RunState.WAITING and f.run.note)
+            or (str(f.result_path) if f.result_path else f.note)
+        )
+        took = "" if f.run.started_at is None else _took(f.run.started_at, f.run.finished_at)
+        rows.append(
+            (f.task.id, f.run.state.value, f.run.executor or "", took, _one_line(detail or ""))
+        )
+    rows += [(s.task_id, s.state.value if s.state else "not run", "", "", s.reason) for s in shown]
+    if rows:
+        table(
+            out,
+            ("task", "state", "executor", "took", "detail"),
+            rows,
+            styles={"state": state_style},
+        )
     done = sum(1 for f in report.finished if f.run.state is RunState.COMPLETED)
     summary = f"{done} completed, {len(report.failed)} failed, {len(shown)} not run"
     if waiting := sum(1 for f in report.finished if f.run.state is RunState.WAITING):
@@ -179,8 +312,7 @@ def print_once(out: Console, err: Console, report: OnceReport, paths: ResolvedPa
         summary += f", {len(up_to_date)} already done for their content (--force runs again)"
     if report.problems:
         summary += f", {len(report.problems)} invalid task file problem(s)"
-    colour = "red" if report.exit_code else "green"
-    out.print(f"[{colour}]{summary}[/]; results in {paths.results}/")
+    line(out, f"{summary}; results in {paths.results}/", "red" if report.exit_code else "green")
 
 
 def _took(started: str, finished: str | None) -> str:

@@ -14,12 +14,14 @@ class OmniError(Exception):
     """Whether another attempt of the same run could help (the dispatcher's one rule)."""
 
 
-class ConfigError(OmniError):
-    """The config file or environment is wrong; the message names the file and key."""
+class UsageError(OmniError):
+    """The command was asked for something that is not there (an unknown ``--task``, a
+    missing tasks folder) or an option that does not apply; the CLI exits 2."""
 
 
 class TaskFileError(OmniError):
-    """One problem in one task file, reported as ``PATH:LINE: FIELD: message``."""
+    """One problem in one task file (or the config file), reported as
+    ``PATH:LINE: FIELD: message``."""
 
     def __init__(self, path: str, line: int | None, field: str, message: str) -> None:
         self.path = path
@@ -32,6 +34,21 @@ class TaskFileError(OmniError):
         """The one-line form used by ``omni validate`` and the loader."""
         line = self.line if self.line is not None else 1
         return f"{self.path}:{line}: {self.field}: {self.message}"
+
+
+class ConfigError(OmniError):
+    """The config file or environment is wrong: every problem found, each naming the
+    file, the line and the key (never the value: it may be a secret)."""
+
+    def __init__(self, problems: str | list[TaskFileError]) -> None:
+        self.problems = [] if isinstance(problems, str) else list(problems)
+        """Each problem; empty when the error is one sentence (e.g. ``OMNI_NOW``)."""
+        text = problems if isinstance(problems, str) else "\n".join(self.lines())
+        super().__init__(text)
+
+    def lines(self) -> list[str]:
+        """One ``PATH:LINE: KEY: message`` line a problem (or the sentence)."""
+        return [p.render() for p in self.problems] or [str(self)]
 
 
 class InvalidTaskFile(OmniError):

@@ -20,6 +20,8 @@ class RunState(StrEnum):
     WAITING = "waiting"
     COMPLETED = "completed"
     FAILED = "failed"
+    SKIPPED = "skipped"
+    """Closed without running: its task file is gone (the event's detail says which)."""
 
 
 class Mode(StrEnum):
@@ -31,7 +33,8 @@ class Mode(StrEnum):
 
 
 RUN_TRANSITIONS: dict[RunState, frozenset[RunState]] = {
-    RunState.IDLE: frozenset({RunState.DISPATCHING}),
+    # -> skipped: the task's file is gone, so a run that has not started never will.
+    RunState.IDLE: frozenset({RunState.DISPATCHING, RunState.SKIPPED}),
     RunState.DISPATCHING: frozenset(
         {RunState.EXECUTING, RunState.WAITING, RunState.FAILED, RunState.IDLE}
     ),
@@ -39,10 +42,12 @@ RUN_TRANSITIONS: dict[RunState, frozenset[RunState]] = {
     RunState.EXECUTING: frozenset(
         {RunState.COMPLETED, RunState.FAILED, RunState.WAITING, RunState.IDLE}
     ),
-    RunState.WAITING: frozenset({RunState.DISPATCHING}),
-    # failed -> idle is a retry; the store allows it only with attempts left.
-    RunState.FAILED: frozenset({RunState.IDLE}),
+    RunState.WAITING: frozenset({RunState.DISPATCHING, RunState.SKIPPED}),
+    # failed -> idle is a retry; the store allows it only with attempts left (and
+    # failed -> skipped closes such a retry when the task's file is gone).
+    RunState.FAILED: frozenset({RunState.IDLE, RunState.SKIPPED}),
     RunState.COMPLETED: frozenset(),
+    RunState.SKIPPED: frozenset(),
 }
 
 MODE_TRANSITIONS: dict[Mode, frozenset[Mode]] = {
@@ -55,7 +60,7 @@ MODE_TRANSITIONS: dict[Mode, frozenset[Mode]] = {
 #: States a dead process may leave a run in; ``resume()`` settles them on start.
 IN_FLIGHT: frozenset[RunState] = frozenset({RunState.DISPATCHING, RunState.EXECUTING})
 #: States after which a run never changes again (failed may still be retried by the store).
-TERMINAL: frozenset[RunState] = frozenset({RunState.COMPLETED, RunState.FAILED})
+TERMINAL: frozenset[RunState] = frozenset({RunState.COMPLETED, RunState.FAILED, RunState.SKIPPED})
 
 
 def check_transition(old: RunState, new: RunState) -> None:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -24,7 +26,7 @@ from pydantic import (
 )
 
 from runner.core.clock import check_timezone
-from runner.core.errors import ConfigError, FileRefusedError
+from runner.core.errors import ConfigError, FileRefusedError, TaskFileError
 from runner.core.files import read_regular
 from runner.core.redaction import (
     Redactor,
@@ -34,6 +36,7 @@ from runner.core.redaction import (
     url_secrets,
 )
 from runner.core.yamlio import YamlProblem, dotted, line_of, read_yaml
+from runner.defs.problems import message as problem_message
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -49,8 +52,25 @@ MAX_FILE_CAP = 64 * 1_048_576
 CONFIG_MAX_BYTES = 1_048_576
 
 
+def check_url(value: str, schemes: tuple[str, ...] = ("http", "https")) -> str:
+    """``value`` if it is a URL with one of ``schemes`` and a host, else ``ValueError``
+    (whose message never repeats the value: a URL may carry a token)."""
+    try:
+        parts = urlsplit(value)
+        ok = parts.scheme in schemes and bool(parts.hostname)
+    except ValueError:
+        ok = False
+    if not ok:
+        wanted = ", ".join(f"{scheme}://" for scheme in schemes)
+        raise ValueError(f"not a URL: want {wanted} and a host, like https://example.com")
+    return value
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=True)
+    # allow_inf_nan=False: a timeout of .inf (or .nan) would wait for ever.
+    model_config = ConfigDict(
+        extra="forbid", use_attribute_docstrings=True, frozen=True, allow_inf_nan=False
+    )
 
     def secret_values(self) -> list[str]:
         """Every secret this part of the config holds, for redaction (never to print)."""
@@ -103,9 +123,12 @@ class McpServer(_Strict):
     def _one_transport(self) -> McpServer:
         if (self.command is None) == (self.url is None):
             raise ValueError("give exactly one of `command` (stdio) or `url` (http, sse, ws)")
-        if self.url is not None and not re.match(r"^(https?|wss?)://", self.url):
-            raise ValueError(f"url must start with http://, https://, ws:// or wss://: {self.url}")
         return self
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return None if value is None else check_url(value, ("http", "https", "ws", "wss"))
 
     def secret_values(self) -> list[str]:
         """Values of secret-named ``env`` entries and headers, of ``Authorization``, and
@@ -196,6 +219,11 @@ class DirectApi(_Strict):
     """A LiteLLM model string (GitHub Models: ``github/<model>``)."""
     api_base: str = "https://models.github.ai/inference"
     """The provider's endpoint."""
+
+    @field_validator("api_base")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return check_url(value)
 
 
 class Agent(_Strict):
@@ -326,6 +354,11 @@ class Config(_Strict):
     limits: Limits = Field(default_factory=Limits)
     """Input caps."""
 
+    @field_validator("lite_llm_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return None if value is None else check_url(value)
+
     @field_validator("model_list")
     @classmethod
     def _check_model_list(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -371,30 +404,105 @@ def redactor_for(config: Config, environ: Mapping[str, str]) -> Redactor:
     return Redactor([*config.secret_values(), *secret_env_values(environ)])
 
 
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def expand_env(data: Any, environ: Mapping[str, str], path: tuple[str | int, ...] = ()) -> Any:
-    """Expand ``${VAR}`` / ``${VAR:-default}`` in every string of ``data``.
+class _Expansion:
+    """``${VAR}``, ``${VAR:-default}`` (the default may hold ``${...}`` itself) and
+    ``$$`` (a literal ``$``) in one string; a ``$`` before anything else stays as it is."""
 
-    Raises :class:`KeyError` carrying ``(path, name)`` for a missing variable.
-    """
-    if isinstance(data, str):
+    def __init__(self, text: str, environ: Mapping[str, str]) -> None:
+        self._text = text
+        self._env = environ
+        self.missing: list[str] = []
+        """Variables that were needed and not set, in order."""
 
-        def sub(match: re.Match[str]) -> str:
-            name, default = match.group(1), match.group(2)
-            if name in environ:
-                return environ[name]
-            if default is not None:
-                return default
-            raise KeyError((path, name))
+    def run(self) -> str:
+        """The expanded string (``missing`` lists the variables that were not set)."""
+        value, end = self._until(0, closing=False, used=True)
+        assert end == len(self._text)
+        return value
 
-        return _VAR.sub(sub, data)
-    if isinstance(data, dict):
-        return {k: expand_env(v, environ, (*path, str(k))) for k, v in data.items()}
-    if isinstance(data, list):
-        return [expand_env(v, environ, (*path, i)) for i, v in enumerate(data)]
-    return data
+    def _until(self, i: int, *, closing: bool, used: bool) -> tuple[str, int]:
+        """The expansion from ``i`` to the end (or, ``closing``, to the ``}`` that
+        closes a default); returns it and the index after it."""
+        text, out = self._text, list[str]()
+        while i < len(text):
+            char = text[i]
+            if closing and char == "}":
+                return "".join(out), i
+            if text.startswith("$$", i):
+                out.append("$")
+                i += 2
+            elif text.startswith("${", i):
+                value, i = self._variable(i + 2, used=used)
+                out.append(value)
+            else:
+                out.append(char)
+                i += 1
+        if closing:
+            raise ValueError("a `${` has no closing `}` (write `$$` for a literal `$`)")
+        return "".join(out), i
+
+    def _variable(self, i: int, *, used: bool) -> tuple[str, int]:
+        match = _NAME.match(self._text, i)
+        if match is None:
+            raise ValueError(
+                "`${` must be followed by a variable name, as in ${NAME} or ${NAME:-default}"
+                " (write `$$` for a literal `$`)"
+            )
+        name, i = match.group(), match.end()
+        present = name in self._env
+        if self._text.startswith(":-", i):
+            default, i = self._until(i + 2, closing=True, used=used and not present)
+            return (self._env[name] if present else default), i + 1
+        if not self._text.startswith("}", i):
+            raise ValueError(f"${{{name} is not closed with `}}` (or `:-default}}`)")
+        if not present and used:
+            self.missing.append(name)
+        return self._env.get(name, ""), i + 1
+
+
+@dataclass(frozen=True, slots=True)
+class _Unexpanded:
+    """A string of the config that could not be expanded, and why."""
+
+    loc: tuple[str | int, ...]
+    message: str
+
+
+def expand_env(data: Any, environ: Mapping[str, str], problems: list[_Unexpanded]) -> Any:
+    """Expand ``${VAR}``, ``${VAR:-default}`` and ``$$`` in every string of ``data``;
+    each missing variable or bad ``${`` is appended to ``problems`` (that string is
+    then left as it was)."""
+    found = problems
+
+    def walk(value: Any, loc: tuple[str | int, ...]) -> Any:
+        if isinstance(value, str):
+            if "$" not in value:
+                return value
+            expansion = _Expansion(value, environ)
+            try:
+                expanded = expansion.run()
+            except ValueError as exc:
+                found.append(_Unexpanded(loc, str(exc)))
+                return value
+            for name in expansion.missing:
+                found.append(
+                    _Unexpanded(
+                        loc,
+                        f"environment variable ${{{name}}} is not set"
+                        f" (set it, or write ${{{name}:-default}})",
+                    )
+                )
+            return value if expansion.missing else expanded
+        if isinstance(value, dict):
+            return {k: walk(v, (*loc, str(k))) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v, (*loc, i)) for i, v in enumerate(value)]
+        return value
+
+    return walk(data, ())
 
 
 def load_config(
@@ -403,60 +511,76 @@ def load_config(
     """Load ``path``; ``None``, or a missing file that was not ``required``, gives the
     embedded defaults.
 
-    Every problem raises :class:`ConfigError` naming the file, the line and the key.
+    Raises :class:`ConfigError` with every problem found, each naming the file, the
+    line and the key.
     """
     env = os.environ if environ is None else environ
-    if path is not None and required and not path.exists():
-        raise ConfigError(f"{path}: config file not found")
-    if path is None or not path.exists():
-        data: Any = {}
-        text = ""
-    else:
-        try:
-            data, text = read_yaml(path, max_bytes=CONFIG_MAX_BYTES)
-        except YamlProblem as exc:
-            raise ConfigError(f"{path}:{exc.line}: (file): {exc.message}") from None
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        kind = "a list" if isinstance(data, list) else f"a {type(data).__name__}"
-        raise ConfigError(f"{path}:1: (file): config must be a mapping of keys, got {kind}")
-    try:
-        data = expand_env(data, env)
-    except KeyError as exc:
-        loc, name = exc.args[0]
-        raise ConfigError(
-            f"{path}:{line_of(text, loc)}: {dotted(loc)}: environment variable ${{{name}}} "
-            f"is not set (set it, or write ${{{name}:-default}})"
-        ) from None
+    shown = str(path) if path is not None else "(defaults)"
+    data, text = _read_config(path, shown, required=required)
+    unexpanded: list[_Unexpanded] = []
+    data = expand_env(data, env, unexpanded)
+    problems = [
+        TaskFileError(shown, line_of(text, u.loc), dotted(u.loc), u.message) for u in unexpanded
+    ]
     data.setdefault("lite_llm_key", env.get("LITELLM_API_KEY") or None)
     data.setdefault("github_key", env.get("GITHUB_LITELLM_KEY") or None)
+    config: Config | None = None
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = tuple(err["loc"])
-        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise ConfigError(
-            f"{path}:{line_of(text, loc)}: {dotted(loc)}: {_message(err)}{more}"
-        ) from None
+        failed = {u.loc for u in unexpanded}
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            if any(loc[: len(f)] == f for f in failed):
+                continue  # already said: its variable is not set
+            message = problem_message(Config, err, show_value=False)
+            problems.append(TaskFileError(shown, line_of(text, loc), dotted(loc), message))
+    if (reason := _workspace_problem(data.get("workspace"), env)) is not None:
+        problems.append(TaskFileError(shown, line_of(text, ("workspace",)), "workspace", reason))
+    if problems or config is None:
+        raise ConfigError(sorted(problems, key=lambda p: p.line or 0))
     if config.mcp_servers_from:
         config = _add_servers_from(config, Path(config.mcp_servers_from), path)
     return config
 
 
-def _message(err: Any) -> str:
-    if err["type"] == "extra_forbidden":
-        return "unknown key (see config.yaml.example for the keys there are)"
-    if err["type"] == "missing":
-        return "required key is missing"
-    msg = str(err["msg"]).removeprefix("Value error, ")
-    secret = any(isinstance(p, str) and is_secret_header(p) for p in err["loc"])
-    if "input" in err and err["type"] not in {"value_error"} and not secret:
-        msg += f", got {err['input']!r}"[:120]
-    return msg
+def _read_config(path: Path | None, shown: str, *, required: bool) -> tuple[dict[str, Any], str]:
+    """The config file's mapping and text (empty for no file); :class:`ConfigError` when
+    it cannot be read or is not a mapping."""
+
+    def problem(line: int | None, message: str) -> ConfigError:
+        return ConfigError([TaskFileError(shown, line, "(file)", message)])
+
+    if path is None or not path.exists():
+        if required:
+            raise problem(None, "config file not found")
+        return {}, ""
+    try:
+        data, text = read_yaml(path, max_bytes=CONFIG_MAX_BYTES)
+    except YamlProblem as exc:
+        raise problem(exc.line, exc.message) from None
+    except OSError as exc:
+        raise problem(None, f"cannot read: {exc.strerror}") from None
+    if data is None:
+        return {}, text
+    if not isinstance(data, dict):
+        kind = "a list" if isinstance(data, list) else f"a {type(data).__name__}"
+        raise problem(1, f"config must be a mapping of keys, got {kind}")
+    return data, text
+
+
+def _workspace_problem(value: Any, env: Mapping[str, str]) -> str | None:
+    """Why ``workspace`` is refused: the whole file system or the home folder, where the
+    built-in executor's tools (and a model's) could write anywhere."""
+    if not isinstance(value, str) or not value:
+        return None
+    where = Path(value).absolute()
+    home = env.get("HOME")
+    if where == Path(where.anchor):
+        return "may not be the root folder (/): its tools could write anywhere"
+    if home and where == Path(home).absolute():
+        return "may not be your home folder: use a project folder inside it"
+    return None
 
 
 def _read_servers_file(source: Path, config_path: Path | None) -> Any:
@@ -466,17 +590,30 @@ def _read_servers_file(source: Path, config_path: Path | None) -> Any:
         return json.loads(read_regular(source, CONFIG_MAX_BYTES).decode("utf-8"))
     except OSError as exc:
         raise ConfigError(
-            f"{config_path}: mcp_servers_from: cannot read {source}: {exc.strerror}"
+            [
+                TaskFileError(
+                    str(config_path),
+                    None,
+                    "mcp_servers_from",
+                    f"cannot read {source}: {exc.strerror}",
+                )
+            ]
         ) from None
     except FileRefusedError as exc:
-        raise ConfigError(f"{config_path}: mcp_servers_from: {exc}") from None
+        raise ConfigError(
+            [TaskFileError(str(config_path), None, "mcp_servers_from", str(exc))]
+        ) from None
     except UnicodeDecodeError as exc:
         raise ConfigError(
-            f"{source}: mcp_servers_from: not valid UTF-8 (byte {exc.start})"
+            [
+                TaskFileError(
+                    str(source), None, "mcp_servers_from", f"not valid UTF-8 (byte {exc.start})"
+                )
+            ]
         ) from None
     except json.JSONDecodeError as exc:
         raise ConfigError(
-            f"{source}:{exc.lineno}: mcp_servers_from: invalid JSON: {exc.msg}"
+            [TaskFileError(str(source), exc.lineno, "mcp_servers_from", f"invalid JSON: {exc.msg}")]
         ) from None
 
 
@@ -487,13 +624,17 @@ def _add_servers_from(config: Config, source: Path, config_path: Path | None) ->
     doc = _read_servers_file(source, config_path)
     found = doc.get("mcpServers") if isinstance(doc, dict) else None
     if not isinstance(found, dict):
-        raise ConfigError(f"{source}:1: mcpServers: expected a mapping of server names")
+        raise ConfigError(
+            [TaskFileError(str(source), 1, "mcpServers", "expected a mapping of server names")]
+        )
     servers = dict(config.mcp_servers)
     for name, raw in found.items():
         if name in servers:
             continue  # the config file's own entry wins
         if not isinstance(raw, dict):
-            raise ConfigError(f"{source}: mcpServers.{name}: expected a mapping")
+            raise ConfigError(
+                [TaskFileError(str(source), None, f"mcpServers.{name}", "expected a mapping")]
+            )
         entry = {
             k: v for k, v in raw.items() if k in {"command", "args", "env", "cwd", "url", "headers"}
         }
@@ -502,9 +643,17 @@ def _add_servers_from(config: Config, source: Path, config_path: Path | None) ->
         try:
             servers[name] = McpServer.model_validate(entry)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            where = dotted(("mcpServers", name, *err["loc"]))
-            raise ConfigError(f"{source}: {where}: {_message(err)}") from None
+            raise ConfigError(
+                [
+                    TaskFileError(
+                        str(source),
+                        None,
+                        dotted(("mcpServers", name, *err["loc"])),
+                        problem_message(McpServer, err, show_value=False),
+                    )
+                    for err in exc.errors()
+                ]
+            ) from None
     return config.model_copy(update={"mcp_servers": servers})
 
 

@@ -22,6 +22,7 @@ from runner.core.files import read_regular
 from runner.core.ids import check_task_id
 from runner.core.yamlio import YamlProblem, dotted, line_of, read_yaml
 from runner.defs.cron import CronError, parse_schedule
+from runner.defs.problems import message as problem_message
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -41,7 +42,10 @@ def check_schedule(schedule: str) -> None:
 class TaskSpec(BaseModel):
     """One task file. Exactly one of ``tool`` (a tool task) or ``prompt`` (a prompt task)."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=True)
+    # allow_inf_nan=False: a timeout of .inf would wait for ever.
+    model_config = ConfigDict(
+        extra="forbid", use_attribute_docstrings=True, frozen=True, allow_inf_nan=False
+    )
 
     id: str | None = None
     """Task id; default the file's path under the tasks folder without ``.yaml``."""
@@ -127,6 +131,8 @@ class LoadResult:
 
     tasks: list[Task] = field(default_factory=list)
     problems: list[TaskFileError] = field(default_factory=list)
+    ignored: list[Path] = field(default_factory=list)
+    """Files not read although they look meant as task files (``.YAML``)."""
 
 
 def task_hash(spec: TaskSpec, task_id: str) -> str:
@@ -144,6 +150,16 @@ def default_id(path: Path, root: Path) -> str:
     except ValueError:
         rel = Path(path.name)
     return rel.with_suffix("").as_posix()
+
+
+def root_for(path: Path, tasks_root: Path) -> Path:
+    """The folder a file's default id is taken relative to: the tasks folder when the
+    file is inside it, else the file's own folder."""
+    try:
+        path.resolve().relative_to(tasks_root.resolve())
+    except ValueError:
+        return path.parent
+    return tasks_root
 
 
 def load_task_file(path: Path, root: Path, max_bytes: int) -> Task:
@@ -190,7 +206,7 @@ def load_task_file(path: Path, root: Path, max_bytes: int) -> Task:
     return Task(id=task_id, path=path, spec=spec, task_hash=task_hash(spec, task_id))
 
 
-def line_in_file(path: Path, loc: tuple[str, ...], max_bytes: int) -> int:
+def line_in_file(path: Path, loc: tuple[str | int, ...], max_bytes: int) -> int:
     """The line of the key at ``loc`` in the task file ``path`` (1 if it cannot be read
     again: it may have changed since it loaded)."""
     try:
@@ -205,39 +221,35 @@ def _problem(path: str, text: str, err: Any) -> TaskFileError:
     ctx = err.get("ctx") or {}
     if not loc and "field" in ctx:
         loc = (ctx["field"],)
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        message = f"unknown key; allowed keys: {', '.join(TaskSpec.model_fields)}"
-    elif kind == "missing":
-        message = "required key is missing"
-    else:
-        message = str(err["msg"]).removeprefix("Value error, ")
-        if kind not in {"value_error", "task_shape", "schedule"} and "input" in err:
-            message += f" (got {_short(err['input'])})"
+    message = problem_message(TaskSpec, err, show_value=True)
     return TaskFileError(path, line_of(text, loc), dotted(loc), message)
 
 
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def find_task_files(root: Path) -> list[Path]:
-    """Task files under ``root``, sorted; hidden files and folders are skipped.
+def scan_task_files(root: Path) -> tuple[list[Path], list[Path]]:
+    """Task files under ``root`` (sorted; hidden files and folders skipped), and the
+    files that look meant as task files but are not read: a suffix in another case
+    (``.YAML``, ``.Yml``), named so a person hears of them once.
 
     Every non-folder entry with a task suffix is listed, a FIFO or a device too: the
     loader refuses it with a message instead of it going unnoticed.
     """
     if not root.is_dir():
-        return [root] if os.path.lexists(root) else []
-    found = [
-        p
-        for p in root.rglob("*")
-        if p.suffix in TASK_SUFFIXES
-        and not p.is_dir()
-        and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    ]
-    return sorted(found)
+        return ([root] if os.path.lexists(root) else []), []
+    found: list[Path] = []
+    ignored: list[Path] = []
+    for path in root.rglob("*"):
+        suffix = path.suffix
+        if suffix.lower() not in TASK_SUFFIXES or path.is_dir():
+            continue
+        if any(part.startswith(".") for part in path.relative_to(root).parts):
+            continue
+        (found if suffix in TASK_SUFFIXES else ignored).append(path)
+    return sorted(found), sorted(ignored)
+
+
+def find_task_files(root: Path) -> list[Path]:
+    """Task files under ``root``, sorted; hidden files and folders are skipped."""
+    return scan_task_files(root)[0]
 
 
 def load_tasks(
@@ -247,7 +259,9 @@ def load_tasks(
     result = LoadResult()
     owners: dict[str, Path] = {}
     root_is_dir = root.is_dir()
-    for path in files if files is not None else find_task_files(root):
+    if files is None:
+        files, result.ignored = scan_task_files(root)
+    for path in files:
         try:
             task = load_task_file(path, root if root_is_dir else path.parent, max_bytes)
         except InvalidTaskFile as exc:

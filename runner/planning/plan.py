@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from runner.core.clock import iso, utc_now
@@ -96,7 +97,9 @@ def plan(
         if isinstance(verdict, Skipped):
             skipped.append(verdict)
             continue
-        run = None if selection.force else store.open_run(task.id, task.task_hash, verdict.slot)
+        run = store.open_run(task.id, task.task_hash, verdict.slot)
+        if selection.force and run is not None and run.slot is not None:
+            run = None  # a forced run serves no slot: it leaves that slot's run be
         if run is None:
             run = store.create_run(
                 task.id, task.task_hash, max_attempts=task.spec.retries + 1, slot=verdict.slot
@@ -113,23 +116,101 @@ def plan(
 
 
 @dataclass(frozen=True, slots=True)
-class _Runs:
-    """A task that runs now, serving ``slot`` (``None``: a one-off or a forced run)."""
+class Planned:
+    """A task a pass runs now, the slot it serves (``None``: a one-off or a forced run),
+    and why, in words for a person."""
 
+    task: Task
     slot: str | None
+    reason: str
 
 
-def _verdict(task: Task, store: Store, selection: Selection, rule: DueRule) -> _Runs | Skipped:
-    """Whether ``task`` runs now, and why not."""
+def preview(
+    tasks: list[Task],
+    store: Store | None,
+    selection: Selection,
+    rule: DueRule,
+    *,
+    waits_for: Callable[[Task], str | None] | None = None,
+) -> tuple[list[Planned], list[Skipped]]:
+    """What :func:`plan` would decide, writing nothing (``run --once --dry-run``,
+    ``omni tasks``); ``store`` ``None`` (no state file yet) decides from the result
+    files alone."""
+    due: list[Planned] = []
+    skipped: list[Skipped] = []
+    for task in tasks:
+        if not selection.picks(task.id):
+            continue
+        verdict = _verdict(task, store, selection, rule)
+        if isinstance(verdict, Skipped):
+            skipped.append(verdict)
+        elif waits_for is not None and (reason := waits_for(task)) is not None:
+            skipped.append(Skipped(task.id, reason, RunState.IDLE))
+        else:
+            due.append(verdict)
+    return due, skipped
+
+
+def _verdict(
+    task: Task, store: Store | None, selection: Selection, rule: DueRule
+) -> Planned | Skipped:
+    """Whether ``task`` runs now, and why (not)."""
     if not task.spec.enabled and not selection.force:
         return Skipped(task.id, "disabled (enabled: false)")
     if selection.force:
-        return _Runs(None)  # a forced run serves no slot: it is an extra run
-    history = history_from_store(store, task).merge(
-        history_from_results(rule.results, task.id, rule.check())
-    )
+        return Planned(task, None, "--force")  # a forced run serves no slot: an extra run
+    history = history_from_results(rule.results, task.id, rule.check())
+    if store is not None:
+        history = history_from_store(store, task).merge(history)
     decision = decide(task, history, rule)
     if decision.verdict is not Due.RUN:
         done = {Due.DONE: RunState.COMPLETED, Due.FAILED: RunState.FAILED}.get(decision.verdict)
         return Skipped(task.id, decision.reason, done)
-    return _Runs(iso(decision.slot) if decision.slot is not None else None)
+    slot = iso(decision.slot) if decision.slot is not None else None
+    return Planned(task, slot, decision.reason)
+
+
+@dataclass(frozen=True, slots=True)
+class Orphan:
+    """An unfinished run whose task is gone, and why (the ``skipped`` event's detail)."""
+
+    run: RunRecord
+    reason: str
+
+
+def orphans(tasks: list[Task], store: Store) -> list[Orphan]:
+    """Unfinished runs (idle, waiting, a retry due) of tasks no file defines any more:
+    their recorded file is gone, or now defines another task. A task whose file is still
+    there but invalid keeps its runs (fixing the file takes them up again)."""
+    known = {task.id for task in tasks}
+    files = {task.path.absolute(): task.id for task in tasks}
+    paths = store.task_paths()
+    found = []
+    for run in store.unfinished_runs():
+        if run.task_id in known:
+            continue
+        recorded = paths.get(run.task_id)
+        if recorded is None:
+            continue  # never loaded by a pass that records tasks: nothing to go by
+        path = Path(recorded)
+        if path in files:
+            reason = f"task file {path} now defines task {files[path]!r}"
+        elif not path.exists():
+            reason = f"task file {path} is gone"
+        else:
+            continue
+        found.append(Orphan(run, reason))
+    return found
+
+
+def orphans_of(task_id: str, reason: str, store: Store) -> list[Orphan]:
+    """The unfinished runs of ``task_id``, whose file went away for ``reason`` (service
+    mode hears of it from its sources)."""
+    return [Orphan(run, reason) for run in store.unfinished_runs() if run.task_id == task_id]
+
+
+def close_orphans(found: list[Orphan], store: Store) -> list[RunRecord]:
+    """Close each orphan ``skipped``, its reason as the event's detail and the run's note."""
+    return [
+        store.transition(o.run, RunState.SKIPPED, detail=o.reason, note=o.reason) for o in found
+    ]

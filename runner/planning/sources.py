@@ -36,7 +36,7 @@ from urllib.parse import urlsplit, urlunsplit
 from watchfiles import Change, awatch
 
 from runner.core.errors import SourceError
-from runner.defs.tasks import TASK_SUFFIXES, Task, find_task_files
+from runner.defs.tasks import TASK_SUFFIXES, Task, find_task_files, scan_task_files
 
 if TYPE_CHECKING:
     from runner.defs.config import GitSource as GitSourceConfig
@@ -134,6 +134,7 @@ class FolderSource:  # pylint: disable=too-many-instance-attributes  # one watch
         self._wall = wall
         self._known: dict[Path, Signature] = {}  # as last reported
         self._pending: dict[Path, _Pending] = {}
+        self._named: set[Path] = set()  # files named once as not read (``.YAML``)
         self._wake = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -146,7 +147,12 @@ class FolderSource:  # pylint: disable=too-many-instance-attributes  # one watch
     def rescan(self) -> None:
         """Compare the folder with what was reported: new or changed files start
         settling, vanished ones are reported removed."""
-        found = task_files(self.root)
+        files, ignored = scan_task_files(self.root) if self.root.is_dir() else ([], [])
+        found = [p for p in files if is_task_file(p, self.root)]
+        for path in ignored:
+            if path not in self._named:  # once, not at every rescan
+                self._named.add(path)
+                log.warning("%s is not read: task files end in .yaml or .yml (lowercase)", path)
         present = set(found)
         gone = [p for p in self._known if p not in present]
         for path in found:

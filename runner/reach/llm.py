@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import copy
 import importlib
+import logging
 import math
 import os
 from typing import TYPE_CHECKING, Any, TypeGuard
@@ -46,17 +47,42 @@ ROUTER_SETTINGS = (
 _WARM_UP = ({"role": "user", "content": "Reply with OK."},)
 
 
+#: The loggers litellm writes to, each with its own handler (INFO to stdout, coloured).
+_LITELLM_LOGGERS = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy")
+
+
 def _load_litellm() -> Any:
     """Import litellm without letting it fetch its price list from the network, and the
     parts its first call would import lazily (so they are not timed with that call)."""
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    level = _litellm_level()
+    for name in _LITELLM_LOGGERS:  # before the import: it logs while it loads
+        logging.getLogger(name).setLevel(level)
     # pylint: disable-next=import-outside-toplevel
     import litellm  # noqa: PLC0415 - deliberate: see the module docstring
 
     # Its "Give Feedback / Get Help" banner would land on our stdout with every error.
     litellm.suppress_debug_info = True
+    _route_logging(level)
     importlib.import_module("openai.resources.chat")  # the OpenAI client's lazy `chat`
     return litellm
+
+
+def _litellm_level() -> int:
+    """WARNING, or INFO when omni logs at DEBUG (``--verbose``)."""
+    return (
+        logging.INFO if logging.getLogger("runner").isEnabledFor(logging.DEBUG) else logging.WARNING
+    )
+
+
+def _route_logging(level: int) -> None:
+    """litellm's log lines go through omni's logging (stderr, secrets masked, one copy
+    each): its own handlers (INFO to stdout, coloured) go, its loggers propagate."""
+    for name in _LITELLM_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+        logger.setLevel(level)
 
 
 class LiteLLM:

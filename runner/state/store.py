@@ -74,6 +74,10 @@ _PRAGMAS = (
 )
 
 
+# A looking-only connection: never writes, so it never changes the file.
+_READ_ONLY_PRAGMAS = ("PRAGMA busy_timeout=5000", "PRAGMA query_only=ON")
+
+
 _STATE_AT, _MODE_AT = _COLUMNS.index("state"), _COLUMNS.index("mode")
 
 
@@ -115,7 +119,12 @@ class Store:  # pylint: disable=too-many-public-methods  # the store's whole API
         clock: Callable[[], datetime] = utc_now,
         on_transition: Callable[[RunChange], None] | None = None,
         redactor: Redactor | None = None,
+        read_only: bool = False,
     ) -> None:
+        """Open (creating and migrating) the database at ``path``; with ``read_only``, an
+        existing, up-to-date one that this object never writes (:class:`StoreError`
+        otherwise): the commands that only look (``status``, ``tasks``, ``show``,
+        ``run --once --dry-run``) leave the file as they found it."""
         self.path = Path(path)
         self._clock = clock
         # Without secrets it still masks URL userinfo.
@@ -127,17 +136,34 @@ class Store:  # pylint: disable=too-many-public-methods  # the store's whole API
         # a caller need not); one connection must never interleave two transactions.
         self._lock = threading.RLock()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            if not existing_database(self.path):  # refuses a file that is not one
-                create_database(self.path, _set_pragmas)
-            self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            if read_only:
+                existing_database(self.path)  # refuses a file that is not one
+                # rw, not ro: a read-only connection leaves the -wal and -shm files behind.
+                uri = f"{self.path.absolute().as_uri()}?mode=rw"
+                self._conn = sqlite3.connect(
+                    uri, uri=True, isolation_level=None, check_same_thread=False
+                )
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                if not existing_database(self.path):  # refuses a file that is not one
+                    create_database(self.path, _set_pragmas)
+                self._conn = sqlite3.connect(
+                    self.path, isolation_level=None, check_same_thread=False
+                )
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"{self.path}: cannot open the state database: {exc}") from exc
         try:
             with translated(self.path):
-                _set_pragmas(self._conn)
+                if read_only:
+                    for pragma in _READ_ONLY_PRAGMAS:
+                        self._conn.execute(pragma)
+                else:
+                    _set_pragmas(self._conn)
                 self._db = Database(self._conn, recursive_triggers=False, execute_plugins=False)
-                self._migrate()
+                if read_only:
+                    self._check_schema()
+                else:
+                    self._migrate()
         except BaseException:
             self._conn.close()
             raise
@@ -217,6 +243,14 @@ class Store:  # pylint: disable=too-many-public-methods  # the store's whole API
                     (version, self._now()),
                 )
 
+    def _check_schema(self) -> None:
+        found = self._schema_version()
+        if found != len(MIGRATIONS):
+            raise StoreError(
+                f"{self.path}: state database schema {found}, this omni reads schema"
+                f" {len(MIGRATIONS)}; `omni run --once` brings it up to date"
+            )
+
     def _schema_version(self) -> int:
         if not self._db.table("schema_migrations").exists():
             return 0
@@ -248,7 +282,9 @@ class Store:  # pylint: disable=too-many-public-methods  # the store's whole API
             old = new
         now = self._now()
         steps = [(state, self._redact(detail)) for state, detail in steps]
-        values = {k: _sql_value(v) for k, v in (changes or {}).items()}
+        # A note says why a run stands where it stands: it goes when the run moves on.
+        values: dict[str, Any] = {"note": None}
+        values |= {k: _sql_value(v) for k, v in (changes or {}).items()}
         for name in _TEXT:
             if values.get(name) is not None:
                 values[name] = self._redact(values[name])
@@ -319,7 +355,7 @@ class Store:  # pylint: disable=too-many-public-methods  # the store's whole API
         """Record a task file as last loaded (id, path, hash, schedule, enabled)."""
         row = {
             "id": task.id,
-            "path": str(task.path),
+            "path": str(task.path.absolute()),  # so a later pass from elsewhere finds it
             "task_hash": task.task_hash,
             "schedule": task.spec.schedule,
             "enabled": int(task.spec.enabled),
@@ -446,6 +482,25 @@ class Store:  # pylint: disable=too-many-public-methods  # the store's whole API
             sql += " LIMIT ?"
             params.append(limit)
         return self._read_runs(sql, params)
+
+    def runs_by_id_prefix(self, prefix: str, limit: int = 10) -> list[RunRecord]:
+        """Runs whose id starts with ``prefix`` (ids are upper-case), newest first."""
+        text = prefix.upper()
+        return self._read_runs(
+            "WHERE substr(run_id, 1, ?) = ? ORDER BY seq DESC LIMIT ?", (len(text), text, limit)
+        )
+
+    def unfinished_runs(self) -> list[RunRecord]:
+        """Runs that have not started and may still: idle, waiting, and failed ones with
+        attempts left (a retry), in creation order."""
+        return self._read_runs(
+            "WHERE state IN (?, ?) OR (state = ? AND attempt < max_attempts) ORDER BY seq",
+            (RunState.IDLE.value, RunState.WAITING.value, RunState.FAILED.value),
+        )
+
+    def task_paths(self) -> dict[str, str]:
+        """Each recorded task's file, as last loaded (task id -> absolute path)."""
+        return {row["id"]: row["path"] for row in self._read("SELECT id, path FROM tasks")}
 
     def counts_by_state(self) -> dict[RunState, int]:
         """How many runs are in each state; every state is present."""

@@ -44,7 +44,7 @@ def doctor(tmp_path: Path, config: dict[str, Any], *args: str, **env: str) -> tu
         text=True,
         timeout=90,
         check=False,
-        env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), **env},
+        env={"PATH": os.environ["PATH"], "HOME": str(tmp_path / "home"), **env},
     )
     assert done.stderr == "" or "Traceback" not in done.stderr, done.stderr
     return done.returncode, done.stdout

@@ -255,6 +255,29 @@ def test_report_lists_what_failed_waits_and_completed() -> None:
     assert "Nothing new" in render(BranchReport(), base="main", branch="omni/results")
 
 
+def test_report_links_results_lists_waiting_runs_and_cuts_at_a_word() -> None:
+    error = "cannot read config: no such file or directory " * 6
+    results = [{"task_id": "a/b", "run_id": "R1", "state": "failed", "error": error}]
+    pending = [
+        {"task_id": "think", "run_id": "R2", "state": "idle", "note": "waits for a model"},
+    ]
+    body = render(
+        results,
+        base="main",
+        branch="omni/results",
+        pending=pending,
+        link=lambda path: f"https://github.com/o/r/blob/omni/results/{path}",
+    )
+    assert "[`R1`](https://github.com/o/r/blob/omni/results/results/a/b/R1.md)" in body
+    [row] = [line for line in body.splitlines() if line.startswith("| `a/b`")]
+    assert row.endswith(" directory cannot read… |")  # 200 characters, cut at a word
+    assert "fil…" not in row and "director…" not in row
+    assert "### ⏳ Not run yet (1)" in body
+    assert "| `think` | `R2` | idle | waits for a model |" in body
+    plain = render(results, base="main", branch="omni/results")
+    assert "| `results/a/b/R1.md` |" in plain
+
+
 def test_branch_results_names_a_missing_ref(remote: Path) -> None:
     work = clone(remote, "work")
     workspace = GitWorkspace.open(work, results=work / "results", state=work / "s.db")

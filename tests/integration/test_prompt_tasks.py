@@ -456,3 +456,45 @@ def test_tool_only_run_once_never_imports_litellm(tmp_path: Path) -> None:
     )
     assert done.stdout.strip().splitlines()[-1] == "[]"
     assert list((tmp_path / "results" / "a").glob("*.json"))
+
+
+# --- validate --deep asks the proxy for its models (issue 15) ---------------------------
+
+
+def test_validate_deep_asks_the_proxy_which_models_it_serves(
+    tmp_path: Path, proxy: LiteLLMProxy
+) -> None:
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "think.yaml").write_text("prompt: hi\nmodel: any-model\n")
+    (tmp_path / "config.yaml").write_text(
+        f"lite_llm_url: {proxy.url}\nlite_llm_key: {MASTER_KEY}\n", encoding="utf-8"
+    )
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "COLUMNS": "200"}
+    done = subprocess.run(
+        [sys.executable, "-m", "runner", "validate", "--deep", "--json"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    data = json.loads(done.stdout)
+    # The test proxy serves every name through its `*` deployment: any-model resolves.
+    assert (done.returncode, data["problems"]) == (0, [])
+    assert data["models"].startswith("ok: ")
+    (tmp_path / "config.yaml").write_text(
+        "lite_llm_url: http://127.0.0.1:9\n", encoding="utf-8"
+    )  # nothing listens there
+    down = subprocess.run(
+        [sys.executable, "-m", "runner", "validate", "--deep", "--json"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert (
+        json.loads(down.stdout)["models"] == "model: cannot list the proxy's models: ConnectError"
+    )

@@ -90,7 +90,7 @@ def test_failures_are_recorded_and_others_complete(project: Path) -> None:
     tasks = project / "tasks"
     (tasks / "unknown-tool.yaml").write_text("tool: no_such_tool\n")
     (tasks / "escape.yaml").write_text("tool: read_file\nargs: {path: ../../etc/passwd}\n")
-    (tasks / "exit1.yaml").write_text("tool: run\nargs: {command: [false]}\nretries: 1\n")
+    (tasks / "exit1.yaml").write_text("tool: run\nargs: {command: ['false']}\nretries: 1\n")
     (tasks / "ghost.yaml").write_text("tool: echo\nexecutor: ghost\n")
     (tasks / "broken.yaml").write_text("tool: echo\nbogus: 1\n")
     done = omni(project, "run", "--once")

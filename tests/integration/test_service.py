@@ -254,3 +254,30 @@ async def test_git_source_runs_new_commits_and_survives_force_pushes_and_outages
     assert any("does not appear to be a git repository" in e for e in errors), errors
     assert outputs(tmp_path, "third") == ["third, forced"]
     assert outputs(tmp_path, "from-git") == ["first"]
+
+
+async def test_deleting_a_waiting_task_closes_its_run_skipped(tmp_path: Path) -> None:
+    tasks = tmp_path / "tasks"
+    async with running(tmp_path, service={"settle_ms": 50}):
+        drop(tasks / "think.yaml", "prompt: summarise\n")  # no model: it waits, idle
+        await wait_for(lambda: [r["state"] for r in rows(tmp_path)] == ["idle"], what="idle")
+        (tasks / "think.yaml").unlink()
+        await wait_for(lambda: [r["state"] for r in rows(tmp_path)] == ["skipped"], what="closed")
+    [row] = rows(tmp_path)
+    assert row["note"] == f"task file {tasks / 'think.yaml'} is gone"
+
+
+async def test_a_file_not_read_is_named_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    tasks = tmp_path / "tasks"
+    drop(tasks / "Loud.YAML", echo_task("loud"))
+    with caplog.at_level(logging.WARNING, logger="runner.planning.sources"):
+        async with running(tmp_path, service={"settle_ms": 50, "rescan_interval": 0.1}):
+            drop(tasks / "quiet.yaml", echo_task("quiet"))
+            await wait_for(lambda: completed(tmp_path) == 1, what="the lowercase one")
+            await asyncio.sleep(0.5)  # several rescans
+    named = [r.getMessage() for r in caplog.records if "Loud.YAML" in r.getMessage()]
+    assert named == [
+        f"{tasks.resolve() / 'Loud.YAML'} is not read: task files end in .yaml or .yml (lowercase)"
+    ]

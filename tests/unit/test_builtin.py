@@ -11,6 +11,7 @@ import pytest
 from mcp.client.client import Client
 
 from runner.reach.builtin import ops
+from runner.reach.builtin.catalog import TOOLS
 from runner.reach.builtin.server import build_server, main
 
 
@@ -167,6 +168,21 @@ async def test_server_in_process(ws: Path) -> None:
         escaped.content[0].text
     )
     assert missing.is_error and "no such file: 'nope'" in str(missing.content[0].text)
+
+
+def _untitled(schema: object) -> object:
+    if isinstance(schema, dict):
+        return {k: _untitled(v) for k, v in schema.items() if k != "title"}
+    if isinstance(schema, list):
+        return [_untitled(v) for v in schema]
+    return schema
+
+
+async def test_the_static_catalog_is_what_the_server_lists(ws: Path) -> None:
+    """``omni validate`` checks builtin tasks against the catalog without a server."""
+    async with Client(build_server(ws)) as client:
+        listed = {t.name: _untitled(t.input_schema) for t in (await client.list_tools()).tools}
+    assert listed == TOOLS
 
 
 def test_main_refuses_a_missing_workspace(

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
+import time
 from importlib.metadata import version
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 from runner.cli.main import app
+from runner.cli.render import RunProgress
+from runner.core.states import RunState
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -62,7 +68,7 @@ def test_bad_config_exits_2_with_file_and_key(cli: CliRunner, tmp_path: Path) ->
 def test_named_config_that_does_not_exist_exits_2(cli: CliRunner) -> None:
     result = cli.invoke(app, ["status", "--config", "nope.yaml"])
     assert result.exit_code == 2
-    assert "nope.yaml: config file not found" in result.output
+    assert "config error: nope.yaml:1: (file): config file not found" in result.output
 
 
 def test_status_without_state_file(cli: CliRunner, tmp_path: Path) -> None:
@@ -95,7 +101,7 @@ def test_route_explains_the_choice(cli: CliRunner, tmp_path: Path) -> None:
 
 def test_status_and_validate_never_import_litellm_or_mcp(tmp_path: Path) -> None:
     (tmp_path / "tasks").mkdir()
-    (tmp_path / "tasks" / "a.yaml").write_text("tool: echo\n")
+    (tmp_path / "tasks" / "a.yaml").write_text("tool: echo\nargs: {text: hi}\n")
     code = (
         "import sys\n"
         "from typer.testing import CliRunner\n"
@@ -118,3 +124,39 @@ def test_version_prints_the_installed_version_through_the_console_script() -> No
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout == f"omni {version('omni-orchestrator')}\n"
+
+
+def test_progress_in_a_log_is_a_line_every_interval_with_counts() -> None:
+    log = io.StringIO()
+    with RunProgress(Console(file=log), enabled=True, interval=0.01) as progress:
+        progress.start(3)
+        for state in (RunState.COMPLETED, RunState.FAILED):
+            done = SimpleNamespace(run=SimpleNamespace(state=state), task=SimpleNamespace(id="t"))
+            progress.advance(done)  # type: ignore[arg-type]
+        for _ in range(500):  # wait for a tick after both (no timing is asserted)
+            if "2/3 done" in log.getvalue():
+                break
+            time.sleep(0.01)
+    lines = log.getvalue().splitlines()
+    assert lines[0] == "running 3 task(s)"
+    assert any(line.startswith("running: 2/3 done (1 completed, 1 failed), ") for line in lines)
+    assert "\x1b" not in log.getvalue()  # no bar drawn into a log
+
+
+def test_show_from_the_result_files_alone(cli: CliRunner, tmp_path: Path) -> None:
+    run_id = "01M8PJTGW3RPWFY5JB4YYZGHJ1"
+    folder = tmp_path / "results" / "hello"
+    folder.mkdir(parents=True)
+    data = {"task_id": "hello", "run_id": run_id, "state": "completed", "attempt": 1}
+    (folder / f"{run_id}.json").write_text(json.dumps(data))
+    (folder / f"{run_id}.md").write_text("# ✅ hello — completed\n")
+    result = cli.invoke(app, ["show", run_id[:8]], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        f"run {run_id} of task hello: completed (attempt 1)",
+        f"result: results/hello/{run_id}.json",
+        "state changes: unknown (no state database holds this run)",
+        "",
+        "# ✅ hello — completed",
+    ]
+    assert not (tmp_path / ".omni").exists()

@@ -23,7 +23,7 @@ from runner.planning.dueness import (
     history_from_results,
     history_from_store,
 )
-from runner.planning.plan import Selection, plan
+from runner.planning.plan import Selection, close_orphans, orphans, plan, preview
 from runner.state import results as result_files
 from runner.state.resultcheck import ResultCheck
 from runner.state.results import RunResult
@@ -358,3 +358,81 @@ def test_omni_now_sets_the_clock() -> None:
     assert clock_from({})().tzinfo is not None
     with pytest.raises(ConfigError, match="OMNI_NOW"):
         clock_from({"OMNI_NOW": "yesterday"})
+
+
+# --- state hygiene (issue 15) ------------------------------------------------------------
+
+
+def waits(_task: Task) -> str:
+    return "prompt task: waits (idle) until a model is configured"
+
+
+def test_force_reuses_the_open_run_of_a_waiting_task(tmp_path: Path) -> None:
+    task = make_task("think")
+    rule = DueRule(now=at("2026-11-21T10:20"), results=tmp_path / "results")
+    with Store(tmp_path / "state.db") as store:
+        for _ in range(3):
+            plan([task], store, Selection(task_id="think", force=True), rule, waits_for=waits)
+        assert [(r.state, r.note) for r in store.runs()] == [
+            (RunState.IDLE, "prompt task: waits (idle) until a model is configured")
+        ]
+
+
+def test_a_note_is_cleared_when_the_run_moves_on(tmp_path: Path) -> None:
+    task = make_task("think")
+    rule = DueRule(now=at("2026-11-21T10:20"), results=tmp_path / "results")
+    with Store(tmp_path / "state.db") as store:
+        plan([task], store, Selection(), rule, waits_for=waits)
+        [runnable], _ = plan([task], store, Selection(), rule)  # a model is configured now
+        claimed = store.claim(runnable[1])
+        assert claimed is not None
+        assert claimed.note is None
+        done = store.transition(claimed, RunState.EXECUTING)
+        assert store.transition(done, RunState.COMPLETED).note is None
+
+
+def test_runs_of_a_task_whose_file_is_gone_are_closed_skipped(tmp_path: Path) -> None:
+    kept = make_task("kept")
+    gone_file = tmp_path / "tasks" / "gone.yaml"
+    gone_file.parent.mkdir()
+    gone_file.write_text("tool: echo\n")
+    gone = Task("gone", gone_file, kept.spec, task_hash(kept.spec, "gone"))
+    rule = DueRule(now=at("2026-11-21T10:20"), results=tmp_path / "results")
+    with Store(tmp_path / "state.db") as store:
+        plan([kept, gone], store, Selection(), rule)
+        assert orphans([kept, gone], store) == []
+        gone_file.unlink()
+        found = orphans([kept], store)
+        assert len(found) == 1
+        orphan = found[0]
+        assert orphan.reason == f"task file {gone_file} is gone"
+        [closed] = close_orphans([orphan], store)
+        assert (closed.task_id, closed.state, closed.note) == (
+            "gone",
+            RunState.SKIPPED,
+            f"task file {gone_file} is gone",
+        )
+        assert store.events(closed.run_id)[-1]["detail"] == f"task file {gone_file} is gone"
+        assert orphans([kept], store) == []  # closed once
+        assert [r.state for r in store.runs(task_id="kept")] == [RunState.IDLE]
+
+
+def test_an_invalid_but_present_task_file_keeps_its_runs(tmp_path: Path) -> None:
+    path = tmp_path / "tasks" / "broken.yaml"
+    path.parent.mkdir()
+    path.write_text("tool: echo\n")
+    task = Task("broken", path, make_task().spec, "h")
+    rule = DueRule(now=at("2026-11-21T10:20"), results=tmp_path / "results")
+    with Store(tmp_path / "state.db") as store:
+        plan([task], store, Selection(), rule)
+        path.write_text("tool: [echo\n")  # invalid now: no task loads from it
+        assert orphans([], store) == []
+
+
+def test_preview_writes_nothing(tmp_path: Path) -> None:
+    task = make_task("once")
+    rule = DueRule(now=at("2026-11-21T10:20"), results=tmp_path / "results")
+    due, skipped = preview([task], None, Selection(), rule)
+    assert [(p.task.id, p.reason) for p in due] == [("once", "new or changed content")]
+    assert skipped == []
+    assert list(tmp_path.iterdir()) == []

@@ -538,3 +538,21 @@ def test_spend_since_sums_costs_of_runs_finished_since(store: Store, clock: Fake
     assert store.spend_since(iso(T0)) == pytest.approx(1.75)
     assert store.spend_since(iso(T0 + timedelta(hours=1))) == pytest.approx(1.25)
     assert store.spend_since(iso(T0 + timedelta(days=1))) == 0.0
+
+
+def test_a_read_only_store_leaves_the_file_as_it_was(db_path: Path, clock: FakeClock) -> None:
+    with Store(db_path, clock=clock) as writer:
+        run = writer.create_run("t", "h", max_attempts=1)
+    before = sorted(p.name for p in db_path.parent.iterdir()), db_path.read_bytes()
+    with Store(db_path, read_only=True) as reader:
+        assert reader.get_run(run.run_id) == run
+        assert reader.runs_by_id_prefix(run.run_id[:12].lower()) == [run]
+        with pytest.raises(StoreError, match="readonly"):
+            reader.set_note(run.run_id, "x")
+    assert (sorted(p.name for p in db_path.parent.iterdir()), db_path.read_bytes()) == before
+
+
+def test_a_read_only_store_never_creates_one(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="cannot open"):
+        Store(tmp_path / "none" / "state.db", read_only=True)
+    assert not (tmp_path / "none").exists()
