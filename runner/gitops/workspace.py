@@ -45,6 +45,7 @@ from runner.gitops.carry import (
     git_errors,
     left_behind,
 )
+from runner.reach.scratch import OMNI_IDENTITY as _IDENTITY
 from runner.state.resultcheck import ResultCheck
 
 if TYPE_CHECKING:
@@ -57,12 +58,6 @@ NETWORK_TIMEOUT = 120.0
 #: Pushes tried when another job pushed the branch between our fetch and our push.
 PUSH_ATTEMPTS = 3
 _ZERO = "0" * 40
-_IDENTITY = {
-    "GIT_AUTHOR_NAME": "omni",
-    "GIT_AUTHOR_EMAIL": "omni@localhost",
-    "GIT_COMMITTER_NAME": "omni",
-    "GIT_COMMITTER_EMAIL": "omni@localhost",
-}
 _UNREACHABLE = (
     "could not read from remote",
     "does not appear to be a git repository",
