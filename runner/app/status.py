@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from runner.core.clock import utc_now
 from runner.core.states import RunState
+from runner.defs.config import SandboxMode
+from runner.reach.sandbox import probe, sandbox_state
 from runner.state.spend import spent_today
 from runner.state.store import Store
 
@@ -42,6 +44,7 @@ def _snapshot(config: Config, paths: ResolvedPaths, now: datetime) -> dict[str, 
         "spend_today_usd": 0.0,
         "budget": {"per_run_usd": budget.per_run_usd, "per_day_usd": budget.per_day_usd},
         "next_fire": [],
+        "sandbox": sandbox_report(config),
     }
     if not paths.state.exists():
         # No state yet (e.g. a CI run on the results branch): spend from result files.
@@ -73,3 +76,10 @@ def _snapshot(config: Config, paths: ResolvedPaths, now: datetime) -> dict[str, 
 
         snapshot["next_fire"] = next_fire_times(store, now)
     return snapshot
+
+
+def sandbox_report(config: Config) -> dict[str, Any]:
+    """How model-driven runs are confined here (``mode``, ``kind``, ``warning``): bubblewrap
+    is tried once unless ``sandbox: off``."""
+    mode = config.sandbox
+    return sandbox_state(mode, None if mode is SandboxMode.OFF else probe()).as_dict()

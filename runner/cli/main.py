@@ -174,7 +174,17 @@ def run(  # pylint: disable=too-many-locals  # one option a flag
     push: Annotated[
         str | None,
         typer.Option(
-            "--push", metavar="BRANCH", help="Commit the results on BRANCH and push it to origin."
+            "--push",
+            metavar="BRANCH",
+            help="Publish: results on BRANCH, task branches for approved patches, pushed.",
+        ),
+    ] = None,
+    results_from: Annotated[
+        str | None,
+        typer.Option(
+            "--results-from",
+            metavar="REF",
+            help="First copy in the result files REF holds (e.g. origin/omni/results).",
         ),
     ] = None,
     log_format: Annotated[
@@ -197,8 +207,10 @@ def run(  # pylint: disable=too-many-locals  # one option a flag
         config, tasks, results, state, log_format=LogFormat(log_format), log_level=logging.INFO
     )
     if not once:
-        if task or force or shard or commit or push:
-            err.print("--task, --force, --shard, --commit and --push go with --once")
+        if task or force or shard or commit or push or results_from:
+            err.print(
+                "--task, --force, --shard, --commit, --push and --results-from go with --once"
+            )
             raise typer.Exit(2)
         from runner.app.service import serve  # noqa: PLC0415 - loads the service
 
@@ -213,6 +225,7 @@ def run(  # pylint: disable=too-many-locals  # one option a flag
             shard=Shard.parse(shard) if shard else None,
             commit=commit,
             push=push,
+            results_from=results_from,
         )
     except ValueError as exc:
         err.print(f"[red]{exc}[/red]")
@@ -229,11 +242,34 @@ def run(  # pylint: disable=too-many-locals  # one option a flag
             err.print(f"[red]error:[/red] {exc}", highlight=False)
             raise typer.Exit(1) from None
     if as_json:
-        _print_json(render.once_json(report) | _git_json(report.published, report.git_error))
+        published = report.published.as_json() if report.published is not None else None
+        git = {"git": published, "git_error": report.git_error}
+        _print_json(render.once_json(report) | (git if published or report.git_error else {}))
     else:
         render.print_once(out, err, report, paths)
-        _print_git(report.published, report.git_error)
+        if report.published is not None:
+            _print_publish(report.published)
+        elif report.git_error is not None:
+            err.print(f"[red]git:[/red] {report.git_error}", highlight=False, soft_wrap=True)
     raise typer.Exit(report.exit_code)
+
+
+def _print_publish(report: Any) -> None:
+    """What a publish did, one line a thing."""
+    results = report.results
+    if results is not None:
+        what = f"committed {results.commit[:10]}" if results.commit else "nothing new to commit"
+        sent = f", pushed to {results.remote}" if results.pushed else ""
+        out.print(f"results: {what} on {results.branch}{sent}", highlight=False, soft_wrap=True)
+    for branch in report.tasks:
+        sent = " and pushed" if branch.pushed else ""
+        out.print(f"task branch {branch.branch}: {branch.commit[:10]}{sent}", highlight=False)
+    for pull in report.pull_requests:
+        out.print(f"pull request from {pull['head']}: {pull['operation']}", highlight=False)
+    for refusal in report.checked.refused:
+        err.print(f"[yellow]refused[/yellow] {refusal.path}: {refusal.reason}", highlight=False)
+    for error in report.errors:
+        err.print(f"[red]git:[/red] {error}", highlight=False, soft_wrap=True)
 
 
 def _git_json(published: Any, error: str | None) -> dict[str, Any]:
@@ -250,6 +286,56 @@ def _print_git(published: Any, error: str | None) -> None:
         what = f"committed {published.commit[:10]}" if published.commit else "nothing new to commit"
         sent = f", pushed to {published.remote}" if published.pushed else ""
         out.print(f"git: {what} on {published.branch}{sent}", highlight=False, soft_wrap=True)
+
+
+@app.command("publish")
+def publish_command(
+    source: Annotated[
+        Path | None,
+        typer.Option("--from", help="A folder of results and patches (an artifact) to take in."),
+    ] = None,
+    results_branch: Annotated[
+        str, typer.Option("--results-branch", help="The branch that collects the results.")
+    ] = "omni/results",
+    base: Annotated[
+        str | None,
+        typer.Option("--base", help="The branch pull requests go into [default: checked out]."),
+    ] = None,
+    push: Annotated[bool, typer.Option("--push", help="Push the branches to origin.")] = False,
+    pull_requests: Annotated[
+        bool,
+        typer.Option("--pull-requests", help="Open or update the pull requests with `gh`."),
+    ] = False,
+    config: ConfigOpt = None,
+    tasks: TasksOpt = None,
+    results: ResultsOpt = None,
+    state: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The trusted step: check every result file and patch, commit only `results/` to the
+    results branch, rebuild each task's branch from its newest approved patch, write the
+    pull-request texts (and open them with `--pull-requests`).
+
+    Example: `omni publish --from artifact/ --push --pull-requests`
+    """
+    import os  # noqa: PLC0415 - keeps startup lean
+
+    from runner.app.publish import PublishOptions, publish  # noqa: PLC0415 - loads gitpython
+
+    cfg, paths = _setup(config, tasks, results, state)
+    options = PublishOptions(
+        source=source, branch=results_branch, push=push, base=base, pull_requests=pull_requests
+    )
+    try:
+        report = publish(cfg, paths, options, environ=dict(os.environ))
+    except OmniError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    if as_json:
+        _print_json(report.as_json())
+    else:
+        _print_publish(report)
+    raise typer.Exit(report.exit_code)
 
 
 @app.command()
@@ -333,9 +419,7 @@ def report_command(
 
     cfg, paths = _setup(config, results=results)
     try:
-        workspace = GitWorkspace.open(
-            Path.cwd(), results=paths.results, state=paths.state, check=_result_check(cfg)
-        )
+        workspace = GitWorkspace.open(Path.cwd(), results=paths.results, check=_result_check(cfg))
         found = workspace.branch_results(base, branch)
     except OmniError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)

@@ -38,6 +38,11 @@ def print_status(out: Console, snap: dict[str, Any]) -> None:
     since = f" since {mode['since']}" if mode["since"] else ""
     why = f" ({mode['why']})" if mode["why"] else ""
     out.print(f"[bold]mode[/bold]: {mode['mode']}{since}{why}")
+    if (sandbox := snap.get("sandbox")) is not None:
+        line = f"{sandbox['kind']} (sandbox: {sandbox['mode']})"
+        if sandbox["warning"]:
+            line += f" [yellow]⚠ {escape(sandbox['warning'])}[/]"
+        out.print(f"[bold]sandbox[/bold]: {line}", highlight=False, soft_wrap=True)
     counts = "  ".join(
         f"[{_STYLE[RunState(s)]}]{s} {n}[/]" for s, n in snap["runs_by_state"].items()
     )
@@ -190,7 +195,7 @@ def _took(started: str, finished: str | None) -> str:
     return f"{seconds:.2f}s"
 
 
-_DOCTOR_STYLE = {"ok": "green", "fail": "red", "skip": "dim"}
+_DOCTOR_STYLE = {"ok": "green", "warn": "yellow", "fail": "red", "skip": "dim"}
 
 
 def print_doctor(out: Console, diagnosis: Diagnosis) -> None:

@@ -22,7 +22,9 @@ import tempfile
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from runner.defs.config import SandboxMode
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
@@ -98,6 +100,36 @@ class Probe:
         if self.available:
             return f"bubblewrap works ({self.bwrap})"
         return f"no sandbox: {self.cause}; fix: {self.fix}"
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxState:
+    """How model-driven runs are confined on this machine, for results and reports."""
+
+    mode: SandboxMode
+    """``sandbox:`` of the config."""
+    kind: SandboxKind
+    """What confines the runs (``none``: nothing)."""
+    warning: str | None = None
+    """Set when runs go unsandboxed although the mode is not ``off``."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The result file's (and ``omni status``'s) ``sandbox`` field."""
+        return {"mode": self.mode.value, "kind": self.kind.value, "warning": self.warning}
+
+
+def sandbox_state(mode: SandboxMode, found: Probe | None) -> SandboxState:
+    """What ``mode`` means given the probe (``None``: not probed, the mode is ``off``)."""
+    if mode is SandboxMode.OFF or found is None:
+        return SandboxState(mode, SandboxKind.NONE)
+    if found.available:
+        return SandboxState(mode, SandboxKind.BWRAP)
+    what = "refused" if mode is SandboxMode.REQUIRED else "NOT sandboxed"
+    return SandboxState(
+        mode,
+        SandboxKind.NONE,
+        f"model-driven runs are {what} (sandbox: {mode.value}): {found.explain()}",
+    )
 
 
 _cached: dict[str, Probe] = {}

@@ -37,7 +37,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
-from runner.core.errors import OmniError
+from runner.core.errors import WorkspaceError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -55,6 +55,8 @@ SAFE_GIT_CONFIG = (
     "diff.external=",
     "protocol.allow=never",
 )
+#: The same for commands that fetch and push (the repository's own remotes).
+SAFE_GIT_CONFIG_PUSH = tuple(c for c in SAFE_GIT_CONFIG if not c.startswith("protocol."))
 #: Seconds one git command may take.
 GIT_TIMEOUT = 120.0
 #: Who omni's own commits are by, unless the environment says otherwise.
@@ -82,10 +84,6 @@ _HISTORY_CONFIG = """\
 \temail = omni@localhost
 """
 _SYMLINK, _GITLINK = "120000", "160000"
-
-
-class ScratchError(OmniError):
-    """The per-run workspace could not be made (or read); the message says what failed."""
 
 
 class Refused(StrEnum):
@@ -156,7 +154,7 @@ def run_git(
     check: bool = True,
 ) -> subprocess.CompletedProcess[bytes]:
     """``git -c SAFE… args`` with :func:`git_env` (plus ``env``); raises
-    :class:`ScratchError` naming the command when ``check`` and it fails."""
+    :class:`WorkspaceError` naming the command when ``check`` and it fails."""
     argv = ["git"]
     for setting in SAFE_GIT_CONFIG:
         argv += ["-c", setting]
@@ -172,11 +170,11 @@ def run_git(
             check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ScratchError(f"git {argv[len(SAFE_GIT_CONFIG) * 2 + 1]}: {exc}") from None
+        raise WorkspaceError(f"git {argv[len(SAFE_GIT_CONFIG) * 2 + 1]}: {exc}") from None
     if check and done.returncode != 0:
         said = done.stderr.decode(errors="replace").strip().splitlines()
         command = " ".join(argv[len(SAFE_GIT_CONFIG) * 2 + 1 :][:3])
-        raise ScratchError(f"git {command} failed: {said[-1] if said else done.returncode}")
+        raise WorkspaceError(f"git {command} failed: {said[-1] if said else done.returncode}")
     return done
 
 
@@ -265,7 +263,7 @@ class Scratch:
     @classmethod
     def create(cls, folder: Path, hide: PathRules, *, parent: Path | None = None) -> Self:
         """A scratch of the repository containing ``folder`` (see the module docstring),
-        without the paths ``hide`` covers. Raises :class:`ScratchError`."""
+        without the paths ``hide`` covers. Raises :class:`WorkspaceError`."""
         source = find_source(folder)
         root = Path(tempfile.mkdtemp(prefix="omni-run-", dir=parent)).resolve()
         try:

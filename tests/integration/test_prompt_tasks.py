@@ -150,7 +150,12 @@ async def test_prompt_task_through_the_proxy_calls_tools_and_writes_the_result(
     assert agent["turns"] == 3
     assert [c["name"] for c in agent["tool_calls"]] == ["write_file", "read_file"]
     assert all(c["error"] is None for c in agent["tool_calls"])
-    assert (project.workspace / "note.txt").read_text() == "from the model"
+    # The model worked in its own workspace: the change is a proposal, and without
+    # `pull_request:` it is not published; the real workspace is untouched.
+    assert not (project.workspace / "note.txt").exists()
+    assert result["changes"]["not_published"] == ["note.txt"]
+    assert result["changes"]["patch"] is None
+    assert result["sandbox"]["mode"] == "auto"
     # The model saw the builtin tools as functions and got the file's content back.
     first, _, third = upstream.requests("e2e-free")
     offered = {t["function"]["name"] for t in first["tools"]}
@@ -442,7 +447,12 @@ async def test_daily_cap_counts_todays_result_files_without_a_store(
 
 async def test_agent_tool_gets_the_prompt_without_a_model(project: Project) -> None:
     project.task("prompt: do it all yourself\nexecutor: agent\n")
-    server = {"command": sys.executable, "args": [str(SERVERS), "stdio"], "agent_tool": "echo"}
+    server = {
+        "command": sys.executable,
+        "args": [str(SERVERS), "stdio"],
+        "agent_tool": "echo",
+        "sandbox_paths": [str(SERVERS.parent)],  # a sandboxed start reads only what it names
+    }
     report = await project.run({"mcp_servers": {"agent": server}})
     assert report.exit_code == 0
     result = project.result()
