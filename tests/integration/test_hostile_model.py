@@ -215,7 +215,7 @@ def write_outside(d: Deployment, marker: Path) -> list[Any]:
     ]
 
 
-def read_secrets(d: Deployment, marker: Path) -> list[Any]:
+def read_secrets(d: Deployment, _marker: Path) -> list[Any]:
     return [
         tool("read_file", path="notes/todo.md"),
         lambda body: tool("read_file", path=f"/proc/{d.omni_pid['pid']}/environ"),
@@ -228,7 +228,7 @@ def read_secrets(d: Deployment, marker: Path) -> list[Any]:
     ]
 
 
-def echo_a_known_secret(d: Deployment, marker: Path) -> list[Any]:
+def echo_a_known_secret(_d: Deployment, _marker: Path) -> list[Any]:
     leak = base64.b64encode(f"key={SECRET}".encode()).decode()
     encoded = f"{base64.b64encode(SECRET.encode()).decode()} {SECRET.encode().hex()}"
     return [
@@ -310,7 +310,7 @@ def test_with_run_listed_the_sandbox_holds(
         " git commit -qam inside; git push; ls /proc | grep -E '^[0-9]+$' | wc -l; env"
     )
 
-    def run_it(body: dict[str, Any]) -> dict[str, Any]:
+    def run_it(_body: dict[str, Any]) -> dict[str, Any]:
         command = script.replace("{pid}", str(deployment.omni_pid["pid"]))
         return tool("run", command=["sh", "-c", command])
 
