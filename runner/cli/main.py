@@ -207,7 +207,7 @@ def run(  # pylint: disable=too-many-locals  # one option a flag
         config, tasks, results, state, log_format=LogFormat(log_format), log_level=logging.INFO
     )
     if not once:
-        if task or force or shard or commit or push or results_from:
+        if any((task, force, shard, commit, push, results_from)):
             err.print(
                 "--task, --force, --shard, --commit, --push and --results-from go with --once"
             )

@@ -63,7 +63,7 @@ class TaskBranches:
             env["GIT_INDEX_FILE"] = index
         prefix = ["-c", "safe.directory=*"]
         for setting in SAFE_GIT_CONFIG_PUSH:
-            prefix += ["-c", setting]
+            prefix += ["-c", setting]  # later settings win over run_git's own
         try:
             done = run_git([*prefix, *args], env=env, cwd=self._root, stdin=stdin)
         except WorkspaceError as exc:

@@ -55,8 +55,12 @@ SAFE_GIT_CONFIG = (
     "diff.external=",
     "protocol.allow=never",
 )
-#: The same for commands that fetch and push (the repository's own remotes).
-SAFE_GIT_CONFIG_PUSH = tuple(c for c in SAFE_GIT_CONFIG if not c.startswith("protocol."))
+#: The same for commands that fetch and push the repository's own remotes: the usual
+#: transports, never ``ext::`` (which runs a command).
+SAFE_GIT_CONFIG_PUSH = (
+    *(c for c in SAFE_GIT_CONFIG if not c.startswith("protocol.")),
+    *(f"protocol.{name}.allow=always" for name in ("file", "git", "http", "https", "ssh")),
+)
 #: Seconds one git command may take.
 GIT_TIMEOUT = 120.0
 #: Who omni's own commits are by, unless the environment says otherwise.
@@ -170,12 +174,20 @@ def run_git(
             check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise WorkspaceError(f"git {argv[len(SAFE_GIT_CONFIG) * 2 + 1]}: {exc}") from None
+        raise WorkspaceError(f"git {' '.join(_subcommand(argv)[:1])}: {exc}") from None
     if check and done.returncode != 0:
         said = done.stderr.decode(errors="replace").strip().splitlines()
-        command = " ".join(argv[len(SAFE_GIT_CONFIG) * 2 + 1 :][:3])
+        command = " ".join(_subcommand(argv)[:3])
         raise WorkspaceError(f"git {command} failed: {said[-1] if said else done.returncode}")
     return done
+
+
+def _subcommand(argv: list[str]) -> list[str]:
+    """``argv`` from the git subcommand on (without ``git`` and its ``-c`` settings)."""
+    rest = argv[1:]
+    while len(rest) >= 2 and rest[0] == "-c":
+        rest = rest[2:]
+    return rest
 
 
 @dataclass(frozen=True, slots=True)

@@ -192,11 +192,11 @@ def assert_contained(deployment: Deployment, before: dict[str, str], marker: Pat
         assert form not in written, f"a form of the secret was written: {form[:6]}…"
 
 
-def run_not_listed(d: Deployment, marker: Path) -> list[Any]:
+def run_not_listed(_d: Deployment, marker: Path) -> list[Any]:
     return [tool("run", command=["sh", "-c", f"env > {marker}"]), echo_everything]
 
 
-def write_omni_files(d: Deployment, marker: Path) -> list[Any]:
+def write_omni_files(_d: Deployment, marker: Path) -> list[Any]:
     task = f"tool: run\nargs: {{command: 'touch {marker}'}}\n"
     return [
         tool("write_file", path="tasks/x.yaml", content=task),
