@@ -136,7 +136,13 @@ async def test_prompt_task_through_the_proxy_calls_tools_and_writes_the_result(
         ],
     )
     project.task("prompt: write a note, then read it back\nmax_turns: 5\n")
-    config = proxy_config(proxy, router={"model_tiers": {"free": ["e2e-free"]}})
+    # The module's first call reaches a cold proxy: on a busy 2-core machine its headers
+    # can take longer than the 1 s default, and a retried call would skip a reply.
+    config = proxy_config(
+        proxy,
+        router={"model_tiers": {"free": ["e2e-free"]}},
+        fault_handler={"lite_llm_timeout": 10},
+    )
     report = await project.run(config)
     assert report.exit_code == 0, report.finished[0].run.error
     result = project.result()
