@@ -1,5 +1,7 @@
 """The dispatching machinery of one runner process, built the same way by `run --once`
-and by the service: redactor, executor pool, fault handling, agent, dispatcher."""
+and by the service: redactor, the shared executor pool (its built-in executor refusing
+protected paths), model-driven runs' own workspaces and sandboxes, fault handling,
+agent, dispatcher."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import TYPE_CHECKING
 from runner.dispatch.agent import Agent
 from runner.dispatch.dispatcher import Dispatcher, Finished
 from runner.dispatch.faults import FaultHandling
+from runner.dispatch.isolation import Boundaries, RunSpaces
 from runner.reach.executors import ExecutorPool
 
 if TYPE_CHECKING:
@@ -45,6 +48,8 @@ async def dispatching(
     leaving closes every executor connection. ``redactor`` (the secrets of the config
     and ``environ``) masks everything the machinery writes."""
     workspace = Path(config.workspace) if config.workspace else Path.cwd()
+    boundaries = Boundaries.of(config, paths, workspace)
+    spaces = RunSpaces(config=config, boundaries=boundaries, environ=environ, redactor=redactor)
     faults = FaultHandling(
         config,
         store=store,
@@ -55,7 +60,12 @@ async def dispatching(
         clock=clock,
     )
     async with (
-        ExecutorPool(config.mcp_servers, workspace=workspace, environ=environ) as pool,
+        ExecutorPool(
+            config.mcp_servers,
+            workspace=workspace,
+            environ=environ,
+            protect=boundaries.relative_to(workspace),
+        ) as pool,
         faults,  # imports litellm only on a prompt task's first model call
     ):
         dispatcher = Dispatcher(
@@ -68,5 +78,6 @@ async def dispatching(
             on_finished=on_finished,
             agent=Agent(llm=faults.models, pool=pool, config=config, redactor=redactor),
             mode_of=faults.mode,
+            spaces=spaces,
         )
         yield Machinery(dispatcher, faults)

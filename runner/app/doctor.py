@@ -4,30 +4,34 @@ Checks, in order: each key (present or not, never its value: ``lite_llm_key``,
 ``github_key``, the ``os.environ/NAME`` keys in ``model_list``, an OpenClaw gateway's
 ``token_env``), the gateway (the proxy's ``/health/liveliness`` and a one-token
 completion, or the in-process router's completion), the direct API (a one-token
-completion with ``github_key``), and each executor (starts, lists its tools). A check is
-``ok``, ``warn`` (works, but something optional is missing: a backup key), ``fail``, or
-``skip`` (not configured, so not needed); only a ``fail`` means exit 1. Each check
-shows how long it took; the gateway's time is the probe's own, after LiteLLM is loaded
-(the in-process router's import is shown apart and never fails the check).
+completion with ``github_key``), each executor (starts, lists its tools), and the
+sandbox (bubblewrap starts the built-in executor in a throwaway workspace). A check is
+``ok``, ``warn`` (works, but not as it should: a backup key missing, or model-driven
+runs unsandboxed under ``sandbox: auto``), ``fail``, or ``skip`` (not configured, so not
+needed); only a ``fail`` means exit 1. Each check shows how long it took; the gateway's
+time is the probe's own, after LiteLLM is loaded (the in-process router's import is
+shown apart and never fails the check).
 """
 
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner.core.redaction import without_userinfo
-from runner.defs.config import BUILTIN, Config
+from runner.defs.config import BUILTIN, Config, SandboxMode
 from runner.dispatch.faults import probe_models
 from runner.reach.executors import ExecutorPool
 from runner.reach.modelclient import LlmClient
+from runner.reach.sandbox import Confinement, omni_read_paths, probe
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
-    from pathlib import Path
 
     from runner.core.redaction import Redactor
     from runner.reach.calls import ProbeResult
@@ -40,7 +44,7 @@ class Status(StrEnum):
 
     OK = "ok"
     WARN = "warn"
-    """It works, but something optional is missing (e.g. the backup key)."""
+    """Works, but not as it should (does not change the exit code)."""
     FAIL = "fail"
     SKIP = "skip"
     """Not configured, so not needed."""
@@ -199,11 +203,50 @@ async def executor_checks(
     return checks
 
 
+async def sandbox_check(config: Config, environ: Mapping[str, str]) -> Check:
+    """Whether bubblewrap works here, proven by starting the built-in executor under it
+    (in a throwaway workspace) and listing its tools; the cause and the fix when not."""
+    mode = config.sandbox
+    name = f"sandbox ({mode.value})"
+    if mode is SandboxMode.OFF:
+        return Check(name, Status.SKIP, "sandbox: off: model-driven runs are not sandboxed")
+    found = probe(environ)
+    bad = Status.FAIL if mode is SandboxMode.REQUIRED else Status.WARN
+    if not found.available or found.bwrap is None:
+        unsandboxed = (
+            "model-driven runs are refused"
+            if mode is SandboxMode.REQUIRED
+            else "model-driven runs go unsandboxed, with a warning in each result"
+        )
+        return Check(name, bad, f"{found.explain()} ({unsandboxed})")
+    with tempfile.TemporaryDirectory(prefix="omni-doctor-") as tmp:
+        sandbox = Confinement(found.bwrap, Path(tmp), omni_read_paths())
+        pool = ExecutorPool({}, workspace=Path(tmp), environ=environ, sandbox=sandbox)
+        started = time.perf_counter()
+        try:
+            async with pool, asyncio.timeout(60):
+                tools = await pool.list_tools(BUILTIN)
+        except Exception as exc:  # pylint: disable=broad-exception-caught  # reported, not raised
+            detail = " ".join(str(exc).split())[:300]
+            return Check(name, bad, f"bwrap runs, but the built-in executor fails in it: {detail}")
+    took = (time.perf_counter() - started) * 1000
+    return Check(
+        name,
+        Status.OK,
+        f"{found.explain()}; the built-in executor starts in it "
+        f"({len(tools)} tools in {took:.0f} ms)",
+    )
+
+
 async def diagnose(
     config: Config, *, environ: Mapping[str, str], workspace: Path, redactor: Redactor
 ) -> Diagnosis:
     """Every check; details redacted."""
     checks = key_checks(config, environ)
-    found = await asyncio.gather(model_checks(config), executor_checks(config, environ, workspace))
-    checks += [c for group in found for c in group]
+    found = await asyncio.gather(
+        model_checks(config),
+        executor_checks(config, environ, workspace),
+        sandbox_check(config, environ),
+    )
+    checks += [*found[0], *found[1], found[2]]
     return Diagnosis([Check(c.name, c.status, redactor.text(c.detail), c.took_ms) for c in checks])

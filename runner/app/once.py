@@ -29,12 +29,12 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
     from datetime import datetime
 
+    from runner.app.publish import Publication, PublishReport
     from runner.core.redaction import Redactor
     from runner.defs.config import Config, ResolvedPaths
     from runner.defs.tasks import Task
     from runner.dispatch.dispatcher import Dispatcher, Finished
     from runner.dispatch.faults import FaultHandling
-    from runner.gitops.workspace import GitWorkspace, Prepared, Published
     from runner.state.records import ResumeReport, RunRecord
 
 
@@ -46,8 +46,8 @@ class OnceReport:
     resumed: ResumeReport | None = None
     finished: list[Finished] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
-    published: Published | None = None
-    """What ``--commit`` / ``--push`` did, when asked."""
+    published: PublishReport | None = None
+    """What ``--commit`` / ``--push`` did (``omni publish``'s steps), when asked."""
     git_error: str | None = None
     """Why ``--commit`` / ``--push`` failed (the result files are on disk)."""
     closed: list[RunRecord] = field(default_factory=list)
@@ -64,7 +64,8 @@ class OnceReport:
     def exit_code(self) -> int:
         """0 when all went well or had to wait; 1 when a run failed, a file was invalid,
         or the results could not be committed or pushed."""
-        return 1 if self.failed or self.problems or self.git_error else 0
+        refused = self.published is not None and self.published.exit_code != 0
+        return 1 if self.failed or self.problems or self.git_error or refused else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +76,9 @@ class OnceOptions(Selection):
     """Commit the results on the current branch (``--commit``)."""
     push: str | None = None
     """Commit the results on this branch and push it to ``origin`` (``--push BRANCH``)."""
+    results_from: str | None = None
+    """Before running, copy the result files this ref holds and the disk lacks
+    (``--results-from origin/omni/results``: the memory of what ran, without a push)."""
 
 
 async def run_once(
@@ -96,19 +100,23 @@ async def run_once(
     env = os.environ if environ is None else environ
     clock = clock or clock_from(env)
     redactor = redactor_for(config, env)
-    git: tuple[GitWorkspace, Prepared] | None = None
-    if options.commit or options.push:
+    publication: Publication | None = None
+    if options.commit or options.push or options.results_from:
         # gitpython loads only when asked for.
+        from runner.app.publish import Publication, PublishOptions  # noqa: PLC0415 # pylint: disable=import-outside-toplevel
         from runner.gitops.workspace import GitWorkspace  # noqa: PLC0415 # pylint: disable=import-outside-toplevel
 
-        workspace = GitWorkspace.open(
-            Path.cwd(),
-            results=paths.results,
-            state=paths.state,
-            environ=env,
-            check=ResultCheck(clock(), config.limits.result_file_bytes),
-        )
-        git = (workspace, workspace.prepare(options.push, push=options.push is not None))
+        if options.results_from:
+            GitWorkspace.open(
+                Path.cwd(),
+                results=paths.results,
+                environ=env,
+                check=ResultCheck(clock(), config.limits.result_file_bytes),
+            ).restore(options.results_from)
+        if options.commit or options.push:
+            wanted = PublishOptions(branch=options.push, push=options.push is not None)
+            publication = Publication(config, paths, wanted, environ=env, now=clock())
+            publication.prepare()
     report = await _run_tasks(
         config,
         paths,
@@ -119,11 +127,13 @@ async def run_once(
         on_planned=on_planned,
         on_finished=on_finished,
     )
-    if git is not None:
+    if publication is not None:
         try:
-            report.published = git[0].publish(git[1], redactor.text(commit_message(report)))
+            report.published = publication.finish(redactor.text(commit_message(report)))
         except GitOpsError as exc:
             report.git_error = str(exc)
+        else:
+            report.git_error = "; ".join(report.published.errors) or None
     return report
 
 

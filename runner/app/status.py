@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 from runner.app.inspect import looking
 from runner.core.clock import utc_now
 from runner.core.states import RunState
+from runner.defs.config import SandboxMode
+from runner.reach.sandbox import probe, sandbox_state
 from runner.state.spend import spent_today
 
 if TYPE_CHECKING:
@@ -54,6 +56,7 @@ def _snapshot(  # pylint: disable=too-many-arguments,too-many-positional-argumen
         "spend_today_usd": 0.0,
         "budget": {"per_run_usd": budget.per_run_usd, "per_day_usd": budget.per_day_usd},
         "next_fire": [],
+        "sandbox": sandbox_report(config),
     }
     with looking(paths) as store:
         if store is None:
@@ -85,3 +88,10 @@ def _snapshot(  # pylint: disable=too-many-arguments,too-many-positional-argumen
 
         snapshot["next_fire"] = next_fire_times(store, now)
     return snapshot
+
+
+def sandbox_report(config: Config) -> dict[str, Any]:
+    """How model-driven runs are confined here (``mode``, ``kind``, ``warning``): bubblewrap
+    is tried once unless ``sandbox: off``."""
+    mode = config.sandbox
+    return sandbox_state(mode, None if mode is SandboxMode.OFF else probe()).as_dict()

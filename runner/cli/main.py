@@ -121,7 +121,17 @@ def run(  # pylint: disable=too-many-locals,too-many-arguments  # one option a f
     push: Annotated[
         str | None,
         typer.Option(
-            "--push", metavar="BRANCH", help="Commit the results on BRANCH and push it to origin."
+            "--push",
+            metavar="BRANCH",
+            help="Publish: results on BRANCH, task branches for approved patches, pushed.",
+        ),
+    ] = None,
+    results_from: Annotated[
+        str | None,
+        typer.Option(
+            "--results-from",
+            metavar="REF",
+            help="First copy in the result files REF holds (e.g. origin/omni/results).",
         ),
     ] = None,
     log_format: Annotated[
@@ -143,6 +153,7 @@ def run(  # pylint: disable=too-many-locals,too-many-arguments  # one option a f
     out, err = render.consoles()
     once_only = {"--task": bool(task), "--force": force, "--shard": bool(shard)}
     once_only |= {"--commit": commit, "--push": bool(push), "--dry-run": dry_run}
+    once_only |= {"--results-from": bool(results_from)}
     format_ = LogFormat(log_format or "text")
     early = _early(ctx, keep=not once)
     if not once:
@@ -154,7 +165,11 @@ def run(  # pylint: disable=too-many-locals,too-many-arguments  # one option a f
 
         raise typer.Exit(serve(cfg, paths, log_format=format_, early=early, verbose=verbose))
     if dry_run:
-        not_with(err, {"--commit": commit, "--push": bool(push)}, "a dry run commits nothing")
+        not_with(
+            err,
+            {"--commit": commit, "--push": bool(push), "--results-from": bool(results_from)},
+            "a dry run commits nothing",
+        )
     cfg, paths = setup(
         err,
         config,
@@ -166,7 +181,9 @@ def run(  # pylint: disable=too-many-locals,too-many-arguments  # one option a f
         log_level=logging.WARNING,
         verbose=verbose,
     )
-    options = _once_options(err, task, force, shard, commit, push, as_json=as_json)
+    options = _once_options(
+        err, task, force, shard, (commit, push, results_from), as_json=as_json
+    )
     if dry_run:
         _dry_run(out, err, cfg, paths, options, as_json=as_json)
     # JSON logs: stderr is for machines, no progress there.
@@ -183,11 +200,11 @@ def _once_options(  # pylint: disable=too-many-arguments
     task: str | None,
     force: bool,
     shard: str | None,
-    commit: bool,
-    push: str | None,
+    git: tuple[bool, str | None, str | None],
     *,
     as_json: bool,
 ) -> OnceOptions:
+    """``git``: ``--commit``, ``--push``, ``--results-from``."""
     from runner.app.once import OnceOptions  # noqa: PLC0415 - loads mcp
     from runner.planning.plan import Shard  # noqa: PLC0415
 
@@ -195,7 +212,15 @@ def _once_options(  # pylint: disable=too-many-arguments
         parsed = Shard.parse(shard) if shard else None
     except ValueError as exc:
         fail(err, str(exc), USAGE, as_json=as_json)
-    return OnceOptions(task_id=task, force=force, shard=parsed, commit=commit, push=push)
+    commit, push, results_from = git
+    return OnceOptions(
+        task_id=task,
+        force=force,
+        shard=parsed,
+        commit=commit,
+        push=push,
+        results_from=results_from,
+    )
 
 
 def _dry_run(
@@ -237,11 +262,34 @@ def _once(  # pylint: disable=too-many-arguments
             run_once(cfg, paths, options, on_planned=progress_.start, on_finished=progress_.advance)
         )
     if as_json:
-        print_json(render.once_json(report) | _git_json(report.published, report.git_error))
+        published = report.published.as_json() if report.published is not None else None
+        git = {"git": published, "git_error": report.git_error}
+        print_json(render.once_json(report) | (git if published or report.git_error else {}))
     else:
         render.print_once(out, err, report, paths)
-        _print_git(out, err, report.published, report.git_error)
+        if report.published is not None:
+            _print_publish(out, err, report.published)
+        elif report.git_error is not None:
+            render.line(err, f"git: {report.git_error}", "red")
     raise typer.Exit(report.exit_code)
+
+
+def _print_publish(out: Console, err: Console, report: Any) -> None:
+    """What a publish did, one line a thing."""
+    results = report.results
+    if results is not None:
+        what = f"committed {results.commit[:10]}" if results.commit else "nothing new to commit"
+        sent = f", pushed to {results.remote}" if results.pushed else ""
+        render.line(out, f"results: {what} on {results.branch}{sent}")
+    for branch in report.tasks:
+        sent = " and pushed" if branch.pushed else ""
+        render.line(out, f"task branch {branch.branch}: {branch.commit[:10]}{sent}")
+    for pull in report.pull_requests:
+        render.line(out, f"pull request from {pull['head']}: {pull['operation']}")
+    for refusal in report.checked.refused:
+        render.line(err, f"refused {refusal.path}: {refusal.reason}", "yellow")
+    for error in report.errors:
+        render.line(err, f"git: {error}", "red")
 
 
 def _git_json(published: Any, error: str | None) -> dict[str, Any]:
@@ -258,6 +306,52 @@ def _print_git(out: Console, err: Console, published: Any, error: str | None) ->
         what = f"committed {published.commit[:10]}" if published.commit else "nothing new to commit"
         sent = f", pushed to {published.remote}" if published.pushed else ""
         render.line(out, f"git: {what} on {published.branch}{sent}")
+
+
+@app.command("publish")
+def publish_command(
+    source: Annotated[
+        Path | None,
+        typer.Option("--from", help="A folder of results and patches (an artifact) to take in."),
+    ] = None,
+    results_branch: Annotated[
+        str, typer.Option("--results-branch", help="The branch that collects the results.")
+    ] = "omni/results",
+    base: Annotated[
+        str | None,
+        typer.Option("--base", help="The branch pull requests go into [default: checked out]."),
+    ] = None,
+    push: Annotated[bool, typer.Option("--push", help="Push the branches to origin.")] = False,
+    pull_requests: Annotated[
+        bool,
+        typer.Option("--pull-requests", help="Open or update the pull requests with `gh`."),
+    ] = False,
+    config: ConfigOpt = None,
+    tasks: TasksOpt = None,
+    results: ResultsOpt = None,
+    state: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The trusted step: check every result file and patch, commit only `results/` to the
+    results branch, rebuild each task's branch from its newest approved patch, write the
+    pull-request texts (and open them with `--pull-requests`).
+
+    Example: `omni publish --from artifact/ --push --pull-requests`
+    """
+    from runner.app.publish import PublishOptions, publish  # noqa: PLC0415 - loads gitpython
+
+    out, err = render.consoles()
+    cfg, paths = setup(err, config, tasks, results, state, as_json=as_json)
+    options = PublishOptions(
+        source=source, branch=results_branch, push=push, base=base, pull_requests=pull_requests
+    )
+    with failing(err, as_json=as_json):
+        report = publish(cfg, paths, options, environ=dict(os.environ))
+    if as_json:
+        print_json(report.as_json())
+    else:
+        _print_publish(out, err, report)
+    raise typer.Exit(report.exit_code)
 
 
 @app.command()

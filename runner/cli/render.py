@@ -101,6 +101,11 @@ def print_status(out: Console, snap: dict[str, Any], *, filtered: bool = False) 
     since = f" since {mode['since']}" if mode["since"] else ""
     why = f" ({mode['why']})" if mode["why"] else ""
     line(out, f"mode: {mode['mode']}{since}{why}")
+    if (sandbox := snap.get("sandbox")) is not None:
+        text = f"sandbox: {sandbox['kind']} (sandbox: {sandbox['mode']})"
+        if sandbox["warning"]:
+            text += f" ⚠ {sandbox['warning']}"
+        line(out, text, "yellow" if sandbox["warning"] else None)
     counts = "  ".join(f"{s} {n}" for s, n in snap["runs_by_state"].items())
     line(out, f"runs: {counts}")
     cap, run_cap = snap["budget"]["per_day_usd"], snap["budget"]["per_run_usd"]

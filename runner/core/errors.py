@@ -193,3 +193,13 @@ class SourceError(OmniError):
 
 class ServiceError(OmniError):
     """Service mode cannot start (e.g. another service already uses the state file)."""
+
+
+class SandboxUnavailableError(OmniError):
+    """``sandbox: required``, and no sandbox works on this machine; the message names the
+    cause and the fix. Not retried: the machine will not change within a run."""
+
+
+class WorkspaceError(OmniError):
+    """A model-driven run's own workspace could not be made or read (a git step failed);
+    the message says which."""

@@ -11,6 +11,7 @@ import json
 import os
 import re
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
@@ -28,6 +29,7 @@ from pydantic import (
 from runner.core.clock import check_timezone
 from runner.core.errors import ConfigError, FileRefusedError, TaskFileError
 from runner.core.files import read_regular
+from runner.core.pathglob import compile_glob
 from runner.core.redaction import (
     Redactor,
     is_secret_header,
@@ -64,6 +66,17 @@ def check_url(value: str, schemes: tuple[str, ...] = ("http", "https")) -> str:
         wanted = ", ".join(f"{scheme}://" for scheme in schemes)
         raise ValueError(f"not a URL: want {wanted} and a host, like https://example.com")
     return value
+
+
+class SandboxMode(StrEnum):
+    """``sandbox:``: how model-driven runs' executors are confined (DESIGN §3, Trust)."""
+
+    AUTO = "auto"
+    """Use bubblewrap when it works; otherwise run unsandboxed with a warning."""
+    REQUIRED = "required"
+    """Refuse model-driven runs when bubblewrap does not work."""
+    OFF = "off"
+    """Never sandbox (each run still gets its own scratch workspace)."""
 
 
 class _Strict(BaseModel):
@@ -118,6 +131,23 @@ class McpServer(_Strict):
     """A tool that takes a whole prompt (e.g. an agent); prompt tasks go to it directly."""
     max_message_bytes: int = Field(default=16 * 1_048_576, ge=65536)
     """The largest message taken from the server; a larger answer fails its call."""
+    opt_in_tools: list[str] = Field(default_factory=list)
+    """Tools a model is offered only when the task's ``tools:`` names them (the
+    built-in executor's ``run`` always is one)."""
+    network: bool = False
+    """Sandboxed starts of this executor (model-driven runs) may reach the network."""
+    sandbox_paths: list[str] = Field(default_factory=list)
+    """Absolute paths a sandboxed start of this executor may read (read-only), e.g. the
+    folder a server is installed in; the command itself and omni's Python are always
+    readable."""
+
+    @field_validator("sandbox_paths")
+    @classmethod
+    def _absolute(cls, value: list[str]) -> list[str]:
+        for path in value:
+            if not Path(path).is_absolute():
+                raise ValueError(f"sandbox_paths entries must be absolute paths: {path}")
+        return value
 
     @model_validator(mode="after")
     def _one_transport(self) -> McpServer:
@@ -310,6 +340,9 @@ class Limits(_Strict):
     """Result files (``results/**/<run-id>.json``, on disk or on the results branch)
     larger than this are skipped with a warning; keep it well above
     ``dispatch.output_limit_bytes``."""
+    patch_bytes: int = Field(default=1_048_576, ge=1024, le=MAX_FILE_CAP)
+    """A model-driven run's proposed change (its ``.patch``) larger than this is not
+    kept; the result says so."""
 
 
 class Config(_Strict):
@@ -342,7 +375,13 @@ class Config(_Strict):
     dispatch: Dispatch = Field(default_factory=Dispatch)
     """Concurrency and output limits."""
     workspace: str | None = None
-    """The built-in executor's root folder; default the current folder."""
+    """The built-in executor's root folder (the repository); default the current folder."""
+    sandbox: SandboxMode = SandboxMode.AUTO
+    """Model-driven runs' executors under bubblewrap: ``auto``, ``required`` or ``off``."""
+    protected_paths: list[str] = Field(default_factory=list)
+    """Globs (relative to ``workspace``) the built-in executor's file tools refuse and no
+    proposed change may touch, besides ``.git``, ``.github``, ``.omni``, the tasks and
+    results folders and the config file."""
     schedule: Schedule = Field(default_factory=Schedule)
     """Schedule defaults."""
     service: Service = Field(default_factory=Service)
@@ -358,6 +397,23 @@ class Config(_Strict):
     @classmethod
     def _url(cls, value: str | None) -> str | None:
         return None if value is None else check_url(value)
+
+    @field_validator("sandbox", mode="before")
+    @classmethod
+    def _off(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare `off` as false (and `on` as true).
+        if value is False:
+            return SandboxMode.OFF
+        if value is True:
+            raise ValueError("write `auto` or `required` (a bare `on` reads as true)")
+        return value
+
+    @field_validator("protected_paths")
+    @classmethod
+    def _globs(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            compile_glob(pattern)  # a ValueError names the pattern
+        return value
 
     @field_validator("model_list")
     @classmethod

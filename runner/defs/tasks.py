@@ -20,6 +20,7 @@ from runner.core.clock import check_timezone
 from runner.core.errors import FileRefusedError, InvalidTaskFile, TaskFileError
 from runner.core.files import read_regular
 from runner.core.ids import check_task_id
+from runner.core.pathglob import compile_glob
 from runner.core.yamlio import YamlProblem, dotted, line_of, read_yaml
 from runner.defs.cron import CronError, parse_schedule
 from runner.defs.problems import message as problem_message
@@ -37,6 +38,28 @@ def check_schedule(schedule: str) -> None:
         parse_schedule(schedule)
     except CronError as exc:
         raise ValueError(f"bad cron {schedule.strip()!r}: {exc}") from None
+
+
+class PullRequest(BaseModel):
+    """``pull_request:``: the run's file changes become this task's pull request."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=True)
+
+    paths: list[str] = Field(min_length=1)
+    """Globs of the paths the change may touch (``docs/**``); protected paths never."""
+    title: str | None = Field(default=None, max_length=200)
+    """The pull request's title; default ``omni: <task id>``."""
+    draft: bool = False
+    """Open the pull request as a draft."""
+    labels: list[str] = Field(default_factory=list)
+    """Labels for the pull request (they must exist in the repository)."""
+
+    @field_validator("paths")
+    @classmethod
+    def _globs(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            compile_glob(pattern)  # a ValueError names the pattern
+        return value
 
 
 class TaskSpec(BaseModel):
@@ -64,7 +87,8 @@ class TaskSpec(BaseModel):
     prompt: str | None = None
     """A prompt task: what the agent should do."""
     tools: list[str] | None = None
-    """Prompt tasks: the tools the agent may call (default: all of the executor's)."""
+    """Prompt tasks: the tools the agent may call (default: all of the executor's except
+    opt-in ones such as the built-in ``run``, offered only when listed here)."""
     model: str | None = None
     """``free``, ``paid``, ``free_then_paid`` or a model name; default ``router.default_model``."""
     max_turns: int | None = Field(default=None, ge=1)
@@ -77,6 +101,11 @@ class TaskSpec(BaseModel):
     """Seconds the whole run may take."""
     retries: int = Field(default=0, ge=0, le=100)
     """Extra attempts after a failed one."""
+    pull_request: PullRequest | None = None
+    """Opt in: the run's file changes (limited to ``paths``) become this task's pull
+    request; without it a model-driven run's changes are dropped."""
+    network: bool = False
+    """Model-driven runs: the sandboxed executors may reach the network."""
 
     @field_validator("id")
     @classmethod
@@ -123,6 +152,12 @@ class Task:
     def is_prompt(self) -> bool:
         """True for a prompt task (an agent run), false for a tool task."""
         return self.spec.prompt is not None
+
+    @property
+    def is_model_driven(self) -> bool:
+        """True for a run that only proposes (DESIGN §3, Trust): a prompt task, or any
+        task declaring ``pull_request:``. It gets its own workspace and executors."""
+        return self.spec.prompt is not None or self.spec.pull_request is not None
 
 
 @dataclass(slots=True)

@@ -1,9 +1,11 @@
 """Prompt tasks: a tool-use loop over an executor's MCP tools, with a model via LiteLLM.
 
-The model sees the executor's tools (filtered by the task's ``tools:``) as function
-tools. Each tool call it asks for goes through the executor pool; bad requests (a tool
-outside ``tools:``, an unknown tool, arguments that are not a JSON object, a tool error)
-are answered to the model as the tool's result, so it can correct itself. The loop
+The model sees the executor's tools (filtered by the task's ``tools:``; opt-in tools
+such as the built-in ``run`` only when ``tools:`` lists them) as function tools. What a
+tool answers is redacted before the model sees it. Each tool call it asks for goes
+through the executor pool; bad requests (a tool outside ``tools:``, an unknown tool,
+arguments that are not a JSON object, a tool error) are answered to the model as the
+tool's result, so it can correct itself. The loop
 stops on a final answer, after ``max_turns`` model turns (failed, with the reason), or
 when the dispatcher's timeout cancels it. An executor with an ``agent_tool`` gets the
 whole prompt in one call instead.
@@ -64,6 +66,9 @@ class AgentPool(Protocol):
         meta: dict[str, Any] | None = None,
     ) -> ToolOutcome:
         """Call one tool."""
+
+    def opt_in_tools(self, executor: str) -> frozenset[str]:
+        """Tools offered to a model only when its task lists them."""
 
 
 @dataclass(slots=True)
@@ -181,6 +186,17 @@ def _schemas(functions: Mapping[str, str], tools: list[ToolInfo]) -> list[dict[s
     ]
 
 
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """What one run's tool calls go with: its task, executor, pool and ``_meta``."""
+
+    task: Task
+    executor: str
+    pool: AgentPool
+    meta: dict[str, Any]
+    opt_in: frozenset[str]
+
+
 class Agent:
     """Runs prompt tasks: the tool-use loop, or one call to an executor's agent tool."""
 
@@ -201,23 +217,42 @@ class Agent:
         spend: SpendGuard,
         transcript: Transcript,
         meta: dict[str, Any],
+        pool: AgentPool | None = None,
     ) -> str:
-        """The agent's final answer. Raises :class:`AgentError` (max_turns, bad
+        """The agent's final answer, with the executors of ``pool`` (a model-driven run's
+        own) or else the shared ones. Raises :class:`AgentError` (max_turns, bad
         ``tools:``), :class:`BudgetExceededError`, ``ModelError`` (no model answered),
         ``ExecutorError`` (the executor is gone)."""
+        pool = pool or self._pool
         agent_tool = self._agent_tool_of(executor)
-        tools = await self._offered(task, executor, agent_tool)
+        tools = await self._offered(task, executor, agent_tool, pool)
         if agent_tool:
-            return await self._agent_tool(task, executor, agent_tool, tools, transcript, meta)
-        allowed = self._allowed(task, executor, tools)
-        functions = _function_names(executor, allowed)
+            return await self._agent_tool(
+                _Call(task, executor, pool, meta, frozenset()), agent_tool, tools, transcript
+            )
+        opt_in = pool.opt_in_tools(executor)
+        allowed = self._allowed(task, executor, tools, opt_in)
+        call = _Call(task, executor, pool, meta, opt_in)
+        return await self._loop(call, allowed, {t.name for t in tools}, choice, spend, transcript)
+
+    async def _loop(
+        self,
+        call: _Call,
+        allowed: list[ToolInfo],
+        every: set[str],
+        choice: ModelChoice,
+        spend: SpendGuard,
+        transcript: Transcript,
+    ) -> str:
+        """The tool-use loop: model turns until a final answer or ``max_turns``."""
+        task = call.task
+        functions = _function_names(call.executor, allowed)
         schemas = _schemas(functions, allowed)
         messages: list[dict[str, Any]] = [
             {"role": "system", "content": SYSTEM_PROMPT.format(task_id=task.id)},
             {"role": "user", "content": task.spec.prompt or ""},
         ]
         max_turns = task.spec.max_turns or self._config.agent.max_turns
-        every = {t.name for t in tools}
         for turn in range(1, max_turns + 1):
             spend.before_call(transcript)
             completion = await self._llm.complete(
@@ -229,9 +264,7 @@ class Agent:
                 return truncate(completion.text, self._config.dispatch.output_limit_bytes)
             messages.append(completion.message())
             for request in completion.tool_calls:
-                content = await self._tool_call(
-                    task, executor, request, turn, functions, every, transcript, meta
-                )
+                content = await self._tool_call(call, request, turn, functions, every, transcript)
                 messages.append({"role": "tool", "tool_call_id": request.id, "content": content})
         asked = ", ".join(sorted({c.name for c in transcript.tool_calls[-5:]})) or "none"
         raise AgentError(
@@ -243,17 +276,22 @@ class Agent:
         server = self._config.mcp_servers.get(executor)
         return server.agent_tool if server is not None else None
 
-    async def _offered(self, task: Task, executor: str, agent_tool: str | None) -> list[ToolInfo]:
+    @staticmethod
+    async def _offered(
+        task: Task, executor: str, agent_tool: str | None, pool: AgentPool
+    ) -> list[ToolInfo]:
         """The executor's tools; none, and no executor started, when the task offers the
         model no tools (``tools: []``) and the executor has no agent tool."""
         if task.spec.tools == [] and not agent_tool:
             return []
-        return await self._pool.list_tools(executor)
+        return await pool.list_tools(executor)
 
-    def _allowed(self, task: Task, executor: str, tools: list[ToolInfo]) -> list[ToolInfo]:
+    def _allowed(
+        self, task: Task, executor: str, tools: list[ToolInfo], opt_in: frozenset[str]
+    ) -> list[ToolInfo]:
         wanted = task.spec.tools
         if wanted is None:
-            return tools
+            return [t for t in tools if t.name not in opt_in]
         have = {t.name for t in tools}
         if missing := [name for name in wanted if name not in have]:
             raise AgentError(
@@ -264,26 +302,26 @@ class Agent:
 
     async def _tool_call(
         self,
-        task: Task,
-        executor: str,
+        call: _Call,
         request: ToolRequest,
         turn: int,
         functions: Mapping[str, str],
         every: set[str],
         transcript: Transcript,
-        meta: dict[str, Any],
     ) -> str:
-        """Make one requested call; returns what the model is told (a result or why not)."""
+        """Make one requested call; returns what the model is told (a result or why not),
+        redacted."""
+        task, executor = call.task, call.executor
         real = functions.get(request.name)
         record = ToolCallRecord(turn, real or request.name, None, 0.0)
         transcript.tool_calls.append(record)
-        args, problem = self._check(request, record, functions, every)
+        args, problem = self._check(request, record, functions, every, call.opt_in)
         if problem is not None:
             return self._refuse(record, problem)
         started = time.perf_counter()
         try:
-            outcome = await self._pool.call_tool(
-                executor, record.name, args, timeout=task.spec.timeout, meta=meta
+            outcome = await call.pool.call_tool(
+                executor, record.name, args, timeout=task.spec.timeout, meta=call.meta
             )
         except (ToolError, ExecutorTimeoutError) as exc:
             return self._refuse(record, str(exc))
@@ -297,7 +335,7 @@ class Agent:
             return self._refuse(
                 record, f"the tool reported an error: {truncate(outcome.text, limit)}"
             )
-        return _as_text(outcome, limit)
+        return self._redactor.text(_as_text(outcome, limit))
 
     def _check(
         self,
@@ -305,6 +343,7 @@ class Agent:
         record: ToolCallRecord,
         functions: Mapping[str, str],
         every: set[str],
+        opt_in: frozenset[str],
     ) -> tuple[dict[str, Any], str | None]:
         """The parsed arguments, and why the call may not be made (``None``: it may)."""
         try:
@@ -316,6 +355,8 @@ class Agent:
         if request.name not in functions:
             allowed = ", ".join(functions) or "none"
             why = "is not allowed for this task" if request.name in every else "does not exist"
+            if request.name in opt_in:
+                why += " (it is offered only when the task lists it in `tools:`)"
             return {}, f"tool {request.name!r} {why}; allowed tools: {allowed}"
         if not isinstance(args, dict):
             return {}, "the arguments must be a JSON object"
@@ -326,15 +367,10 @@ class Agent:
         return f"error: {record.error}"
 
     async def _agent_tool(
-        self,
-        task: Task,
-        executor: str,
-        tool: str,
-        tools: list[ToolInfo],
-        transcript: Transcript,
-        meta: dict[str, Any],
+        self, call: _Call, tool: str, tools: list[ToolInfo], transcript: Transcript
     ) -> str:
         """Hand the whole prompt to the executor's agent tool (no model loop here)."""
+        task, executor = call.task, call.executor
         info = next((t for t in tools if t.name == tool), None)
         if info is None:
             raise AgentError(
@@ -348,8 +384,8 @@ class Agent:
         transcript.tool_calls.append(record)
         started = time.perf_counter()
         try:
-            outcome = await self._pool.call_tool(
-                executor, tool, args, timeout=task.spec.timeout, meta=meta
+            outcome = await call.pool.call_tool(
+                executor, tool, args, timeout=task.spec.timeout, meta=call.meta
             )
         except ToolError as exc:
             record.error = self._redactor.text(str(exc))

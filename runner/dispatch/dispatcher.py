@@ -38,6 +38,7 @@ from runner.defs.routing import Route, choose_executor, choose_model, model_list
 from runner.dispatch.agent import Agent, AgentPool, Transcript
 from runner.dispatch.backoff import Backoff
 from runner.dispatch.budget import SpendGuard
+from runner.dispatch.isolation import Isolated
 from runner.reach.calls import GatewayOutcome, Via
 from runner.state.results import RunResult, write_result
 from runner.state.spend import DailySpend
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     from runner.core.redaction import Redactor
     from runner.defs.config import Config
     from runner.defs.tasks import Task
+    from runner.dispatch.isolation import RunSpaces
     from runner.state.records import RunRecord
     from runner.state.store import Store
 
@@ -94,6 +96,8 @@ class _Outcome:
     """Why a run waits (brainstem mode)."""
     earlier: tuple[dict[str, Any], ...] = ()
     """The earlier attempts' errors (``attempt``, ``error``), for the result file."""
+    isolated: Isolated | None = None
+    """A model-driven run's sandbox and proposed change; None for tool runs."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,10 +126,14 @@ class Dispatcher:  # pylint: disable=too-many-instance-attributes  # its collabo
         agent: Agent | None = None,
         mode_of: Callable[[], Mode] | None = None,
         backoff: Backoff | None = None,
+        spaces: RunSpaces | None = None,
     ) -> None:
+        """``spaces``: gives model-driven runs their own workspace and executors; without
+        it they run on ``pool`` like tool tasks (tests of the loop alone)."""
         self._store = store
         self._backoff = backoff or Backoff.of(config.dispatch)
         self._agent = agent
+        self._spaces = spaces
         self._mode_of = mode_of
         """The system mode now (``runner.dispatch.faults``), for result files; None: normal."""
         self._pool = pool
@@ -239,8 +247,9 @@ class Dispatcher:  # pylint: disable=too-many-instance-attributes  # its collabo
             return _Outcome(task, run, RunState.FAILED, error=error, executor=route.executor)
         started = time.perf_counter()
         transcript = Transcript() if task.is_prompt else None
+        isolated = Isolated() if task.is_model_driven and self._spaces is not None else None
         try:
-            output = await self._call(task, run, route.executor, transcript)
+            output = await self._isolated(task, run, route.executor, transcript, isolated)
         except CloudsDownError as exc:
             return _Outcome(
                 task,
@@ -250,6 +259,7 @@ class Dispatcher:  # pylint: disable=too-many-instance-attributes  # its collabo
                 transcript=transcript,
                 note=str(exc),
                 executor=route.executor,
+                isolated=isolated,
             )
         except OmniError as exc:
             error = self._redactor.text(str(exc))
@@ -265,25 +275,38 @@ class Dispatcher:  # pylint: disable=too-many-instance-attributes  # its collabo
                 self._count_spend(transcript)
                 return _Retry(run.attempt, error, wait)
             return _Outcome(
-                task, run, RunState.FAILED, error=error, started=started, transcript=transcript
+                task,
+                run,
+                RunState.FAILED,
+                error=error,
+                started=started,
+                transcript=transcript,
+                isolated=isolated,
             )
         except asyncio.CancelledError:
             # Shutdown: hand the run back so the next start resumes it.
             self._store.transition(run.run_id, RunState.IDLE, detail="interrupted by shutdown")
             raise
         return _Outcome(
-            task, run, RunState.COMPLETED, output=output, started=started, transcript=transcript
+            task,
+            run,
+            RunState.COMPLETED,
+            output=output,
+            started=started,
+            transcript=transcript,
+            isolated=isolated,
         )
 
     def _record(self, outcome: _Outcome) -> Finished:
-        """Write the result files, then the row (no await: nothing interrupts it).
+        """Write the result files (the patch first), then the row (no await: nothing
+        interrupts it).
 
         When the files cannot be written (a name too long, a full disk, a read-only
-        folder) the run ends ``failed`` with the reason in one line, and neither file
-        is left behind."""
+        folder) the run ends ``failed`` with the reason in one line, and no file is left
+        behind."""
         result = self._result(outcome)
         try:
-            path = write_result(self._results, result, self._redactor)
+            path = write_result(self._results, result, self._redactor, patch=self._patch(outcome))
         except OSError as exc:
             error = f"result file not written: {exc.strerror or type(exc).__name__}"
             log.error("run %s %s: %s", outcome.task.id, outcome.run.run_id, error)
@@ -305,16 +328,35 @@ class Dispatcher:  # pylint: disable=too-many-instance-attributes  # its collabo
         if transcript is not None:
             self._spend.add(transcript.cost_usd, self._clock())
 
+    async def _isolated(
+        self,
+        task: Task,
+        run: RunRecord,
+        executor: str,
+        transcript: Transcript | None,
+        isolated: Isolated | None,
+    ) -> Any:
+        """The call, in the run's own workspace and pool when it is model-driven."""
+        if isolated is None or self._spaces is None:
+            return await self._call(task, run, executor, transcript, self._pool)
+        async with self._spaces.open(task, executor, isolated, self._pool) as pool:
+            return await self._call(task, run, executor, transcript, pool)
+
     async def _call(
-        self, task: Task, run: RunRecord, executor: str, transcript: Transcript | None = None
+        self,
+        task: Task,
+        run: RunRecord,
+        executor: str,
+        transcript: Transcript | None,
+        pool: AgentPool,
     ) -> Any:
         spec = task.spec
         meta = {"run_id": run.run_id, "task_id": task.id, "attempt": run.attempt}
         if transcript is not None:
-            return await self._prompt(task, executor, meta, transcript)
+            return await self._prompt(task, executor, meta, transcript, pool)
         try:
             async with asyncio.timeout(spec.timeout):
-                outcome = await self._pool.call_tool(
+                outcome = await pool.call_tool(
                     executor, spec.tool or "", spec.args, timeout=spec.timeout, meta=meta
                 )
         except TimeoutError:
@@ -328,7 +370,12 @@ class Dispatcher:  # pylint: disable=too-many-instance-attributes  # its collabo
         return self._cap(outcome.text)
 
     async def _prompt(
-        self, task: Task, executor: str, meta: dict[str, Any], transcript: Transcript
+        self,
+        task: Task,
+        executor: str,
+        meta: dict[str, Any],
+        transcript: Transcript,
+        pool: AgentPool,
     ) -> str:
         """A prompt task: the agent loop (or the executor's agent tool), under the timeout."""
         if self._agent is None:
@@ -339,13 +386,31 @@ class Dispatcher:  # pylint: disable=too-many-instance-attributes  # its collabo
         try:
             async with asyncio.timeout(task.spec.timeout):
                 return await self._agent.run(
-                    task, executor, choice=choice, spend=spend, transcript=transcript, meta=meta
+                    task,
+                    executor,
+                    choice=choice,
+                    spend=spend,
+                    transcript=transcript,
+                    meta=meta,
+                    pool=pool,
                 )
         except TimeoutError:
             raise TaskTimeoutError(
                 f"timed out after {task.spec.timeout:g} s (task timeout) in turn "
                 f"{transcript.turns + 1}"
             ) from None
+
+    def _patch(self, outcome: _Outcome) -> bytes | None:
+        """The patch kept beside the result: a completed run's accepted change, unless
+        (whole) it still shows a secret."""
+        isolated = outcome.isolated
+        if isolated is None or isolated.proposal is None:
+            return None
+        patch = isolated.proposal.patch
+        if not patch or outcome.state is not RunState.COMPLETED:
+            return None
+        text = patch.decode("utf-8", errors="replace")
+        return patch if self._redactor.text(text) == text else None
 
     def _cap(self, text: str) -> str:
         return truncate(text, self._config.dispatch.output_limit_bytes)
@@ -374,6 +439,10 @@ class Dispatcher:  # pylint: disable=too-many-instance-attributes  # its collabo
         if outcome.earlier:
             last = {"attempt": run.attempt, "error": outcome.error}
             prompt["attempts"] = [*outcome.earlier, last]
+        if (isolated := outcome.isolated) is not None:
+            # Extra fields (DESIGN §3, Trust): how the run was confined, what it changed.
+            prompt["sandbox"] = isolated.sandbox
+            prompt["changes"] = _changes(outcome, isolated, self._patch(outcome) is not None)
         return RunResult(
             task_id=outcome.task.id,
             run_id=run.run_id,
@@ -449,6 +518,21 @@ def _model_fields(result: RunResult, run: RunRecord) -> dict[str, Any]:
     if cost is not None:
         cost += run.cost_usd or 0.0
     return {"model": result.model, "tier": result.tier, "cost_usd": cost}
+
+
+def _changes(outcome: _Outcome, isolated: Isolated, kept: bool) -> dict[str, Any] | None:
+    """The result's ``changes``: the patch file's name, the paths in it, the refused and
+    the unpublished ones."""
+    proposal = isolated.proposal
+    if proposal is None:
+        return None
+    changes = proposal.as_dict()
+    changes["patch"] = f"{outcome.run.run_id}.patch" if kept else None
+    if proposal.files and not kept:
+        changes["not_published"] = [*changes["not_published"], *changes["files"]]
+        changes["files"] = []
+        changes["note"] = "the run did not complete: its change is not kept"
+    return changes
 
 
 def _fallbacks(transcript: Transcript | None) -> str:

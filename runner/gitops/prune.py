@@ -123,10 +123,11 @@ def prune_and_publish(
     # gitpython loads only when asked for.
     from runner.gitops.workspace import GitWorkspace  # noqa: PLC0415 # pylint: disable=import-outside-toplevel
 
-    workspace = GitWorkspace.open(Path.cwd(), results=results, state=state, check=check)
+    workspace = GitWorkspace.open(Path.cwd(), results=results, check=check)
     prepared = workspace.prepare(push, push=push is not None)
     done = prune(results, state, keep, check, dry_run=dry_run)
     if dry_run:
         return done, None
     message = f"omni: prune results to the newest {keep} per task ({len(done.removed)} removed)\n"
-    return done, workspace.publish(prepared, message)
+    kept = sorted(p.relative_to(results).as_posix() for p in results.rglob("*") if p.is_file())
+    return done, workspace.publish(prepared, message, kept)

@@ -7,11 +7,16 @@ temporary index from
 
 * ``HEAD``'s tree (this checkout: its task files), with the branch's tip as a parent
   too when it has commits ``HEAD`` lacks, so the push is a fast-forward;
-* the results folder exactly as it is on disk (``git add -f``: it may be gitignored);
-  before the run, result files the branch holds but the disk lacks are copied to disk,
-  so a fresh clone (a CI machine) starts from the branch's memory, if they pass the
-  checks of :mod:`runner.gitops.carry` (the branch is input);
-* the files the run's tasks changed (compared with a snapshot taken before the run).
+* the results folder: exactly the result files ``omni publish`` checked and approved
+  (``runner.gitops.checks``), added by plumbing (``hash-object --no-filters``: no filter
+  the repository names runs); before the run, result files the branch holds but the
+  disk lacks are copied to disk, so a fresh clone (a CI machine) starts from the
+  branch's memory, if they pass the checks of :mod:`runner.gitops.carry` (the branch
+  is input). Nothing outside the results folder is ever committed here: a task's
+  change reaches git only as an approved patch on its own branch
+  (:mod:`runner.gitops.taskbranch`).
+
+Git runs with hooks, fsmonitor, and system and user config off.
 
 Nothing else of the branch is carried forward: what it changed outside the results
 folder is left behind and named (:attr:`Published.left_behind`, and the pull request's
@@ -32,10 +37,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from git import Repo
-from git.exc import GitCommandError, InvalidGitRepositoryError, NoSuchPathError
+from git.exc import InvalidGitRepositoryError, NoSuchPathError
 
 from runner.core.clock import utc_now
-from runner.core.errors import GitOpsError
+from runner.core.errors import GitOpsError, WorkspaceError
 from runner.core.files import atomic_write
 from runner.gitops.carry import (
     BranchReader,
@@ -45,6 +50,8 @@ from runner.gitops.carry import (
     git_errors,
     left_behind,
 )
+from runner.reach.scratch import OMNI_IDENTITY as _IDENTITY
+from runner.reach.scratch import SAFE_GIT_CONFIG_PUSH, run_git
 from runner.state.resultcheck import ResultCheck
 
 if TYPE_CHECKING:
@@ -57,12 +64,6 @@ NETWORK_TIMEOUT = 120.0
 #: Pushes tried when another job pushed the branch between our fetch and our push.
 PUSH_ATTEMPTS = 3
 _ZERO = "0" * 40
-_IDENTITY = {
-    "GIT_AUTHOR_NAME": "omni",
-    "GIT_AUTHOR_EMAIL": "omni@localhost",
-    "GIT_COMMITTER_NAME": "omni",
-    "GIT_COMMITTER_EMAIL": "omni@localhost",
-}
 _UNREACHABLE = (
     "could not read from remote",
     "does not appear to be a git repository",
@@ -83,8 +84,6 @@ class Prepared:  # pylint: disable=too-many-instance-attributes  # one record of
     branch: str
     current: bool
     push: bool
-    dirty: tuple[str, ...]
-    untracked: dict[str, tuple[int, int]]
     remote_tip: str | None = None
     diverged: bool = False
     fetch_error: str | None = None
@@ -100,8 +99,8 @@ class Published:
     """The new commit, or ``None`` when there was nothing new to commit."""
     pushed: bool
     remote: str
-    changed: tuple[str, ...] = field(default_factory=tuple)
-    """Files outside the results folder that the run changed and the commit holds."""
+    files: tuple[str, ...] = field(default_factory=tuple)
+    """The result files (relative to the repository) the commit holds."""
     left_behind: tuple[str, ...] = field(default_factory=tuple)
     """Files the branch had changed outside the results folder, not carried forward."""
 
@@ -114,7 +113,6 @@ class GitWorkspace:
         repo: Repo,
         *,
         results: Path,
-        state: Path,
         remote: str = "origin",
         environ: Mapping[str, str] | None = None,
         check: ResultCheck | None = None,
@@ -125,11 +123,14 @@ class GitWorkspace:
         self._root = Path(repo.working_tree_dir or ".").resolve()
         self.remote = remote
         self._results = self._relative(results, "results folder")
-        self._excluded = self._state_paths(state)
         env = os.environ if environ is None else environ
-        self._git.update_environment(GIT_TERMINAL_PROMPT="0")
+        self._git.update_environment(
+            GIT_TERMINAL_PROMPT="0", GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL=os.devnull
+        )
+        self._git.set_persistent_git_options(c=list(SAFE_GIT_CONFIG_PUSH))
         self._identity = {k: v for k, v in _IDENTITY.items() if not env.get(k)}
-        reader = repo.config_reader()
+        # Git runs without user or system config: only the repository's own counts.
+        reader = repo.config_reader("repository")
         if reader.get_value("user", "name", "") and reader.get_value("user", "email", ""):
             self._identity = {}
 
@@ -139,7 +140,6 @@ class GitWorkspace:
         start: Path,
         *,
         results: Path,
-        state: Path,
         remote: str = "origin",
         environ: Mapping[str, str] | None = None,
         check: ResultCheck | None = None,
@@ -154,7 +154,7 @@ class GitWorkspace:
             ) from None
         if repo.bare or repo.working_tree_dir is None:
             raise GitOpsError(f"{start}: a bare repository has no working tree to commit from")
-        return cls(repo, results=results, state=state, remote=remote, environ=environ, check=check)
+        return cls(repo, results=results, remote=remote, environ=environ, check=check)
 
     @property
     def root(self) -> Path:
@@ -169,7 +169,7 @@ class GitWorkspace:
     # -- before the run -------------------------------------------------------------
 
     def prepare(self, branch: str | None, *, push: bool) -> Prepared:
-        """Check the repository, note what is dirty, and (for a push) fetch ``branch``
+        """Check the repository and (for a push) fetch ``branch``
         and copy its result files missing on disk. Raises :class:`GitOpsError` for
         problems a run cannot fix (no commit yet, detached HEAD, no remote, bad name)."""
         with git_errors(f"preparing the branch {branch or 'HEAD'!r}"):
@@ -192,10 +192,7 @@ class GitWorkspace:
                 f"--push needs a remote named {self.remote!r}; this repository has"
                 f" {', '.join(r.name for r in self._repo.remotes) or 'none'}"
             )
-        dirty, untracked = self._status()
-        prepared = Prepared(
-            branch=branch, current=branch == current, push=push, dirty=dirty, untracked=untracked
-        )
+        prepared = Prepared(branch=branch, current=branch == current, push=push)
         if push:
             self._fetch(prepared)
         if not prepared.current:
@@ -263,22 +260,15 @@ class GitWorkspace:
 
     # -- after the run --------------------------------------------------------------
 
-    def publish(self, prepared: Prepared, message: str) -> Published:
-        """Commit the results (and the files the run changed) on the branch, then push
-        it when asked. Raises :class:`GitOpsError`; the result files stay on disk."""
-        if prepared.dirty:
-            shown = ", ".join(prepared.dirty[:5]) + (" …" if len(prepared.dirty) > 5 else "")
-            raise GitOpsError(
-                f"the working tree had uncommitted changes before the run ({shown}): omni"
-                " commits only its results and the files its tasks change, and cannot tell"
-                " those from yours. Commit or stash them; this run's results are on disk in"
-                f" {self._results}/ and go into the next commit"
-            )
+    def publish(self, prepared: Prepared, message: str, files: list[str]) -> Published:
+        """Commit the results folder as exactly ``files`` (relative to the results
+        folder; checked by the caller) on the branch, then push it when asked. Raises
+        :class:`GitOpsError`; the result files stay on disk."""
+        paths = [f"{self._results}/{name}" for name in files]
         with git_errors(f"committing the results on {prepared.branch!r}"):
-            changed = self._changed(prepared)
             tip = self._tip(prepared.branch)
-            commit = self._commit(prepared.branch, changed, message, current=prepared.current)
-            left = left_behind(self._repo, tip, self._rev("HEAD"), self._results, changed)
+            commit = self._commit(prepared.branch, paths, message, current=prepared.current)
+            left = left_behind(self._repo, tip, self._rev("HEAD"), self._results, [])
             if left:
                 log.warning(
                     "%s: %d file(s) the branch changed outside %s/ are not carried forward: %s",
@@ -289,27 +279,56 @@ class GitWorkspace:
                 )
             pushed = False
             if prepared.push:
-                pushed = self._push_with_retries(prepared, changed, message)
-        return Published(prepared.branch, commit, pushed, self.remote, tuple(changed), tuple(left))
+                pushed = self._push_with_retries(prepared, paths, message)
+        return Published(prepared.branch, commit, pushed, self.remote, tuple(paths), tuple(left))
 
-    def _changed(self, prepared: Prepared) -> list[str]:
-        """Paths the run changed: newly dirty tracked files, and new or touched untracked ones."""
-        dirty, untracked = self._status()
-        changed = set(dirty)
-        changed.update(
-            path for path, stat in untracked.items() if prepared.untracked.get(path) != stat
+    def tip(self, branch: str) -> str | None:
+        """The commit ``branch`` points at here, if it exists."""
+        return self._tip(branch)
+
+    def files_at(self, ref: str) -> set[str]:
+        """The result files (relative to the results folder) ``ref`` holds."""
+        status, out, _ = self._git.ls_tree(
+            "-r",
+            "--name-only",
+            "-z",
+            ref,
+            "--",
+            self._results,
+            with_extended_output=True,
+            with_exceptions=False,
+            strip_newline_in_stdout=False,
         )
-        return sorted(changed)
+        if status != 0:
+            return set()
+        prefix = f"{self._results}/"
+        return {n.removeprefix(prefix) for n in out.split("\0") if n.startswith(prefix)}
 
-    def _commit(
-        self, branch: str, changed: list[str], message: str, *, current: bool
-    ) -> str | None:
+    def restore(self, ref: str) -> int:
+        """Copy result files that ``ref`` (e.g. ``origin/omni/results``) holds and the disk
+        lacks (those that pass the checks), without fetching; how many (0 when ``ref``
+        does not exist)."""
+        with git_errors(f"reading {ref!r}"):
+            return self._restore(self._rev(f"{ref}^{{commit}}"))
+
+    def head(self) -> str:
+        """The checked-out commit."""
+        found = self._rev("HEAD")
+        if found is None:
+            raise GitOpsError(f"{self._root}: the repository has no commit yet; commit once first")
+        return found
+
+    def current_branch(self) -> str | None:
+        """The checked-out branch (``None``: HEAD is detached)."""
+        return None if self._repo.head.is_detached else self._repo.active_branch.name
+
+    def _commit(self, branch: str, files: list[str], message: str, *, current: bool) -> str | None:
         """Build and record the commit on ``branch``; ``None`` when nothing is new."""
         head = self._rev("HEAD")
         assert head is not None  # prepare() checked HEAD
         tip = self._tip(branch)
         parents = self._parents(tip, head)
-        tree = self._tree(f"{head}^{{tree}}", changed)
+        tree = self._tree(f"{head}^{{tree}}", files)
         if tree in {self._rev(f"{tip or head}^{{tree}}"), self._rev(f"{head}^{{tree}}")}:
             return None
         args: list[str] = [tree]
@@ -318,7 +337,8 @@ class GitWorkspace:
         sha = self._git.commit_tree(*args, "-m", message, env=self._identity)
         self._git.update_ref(f"refs/heads/{branch}", sha, tip or _ZERO)
         if current:
-            self._git.reset("-q")  # the index follows the new commit; the files already do
+            # The index follows the new commit (plumbing: no filters run).
+            self._git.read_tree(sha)
         return sha
 
     def _parents(self, tip: str | None, head: str) -> list[str]:
@@ -332,19 +352,33 @@ class GitWorkspace:
             return [tip]
         return [tip, head]
 
-    def _tree(self, base: str, changed: list[str]) -> str:
-        """``base`` with the results folder as on disk and ``changed`` as in the tree."""
+    def _tree(self, base: str, files: list[str]) -> str:
+        """``base`` with the results folder replaced by exactly ``files`` as on disk,
+        added without running any filter."""
         with tempfile.TemporaryDirectory(prefix="omni-index-") as tmp:
             env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
             self._git.read_tree(base, env=env)
             self._git.rm("-r", "--cached", "-q", "--ignore-unmatch", "--", self._results, env=env)
-            if (self._root / self._results).is_dir():
-                self._git.add("-f", "-A", "--", self._results, env=env)
-            if changed:
-                self._git.add("-A", "--", *changed, env=env)
+            if files:
+                self._add_plainly(files, env["GIT_INDEX_FILE"])
             return str(self._git.write_tree(env=env))
 
-    def _push_with_retries(self, prepared: Prepared, changed: list[str], message: str) -> bool:
+    def _add_plainly(self, files: list[str], index: str) -> None:
+        """Add ``files`` (relative to the repository) to ``index`` as they are on disk,
+        by plumbing: no clean filter or attribute the repository names can run."""
+        env = {"GIT_DIR": str(self._repo.git_dir), "GIT_INDEX_FILE": index}
+        names = "".join(f"{self._root / f}\n" for f in files).encode()
+        try:
+            hashed = run_git(
+                ["hash-object", "-w", "--no-filters", "--stdin-paths"], env=env, stdin=names
+            )
+            shas = hashed.stdout.decode().split()
+            info = "".join(f"100644 {sha}\t{f}\n" for sha, f in zip(shas, files, strict=True))
+            run_git(["update-index", "--index-info"], env=env, stdin=info.encode())
+        except WorkspaceError as exc:
+            raise GitOpsError(f"cannot add the result files: {exc}") from None
+
+    def _push_with_retries(self, prepared: Prepared, files: list[str], message: str) -> bool:
         """Push the branch; when another job pushed in between, rebuild on top and retry."""
         branch = prepared.branch
         for attempt in range(1, PUSH_ATTEMPTS + 1):
@@ -355,15 +389,11 @@ class GitWorkspace:
             if outcome is None:
                 return True
             race = outcome == "non-fast-forward" and not prepared.diverged and not prepared.current
-            if (
-                not race
-                or attempt == PUSH_ATTEMPTS
-                or not self._rebuild(prepared, changed, message)
-            ):
+            if not race or attempt == PUSH_ATTEMPTS or not self._rebuild(prepared, files, message):
                 raise self._push_error(prepared, outcome)
         return False  # pragma: no cover - the loop always returns or raises
 
-    def _rebuild(self, prepared: Prepared, changed: list[str], message: str) -> bool:
+    def _rebuild(self, prepared: Prepared, files: list[str], message: str) -> bool:
         """After a rejected push: fetch, rebase our commit onto the new tip. False if the
         remote moved in a way that is not a plain addition to what we built on."""
         ours, base = self._tip(prepared.branch), prepared.remote_tip
@@ -377,7 +407,10 @@ class GitWorkspace:
         self._git.update_ref(f"refs/heads/{prepared.branch}", new_tip, ours)
         if not prepared.current:
             self._restore(new_tip)
-        self._commit(prepared.branch, changed, message, current=prepared.current)
+        # The other job's results stay: they are on the new tip, published by it.
+        theirs = {f"{self._results}/{name}" for name in self.files_at(new_tip)}
+        files[:] = sorted(set(files) | theirs)
+        self._commit(prepared.branch, files, message, current=prepared.current)
         return True
 
     def _push(self, branch: str) -> str | None:
@@ -434,48 +467,6 @@ class GitWorkspace:
             return branch_report(self._repo, base, branch, self._results, self._check)
 
     # -- plumbing -------------------------------------------------------------------
-
-    def _status(self) -> tuple[tuple[str, ...], dict[str, tuple[int, int]]]:
-        """Tracked paths with changes, and untracked files with their (mtime, size);
-        the results folder and the state file are left out."""
-        try:
-            raw = self._git.status(
-                "--porcelain=v1",
-                "-z",
-                "--untracked-files=all",
-                "--no-renames",
-                strip_newline_in_stdout=False,
-            )
-        except GitCommandError as exc:
-            raise GitOpsError(f"git status failed: {first_line(str(exc.stderr))}") from None
-        dirty: list[str] = []
-        untracked: dict[str, tuple[int, int]] = {}
-        for entry in raw.split("\0"):
-            if len(entry) < 4 or self._is_excluded(entry[3:]):
-                continue
-            code, path = entry[:2], entry[3:]
-            if code == "??":
-                try:
-                    info = (self._root / path).stat()
-                except OSError:
-                    continue
-                untracked[path] = (info.st_mtime_ns, info.st_size)
-            elif code != "!!":
-                dirty.append(path)
-        return tuple(sorted(dirty)), untracked
-
-    def _is_excluded(self, path: str) -> bool:
-        return any(path == p or path.startswith(f"{p}/") for p in (self._results, *self._excluded))
-
-    def _state_paths(self, state: Path) -> tuple[str, ...]:
-        try:
-            rel = state.resolve().relative_to(self._root)
-        except ValueError:
-            return ()
-        if rel.parent != Path("."):
-            return (rel.parent.as_posix(),)
-        name = rel.as_posix()
-        return (name, f"{name}-wal", f"{name}-shm", f"{name}-journal")
 
     def _relative(self, path: Path, what: str) -> str:
         try:

@@ -16,6 +16,7 @@ stderr.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import shutil
@@ -49,7 +50,9 @@ from runner.reach.tools import ListedTool, ToolInfo
 from runner.reach.transports import UNUSABLE_REPLY, CappedHttpTransport, capped_stdio
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
+
+    from runner.reach.sandbox import Confinement
 
 log = logging.getLogger(__name__)
 
@@ -70,25 +73,57 @@ class ToolOutcome:
     is_error: bool
 
 
-def builtin_server(workspace: Path) -> McpServer:
-    """The built-in executor's entry: ``python -m runner.reach.builtin`` over stdio."""
-    package_root = Path(__file__).resolve().parent.parent
+#: The placeholder in a stdio executor's ``args`` and ``cwd`` for its workspace (a
+#: model-driven run's own, else ``workspace`` of the config).
+WORKSPACE_PLACEHOLDER = "{workspace}"
+#: Tools of the built-in executor a model gets only when its task lists them.
+BUILTIN_OPT_IN = ("run",)
+
+
+def builtin_server(workspace: Path, protect: Sequence[str] = ()) -> McpServer:
+    """The built-in executor's entry: ``python -m runner.reach.builtin`` over stdio; its
+    file tools refuse the globs in ``protect`` (besides ``.git``, ``.github``, ``.omni``)."""
+    package_root = Path(__file__).resolve().parent.parent.parent
+    args = ["-P", "-m", "runner.reach.builtin", "--workspace", str(workspace.resolve())]
+    for glob in protect:
+        args += ["--protect", glob]
     return McpServer(
         command=sys.executable,
         # -P: the child's current folder must not shadow the ``runner`` package.
-        args=["-P", "-m", "runner.reach.builtin", "--workspace", str(workspace.resolve())],
+        args=args,
         # The child inherits no PYTHONPATH; this finds ``runner`` from a plain checkout too.
         env={"PYTHONPATH": str(package_root)},
+        opt_in_tools=list(BUILTIN_OPT_IN),
     )
+
+
+def for_workspace(spec: McpServer, workspace: Path) -> McpServer:
+    """``spec`` with ``{workspace}`` in its ``args`` and ``cwd`` replaced by ``workspace``."""
+    if spec.command is None:
+        return spec
+    where = str(workspace)
+    args = [a.replace(WORKSPACE_PLACEHOLDER, where) for a in spec.args]
+    cwd = spec.cwd.replace(WORKSPACE_PLACEHOLDER, where) if spec.cwd else None
+    if args == spec.args and cwd == spec.cwd:
+        return spec
+    return spec.model_copy(update={"args": args, "cwd": cwd})
 
 
 class _Connection:  # pylint: disable=too-many-instance-attributes  # one connection's state
     """One live (or starting) session and the task that owns it."""
 
-    def __init__(self, name: str, spec: McpServer, environ: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        name: str,
+        spec: McpServer,
+        environ: Mapping[str, str],
+        sandbox: Confinement | None = None,
+    ) -> None:
         self.name = name
         self.spec = spec
         self.environ = environ
+        self.sandbox = sandbox
+        """Set for a sandboxed stdio start (a model-driven run's own executor)."""
         self.client: Client | None = None
         self.tools: dict[str, ListedTool] | None = None
         self.tools_version = 0  # bumped by list_changed, so a refresh in flight stays stale
@@ -214,7 +249,24 @@ class _Connection:  # pylint: disable=too-many-instance-attributes  # one connec
         if spec.url is not None and (token := self.environ.get(spec.token_env)):
             # A file, not --token: any process on the machine can read a command line.
             args += ["--token-file", _token_file(token, stack)]
+        if self.sandbox is not None and spec.url is None:
+            return self._sandboxed(resolved, args)
         return StdioServerParameters(command=resolved, args=args, env=env, cwd=spec.cwd)
+
+    def _sandboxed(self, command: str, args: list[str]) -> StdioServerParameters:
+        """``command args`` under bubblewrap: the environment inside is only the entry's
+        ``env`` (plus ``PATH`` and ``HOME``), whatever omni's own holds."""
+        assert self.sandbox is not None
+        spec = self.spec
+        confinement = dataclasses.replace(
+            self.sandbox,
+            read_only=(*self.sandbox.read_only, *map(Path, spec.sandbox_paths)),
+            network=self.sandbox.network or spec.network,
+            env=dict(spec.env),
+        )
+        argv = confinement.argv(command, args, spec.cwd)
+        # bwrap itself gets the SDK's few default variables; --clearenv empties them.
+        return StdioServerParameters(command=argv[0], args=argv[1:], env={}, cwd=spec.cwd)
 
     async def _subscribe(self, stack: AsyncExitStack, client: Client) -> None:
         # 2026-07-28 servers send list_changed only on a subscriptions/listen stream;
@@ -339,10 +391,21 @@ class ExecutorPool:
         *,
         workspace: Path,
         environ: Mapping[str, str] | None = None,
+        protect: Sequence[str] = (),
+        per_run: bool = False,
+        sandbox: Confinement | None = None,
     ) -> None:
+        """``protect``: globs the built-in executor's file tools refuse. ``per_run``: a
+        model-driven run's own pool, whose stdio executors start in ``workspace`` unless
+        their entry sets ``cwd``, under ``sandbox`` when given (remote ones never are)."""
         self._environ = dict(os.environ if environ is None else environ)
-        self._specs = dict(servers)
-        self._specs.setdefault(BUILTIN, builtin_server(workspace))
+        self._sandbox = sandbox
+        self._specs = {name: for_workspace(spec, workspace) for name, spec in servers.items()}
+        self._specs.setdefault(BUILTIN, builtin_server(workspace, protect))
+        if per_run or sandbox is not None:
+            for name, spec in self._specs.items():
+                if spec.command is not None and spec.cwd is None:
+                    self._specs[name] = spec.model_copy(update={"cwd": str(workspace)})
         self._limits = {n: asyncio.Semaphore(s.max_concurrency) for n, s in self._specs.items()}
         self._conns: dict[str, _Connection] = {}
         self._owners: set[asyncio.Task[None]] = set()
@@ -375,6 +438,16 @@ class ExecutorPool:
     def has(self, name: str) -> bool:
         """True when ``name`` is a configured executor."""
         return name in self._specs
+
+    def opt_in_tools(self, executor: str) -> frozenset[str]:
+        """The executor's tools a model gets only when its task lists them."""
+        spec = self._specs.get(executor)
+        return frozenset(spec.opt_in_tools) if spec is not None else frozenset()
+
+    def is_remote(self, executor: str) -> bool:
+        """True for an executor reached over the network (no sandbox reaches it)."""
+        spec = self._specs.get(executor)
+        return spec is not None and spec.url is not None
 
     async def list_tools(self, executor: str) -> list[ToolInfo]:
         """The executor's tools (cached; refreshed after tools/list_changed)."""
@@ -445,7 +518,7 @@ class ExecutorPool:
             raise ExecutorUnavailableError(executor, "the executor pool is closed")
         conn = self._conns.get(executor)
         if conn is None or conn.closing.is_set() or (conn.ready.is_set() and conn.client is None):
-            conn = _Connection(executor, self._specs[executor], self._environ)
+            conn = _Connection(executor, self._specs[executor], self._environ, self._sandbox)
             self._conns[executor] = conn
             conn.task = asyncio.create_task(conn.own(), name=f"mcp-{executor}")
             self._owners.add(conn.task)

@@ -29,6 +29,8 @@ def render_markdown(data: dict[str, Any]) -> str:
             + (f"${cost:.6f}" if cost is not None else "unknown")
         )
     lines += _agent_lines(data.get("agent"))
+    lines += _sandbox_lines(data.get("sandbox"))
+    lines += _change_lines(data.get("changes"))
     if data.get("error"):
         lines += ["", "## Error", "", "```text", str(data["error"]), "```"]
     attempts = data.get("attempts")
@@ -60,4 +62,40 @@ def _agent_lines(agent: Any) -> list[str]:
     for call in calls:
         note = f" — {call['error']}" if call.get("error") else ""
         lines.append(f"  - turn {call['turn']}: `{call['name']}` {call['duration_s']:.3f} s{note}")
+    return lines
+
+
+def _sandbox_lines(sandbox: Any) -> list[str]:
+    """How a model-driven run was confined; a warning when it was not."""
+    if not isinstance(sandbox, dict):
+        return []
+    lines = [f"- sandbox: {sandbox.get('kind')} (sandbox: {sandbox.get('mode')})"]
+    if sandbox.get("warning"):
+        lines.append(f"  - ⚠️ {sandbox['warning']}")
+    if sandbox.get("note"):
+        lines.append(f"  - {sandbox['note']}")
+    return lines
+
+
+def _change_lines(changes: Any) -> list[str]:
+    """A model-driven run's proposed change: the patch's files, refused and unpublished
+    paths."""
+    if not isinstance(changes, dict):
+        return []
+    files = changes.get("files") or []
+    refused = changes.get("refused") or []
+    dropped = changes.get("not_published") or []
+    if not (files or refused or dropped):
+        return ["- changes: none"]
+    lines = ["", "## Proposed change", ""]
+    if changes.get("patch"):
+        lines.append(f"`{changes['patch']}` changes {len(files)} file(s):")
+        lines += [f"- `{path}`" for path in files]
+    if refused:
+        lines += ["", "Refused (never in a patch):"]
+        lines += [f"- `{item.get('path')}`: {item.get('reason')}" for item in refused]
+    if dropped:
+        why = changes.get("note") or "the task has no `pull_request:`"
+        lines += ["", f"Not published ({why}):"]
+        lines += [f"- `{path}`" for path in dropped]
     return lines

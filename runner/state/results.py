@@ -91,11 +91,14 @@ def result_path_problem(results_root: Path, task_id: str) -> str | None:
     return None
 
 
-def write_result(results_root: Path, result: RunResult, redactor: Redactor) -> Path:
-    """Write ``<run-id>.md`` then ``<run-id>.json`` (the JSON is the proof of completion).
+def write_result(
+    results_root: Path, result: RunResult, redactor: Redactor, *, patch: bytes | None = None
+) -> Path:
+    """Write ``<run-id>.patch`` (a model-driven run's proposed change, when given), then
+    ``<run-id>.md``, then ``<run-id>.json`` (the JSON is the proof of completion).
 
-    Both or neither: when a write fails (a name too long, a full disk, a read-only
-    folder) the ``.md`` already written is removed and the ``OSError`` raised.
+    All or none: when a write fails (a name too long, a full disk, a read-only folder)
+    the files already written are removed and the ``OSError`` raised.
     """
     data = result.model_dump(mode="json")
     text = to_json(data, indent=2)
@@ -105,15 +108,19 @@ def write_result(results_root: Path, result: RunResult, redactor: Redactor) -> P
     folder = os.fspath(result_dir(results_root, result.task_id))
     stem = os.path.join(folder, result.run_id)
     markdown = render_markdown(data)
+    first, content = (f"{stem}.patch", patch) if patch is not None else (f"{stem}.md", markdown)
     try:
-        atomic_write(f"{stem}.md", markdown)
+        atomic_write(first, content)
     except FileNotFoundError:  # the task's first result (or its folder was pruned)
         os.makedirs(folder, exist_ok=True)
-        atomic_write(f"{stem}.md", markdown)
+        atomic_write(first, content)
     try:
+        if patch is not None:
+            atomic_write(f"{stem}.md", markdown)
         atomic_write(f"{stem}.json", text + b"\n")
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(f"{stem}.md")
+        for suffix in (".md", ".patch"):
+            with contextlib.suppress(OSError):
+                os.unlink(f"{stem}{suffix}")
         raise
     return Path(f"{stem}.json")

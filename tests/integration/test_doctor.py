@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import yaml
 
+from runner.reach.sandbox import probe
 from tests.support.paths import SERVERS
 from tests.support.upstream import ScriptedUpstream, free_port
 
@@ -81,9 +82,11 @@ def test_all_checks_pass_one_line_each_and_no_key_is_shown(
         ["direct", "API"],
         ["executor", "builtin"],
         ["executor", "tester"],
+        ["sandbox", "(auto)"],
     ]
     assert lines[0].startswith("skip")  # no proxy: no proxy key needed
-    assert all(line.startswith("ok") for line in lines[1:]), out
+    assert all(line.startswith("ok") for line in lines[1:-1]), out
+    assert lines[-1].startswith("ok" if probe().available else "warn"), out
     assert "set (env GITHUB_LITELLM_KEY)" in lines[1]
     assert "doc-model answered" in lines[3]
     assert "LiteLLM loaded first in" in lines[3]  # its import shown apart, not timed
@@ -116,6 +119,7 @@ def test_failures_exit_1_and_json_names_them(tmp_path: Path) -> None:
         "direct API https://models.github.ai/inference": "skip",
         "executor broken": "fail",
         "executor builtin": "ok",
+        "sandbox (auto)": status["sandbox (auto)"],  # this machine's; see the tests below
     }
     details = {c["name"]: c["detail"] for c in data["checks"]}
     assert "/health/liveliness" in details[f"gateway {config['lite_llm_url']}"]
@@ -147,3 +151,37 @@ def test_an_unset_backup_key_warns_and_exits_0(tmp_path: Path, upstream: Scripte
     warn = next(c for c in data["checks"] if c["name"] == "key github_key")
     assert "prompt runs wait" in warn["detail"]
     assert all(c["took_ms"] >= 0 for c in data["checks"])
+
+
+def fake_bwrap(tmp_path: Path) -> Path:
+    """A bwrap that fails the way it does on Ubuntu 24.04 without the sysctl."""
+    path = tmp_path / "bwrap"
+    path.write_text("#!/bin/sh\necho 'bwrap: setting up uid map: Permission denied' >&2\nexit 1\n")
+    path.chmod(0o755)
+    return path
+
+
+@pytest.mark.parametrize(("mode", "code", "status"), [("auto", 0, "warn"), ("required", 1, "fail")])
+def test_a_blocked_sandbox_is_named_with_its_cause_and_fix(
+    tmp_path: Path, mode: str, code: int, status: str
+) -> None:
+    config = {"sandbox": mode, "workspace": str(tmp_path)}
+    got, out = doctor(tmp_path, config, "--json", OMNI_BWRAP=str(fake_bwrap(tmp_path)))
+    assert got == code
+    [check] = [c for c in json.loads(out)["checks"] if c["name"] == f"sandbox ({mode})"]
+    assert check["status"] == status
+    assert "setting up uid map: Permission denied" in check["detail"]
+    assert "kernel.apparmor_restrict_unprivileged_userns=0" in check["detail"]
+    _, text = doctor(tmp_path, config, OMNI_BWRAP=str(fake_bwrap(tmp_path)))
+    assert any(line.startswith(f"{status} ") and "sandbox" in line for line in text.splitlines())
+
+
+@pytest.mark.skipif(
+    not probe().available and os.environ.get("CI") != "true",
+    reason="bubblewrap cannot run here (CI would fail)",
+)
+def test_a_working_sandbox_starts_the_builtin_in_it(tmp_path: Path) -> None:
+    _, out = doctor(tmp_path, {"workspace": str(tmp_path)}, "--json")
+    [check] = [c for c in json.loads(out)["checks"] if c["name"] == "sandbox (auto)"]
+    assert check["status"] == "ok", check["detail"]
+    assert "the built-in executor starts in it (5 tools" in check["detail"]

@@ -7,6 +7,7 @@ so tests never see each other's replies.
 
 from __future__ import annotations
 
+import base64
 import json
 import sqlite3
 import subprocess
@@ -90,9 +91,12 @@ class Project:
     def task(self, text: str, task_id: str = "t") -> None:
         (self.paths.tasks / f"{task_id}.yaml").write_text(text, encoding="utf-8")
 
-    async def run(self, config: dict[str, Any]) -> OnceReport:
+    async def run(
+        self, config: dict[str, Any], environ: dict[str, str] | None = None
+    ) -> OnceReport:
         cfg = Config.model_validate({"workspace": str(self.workspace), **config})
-        return await run_once(cfg, self.paths, OnceOptions(), environ={"PATH": "/usr/bin:/bin"})
+        env = {"PATH": "/usr/bin:/bin", **(environ or {})}
+        return await run_once(cfg, self.paths, OnceOptions(), environ=env)
 
     def result(self, task_id: str = "t") -> dict[str, Any]:
         [path] = sorted((self.paths.results / task_id).glob("*.json"))
@@ -134,7 +138,13 @@ async def test_prompt_task_through_the_proxy_calls_tools_and_writes_the_result(
         ],
     )
     project.task("prompt: write a note, then read it back\nmax_turns: 5\n")
-    config = proxy_config(proxy, router={"model_tiers": {"free": ["e2e-free"]}})
+    # The module's first call reaches a cold proxy: on a busy 2-core machine its headers
+    # can take longer than the 1 s default, and a retried call would skip a reply.
+    config = proxy_config(
+        proxy,
+        router={"model_tiers": {"free": ["e2e-free"]}},
+        fault_handler={"lite_llm_timeout": 10},
+    )
     report = await project.run(config)
     assert report.exit_code == 0, report.finished[0].run.error
     result = project.result()
@@ -148,11 +158,16 @@ async def test_prompt_task_through_the_proxy_calls_tools_and_writes_the_result(
     assert agent["turns"] == 3
     assert [c["name"] for c in agent["tool_calls"]] == ["write_file", "read_file"]
     assert all(c["error"] is None for c in agent["tool_calls"])
-    assert (project.workspace / "note.txt").read_text() == "from the model"
+    # The model worked in its own workspace: the change is a proposal, and without
+    # `pull_request:` it is not published; the real workspace is untouched.
+    assert not (project.workspace / "note.txt").exists()
+    assert result["changes"]["not_published"] == ["note.txt"]
+    assert result["changes"]["patch"] is None
+    assert result["sandbox"]["mode"] == "auto"
     # The model saw the builtin tools as functions and got the file's content back.
     first, _, third = upstream.requests("e2e-free")
     offered = {t["function"]["name"] for t in first["tools"]}
-    assert offered == {"echo", "read_file", "write_file", "list_dir", "run"}
+    assert offered == {"echo", "read_file", "write_file", "list_dir"}  # `run`: opt-in
     assert "from the model" in tool_messages(third)[-1]
     state, attempt, model, tier, cost = project.row()
     assert (state, attempt, model, tier) == ("completed", 1, "e2e-free", "free")
@@ -188,6 +203,49 @@ async def test_a_prompt_task_offering_no_tools_starts_no_executor(
     assert report.exit_code == 0, report.finished[0].run.error
     assert project.result()["output"] == "answered without tools"
     assert "tools" not in upstream.requests("no-tools")[0]
+
+
+async def test_run_is_offered_only_when_listed_and_refused_otherwise(
+    project: Project, upstream: ScriptedUpstream
+) -> None:
+    upstream.script("opt-in", [tool_call("run", {"command": "id"}), {"content": "no run"}])
+    project.task("prompt: run id\nmodel: local\n")
+    config = {"model_list": [deployment("local", upstream.url, upstream_model="opt-in")]}
+    assert (await project.run(config)).exit_code == 0
+    [call] = project.result()["agent"]["tool_calls"]
+    assert call["name"] == "run"
+    assert "offered only when the task lists it in `tools:`" in call["error"]
+    upstream.script("opt-in", [{"content": "fine"}])
+    project.task("prompt: run id\nmodel: local\ntools: [run, echo]\n")
+    assert (await project.run(config)).exit_code == 0
+    offered = [t["function"]["name"] for t in upstream.requests("opt-in")[0]["tools"]]
+    assert offered == ["echo", "run"]
+
+
+async def test_tool_results_are_redacted_before_the_model_sees_them(
+    project: Project, upstream: ScriptedUpstream
+) -> None:
+    secret = "sk-tool-result-secret-0123456789"
+    encoded = base64.b64encode(f"KEY={secret}".encode()).decode()
+    upstream.script(
+        "sees",
+        [
+            tool_call("echo", {"text": f"plain {secret}"}),
+            tool_call("echo", {"text": encoded}),
+            tool_call("echo", {"text": secret.encode().hex()}),
+            {"content": "done"},
+        ],
+    )
+    project.task("prompt: echo things\nmodel: local\n")
+    config = {"model_list": [deployment("local", upstream.url, upstream_model="sees")]}
+    report = await project.run(config, {"OMNI_TEST_TOKEN": secret})
+    assert report.exit_code == 0
+    seen = [tool_messages(r)[-1] for r in upstream.requests("sees")[1:]]
+    assert seen[0] == "plain [redacted]"
+    assert "[redacted]" in seen[1]
+    assert seen[2] == "[redacted]"
+    for text in seen:
+        assert secret not in text and secret.encode().hex() not in text
 
 
 # --- tiers ---------------------------------------------------------------------------------
@@ -419,7 +477,12 @@ async def test_daily_cap_counts_todays_result_files_without_a_store(
 
 async def test_agent_tool_gets_the_prompt_without_a_model(project: Project) -> None:
     project.task("prompt: do it all yourself\nexecutor: agent\n")
-    server = {"command": sys.executable, "args": [str(SERVERS), "stdio"], "agent_tool": "echo"}
+    server = {
+        "command": sys.executable,
+        "args": [str(SERVERS), "stdio"],
+        "agent_tool": "echo",
+        "sandbox_paths": [str(SERVERS.parent)],  # a sandboxed start reads only what it names
+    }
     report = await project.run({"mcp_servers": {"agent": server}})
     assert report.exit_code == 0
     result = project.result()

@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from runner.app.scaffold import template
+from tests.support import gh
 from tests.support.git import git
 
 pytestmark = pytest.mark.integration
@@ -98,17 +99,23 @@ def test_actionlint_passes_on_every_workflow(actionlint: Path, tmp_path: Path) -
     assert {f: errors for f, errors in found.items() if errors} == {}
 
 
-def test_zizmor_finds_nothing_high() -> None:
+def test_zizmor_finds_nothing_medium(tmp_path: Path) -> None:
+    readme = []
+    for i, text in enumerate(readme_workflows()):
+        readme.append(tmp_path / f"readme-{i}.yml")
+        readme[-1].write_text(text)
     done = subprocess.run(
         [
             tool("zizmor"),
             "--offline",
             "--min-severity",
-            "high",
+            "medium",
             "--format",
             "plain",
             ".github/workflows",
             "action.yml",
+            "runner/templates/omni.yml",
+            *map(str, readme),
         ],
         cwd=ROOT,
         capture_output=True,
@@ -147,6 +154,7 @@ def test_the_readme_init_and_this_repository_share_one_workflow() -> None:
 
 
 # --- a small GitHub Actions runner for `run:` steps --------------------------------
+
 
 _TOKEN = re.compile(
     r"\s*(?:(?P<str>'(?:[^']|'')*')|(?P<op>==|!=|&&|\|\||!|\(|\))"
@@ -188,14 +196,18 @@ def substitute(text: str, context: dict[str, Any]) -> str:
 
 
 @dataclass
-class Job:
+class Job:  # pylint: disable=too-many-instance-attributes  # one job's whole context
     """One job on one fresh "machine": a clone, a runner temp folder, an environment."""
 
     workspace: Path
     temp: Path
     env: dict[str, str]
     action_path: Path
+    artifacts: Path
+    """Where this workflow run's artifacts are kept (shared by its jobs)."""
     matrix: dict[str, str] = field(default_factory=dict)
+    needs: dict[str, Any] = field(default_factory=dict)
+    job_index: int = 0
     failed: bool = False
     ran: list[str] = field(default_factory=list)
     logs: list[str] = field(default_factory=list)
@@ -214,6 +226,9 @@ class Job:
             "inputs": inputs or {},
             "steps": steps,
             "matrix": self.matrix,
+            "needs": self.needs,
+            "strategy": {"job-index": str(self.job_index)},
+            "secrets": {},
             "status": {
                 "success": not self.failed,
                 "failure": self.failed,
@@ -270,8 +285,17 @@ class Job:
             # setup-uv installs uv and sets UV_PYTHON; here uv is on PATH and the Python
             # the tests run on stands in for the requested version.
             return {}, True
-        if uses.startswith("peter-evans/create-pull-request@"):
-            return self.pull_request(with_)
+        if uses.startswith("actions/upload-artifact@"):
+            source = self.workspace / with_["path"]
+            if source.is_dir():
+                shutil.copytree(source, self.artifacts / with_["name"])
+            return {}, True
+        if uses.startswith("actions/download-artifact@"):
+            target = Path(with_["path"])
+            target.mkdir(parents=True, exist_ok=True)
+            for found in sorted(self.artifacts.glob(with_["pattern"])):
+                shutil.copytree(found, target, dirs_exist_ok=True)
+            return {}, True
         if uses == "./" or uses.startswith("OWNER/omni-orchestrator@"):
             return self.composite(with_)
         raise AssertionError(f"no stand-in for {uses}")
@@ -287,17 +311,6 @@ class Job:
         ok = not self.failed
         self.failed = before
         return produced, ok
-
-    def pull_request(self, with_: dict[str, str]) -> tuple[dict[str, str], bool]:
-        """What create-pull-request needs to leave the branch alone: the checked-out base
-        at the pushed branch, nothing to add under `add-paths`."""
-        branch = with_["branch"]
-        tip = git(self.workspace, "rev-parse", f"refs/heads/{branch}")
-        assert git(self.workspace, "rev-parse", f"refs/remotes/origin/{branch}") == tip
-        assert git(self.workspace, "rev-parse", "HEAD") == tip
-        assert git(self.workspace, "status", "--porcelain", "--", with_["add-paths"]) == ""
-        assert Path(with_["body-path"]).read_text(encoding="utf-8").startswith("## omni results")
-        return {"pull-request-operation": "updated"}, True
 
 
 @pytest.fixture
@@ -321,22 +334,30 @@ def origin(tmp_path: Path) -> Path:
     (repo / "tasks" / "nightly.yaml").write_text(
         'schedule: "0 3 * * *"\ntool: echo\nargs: {text: night}\n'
     )
+    # A tool task whose change is a proposal: its own branch and pull request.
+    (repo / "tasks" / "notes.yaml").write_text(
+        "tool: write_file\nargs: {path: docs/notes.md, content: notes from a tool task}\n"
+        "pull_request: {paths: ['docs/**'], title: Notes}\n"
+    )
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "omni tasks")
     git(repo, "push", "-q", str(bare), "main")
     return bare
 
 
-def fresh_job(origin: Path, name: str, now: str) -> Job:
-    """A new machine: a clone of origin, an empty runner temp folder, GitHub's env vars."""
+def fresh_job(origin: Path, name: str, now: str, artifacts: Path) -> Job:
+    """A new machine: a clone of origin (every branch, as fetch-depth 0 gives), an empty
+    runner temp folder, GitHub's env vars, and a recording `gh` on PATH."""
     base = origin.parent / name
     workspace, temp, home = base / "workspace", base / "temp", base / "home"
     temp.mkdir(parents=True)
     home.mkdir()
     git(origin.parent, "clone", "-q", str(origin), str(workspace))
+    stubs = gh.install(base / "bin")
     cache = subprocess.run(["uv", "cache", "dir"], capture_output=True, text=True, check=True)
     env = {
-        "PATH": os.environ["PATH"],
+        "PATH": f"{stubs}{os.pathsep}{os.environ['PATH']}",
+        "GH_LOG": str(origin.parent / "gh.json"),
         "HOME": str(home),
         "GIT_CONFIG_GLOBAL": os.devnull,
         "CI": "true",
@@ -360,61 +381,93 @@ def fresh_job(origin: Path, name: str, now: str) -> Job:
         "UV_NO_PROGRESS": "1",
         "OMNI_NOW": now,
     }
-    return Job(workspace, temp, env, ROOT)
+    return Job(workspace, temp, env, ROOT, artifacts)
 
 
-def run_workflow(job: Job, workflow: dict[str, Any], job_id: str) -> Job:
+def run_workflow(job: Job, workflow: dict[str, Any], job_id: str) -> dict[str, str]:
+    """Run one job's steps; its outputs."""
     spec = workflow["jobs"][job_id]
     assert evaluate(spec.get("if", "true"), job.context({}))
-    job.run_steps(spec["steps"])
-    return job
+    steps = job.run_steps(spec["steps"])
+    context = job.context(steps)
+    return {k: substitute(v, context) for k, v in spec.get("outputs", {}).items()}
 
 
-def branch_files(origin: Path) -> set[str]:
-    listed = git(origin, "ls-tree", "-r", "--name-only", "omni/results", "--", "results")
+def run_both(
+    origin: Path, workflow: dict[str, Any], name: str, now: str, shards: list[str] | None = None
+) -> tuple[list[Job], Job]:
+    """A workflow run: the `run` job (once, or once a shard), then `publish` on a new
+    machine with the run jobs' artifacts and outputs."""
+    artifacts = origin.parent / f"{name}-artifacts"
+    artifacts.mkdir()
+    runs, outputs = [], {}
+    for index, shard in enumerate(shards or [""]):
+        job = fresh_job(origin, f"{name}-run-{index}", now, artifacts)
+        job.matrix, job.job_index = ({"shard": shard} if shard else {}), index
+        outputs = run_workflow(job, workflow, "run")
+        runs.append(job)
+    publisher = fresh_job(origin, f"{name}-publish", now, artifacts)
+    publisher.needs = {"run": {"outputs": outputs, "result": "success"}}
+    run_workflow(publisher, workflow, "publish")
+    return runs, publisher
+
+
+def branch_files(origin: Path, branch: str = "omni/results") -> set[str]:
+    listed = git(origin, "ls-tree", "-r", "--name-only", branch, "--", "results")
     return {line for line in listed.splitlines() if line.endswith(".json")}
 
 
-def test_the_workflow_runs_due_tasks_onto_the_results_branch(origin: Path) -> None:
+def gh_calls(origin: Path) -> list[list[str]]:
+    return gh.calls(origin.parent / "gh.json")
+
+
+@pytest.mark.timeout(900)  # three workflow runs of two jobs, each a fresh machine
+def test_the_workflow_runs_then_publishes_results_and_a_tasks_change(origin: Path) -> None:
     workflow = yaml.safe_load(template("omni.yml"))
 
-    # 10:05: the one-off, both hourly tasks (one fails); the 03:00 task waits for its slot.
-    first = run_workflow(fresh_job(origin, "run-1", "2026-11-21T10:05:00Z"), workflow, "run")
-    assert "Open or update the results pull request" in first.ran, first.logs
-    assert "Fail when a run failed" in first.ran
-    assert first.failed  # a run failed: the job is red, after the pull request step
+    # 10:05: the one-off, both hourly tasks (one fails), the docs task's change.
+    runs, publisher = run_both(origin, workflow, "first", "2026-11-21T10:05:00Z")
+    assert len(runs) == 1
+    assert "Upload results and proposed changes" in runs[0].ran, runs[0].logs
+    assert "Fail when a run or the publish failed" in publisher.ran, publisher.logs
+    assert publisher.failed  # a run failed: the publish job ends red, after publishing
     after_first = branch_files(origin)
-    assert {p.split("/")[1] for p in after_first} == {"hello", "hourly", "flaky"}
-    tip = git(origin, "rev-parse", "omni/results")
+    assert {p.split("/")[1] for p in after_first} == {"hello", "hourly", "flaky", "notes"}
     assert git(origin, "rev-parse", "main") == git(origin, "rev-parse", "omni/results^")
-    summary = (first.temp / "summary.md").read_text()
-    assert "**1 failed**" in summary and "**2 completed**" in summary
+    # The run job could not have pushed: its checkout kept no credentials, and omni
+    # there only ran; the branches come from the publish job.
+    task_files = git(origin, "ls-tree", "-r", "--name-only", "omni/task/notes").splitlines()
+    assert "docs/notes.md" in task_files and not any(f.startswith("results/") for f in task_files)
+    assert git(origin, "show", "omni/task/notes:docs/notes.md") == "notes from a tool task"
+    creates = [c for c in gh_calls(origin) if c[:2] == ["pr", "create"]]
+    assert sorted(c[c.index("--head") + 1] for c in creates) == ["omni/results", "omni/task/notes"]
+    summary = (publisher.temp / "summary.md").read_text()
+    assert "**1 failed**" in summary and "**3 completed**" in summary
 
-    # 10:20 on a new machine: nothing is due, nothing changes, the job is green.
-    second = run_workflow(fresh_job(origin, "run-2", "2026-11-21T10:20:00Z"), workflow, "run")
+    # 10:20 on new machines: nothing is due; the results PR is edited, nothing changes.
+    tip = git(origin, "rev-parse", "omni/results")
+    _, second = run_both(origin, workflow, "second", "2026-11-21T10:20:00Z")
     assert not second.failed, second.logs
-    assert "Fail when a run failed" not in second.ran
     assert git(origin, "rev-parse", "omni/results") == tip
+    assert gh_calls(origin)[-1][:3] == ["pr", "edit", "7"]
 
-    # 11:05, an hour later: only what fell due (the 11:00 slots of the hourly tasks).
-    third = run_workflow(fresh_job(origin, "run-3", "2026-11-21T11:05:00Z"), workflow, "run")
+    # 11:05: only what fell due (the hourly tasks' 11:00 slots).
+    _, third = run_both(origin, workflow, "third", "2026-11-21T11:05:00Z")
     assert third.failed  # flaky failed again, for its new slot
     new = branch_files(origin) - after_first
     assert sorted(p.split("/")[1] for p in new) == ["flaky", "hourly"]
     slots = {json.loads(git(origin, "show", f"omni/results:{p}"))["slot"] for p in new}
     assert slots == {"2026-11-21T11:00:00.000Z"}
-    assert git(origin, "rev-parse", "omni/results~1") == tip
 
 
+@pytest.mark.timeout(900)  # four run jobs and a publish job
 def test_a_sharded_matrix_covers_every_task_once(origin: Path) -> None:
     matrix = yaml.safe_load(readme_workflows()[1])
-    for shard in matrix["jobs"]["run"]["strategy"]["matrix"]["shard"]:
-        job = fresh_job(origin, f"shard-{shard.replace('/', '-')}", "2026-11-21T10:05:00Z")
-        job.matrix = {"shard": shard}
-        run_workflow(job, matrix, "run")
+    shards = matrix["jobs"]["run"]["strategy"]["matrix"]["shard"]
+    runs, publisher = run_both(origin, matrix, "sharded", "2026-11-21T10:05:00Z", shards)
+    assert len(runs) == 4
     # Each task ran in exactly one shard; every shard's results are on the branch.
-    assert sorted(p.split("/")[1] for p in branch_files(origin)) == ["flaky", "hello", "hourly"]
-    last = fresh_job(origin, "pull-request", "2026-11-21T10:06:00Z")
-    run_workflow(last, matrix, "pull-request")
-    assert not last.failed, last.logs
-    assert any(name.startswith("peter-evans/create-pull-request") for name in last.ran)
+    names = sorted(p.split("/")[1] for p in branch_files(origin))
+    assert names == ["flaky", "hello", "hourly", "notes"]
+    assert "omni/task/notes" in git(origin, "branch", "--list", "omni/task/*")
+    assert "Run or publish" in publisher.ran  # the composite action's step

@@ -14,7 +14,9 @@ tool-call reply is an endless tool-call loop). A reply is a dict:
 - ``{"status": 500}``: an HTTP error with an OpenAI-style error body (``"message"`` sets
   its text);
 - ``"headers": {...}`` in any reply: extra response headers (e.g. ``Retry-After``);
-- ``"delay": seconds`` in any reply: wait first (a hung upstream).
+- ``"delay": seconds`` in any reply: wait first (a hung upstream);
+- a callable: called with the request body, returns one of the above (a model that
+  reacts to what its tools answered, e.g. one following injected instructions).
 
 :attr:`ScriptedUpstream.busy_s` adds up the time the upstream spent on requests, from
 reading each one to sending its reply (its "own time", for the bench).
@@ -99,7 +101,7 @@ class ScriptedUpstream:
     def __init__(self, port: int = 0) -> None:
         """``port``: 0 for a free one; an earlier upstream's port to come back on it."""
         self._lock = threading.Lock()
-        self._scripts: dict[str, list[dict[str, Any]]] = {}
+        self._scripts: dict[str, list[Any]] = {}
         self._served: dict[str, int] = defaultdict(int)
         self._requests: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self._seq = 0
@@ -119,7 +121,7 @@ class ScriptedUpstream:
         """The OpenAI base URL (``.../v1``)."""
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def script(self, model: str, replies: list[dict[str, Any]]) -> None:
+    def script(self, model: str, replies: list[Any]) -> None:
         """Replace ``model``'s script and forget its requests."""
         with self._lock:
             self._scripts[model] = list(replies)
@@ -153,7 +155,8 @@ class ScriptedUpstream:
                 return model, None, self._seq
             index = min(self._served[model], len(script) - 1)
             self._served[model] += 1
-            return model, script[index], self._seq
+            reply, seq = script[index], self._seq
+        return model, reply(body) if callable(reply) else reply, seq
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         upstream = self

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from mcp.client.client import Client
 
+from runner.core.pathglob import PathRules
 from runner.reach.builtin import ops
 from runner.reach.builtin.catalog import TOOLS
 from runner.reach.builtin.server import build_server, main
@@ -192,3 +193,66 @@ def test_main_refuses_a_missing_workspace(
         main(["--workspace", str(tmp_path / "missing")])
     assert info.value.code == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+# --- protected paths -------------------------------------------------------------------
+
+PROTECTED = PathRules([*ops.ALWAYS_PROTECTED, "tasks", "results", "config.yaml"])
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        ".git/config",
+        ".git",
+        "./.git/hooks/pre-commit",
+        ".github/workflows/x.yml",
+        ".omni/state.db",
+        "tasks/zz.yaml",
+        "results/t/x.json",
+        "config.yaml",
+        "sub/../tasks/a.yaml",
+    ],
+)
+def test_protected_paths_are_refused_for_reads_and_writes(ws: Path, path: str) -> None:
+    (ws / ".git").mkdir()
+    (ws / ".git" / "config").write_text("[http]\n\textraheader = AUTHORIZATION: basic x\n")
+    with pytest.raises(ops.ProtectedPathError, match=r"is protected \('"):
+        ops.write_file(ws, path, "tool: run\n", PROTECTED)
+    with pytest.raises(ops.ProtectedPathError):
+        ops.read_file(ws, path, PROTECTED)
+    assert not (ws / "tasks").exists()
+    assert "extraheader" in (ws / ".git" / "config").read_text()
+
+
+def test_a_symlink_into_a_protected_path_is_refused(ws: Path) -> None:
+    (ws / ".git").mkdir()
+    (ws / ".git" / "config").write_text("secret config")
+    (ws / "innocent").symlink_to(ws / ".git")
+    with pytest.raises(ops.ProtectedPathError):
+        ops.read_file(ws, "innocent/config", PROTECTED)
+    with pytest.raises(ops.ProtectedPathError):
+        ops.list_dir(ws, "innocent", PROTECTED)
+
+
+def test_unprotected_paths_still_work(ws: Path) -> None:
+    assert ops.write_file(ws, "docs/tasks.md", "x", PROTECTED) == 1
+    assert ops.read_file(ws, "docs/tasks.md", PROTECTED) == "x"
+    assert ops.list_dir(ws, ".", PROTECTED) == ["docs/", "sub/"]
+
+
+async def test_server_refuses_protected_paths(ws: Path) -> None:
+    async with Client(build_server(ws, ("tasks", "secrets/**"))) as client:
+        task = await client.call_tool("write_file", {"path": "tasks/x.yaml", "content": "x"})
+        git = await client.call_tool("write_file", {"path": ".git/config", "content": "x"})
+        secret = await client.call_tool("read_file", {"path": "secrets/k.pem"})
+        fine = await client.call_tool("write_file", {"path": "notes.md", "content": "ok"})
+    for answer in (task, git, secret):
+        assert answer.is_error
+        assert "is protected" in str(answer.content[0].text)
+    assert not fine.is_error
+    assert listing(ws) == ["notes.md", "sub"]
+
+
+def listing(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())

@@ -80,6 +80,22 @@ def test_status_without_state_file(cli: CliRunner, tmp_path: Path) -> None:
     assert not (tmp_path / ".omni").exists()  # status never creates state
 
 
+def test_status_says_when_model_runs_would_go_unsandboxed(cli: CliRunner, tmp_path: Path) -> None:
+    fake = tmp_path / "bwrap"
+    fake.write_text("#!/bin/sh\necho 'bwrap: setting up uid map: Permission denied' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    result = cli.invoke(app, ["status", "--json"], env={"OMNI_BWRAP": str(fake)})
+    sandbox = json.loads(result.output)["sandbox"]
+    assert (sandbox["mode"], sandbox["kind"]) == ("auto", "none")
+    assert "NOT sandboxed" in sandbox["warning"]
+    assert "kernel.apparmor_restrict_unprivileged_userns=0" in sandbox["warning"]
+    shown = cli.invoke(app, ["status"], env={"OMNI_BWRAP": str(fake)}).output
+    assert "sandbox: none (sandbox: auto)" in shown and "NOT sandboxed" in shown
+    (tmp_path / "config.yaml").write_text("sandbox: off\n")
+    quiet = json.loads(cli.invoke(app, ["status", "--json"]).output)["sandbox"]
+    assert quiet == {"mode": "off", "kind": "none", "warning": None}
+
+
 def test_schema_is_json_schema_with_field_docs(cli: CliRunner) -> None:
     result = cli.invoke(app, ["schema"])
     assert result.exit_code == 0

@@ -10,7 +10,14 @@ import pytest
 
 from runner.core.errors import ConfigError
 from runner.core.redaction import secret_env_values
-from runner.defs.config import BUILTIN, Config, config_path_from, load_config, resolve_paths
+from runner.defs.config import (
+    BUILTIN,
+    Config,
+    SandboxMode,
+    config_path_from,
+    load_config,
+    resolve_paths,
+)
 
 
 def write(tmp_path: Path, text: str, name: str = "config.yaml") -> Path:
@@ -531,3 +538,35 @@ def test_bad_expansions_name_the_key(tmp_path: Path, value: str, message: str) -
     [line] = all_problems(path, {})
     assert line.startswith(f"{path}:2: paths.tasks: ")
     assert message in line
+
+
+# --- sandbox and protected paths ---------------------------------------------------------
+
+
+def test_sandbox_defaults_to_auto_and_takes_the_three_modes(tmp_path: Path) -> None:
+    assert load_config(None, {}).sandbox is SandboxMode.AUTO
+    for mode in ("auto", "required", "off"):
+        assert load_config(write(tmp_path, f"sandbox: {mode}\n"), {}).sandbox == mode
+    message = config_error(write(tmp_path, "workspace: .\nsandbox: maybe\n"))
+    assert_error(message, tmp_path / "config.yaml", 2, "sandbox", "auto", "required", "off")
+
+
+def test_protected_paths_and_executor_sandbox_keys(tmp_path: Path) -> None:
+    text = (
+        "protected_paths: ['secrets/**', deploy.sh]\n"
+        "mcp_servers:\n"
+        "  git:\n"
+        "    command: mcp-server-git\n"
+        "    args: [--repository, '{workspace}']\n"
+        "    network: true\n"
+        "    sandbox_paths: [/opt/git-tools]\n"
+    )
+    config = load_config(write(tmp_path, text), {})
+    assert config.protected_paths == ["secrets/**", "deploy.sh"]
+    git = config.mcp_servers["git"]
+    assert (git.network, git.sandbox_paths, git.opt_in_tools) == (True, ["/opt/git-tools"], [])
+    bad = config_error(write(tmp_path, "protected_paths: ['../up']\n"))
+    assert_error(bad, tmp_path / "config.yaml", 1, "protected_paths", "inside the repository")
+    relative = "mcp_servers:\n  x:\n    command: x\n    sandbox_paths: [opt/x]\n"
+    message = config_error(write(tmp_path, relative))
+    assert_error(message, tmp_path / "config.yaml", 4, "mcp_servers.x.sandbox_paths", "absolute")

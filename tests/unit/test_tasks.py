@@ -483,3 +483,42 @@ def test_check_task_id_accepts(value: str) -> None:
 def test_check_task_id_refuses(value: str, words: str) -> None:
     with pytest.raises(ValueError, match=words):
         check_task_id(value)
+
+
+# --- pull_request: and network: -----------------------------------------------------------
+
+
+def test_pull_request_loads_with_its_defaults(tmp_path: Path) -> None:
+    root = tmp_path / "tasks"
+    write(root, "docs.yaml", "prompt: refresh\npull_request:\n  paths: ['docs/**']\n")
+    [task] = load_tasks(root).tasks
+    assert task.is_model_driven and task.is_prompt
+    pull = task.spec.pull_request
+    assert pull is not None
+    assert (pull.paths, pull.title, pull.draft, pull.labels) == (["docs/**"], None, False, [])
+    assert task.spec.network is False
+
+
+def test_a_tool_task_with_pull_request_is_model_driven(tmp_path: Path) -> None:
+    root = tmp_path / "tasks"
+    write(root, "t.yaml", "tool: write_file\npull_request: {paths: [notes.md], draft: true}\n")
+    [task] = load_tasks(root).tasks
+    assert task.is_model_driven and not task.is_prompt
+    [plain] = load_tasks(write(root, "p.yaml", GOOD)).tasks
+    assert not plain.is_model_driven
+
+
+BAD_PULL_REQUESTS = [
+    ("pull_request:\n  title: x\n", 2, "pull_request.paths", ["required"]),
+    ("pull_request:\n  paths: []\n", 3, "pull_request.paths", ["at least 1"]),
+    ("pull_request:\n  paths: ['../x']\n", 3, "pull_request.paths", ["inside the repository"]),
+    ("pull_request:\n  paths: [a]\n  branch: x\n", 4, "pull_request.branch", ["unknown key"]),
+]
+
+
+@pytest.mark.parametrize(("body", "line", "field", "words"), BAD_PULL_REQUESTS)
+def test_bad_pull_request_names_file_line_and_key(
+    tmp_path: Path, body: str, line: int, field: str, words: list[str]
+) -> None:
+    [problem] = load_with_good(tmp_path, "bad.yaml", "prompt: x\n" + body)
+    assert_line(problem, tmp_path / "tasks" / "bad.yaml", line, field, *words)

@@ -2,9 +2,12 @@
 
 Every path a caller gives is resolved against the workspace, following symlinks, and
 refused when the result is not inside it: ``..``, an absolute path elsewhere, and a
-symlink pointing out all end up outside after resolution. A check-then-open race
-with a symlink swapped in between is out of scope: the workspace belongs to the
-runner, not to an adversary racing it.
+symlink pointing out all end up outside after resolution. The file tools also refuse
+*protected* paths (``.git``, ``.github``, ``.omni``, the tasks and results folders,
+the config file, and what the config adds), checked on the path as given and as
+resolved, so a symlink into ``.git`` is refused too. A check-then-open race with a
+symlink swapped in between is out of scope: the workspace belongs to the runner, not
+to an adversary racing it (a model's own ``run`` commands execute in a sandbox).
 """
 
 from __future__ import annotations
@@ -15,13 +18,15 @@ import os
 import shlex
 import signal
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
 
+from runner.core.pathglob import PathRules, normalize
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
-    from pathlib import Path
 
 #: Output kept from a ``run`` (stdout and stderr together); the rest is counted, not kept.
 OUTPUT_LIMIT = 65536
@@ -39,19 +44,40 @@ class OutsideWorkspaceError(BuiltinError):
     """A path that resolves to somewhere outside the workspace."""
 
 
-def confine(workspace: Path, path: str | os.PathLike[str]) -> Path:
+class ProtectedPathError(BuiltinError):
+    """A path the file tools never touch (``.git``, the tasks folder, …)."""
+
+
+#: Protected in every workspace, whatever the config says.
+ALWAYS_PROTECTED = (".git", ".github", ".omni")
+
+
+def confine(
+    workspace: Path, path: str | os.PathLike[str], protected: PathRules | None = None
+) -> Path:
     """The absolute, symlink-free form of ``path`` (relative to ``workspace``), or
-    :class:`OutsideWorkspaceError` when that is not inside the workspace."""
+    :class:`OutsideWorkspaceError` when that is not inside the workspace, or
+    :class:`ProtectedPathError` when ``protected`` covers it (as given or resolved)."""
     root = workspace.resolve()
     target = (root / path).resolve()
     if not target.is_relative_to(root):
         raise OutsideWorkspaceError(f"path {str(path)!r} is outside the workspace {root}")
+    if protected:
+        given = Path(path)
+        lexical = os.path.relpath(root / given, root) if not given.is_absolute() else None
+        for rel in (lexical, target.relative_to(root).as_posix()):
+            clean = normalize(str(rel)) if rel is not None else None
+            if clean is not None and (pattern := protected.match(clean)) is not None:
+                raise ProtectedPathError(
+                    f"path {str(path)!r} is protected ({pattern!r}): the file tools never "
+                    "read or write it"
+                )
     return target
 
 
-def read_file(workspace: Path, path: str) -> str:
+def read_file(workspace: Path, path: str, protected: PathRules | None = None) -> str:
     """The text of a workspace file (UTF-8; undecodable bytes become U+FFFD)."""
-    target = confine(workspace, path)
+    target = confine(workspace, path, protected)
     try:
         size = target.stat().st_size
         if target.is_dir():
@@ -65,10 +91,10 @@ def read_file(workspace: Path, path: str) -> str:
         raise BuiltinError(f"cannot read {path!r}: {exc.strerror}") from None
 
 
-def write_file(workspace: Path, path: str, content: str) -> int:
+def write_file(workspace: Path, path: str, content: str, protected: PathRules | None = None) -> int:
     """Write ``content`` (UTF-8) to a workspace file, creating parent folders; the
     number of bytes written."""
-    target = confine(workspace, path)
+    target = confine(workspace, path, protected)
     data = content.encode("utf-8")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -80,9 +106,9 @@ def write_file(workspace: Path, path: str, content: str) -> int:
     return len(data)
 
 
-def list_dir(workspace: Path, path: str = ".") -> list[str]:
+def list_dir(workspace: Path, path: str = ".", protected: PathRules | None = None) -> list[str]:
     """Sorted entry names of a workspace folder; folders end with ``/``."""
-    target = confine(workspace, path)
+    target = confine(workspace, path, protected)
     try:
         entries = list(os.scandir(target))
     except FileNotFoundError:

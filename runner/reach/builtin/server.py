@@ -10,6 +10,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import CallToolResult, TextContent
 
+from runner.core.pathglob import PathRules
 from runner.reach.builtin import ops
 
 INSTRUCTIONS = (
@@ -18,9 +19,12 @@ INSTRUCTIONS = (
 )
 
 
-def build_server(workspace: Path) -> MCPServer:
-    """The server for ``workspace``; run it with ``.run("stdio")`` or connect in-process."""
+def build_server(workspace: Path, protect: tuple[str, ...] = ()) -> MCPServer:
+    """The server for ``workspace``; run it with ``.run("stdio")`` or connect in-process.
+    The file tools refuse :data:`~runner.reach.builtin.ops.ALWAYS_PROTECTED` and the
+    globs in ``protect``."""
     root = workspace.resolve()
+    protected = PathRules((*ops.ALWAYS_PROTECTED, *protect))
     # WARNING: a refused path or a failing command is an answer, not a server event to log.
     server: MCPServer = MCPServer("omni-builtin", instructions=INSTRUCTIONS, log_level="WARNING")
 
@@ -35,7 +39,7 @@ def build_server(workspace: Path) -> MCPServer:
     def read_file(path: str) -> str:
         """Read a UTF-8 text file in the workspace."""
         try:
-            return ops.read_file(root, path)
+            return ops.read_file(root, path, protected)
         except ops.BuiltinError as exc:
             raise ToolError(str(exc)) from None
 
@@ -44,7 +48,7 @@ def build_server(workspace: Path) -> MCPServer:
         """Write a text file in the workspace (parent folders are created); returns the
         number of bytes written."""
         try:
-            return ops.write_file(root, path, content)
+            return ops.write_file(root, path, content, protected)
         except ops.BuiltinError as exc:
             raise ToolError(str(exc)) from None
 
@@ -53,7 +57,7 @@ def build_server(workspace: Path) -> MCPServer:
         """List a workspace folder: sorted names, one a line, folders marked with a
         trailing ``/``."""
         try:
-            return "\n".join(ops.list_dir(root, path))
+            return "\n".join(ops.list_dir(root, path, protected))
         except ops.BuiltinError as exc:
             raise ToolError(str(exc)) from None
 
@@ -84,8 +88,15 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of ``python -m runner.reach.builtin``."""
     parser = argparse.ArgumentParser(prog="python -m runner.reach.builtin", description=__doc__)
     parser.add_argument("--workspace", type=Path, default=Path(), help="the folder tools see")
+    parser.add_argument(
+        "--protect",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="a path (glob, relative to the workspace) the file tools refuse; repeatable",
+    )
     args = parser.parse_args(argv)
     if not args.workspace.is_dir():
         print(f"runner.reach.builtin: workspace {args.workspace} is not a folder", file=sys.stderr)
         raise SystemExit(2)
-    build_server(args.workspace).run("stdio")
+    build_server(args.workspace, tuple(args.protect)).run("stdio")

@@ -1,0 +1,41 @@
+"""A recording stand-in for the GitHub CLI: GitHub cannot be reached from the tests.
+
+Every call is appended to the JSON file ``$GH_LOG``; ``gh pr list --head H`` answers
+pull request 7 once a ``gh pr create --head H`` was recorded, else none.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+STUB = """#!PYTHON
+import json, os, sys
+log = os.environ["GH_LOG"]
+calls = json.load(open(log)) if os.path.exists(log) else []
+calls.append(sys.argv[1:])
+json.dump(calls, open(log, "w"))
+if sys.argv[1:3] == ["pr", "list"]:
+    head = sys.argv[sys.argv.index("--head") + 1]
+    opened = [c for c in calls if c[:2] == ["pr", "create"] and c[c.index("--head") + 1] == head]
+    print(json.dumps([{"number": 7}] if opened else []))
+"""
+
+
+def install(folder: Path) -> Path:
+    """Write the stub as ``folder/gh``; returns ``folder`` (to put first on PATH)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stub = folder / "gh"
+    stub.write_text(STUB.replace("PYTHON", sys.executable, 1), encoding="utf-8")
+    stub.chmod(0o755)
+    return folder
+
+
+def calls(log: Path) -> list[list[str]]:
+    """The recorded calls, oldest first."""
+    found: list[list[str]] = json.loads(log.read_text()) if log.exists() else []
+    return found
