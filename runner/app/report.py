@@ -79,7 +79,7 @@ def pull_request_report(
 ) -> PullRequestReport:
     """The report for a pull request from ``branch`` into ``base`` (result files pass
     ``check`` to count)."""
-    workspace = GitWorkspace.open(Path.cwd(), results=paths.results, state=paths.state, check=check)
+    workspace = GitWorkspace.open(Path.cwd(), results=paths.results, check=check)
     found = workspace.branch_results(base, branch)
     filed = {str(d.get("run_id")) for d in found.results}
     pending: list[dict[str, Any]] = []

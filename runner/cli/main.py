@@ -181,9 +181,7 @@ def run(  # pylint: disable=too-many-locals,too-many-arguments  # one option a f
         log_level=logging.WARNING,
         verbose=verbose,
     )
-    options = _once_options(
-        err, task, force, shard, (commit, push, results_from), as_json=as_json
-    )
+    options = _once_options(err, task, force, shard, (commit, push, results_from), as_json=as_json)
     if dry_run:
         _dry_run(out, err, cfg, paths, options, as_json=as_json)
     # JSON logs: stderr is for machines, no progress there.

@@ -80,7 +80,7 @@ class Finished:
 
 
 @dataclass(frozen=True, slots=True)
-class _Outcome:
+class _Outcome:  # pylint: disable=too-many-instance-attributes  # one attempt's whole record
     """How an attempt ended, before it is recorded."""
 
     task: Task
