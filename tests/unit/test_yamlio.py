@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
 import pytest
@@ -103,22 +102,22 @@ def test_parse_yaml_keeps_merge_key_semantics() -> None:
     assert data["both"] == {"a": 1, "b": 2, "c": 4}  # the first listed merge wins
 
 
+# An unbounded parse would run for hours: the timeout is the check, not a speed bar.
+@pytest.mark.timeout(30)
 def test_exponential_merge_bomb_is_bounded() -> None:
     lines = ["l0: &l0 {k0: 0, k1: 1, k2: 2, k3: 3}"]
     lines += [f"l{i}: &l{i} {{<<: [*l{i - 1}, *l{i - 1}], m{i}: 1}}" for i in range(1, 40)]
-    start = time.perf_counter()
     data = parse_yaml("\n".join(lines))  # de-duplicated: 2**39 pairs never exist
-    assert time.perf_counter() - start < 1.0
     assert len(data["l39"]) == 4 + 39
 
 
+# An unbounded parse would run for hours: the timeout is the check, not a speed bar.
+@pytest.mark.timeout(30)
 def test_quadratic_merge_chain_is_refused() -> None:
     lines = ["l0: &l0 {k0: 0}"]
     lines += [f"l{i}: &l{i} {{<<: *l{i - 1}, k{i}: 1}}" for i in range(1, 2000)]
-    start = time.perf_counter()
     with pytest.raises(YamlProblem, match="merge bomb") as caught:
         parse_yaml("\n".join(lines))
-    assert time.perf_counter() - start < 2.0
     assert caught.value.line > 1  # where the merges went over the cap
 
 
@@ -132,13 +131,13 @@ def test_depth_up_to_the_cap_loads_and_one_more_is_refused() -> None:
         parse_yaml("[" + at_cap + "]")
 
 
+# An unbounded parse would run for hours: the timeout is the check, not a speed bar.
+@pytest.mark.timeout(30)
 @pytest.mark.parametrize("depth", [5_000, 400_000])
 def test_very_deep_nesting_answers_fast_without_crashing(depth: int) -> None:
     # 400,000 levels once killed the process (libyaml's composer recursed in C).
-    start = time.perf_counter()
     with pytest.raises(YamlProblem, match="nested deeper"):
         parse_yaml("[" * depth + "]" * depth)
-    assert time.perf_counter() - start < 1.0
 
 
 def test_deep_block_nesting_names_the_line() -> None:
