@@ -6,7 +6,6 @@ Every bad input is checked the way a person reads ``omni validate``: the exact
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -280,22 +279,20 @@ def test_file_over_the_size_cap(tmp_path: Path) -> None:
     ],
     ids=["flow-list", "flow-mapping", "block-list"],
 )
+@pytest.mark.timeout(30)  # an unbounded parse would run far longer
 def test_deep_nesting_is_refused_fast(tmp_path: Path, content: str, lineno: int) -> None:
-    start = time.perf_counter()
     [line] = load_with_good(tmp_path, "deep.yaml", content)
-    assert time.perf_counter() - start < 1.0
     path = tmp_path / "tasks" / "deep.yaml"
     assert_line(line, path, lineno, "(file)", "nested deeper than 64 levels")
 
 
+@pytest.mark.timeout(30)  # an unbounded parse would run far longer
 def test_billion_laughs_is_refused(tmp_path: Path) -> None:
     lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
     for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
         lines.append(f"{name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]")
     lines.append("tool: x")
-    start = time.perf_counter()
     [line] = load_with_good(tmp_path, "bomb.yaml", "\n".join(lines) + "\n")
-    assert time.perf_counter() - start < 1.0
     assert_line(line, tmp_path / "tasks" / "bomb.yaml", 1, "(file)", "over 100,000 values", "alias")
 
 
