@@ -257,7 +257,9 @@ def test_report_lists_what_failed_waits_and_completed() -> None:
 
 def test_report_links_results_lists_waiting_runs_and_cuts_at_a_word() -> None:
     error = "cannot read config: no such file or directory " * 6
-    results = [{"task_id": "a/b", "run_id": "R1", "state": "failed", "error": error}]
+    results = BranchReport(
+        results=[{"task_id": "a/b", "run_id": "R1", "state": "failed", "error": error}]
+    )
     pending = [
         {"task_id": "think", "run_id": "R2", "state": "idle", "note": "waits for a model"},
     ]

@@ -43,7 +43,10 @@ def write_project(root: Path, tasks: Mapping[str, str], *flags: str, **server: A
         "timeout": 30,
         **server,
     }
-    config = {"mcp_servers": {"hostile": entry}, "workspace": str(root)}
+    # The hostile server lives in tests/support, outside what a sandbox shows a model
+    # run's executors; these tests are about its replies, so no bubblewrap here
+    # (tests/integration/test_sandbox.py and test_hostile_model.py test the sandbox).
+    config = {"mcp_servers": {"hostile": entry}, "workspace": str(root), "sandbox": "off"}
     (root / "config.yaml").write_text(json.dumps(config), encoding="utf-8")
     folder = root / "tasks"
     folder.mkdir(exist_ok=True)
@@ -54,7 +57,7 @@ def write_project(root: Path, tasks: Mapping[str, str], *flags: str, **server: A
 def env_for(root: Path) -> dict[str, str]:
     return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(root),
+        "HOME": str(root.parent),  # the project is a folder inside HOME, not HOME itself
         "OPENAI_API_KEY": SECRET,
     }
 
