@@ -54,7 +54,8 @@ def write_config(root: Path, config: dict[str, Any]) -> Path:
 
 
 def omni_env(root: Path, **more: str) -> dict[str, str]:
-    return {"PATH": os.environ["PATH"], "HOME": str(root), **more}
+    # The project is a folder inside HOME: `workspace` may not be HOME itself.
+    return {"PATH": os.environ["PATH"], "HOME": str(root.parent), **more}
 
 
 def calls_of(result: dict[str, Any]) -> list[tuple[str, str]]:

@@ -84,7 +84,7 @@ def write_project(root: Path, port: int) -> None:
 def env_for(root: Path) -> dict[str, str]:
     return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(root),
+        "HOME": str(root.parent),  # the project is a folder inside HOME, not HOME itself
         "OPENAI_API_KEY": SECRET,
         "PROXY_AUTH": PROXY_PASSWORD,
         "GIT_CONFIG_GLOBAL": os.devnull,
