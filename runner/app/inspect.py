@@ -346,7 +346,7 @@ def route(config: Config, paths: ResolvedPaths, ident: str, now: datetime) -> di
 
 def _route_target(config: Config, paths: ResolvedPaths, ident: str) -> Task:
     path = Path(ident)
-    if path.is_file():
+    if path.exists() and not path.is_dir():  # a FIFO or device is refused by the loader
         root = root_for(path, paths.tasks)
         task = load_task_file(path.resolve(), root.resolve(), config.limits.task_file_bytes)
         return dataclasses.replace(task, path=path)  # shown as the user named it
