@@ -348,8 +348,10 @@ def test_doctor_passes_20_times_out_of_20_on_healthy_models(
         runs += [(model, proxied)] * 9
         runs.append((model, {"model_list": [deployment(model, upstream.url)], **tiers}))
     assert len(runs) == 20
+    workspace = tmp_path / "ws"  # not HOME (tmp_path): omni refuses that as a workspace
+    workspace.mkdir()
     for n, (model, config) in enumerate(runs):
-        cfg = write_config(tmp_path, config | {"workspace": str(tmp_path)})
+        cfg = write_config(tmp_path, config | {"workspace": str(workspace)})
         done, _ = run_omni_watching_imports(
             tmp_path, "doctor", "--json", "--config", str(cfg), env=omni_env(tmp_path)
         )
