@@ -95,11 +95,6 @@ def test_a_missing_tasks_folder_is_an_error(tmp_path: Path, args: tuple[str, ...
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (
-            ("run", "--once", "--log-format", "json"),
-            "--log-format: service mode only (omni run); run --once logs warnings as text on"
-            " stderr",
-        ),
         (("run", "--json"), "--json: these go with --once"),
         (("run", "--dry-run"), "--dry-run: these go with --once"),
         (("run", "--once", "--dry-run", "--push", "x"), "--push: a dry run commits nothing"),
@@ -312,7 +307,7 @@ def test_piped_output_is_never_wrapped_or_cut(project: Path) -> None:
         "invalid tasks/broken.yaml:2: timeout: Input should be greater than 0 (got -5)",
         f"invalid tasks/broken.yaml:3: bogus_key_{'y' * 150}: unknown key; allowed keys: id,"
         " description, enabled, kind, executor, tool, args, prompt, tools, model, max_turns,"
-        " schedule, timezone, timeout, retries",
+        " schedule, timezone, timeout, retries, pull_request, network",
     ]
 
 
