@@ -95,6 +95,7 @@ class PublishReport:
                 "files": len(results.files),
             },
             "copied": self.copied,
+            "left_behind": [] if results is None else list(results.left_behind),
             "refused": [{"path": r.path, "reason": r.reason} for r in self.checked.refused],
             "task_branches": [
                 {

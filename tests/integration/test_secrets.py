@@ -68,6 +68,9 @@ def write_project(root: Path, port: int) -> None:
         "mcp_servers": {"hostile": server},
         "fault_handler": {"lite_llm_timeout": 0.5},
         "workspace": str(root),
+        # The hostile server lives in tests/support, outside a sandbox's view of the
+        # files; this test is about outputs, the sandbox has its own tests.
+        "sandbox": "off",
     }
     (root / "config.yaml").write_text(json.dumps(config), encoding="utf-8")
     tasks = root / "tasks"
