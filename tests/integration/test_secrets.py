@@ -152,7 +152,8 @@ def test_a_planted_secret_is_in_no_output(tmp_path: Path, unreachable_url: str) 
         outputs[f"{name} stdout"], outputs[f"{name} stderr"] = done.stdout, done.stderr
         assert done.returncode == code, (name, done.stderr.decode(errors="replace"))
 
-    keep("run --once --commit", omni(tmp_path, "run", "--once", "--commit"), 1)
+    # --verbose: every log line there is (executor stderr included) is checked for leaks.
+    keep("run --once --commit", omni(tmp_path, "run", "--once", "--commit", "--verbose"), 1)
     json_run = omni(
         tmp_path, "run", "--once", "--force", "--task", "shout-base64", "--log-format", "json"
     )
