@@ -157,7 +157,7 @@ def test_init_prints_next_steps_and_pins_its_own_version(tmp_path: Path) -> None
         "  omni validate                check the task files and the config",
     ]
     workflow = (tmp_path / "repo/.github/workflows/omni.yml").read_text()
-    assert f"uses: OWNER/omni-orchestrator@v{version('omni-orchestrator')}\n" in workflow
+    assert f"uses: OWNER/omni-orchestrator@v{version('omni-orchestrator')} " in workflow
     assert omni(tmp_path / "repo", "validate").returncode == 0
 
 
