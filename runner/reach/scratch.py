@@ -361,7 +361,9 @@ class Scratch:
     ) -> Proposal:
         """The run's change against its base, sorted (see the module docstring)."""
         index = self.root / "private" / "index"
-        shutil.copyfile(self.history / "index", index)
+        # copy2 keeps the index's timestamp: git re-reads any file no older than it
+        # (racy git), so a same-size rewrite in the checkout's clock tick is still seen.
+        shutil.copy2(self.history / "index", index)
         if self.hidden:
             hidden = "\0".join(sorted(self.hidden)).encode()
             args = ["update-index", "--no-skip-worktree", "-z", "--stdin"]

@@ -5,13 +5,14 @@ the proposed patch."""
 from __future__ import annotations
 
 import os
-import subprocess
+import time
 from typing import TYPE_CHECKING
 
 import pytest
 
 from runner.core.pathglob import PathRules
 from runner.reach.scratch import Refused, Scratch
+from tests.support.git import git
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -21,22 +22,6 @@ pytestmark = pytest.mark.integration
 HIDE = PathRules(["tasks", "results", "config.yaml", ".omni"])
 PROTECTED = PathRules([".git", ".github", ".omni", "tasks", "results", "config.yaml"])
 SECRET = "sk-planted-secret-0123456789"
-
-
-def git(cwd: Path, *args: str) -> str:
-    env = {
-        **os.environ,
-        "GIT_CONFIG_GLOBAL": os.devnull,
-        "GIT_AUTHOR_NAME": "Dev",
-        "GIT_AUTHOR_EMAIL": "dev@example.invalid",
-        "GIT_COMMITTER_NAME": "Dev",
-        "GIT_COMMITTER_EMAIL": "dev@example.invalid",
-    }
-    done = subprocess.run(
-        ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=False
-    )
-    assert done.returncode == 0, f"git {' '.join(args)}: {done.stderr}"
-    return done.stdout.strip()
 
 
 @pytest.fixture
@@ -225,3 +210,20 @@ def test_a_plain_folder_is_snapshot_as_the_base(tmp_path: Path) -> None:
     assert sorted_ == {"notes.md": "accepted"}
     assert "+more notes" in patch
     assert (folder / "notes.md").read_text() == "notes\n"
+
+
+def test_a_same_size_rewrite_in_the_checkouts_second_is_a_change(repo: Path) -> None:
+    # Racy git: git trusts a file whose size and times match what its index recorded,
+    # unless the index itself is no older than the file. Timestamps here may be whole
+    # seconds (CI's disk), so a rewrite in the checkout's second looks untouched; the
+    # proposal must still see it, however late it is made.
+    time.sleep(1 - time.time() % 1)  # start of a second: the checkout and write share it
+    with Scratch.create(repo, HIDE) as scratch:
+        guide = scratch.work / "docs" / "guide.md"
+        recorded = guide.stat().st_mtime_ns
+        guide.write_text("better")  # as many bytes as "guide\n"
+        os.utime(guide, ns=(recorded, recorded))
+        time.sleep(1.1)  # the proposal comes in a later second, as after a real run
+        found, patch = propose(scratch, ["docs/**"])
+    assert found == {"docs/guide.md": "accepted"}
+    assert "+better" in patch
