@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from runner.dispatch.agent import Agent
-from runner.dispatch.dispatcher import Dispatcher, Finished
+from runner.dispatch.dispatcher import Dispatcher
 from runner.dispatch.faults import FaultHandling
 from runner.dispatch.isolation import Boundaries, RunSpaces
 from runner.reach.executors import ExecutorPool
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from runner.core.redaction import Redactor
     from runner.defs.config import Config, ResolvedPaths
+    from runner.dispatch.outcome import Finished
     from runner.state.store import Store
 
 

@@ -33,8 +33,9 @@ if TYPE_CHECKING:
     from runner.core.redaction import Redactor
     from runner.defs.config import Config, ResolvedPaths
     from runner.defs.tasks import Task
-    from runner.dispatch.dispatcher import Dispatcher, Finished
+    from runner.dispatch.dispatcher import Dispatcher
     from runner.dispatch.faults import FaultHandling
+    from runner.dispatch.outcome import Finished
     from runner.state.records import ResumeReport, RunRecord
 
 

@@ -13,7 +13,8 @@ from runner.core.states import RunState
 
 if TYPE_CHECKING:
     from runner.defs.tasks import Task
-    from runner.dispatch.dispatcher import Dispatcher, Finished
+    from runner.dispatch.dispatcher import Dispatcher
+    from runner.dispatch.outcome import Finished
     from runner.state.records import RunRecord
     from runner.state.store import Store
 

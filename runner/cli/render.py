@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from runner.app.doctor import Diagnosis
     from runner.app.once import OnceReport
     from runner.defs.config import ResolvedPaths
-    from runner.dispatch.dispatcher import Finished
+    from runner.dispatch.outcome import Finished
 
 _STYLE = {
     RunState.COMPLETED: "green",

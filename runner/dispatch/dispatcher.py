@@ -1,14 +1,11 @@
-"""Claim a run, ask the router, execute it on its executor, record the outcome.
+"""Claim a run, ask the router, execute it on its executor, hand the outcome to the
+recorder (``runner.dispatch.recording``).
 
 A failed attempt with attempts left is retried after a backoff (``runner.dispatch.
 backoff``: exponential with jitter, capped, at least the far end's ``Retry-After``); the
 result file keeps every earlier attempt's error (``attempts``), so the first cause is
-never lost behind a later one.
-
-Order of writes for every finished run: result file first, then the row. A run whose
-result file exists therefore counts as done even if the process died before the row
-(see ``Store.resume``); a cancellation (shutdown) after the executor answered still
-writes both before it takes effect.
+never lost behind a later one. A cancellation (shutdown) after the executor answered
+still records the outcome before it takes effect.
 """
 
 from __future__ import annotations
@@ -18,10 +15,9 @@ import dataclasses
 import json
 import logging
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from runner.core.clock import iso, utc_now
+from runner.core.clock import utc_now
 from runner.core.errors import (
     AgentError,
     CloudsDownError,
@@ -39,9 +35,8 @@ from runner.dispatch.agent import Agent, AgentPool, Transcript
 from runner.dispatch.backoff import Backoff
 from runner.dispatch.budget import SpendGuard
 from runner.dispatch.isolation import Isolated
-from runner.reach.calls import GatewayOutcome, Via
-from runner.state.results import RunResult, write_result
-from runner.state.spend import DailySpend
+from runner.dispatch.outcome import Finished, Outcome, Retry
+from runner.dispatch.recording import Recorder, spent_fields
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -69,47 +64,6 @@ class ToolCaller(AgentPool, Protocol):
         """Configured executor names."""
 
 
-@dataclass(frozen=True, slots=True)
-class Finished:
-    """A run the dispatcher is done with: its final row and result file (if any)."""
-
-    task: Task
-    run: RunRecord
-    result_path: Path | None
-    note: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class _Outcome:  # pylint: disable=too-many-instance-attributes  # one attempt's whole record
-    """How an attempt ended, before it is recorded."""
-
-    task: Task
-    run: RunRecord
-    state: RunState
-    output: Any = None
-    error: str | None = None
-    executor: str | None = None
-    started: float | None = None
-    transcript: Transcript | None = None
-    """A prompt run's record (model, tier, usage, turns, tool calls); None for tool runs."""
-    note: str | None = None
-    """Why a run waits (brainstem mode)."""
-    earlier: tuple[dict[str, Any], ...] = ()
-    """The earlier attempts' errors (``attempt``, ``error``), for the result file."""
-    isolated: Isolated | None = None
-    """A model-driven run's sandbox and proposed change; None for tool runs."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Retry:
-    """An attempt that failed and was recorded ``failed``; the run has attempts left."""
-
-    attempt: int
-    error: str
-    retry_after: float | None
-    """Seconds the far end asked to wait, when it said."""
-
-
 class Dispatcher:  # pylint: disable=too-many-instance-attributes  # its collaborators
     """Runs claimed runs on executors with bounded concurrency, retries and timeouts."""
 
@@ -134,16 +88,20 @@ class Dispatcher:  # pylint: disable=too-many-instance-attributes  # its collabo
         self._backoff = backoff or Backoff.of(config.dispatch)
         self._agent = agent
         self._spaces = spaces
-        self._mode_of = mode_of
-        """The system mode now (``runner.dispatch.faults``), for result files; None: normal."""
         self._pool = pool
         self._config = config
-        self._results = results_root
         self._redactor = redactor
         self._clock = clock
         self._on_finished = on_finished
         self._limit = asyncio.Semaphore(config.dispatch.concurrency)
-        self._spend = DailySpend(store, results_root, config.limits.result_file_bytes)
+        self._recorder = Recorder(
+            store=store,
+            results_root=results_root,
+            redactor=redactor,
+            clock=clock,
+            mode_of=mode_of,
+            result_file_bytes=config.limits.result_file_bytes,
+        )
 
     async def run_all(self, items: Iterable[tuple[Task, RunRecord]]) -> list[Finished]:
         """Run every item, ``dispatch.concurrency`` at a time; order of results = input.
@@ -202,7 +160,7 @@ class Dispatcher:  # pylint: disable=too-many-instance-attributes  # its collabo
                     current = self._store.get_run(run.run_id) or run
                     return Finished(task, current, None, "claimed elsewhere")
                 attempt = await self._attempt(task, claimed, route)
-            if isinstance(attempt, _Retry):
+            if isinstance(attempt, Retry):
                 earlier.append({"attempt": attempt.attempt, "error": attempt.error})
                 wait = self._backoff.delay(attempt.attempt, attempt.retry_after)
                 run = self._store.transition(
@@ -217,9 +175,9 @@ class Dispatcher:  # pylint: disable=too-many-instance-attributes  # its collabo
             try:
                 await _after_pending_sends()
             except asyncio.CancelledError:
-                self._record(attempt)  # the executor answered: its outcome is final
+                self._recorder.record(attempt)  # the executor answered: its outcome is final
                 raise
-            return self._record(attempt)
+            return self._recorder.record(attempt)
 
     def _claim(self, task: Task, run: RunRecord, route: Route) -> RunRecord | None:
         """Claim the run, straight on to executing when its executor is configured."""
@@ -233,10 +191,10 @@ class Dispatcher:  # pylint: disable=too-many-instance-attributes  # its collabo
             detail=f"{route.executor}.{tool} ({route.reason})",
         )
 
-    async def _attempt(self, task: Task, run: RunRecord, route: Route) -> _Outcome | _Retry:
+    async def _attempt(self, task: Task, run: RunRecord, route: Route) -> Outcome | Retry:
         """One attempt of a claimed run (executing on its route's executor, unless that
         is not configured). Every error is classified here, by its ``retryable``: a
-        returned :class:`_Retry` has been recorded ``failed`` and the run has attempts
+        returned :class:`Retry` has been recorded ``failed`` and the run has attempts
         left."""
         if not route.configured:
             configured = ", ".join(sorted(self._pool.names()))
@@ -244,14 +202,14 @@ class Dispatcher:  # pylint: disable=too-many-instance-attributes  # its collabo
                 f"executor {route.executor!r} ({route.reason}) is not configured; "
                 f"configured: {configured}"
             )
-            return _Outcome(task, run, RunState.FAILED, error=error, executor=route.executor)
+            return Outcome(task, run, RunState.FAILED, error=error, executor=route.executor)
         started = time.perf_counter()
         transcript = Transcript() if task.is_prompt else None
         isolated = Isolated() if task.is_model_driven and self._spaces is not None else None
         try:
             output = await self._isolated(task, run, route.executor, transcript, isolated)
         except CloudsDownError as exc:
-            return _Outcome(
+            return Outcome(
                 task,
                 run,
                 RunState.WAITING,
@@ -270,11 +228,11 @@ class Dispatcher:  # pylint: disable=too-many-instance-attributes  # its collabo
                     RunState.FAILED,
                     error=error,
                     detail="attempt failed",
-                    **_spent(run, transcript),
+                    **spent_fields(run, transcript),
                 )
-                self._count_spend(transcript)
-                return _Retry(run.attempt, error, wait)
-            return _Outcome(
+                self._recorder.count_spend(transcript)
+                return Retry(run.attempt, error, wait)
+            return Outcome(
                 task,
                 run,
                 RunState.FAILED,
@@ -287,7 +245,7 @@ class Dispatcher:  # pylint: disable=too-many-instance-attributes  # its collabo
             # Shutdown: hand the run back so the next start resumes it.
             self._store.transition(run.run_id, RunState.IDLE, detail="interrupted by shutdown")
             raise
-        return _Outcome(
+        return Outcome(
             task,
             run,
             RunState.COMPLETED,
@@ -296,37 +254,6 @@ class Dispatcher:  # pylint: disable=too-many-instance-attributes  # its collabo
             transcript=transcript,
             isolated=isolated,
         )
-
-    def _record(self, outcome: _Outcome) -> Finished:
-        """Write the result files (the patch first), then the row (no await: nothing
-        interrupts it).
-
-        When the files cannot be written (a name too long, a full disk, a read-only
-        folder) the run ends ``failed`` with the reason in one line, and no file is left
-        behind."""
-        result = self._result(outcome)
-        try:
-            path = write_result(self._results, result, self._redactor, patch=self._patch(outcome))
-        except OSError as exc:
-            error = f"result file not written: {exc.strerror or type(exc).__name__}"
-            log.error("run %s %s: %s", outcome.task.id, outcome.run.run_id, error)
-            failed = _Outcome(
-                outcome.task,
-                outcome.run,
-                RunState.FAILED,
-                error=error,
-                executor=outcome.executor,
-                transcript=outcome.transcript,
-            )
-            self._count_spend(outcome.transcript)
-            return self._row(failed, self._result(failed), None)
-        self._count_spend(outcome.transcript)
-        return self._row(outcome, result, path)
-
-    def _count_spend(self, transcript: Transcript | None) -> None:
-        """Add an attempt's model cost to today's running total."""
-        if transcript is not None:
-            self._spend.add(transcript.cost_usd, self._clock())
 
     async def _isolated(
         self,
@@ -382,7 +309,7 @@ class Dispatcher:  # pylint: disable=too-many-instance-attributes  # its collabo
             raise AgentError("prompt tasks need a model client; none was given")
         config = self._config
         choice = choose_model(task.spec, config.router, model_list_names(config))
-        spend = SpendGuard(config.router.budget, self._spend.today(self._clock()))
+        spend = SpendGuard(config.router.budget, self._recorder.spend.today(self._clock()))
         try:
             async with asyncio.timeout(task.spec.timeout):
                 return await self._agent.run(
@@ -400,18 +327,6 @@ class Dispatcher:  # pylint: disable=too-many-instance-attributes  # its collabo
                 f"{transcript.turns + 1}"
             ) from None
 
-    def _patch(self, outcome: _Outcome) -> bytes | None:
-        """The patch kept beside the result: a completed run's accepted change, unless
-        (whole) it still shows a secret."""
-        isolated = outcome.isolated
-        if isolated is None or isolated.proposal is None:
-            return None
-        patch = isolated.proposal.patch
-        if not patch or outcome.state is not RunState.COMPLETED:
-            return None
-        text = patch.decode("utf-8", errors="replace")
-        return patch if self._redactor.text(text) == text else None
-
     def _cap(self, text: str) -> str:
         return truncate(text, self._config.dispatch.output_limit_bytes)
 
@@ -419,61 +334,6 @@ class Dispatcher:  # pylint: disable=too-many-instance-attributes  # its collabo
         limit = self._config.dispatch.output_limit_bytes
         text = json.dumps(data, ensure_ascii=False)
         return data if len(text.encode()) <= limit else truncate(text, limit)
-
-    def _result(self, outcome: _Outcome) -> RunResult:
-        now = self._clock()
-        run, started = outcome.run, outcome.started
-        prompt: dict[str, Any] = {}
-        mode = self._mode_of() if self._mode_of is not None else Mode.NORMAL
-        if (transcript := outcome.transcript) is not None:
-            # Extra result fields beside DESIGN's (the model allows them): `agent`, `note`.
-            prompt = {
-                "model": transcript.model,
-                "tier": transcript.tier,
-                "usage": transcript.usage(),
-                "agent": transcript.as_dict(),
-            }
-            mode = _prompt_mode(outcome, transcript, mode)
-        if outcome.note is not None:
-            prompt["note"] = outcome.note
-        if outcome.earlier:
-            last = {"attempt": run.attempt, "error": outcome.error}
-            prompt["attempts"] = [*outcome.earlier, last]
-        if (isolated := outcome.isolated) is not None:
-            # Extra fields (DESIGN §3, Trust): how the run was confined, what it changed.
-            prompt["sandbox"] = isolated.sandbox
-            prompt["changes"] = _changes(outcome, isolated, self._patch(outcome) is not None)
-        return RunResult(
-            task_id=outcome.task.id,
-            run_id=run.run_id,
-            task_hash=run.task_hash,
-            slot=run.slot,
-            state=outcome.state,
-            attempt=run.attempt,
-            executor=outcome.executor or run.executor,
-            tool=outcome.task.spec.tool or (transcript.agent_tool if transcript else None),
-            mode=mode,
-            started_at=run.started_at or iso(now),
-            finished_at=iso(now),
-            duration_s=round(time.perf_counter() - started, 4) if started is not None else 0.0,
-            output=outcome.output,
-            error=None if outcome.error is None else self._redactor.text(outcome.error),
-            **prompt,
-        )
-
-    def _row(self, outcome: _Outcome, result: RunResult, path: Path | None) -> Finished:
-        run = outcome.run
-        final = self._store.transition(
-            run,
-            outcome.state,
-            error=result.error,
-            result_path=None if path is None else str(path),
-            executor=result.executor,
-            detail=result.error or outcome.note or _fallbacks(outcome.transcript) or "ok",
-            **_model_fields(result, run),
-            **({"note": outcome.note} if outcome.note is not None else {}),
-        )
-        return Finished(outcome.task, final, path)
 
 
 async def _after_pending_sends() -> None:
@@ -488,58 +348,3 @@ async def _after_pending_sends() -> None:
     """
     for _ in range(_PASSES_BEFORE_RECORDING):
         await asyncio.sleep(0)
-
-
-def _prompt_mode(outcome: _Outcome, transcript: Transcript, now: Mode) -> Mode:
-    """The mode a prompt run's model calls were made in: brainstem while it waits,
-    degraded when its last answer came from the direct API, normal from the gateway,
-    else (no model call: an agent tool) the mode now."""
-    if outcome.state is RunState.WAITING:
-        return Mode.BRAINSTEM
-    answered = [c for c in transcript.model_calls if c.outcome is GatewayOutcome.OK]
-    if not answered:
-        return now
-    return Mode.DEGRADED if answered[-1].via is Via.DIRECT else Mode.NORMAL
-
-
-def _spent(run: RunRecord, transcript: Transcript | None) -> dict[str, Any]:
-    """``cost_usd`` for the row: earlier attempts' spend plus this attempt's, so the daily
-    cap counts a retried run's every attempt (the result file has the last one's)."""
-    if transcript is None or transcript.cost_usd is None:
-        return {}
-    return {"cost_usd": (run.cost_usd or 0.0) + transcript.cost_usd}
-
-
-def _model_fields(result: RunResult, run: RunRecord) -> dict[str, Any]:
-    """The row's model columns for a prompt run (none for a tool run)."""
-    if result.model is None and result.usage.cost_usd is None:
-        return {}
-    cost = result.usage.cost_usd
-    if cost is not None:
-        cost += run.cost_usd or 0.0
-    return {"model": result.model, "tier": result.tier, "cost_usd": cost}
-
-
-def _changes(outcome: _Outcome, isolated: Isolated, kept: bool) -> dict[str, Any] | None:
-    """The result's ``changes``: the patch file's name, the paths in it, the refused and
-    the unpublished ones."""
-    proposal = isolated.proposal
-    if proposal is None:
-        return None
-    changes = proposal.as_dict()
-    changes["patch"] = f"{outcome.run.run_id}.patch" if kept else None
-    if proposal.files and not kept:
-        changes["not_published"] = [*changes["not_published"], *changes["files"]]
-        changes["files"] = []
-        changes["note"] = "the run did not complete: its change is not kept"
-    return changes
-
-
-def _fallbacks(transcript: Transcript | None) -> str:
-    """The fallback steps a prompt run took, for its event row ("" when none)."""
-    if transcript is None:
-        return ""
-    failed = [f"{c.model} ({c.tier}) {c.outcome}" for c in transcript.model_calls if c.detail]
-    if not failed:
-        return ""
-    return f"ok; fell back past {', '.join(failed)}; answered by {transcript.model}"
