@@ -23,10 +23,9 @@ from runner.planning.dueness import (
     clock_from,
 )
 from runner.planning.plan import Selection, Skipped, plan
+from runner.state.backend import fleet, open_store, runner_lock
 from runner.state.recovery import resume
 from runner.state.resultcheck import ResultCheck
-from runner.state.statelock import StateLock
-from runner.state.store import Store
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -151,8 +150,14 @@ async def _run_tasks(
         report.skipped.append(Skipped(options.task_id, "no valid task has this id"))
         return report
     with (
-        StateLock(paths.state, "run --once"),
-        Store(paths.state, clock=clock, redactor=redactor) as store,
+        runner_lock(paths, "run --once"),
+        open_store(
+            paths,
+            clock=clock,
+            redactor=redactor,
+            role="run --once",
+            lease_seconds=config.state.lease_seconds,
+        ) as store,
     ):
         rule = DueRule(
             now=clock(),
@@ -178,15 +183,22 @@ async def _run_tasks(
             on_planned(len(runnable))
         if not runnable:
             return report
-        async with dispatching(
-            config,
-            paths,
-            store,
-            environ=env,
-            redactor=redactor,
-            clock=clock,
-            on_finished=on_finished,
-        ) as machinery:
+        async with (
+            fleet(  # a ledger's leases stay ours while we run
+                store,
+                paths.results,
+                lambda: ResultCheck(clock(), config.limits.result_file_bytes),
+            ),
+            dispatching(
+                config,
+                paths,
+                store,
+                environ=env,
+                redactor=redactor,
+                clock=clock,
+                on_finished=on_finished,
+            ) as machinery,
+        ):
             machinery.faults.watching()  # probes every check_interval while not normal
             report.finished = await _resuming(machinery.dispatcher, runnable, machinery.faults)
     return report

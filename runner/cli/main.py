@@ -132,15 +132,16 @@ def _setup(
     path, required = config_path_from(config)
     try:
         cfg = load_config(path, required=required)
+        paths = resolve_paths(
+            cfg, path if path.exists() else None, tasks=tasks, results=results, state=state
+        )
     except ConfigError as exc:
         err.print(f"[red]config error:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from None
     redactor = redactor_for(cfg, os.environ)
     _guard_output(redactor)
     configure_logging(log_format, redactor, level=log_level)
-    return cfg, resolve_paths(
-        cfg, path if path.exists() else None, tasks=tasks, results=results, state=state
-    )
+    return cfg, paths
 
 
 def _result_check(cfg: Config) -> ResultCheck:
@@ -300,6 +301,47 @@ def prune(
             out.print(f"{verb} {item.path}", highlight=False)
         out.print(f"{verb} {len(done.removed)} result file(s), kept {done.kept}")
         _print_git(published, None)
+
+
+@app.command()
+def migrate(
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to",
+            metavar="URL",
+            help="The PostgreSQL ledger: postgresql://user@host:port/db (password from"
+            " env PGPASSWORD, or in the URL).",
+        ),
+    ],
+    config: ConfigOpt = None,
+    state: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Copy the SQLite state (runs, events, modes, tasks) into an empty PostgreSQL ledger.
+
+    Stop the runner first. Then point every instance at the ledger (config
+    `state: {url: ...}` or env OMNI_STATE_URL).
+
+    Example: `omni migrate --to postgresql://omni@db.internal:5432/omni`
+    """
+    from runner.app.migrate import migrate_to  # noqa: PLC0415 - loads psycopg
+    from runner.core.dsn import is_postgres_url  # noqa: PLC0415
+
+    _, paths = _setup(config, state=state)
+    if not is_postgres_url(to):
+        err.print("--to wants a postgresql:// URL")
+        raise typer.Exit(2)
+    try:
+        report = migrate_to(paths.state, to)
+    except OmniError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        _print_json(dataclasses.asdict(report))
+        return
+    counts = ", ".join(f"{n} {table}" for table, n in report.copied.items())
+    out.print(f"copied {report.source} into {report.target}: {counts}", highlight=False)
 
 
 @app.command()

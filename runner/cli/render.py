@@ -55,6 +55,19 @@ def print_status(out: Console, snap: dict[str, Any]) -> None:
         for job in snap["next_fire"]:
             fires.add_row(job["task_id"], job["schedule"], job["timezone"], job["next_fire"] or "")
         out.print(fires)
+    if snap.get("instances"):
+        live = Table(title=f"live instances on {snap['state_file']}", title_justify="left")
+        for column in ("host", "pid", "role", "runs in flight", "last heartbeat"):
+            live.add_column(column)
+        for one in snap["instances"]:
+            live.add_row(
+                one["host"],
+                str(one["pid"]),
+                one["role"],
+                str(one["runs_in_flight"]),
+                one["last_heartbeat"],
+            )
+        out.print(live)
     if not snap["recent_runs"]:
         out.print(f"no runs yet in {snap['state_file']}; try `omni run --once`")
         return

@@ -9,6 +9,7 @@ writes both before it takes effect.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -43,8 +44,8 @@ if TYPE_CHECKING:
     from runner.core.redaction import Redactor
     from runner.defs.config import Config
     from runner.defs.tasks import Task
+    from runner.state.backend import StateStore
     from runner.state.records import RunRecord
-    from runner.state.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,8 @@ class _Outcome:
 class _Retry:
     """An attempt that failed and was recorded ``failed``; the run has attempts left."""
 
+    failed: RunRecord
+
 
 class Dispatcher:  # pylint: disable=too-many-instance-attributes  # its collaborators
     """Runs claimed runs on executors with bounded concurrency, retries and timeouts."""
@@ -98,7 +101,7 @@ class Dispatcher:  # pylint: disable=too-many-instance-attributes  # its collabo
     def __init__(
         self,
         *,
-        store: Store,
+        store: StateStore,
         pool: ToolCaller,
         config: Config,
         results_root: Path,
@@ -179,7 +182,7 @@ class Dispatcher:  # pylint: disable=too-many-instance-attributes  # its collabo
                 attempt = await self._attempt(task, claimed, route)
             if isinstance(attempt, _Retry):
                 run = self._store.transition(
-                    claimed.run_id, RunState.IDLE, detail=f"retry {claimed.attempt + 1}"
+                    attempt.failed, RunState.IDLE, detail=f"retry {claimed.attempt + 1}"
                 )
                 continue
             try:
@@ -230,21 +233,23 @@ class Dispatcher:  # pylint: disable=too-many-instance-attributes  # its collabo
         except OmniError as exc:
             error = self._redactor.text(str(exc))
             if exc.retryable and run.attempt < run.max_attempts:
-                self._store.transition(
-                    run.run_id,
+                failed = self._store.transition(
+                    run,
                     RunState.FAILED,
                     error=error,
                     detail="attempt failed",
                     **_spent(run, transcript),
                 )
                 self._count_spend(transcript)
-                return _Retry()
+                return _Retry(failed)
             return _Outcome(
                 task, run, RunState.FAILED, error=error, started=started, transcript=transcript
             )
         except asyncio.CancelledError:
-            # Shutdown: hand the run back so the next start resumes it.
-            self._store.transition(run.run_id, RunState.IDLE, detail="interrupted by shutdown")
+            # Shutdown: hand the run back so the next start resumes it (unless another
+            # instance took it over meanwhile: its lease ran out).
+            with contextlib.suppress(StaleRunError):
+                self._store.transition(run, RunState.IDLE, detail="interrupted by shutdown")
             raise
         return _Outcome(
             task, run, RunState.COMPLETED, output=output, started=started, transcript=transcript

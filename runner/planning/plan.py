@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from runner.core.clock import iso, utc_now
+from runner.core.errors import StaleRunError
 from runner.core.states import RunState
 from runner.planning.dueness import Due, DueRule, decide, history_from_results, history_from_store
 
@@ -18,8 +19,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from runner.defs.tasks import Task
+    from runner.state.backend import StateStore
     from runner.state.records import RunRecord
-    from runner.state.store import Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +76,7 @@ class Selection:
 
 def plan(
     tasks: list[Task],
-    store: Store,
+    store: StateStore,
     selection: Selection,
     rule: DueRule | None = None,
     *,
@@ -99,10 +100,22 @@ def plan(
         run = None if selection.force else store.open_run(task.id, task.task_hash, verdict.slot)
         if run is None:
             run = store.create_run(
-                task.id, task.task_hash, max_attempts=task.spec.retries + 1, slot=verdict.slot
+                task.id,
+                task.task_hash,
+                max_attempts=task.spec.retries + 1,
+                slot=verdict.slot,
+                unique=not selection.force,
             )
-        elif run.state is RunState.FAILED:
-            run = store.transition(run.run_id, RunState.IDLE, detail="retry on next run --once")
+            if run.task_hash != task.task_hash:  # another content already serves the slot
+                skipped.append(
+                    Skipped(
+                        task.id,
+                        f"slot {run.slot} is served by run {run.run_id} of an earlier content",
+                    )
+                )
+                continue
+        if run.state is RunState.FAILED:
+            run = _retry(store, run)
         if waits_for is not None and (reason := waits_for(task)) is not None:
             if run.note != reason:
                 store.set_note(run.run_id, reason)
@@ -112,6 +125,15 @@ def plan(
     return runnable, skipped
 
 
+def _retry(store: StateStore, run: RunRecord) -> RunRecord:
+    """A failed run with attempts left, back to idle; if another instance got there
+    first, the run as it now stands (the claim decides who runs it)."""
+    try:
+        return store.transition(run, RunState.IDLE, detail="retry on next run --once")
+    except StaleRunError:
+        return store.get_run(run.run_id) or run
+
+
 @dataclass(frozen=True, slots=True)
 class _Runs:
     """A task that runs now, serving ``slot`` (``None``: a one-off or a forced run)."""
@@ -119,7 +141,7 @@ class _Runs:
     slot: str | None
 
 
-def _verdict(task: Task, store: Store, selection: Selection, rule: DueRule) -> _Runs | Skipped:
+def _verdict(task: Task, store: StateStore, selection: Selection, rule: DueRule) -> _Runs | Skipped:
     """Whether ``task`` runs now, and why not."""
     if not task.spec.enabled and not selection.force:
         return Skipped(task.id, "disabled (enabled: false)")
