@@ -99,10 +99,8 @@ class PostgresStore:  # pylint: disable=too-many-public-methods  # the store's w
         self._clock = clock
         self._on_transition = on_transition
         self._changes: list[RunChange] = []
-        # Free text is redacted before it is written; error messages lose the URL's
-        # password whatever ``redactor`` knows (it masks URL userinfo in any case).
+        # Free text is redacted before it is written (URL userinfo is masked in any case).
         self._redact = (redactor or Redactor([])).text
-        self._mask_url = Redactor(dsn_secrets(url)).text
         self._lock = threading.RLock()
         self._conn = self._connect()
         try:
@@ -159,7 +157,9 @@ class PostgresStore:  # pylint: disable=too-many-public-methods  # the store's w
 
     def _error(self, what: str, exc: BaseException) -> StoreError:
         detail = " ".join(str(exc).split())
-        return StoreError(f"{self.where}: {what}: {self._redact(self._mask_url(detail))}")
+        # The URL's password goes too, whatever ``redactor`` knows.
+        masked = Redactor(dsn_secrets(self._url)).text(self._redact(detail))
+        return StoreError(f"{self.where}: {what}: {masked}")
 
     @contextmanager
     def _write(self, *, transaction: bool = False) -> Iterator[Cursor]:
@@ -258,10 +258,7 @@ class PostgresStore:  # pylint: disable=too-many-public-methods  # the store's w
         new = check_steps(record, steps)
         now = self._now()
         steps = [(state, self._redact(detail)) for state, detail in steps]
-        values = {k: sql_value(v) for k, v in (changes or {}).items()}
-        for name in ("error", "note"):
-            if values.get(name) is not None:
-                values[name] = self._redact(values[name])
+        values = self._values(changes or {})
         values |= {"state": new.value, "updated_at": now}
         if new in TERMINAL:
             values["finished_at"] = now
@@ -292,6 +289,14 @@ class PostgresStore:  # pylint: disable=too-many-public-methods  # the store's w
             self._note(moved, before, state, detail)
             before = state
         return moved
+
+    def _values(self, changes: dict[str, Any]) -> dict[str, Any]:
+        """Column values for a move: enums and paths as text, free text redacted."""
+        values = {k: sql_value(v) for k, v in changes.items()}
+        for name in ("error", "note"):
+            if values.get(name) is not None:
+                values[name] = self._redact(values[name])
+        return values
 
     def _stale(self, cur: Cursor, record: RunRecord) -> StoreError:
         """The error for a move whose record no longer matches the row."""

@@ -16,7 +16,7 @@ import pytest
 from runner.core.clock import utc_now
 from runner.core.errors import StaleRunError, StoreError
 from runner.core.redaction import Redactor
-from runner.core.states import RunState
+from runner.core.states import Mode, RunState
 from runner.state.fleet import Fleet
 from runner.state.postgres import PostgresStore
 from runner.state.recovery import resume
@@ -238,3 +238,19 @@ def test_a_dropped_connection_fails_one_call_and_the_next_reconnects(pg_url: str
         with pytest.raises(StoreError, match="state database error"):
             store.get_run(run.run_id)
         assert store.get_run(run.run_id) == run
+
+
+def test_the_ledger_redacts_every_text_it_writes(pg_url: str) -> None:
+    secret = "sk-ledger-SECRET-0123456789"
+    with PostgresStore(pg_url, redactor=Redactor([secret])) as store:
+        run = store.create_run("t", "h", max_attempts=2)
+        run = store.claim(run, executor="x", tool="y", detail=f"x.y with {secret}") or run
+        run = store.transition(run, S.FAILED, error=f"bad {secret}", detail=secret)
+        store.set_note(run.run_id, f"note {secret}")
+        store.set_mode(Mode.DEGRADED, f"gateway https://u:{secret}@h failed")
+    with psycopg.connect(pg_url) as conn:
+        for table in ("runs", "events", "modes"):
+            dump = conn.execute(f"SELECT CAST(t AS text) FROM {table} t").fetchall()
+            assert all(secret not in row[0] for row in dump), table
+        [(error, note)] = conn.execute("SELECT error, note FROM runs").fetchall()
+    assert (error, note) == ("bad [redacted]", "note [redacted]")
