@@ -297,7 +297,7 @@ class Service:  # pylint: disable=too-many-instance-attributes  # the service's 
                 lease_seconds=config.state.lease_seconds,
             ) as store,
         ):
-            check = ResultCheck(self._clock(), config.limits.result_file_bytes)
+            check = self._check()
             _report_resume(resume(store, self._paths.results, check))
             async with dispatching(
                 config, self._paths, store, environ=env, redactor=redactor, clock=self._clock
@@ -351,12 +351,8 @@ class Service:  # pylint: disable=too-many-instance-attributes  # the service's 
             job.add_done_callback(self._background_done)
             background.append(job)
         adopter = Adopter(store=store, tasks=registry, runs=runs, waits=planner.waits)
-
         # The fleet's heartbeats go on until the last run is drained.
-        def check() -> ResultCheck:
-            return ResultCheck(self._clock(), config.limits.result_file_bytes)
-
-        async with fleet(store, self._paths.results, check, on_work=adopter.adopt):
+        async with fleet(store, self._paths.results, self._check, on_work=adopter.adopt):
             try:
                 await self._stop.wait()
             finally:
@@ -394,6 +390,10 @@ class Service:  # pylint: disable=too-many-instance-attributes  # the service's 
             )
             sources.append(("git source", git.run))
         return sources
+
+    def _check(self) -> ResultCheck:
+        """Result files are checked as of now."""
+        return ResultCheck(self._clock(), self._config.limits.result_file_bytes)
 
     def _started(self) -> None:
         log.info("ready: watching %s (state %s)", self._paths.tasks, location(self._paths))

@@ -24,25 +24,17 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 import psycopg
-from psycopg.rows import dict_row
 
 from runner.core.clock import iso, utc_now
-from runner.core.dsn import dsn_secrets, shown
 from runner.core.errors import StoreError
 from runner.core.ids import new_run_id
-from runner.core.redaction import Redactor
 from runner.core.states import IN_FLIGHT, TERMINAL, Mode, RunState, check_mode_change
-from runner.state.migrations import check_version
 from runner.state.moves import (
     CLAIMABLE,
     OPEN,
-    RUN_COLUMNS,
-    change_of,
     check_changes,
     check_steps,
     claim_plan,
@@ -51,28 +43,24 @@ from runner.state.moves import (
     stale,
     unique_key,
 )
-from runner.state.pgschema import PG_MIGRATIONS
+from runner.state.pgbase import COLS as _COLS
+from runner.state.pgbase import SELECT_RUNS as _SELECT_RUNS
+from runner.state.pgbase import Cursor, LedgerConnection, steps_values
 from runner.state.records import InstanceRecord, ModeRecord, RunChange, RunRecord, Settlement
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Sequence
+    from collections.abc import Callable, Sequence
     from datetime import datetime
 
+    from runner.core.redaction import Redactor
     from runner.defs.tasks import Task
 
-_COLS = ", ".join(RUN_COLUMNS)
-_SELECT_RUNS = f"SELECT {_COLS} FROM runs"
 _IN_FLIGHT = [s.value for s in IN_FLIGHT]
 # The partial unique index's predicate (pgschema.runs_key), for ON CONFLICT.
 _KEYED = "run_key IS NOT NULL AND NOT (state = 'failed' AND attempt >= max_attempts)"
-#: Serialises migrations of one database (any constant; "omni" in ASCII).
-_MIGRATION_LOCK = 0x6F6D6E69
-_CONNECT_TIMEOUT = 10
-
-Cursor = psycopg.Cursor[Any]
 
 
-class PostgresStore:  # pylint: disable=too-many-public-methods  # the store's whole API
+class PostgresStore(LedgerConnection):  # pylint: disable=too-many-public-methods  # the API
     """The ledger at ``url``; one object per process (or per test).
 
     ``role`` (``service``, ``run --once``) joins the fleet: the process gets an instance
@@ -92,155 +80,27 @@ class PostgresStore:  # pylint: disable=too-many-public-methods  # the store's w
         role: str | None = None,
         lease_seconds: float = 30.0,
     ) -> None:
-        self.where = shown(url)
         self.lease_seconds = lease_seconds
         self.instance_id: str | None = None
-        self._url = url
-        self._clock = clock
-        self._on_transition = on_transition
-        self._changes: list[RunChange] = []
-        # Free text is redacted before it is written (URL userinfo is masked in any case).
-        self._redact = (redactor or Redactor([])).text
-        self._lock = threading.RLock()
-        self._conn = self._connect()
-        try:
-            self._migrate()
-            if role is not None:
+        super().__init__(url, clock=clock, on_transition=on_transition, redactor=redactor)
+        if role is not None:
+            try:
                 self._join(role)
-        except BaseException:
-            self._conn.close()
-            raise
-
-    @property
-    def url(self) -> str:
-        """The connection URL (secret: never print it; :attr:`where` is the shown form)."""
-        return self._url
+            except BaseException:
+                super().close()
+                raise
 
     def close(self) -> None:
         """Leave the fleet (this instance's runs in flight are others' to settle at once)
         and close the connection; safe to call twice."""
         with self._lock:
-            if self._conn.closed:
-                return
             try:
-                if self.instance_id is not None:
+                if self.instance_id is not None and not self._conn.closed:
                     self._leave()
             finally:
-                self._conn.close()
+                super().close()
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    # -- plumbing -------------------------------------------------------------------
-
-    def _connect(self) -> psycopg.Connection[Any]:
-        try:
-            return psycopg.connect(
-                self._url,
-                autocommit=True,
-                connect_timeout=_CONNECT_TIMEOUT,
-                application_name="omni",
-            )
-        except psycopg.Error as exc:
-            raise self._error("cannot connect to the state database", exc) from None
-
-    def _live(self) -> psycopg.Connection[Any]:
-        """The connection; a broken one (the server restarted, the network dropped) is
-        replaced, so a statement that failed with it is not the last one that can run."""
-        if self._conn.broken:
-            self._conn.close()
-            self._conn = self._connect()
-        return self._conn
-
-    def _error(self, what: str, exc: BaseException) -> StoreError:
-        detail = " ".join(str(exc).split())
-        # The URL's password goes too, whatever ``redactor`` knows.
-        masked = Redactor(dsn_secrets(self._url)).text(self._redact(detail))
-        return StoreError(f"{self.where}: {what}: {masked}")
-
-    @contextmanager
-    def _write(self, *, transaction: bool = False) -> Iterator[Cursor]:
-        """A cursor for one statement (atomic on its own), or with ``transaction`` for
-        several; changes are reported to ``on_transition`` once it committed."""
-        with self._lock:
-            try:
-                conn = self._live()
-                if transaction:
-                    with conn.transaction(), conn.cursor() as cur:
-                        yield cur
-                else:
-                    with conn.cursor() as cur:
-                        yield cur
-            except psycopg.Error as exc:
-                self._changes.clear()
-                raise self._error("state database error", exc) from None
-            except BaseException:
-                self._changes.clear()
-                raise
-            committed, self._changes = self._changes, []
-        self._report(committed)
-
-    def _report(self, committed: list[RunChange]) -> None:
-        """Tell ``on_transition`` about changes that committed (outside the lock)."""
-        tell = self._on_transition
-        if tell is None:
-            return
-        for change in committed:
-            tell(change)
-
-    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        with self._lock:
-            try:
-                with self._live().cursor(row_factory=dict_row) as cur:
-                    return cur.execute(sql, params).fetchall()
-            except psycopg.Error as exc:
-                raise self._error("state database error", exc) from None
-
-    def _read_runs(self, where: str, params: Sequence[Any] = ()) -> list[RunRecord]:
-        with self._lock:
-            try:
-                with self._live().cursor() as cur:
-                    rows = cur.execute(f"{_SELECT_RUNS} {where}", params).fetchall()
-            except psycopg.Error as exc:
-                raise self._error("state database error", exc) from None
-        return [run_from_row(row) for row in rows]
-
-    def _now(self) -> str:
-        return iso(self._clock())
-
-    def _migrate(self) -> None:
-        known = len(PG_MIGRATIONS)
-        if self._schema_version() == known:
-            return
-        with self._write(transaction=True) as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-            cur.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations"
-                " (version integer PRIMARY KEY, applied_at text NOT NULL)"
-            )
-            found = self._schema_version()
-            check_version(self.where, found, known, "point OMNI_STATE_URL elsewhere")
-            for version in range(found + 1, known + 1):
-                PG_MIGRATIONS[version - 1](cur)
-                cur.execute(
-                    "INSERT INTO schema_migrations (version, applied_at) VALUES (%s, %s)",
-                    (version, self._now()),
-                )
-
-    def _schema_version(self) -> int:
-        with self._lock:
-            try:
-                with self._conn.cursor() as cur:
-                    exists = cur.execute("SELECT to_regclass('schema_migrations')").fetchone()
-                    if exists is None or exists[0] is None:
-                        return 0
-                    row = cur.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
-            except psycopg.Error as exc:
-                raise self._error("cannot read the schema version", exc) from None
-        return int(row[0] or 0) if row else 0
+    # -- moves ----------------------------------------------------------------------
 
     def _move(
         self,
@@ -271,7 +131,7 @@ class PostgresStore:  # pylint: disable=too-many-public-methods  # the store's w
         target = (record.run_id, record.state.value, record.attempt)
         if skip_locked:
             match = f"run_id = (SELECT run_id FROM runs WHERE {match} FOR UPDATE SKIP LOCKED)"
-        steps_sql, step_params = _steps_values(record.state, steps)
+        steps_sql, step_params = steps_values(record.state, steps)
         row = cur.execute(
             f"WITH moved AS (UPDATE runs SET {', '.join(sets)} WHERE {match}"
             f" RETURNING {_COLS}), logged AS (INSERT INTO events"
@@ -306,10 +166,6 @@ class PostgresStore:  # pylint: disable=too-many-public-methods  # the store's w
         if found is None:
             return StoreError(f"{self.where}: no run {record.run_id}")
         return stale(self.where, record, found[0], found[1])
-
-    def _note(self, run: RunRecord, old: RunState | None, new: RunState, detail: str) -> None:
-        if self._on_transition is not None:
-            self._changes.append(change_of(run, old, new, detail))
 
     # -- tasks and runs -------------------------------------------------------------
 
@@ -589,41 +445,6 @@ class PostgresStore:  # pylint: disable=too-many-public-methods  # the store's w
             for row in rows
         ]
 
-    # -- copying in -------------------------------------------------------------------
-
-    def copy_in(
-        self,
-        tables: dict[str, list[dict[str, Any]]],
-        identities: Sequence[tuple[str, str]],
-    ) -> dict[str, int]:
-        """Insert whole tables (rows as column -> value) into an empty ledger, in one
-        transaction; then move each ``(table, column)`` identity past the copied values.
-        Returns how many rows went into each table."""
-        copied: dict[str, int] = {}
-        with self._write(transaction=True) as cur:
-            for table in tables:
-                found = cur.execute(f"SELECT EXISTS (SELECT 1 FROM {table})").fetchone()
-                if found is not None and found[0]:
-                    raise StoreError(
-                        f"{self.where}: table {table} already has rows: migrate into an"
-                        " empty ledger"
-                    )
-            for table, rows in tables.items():
-                if rows:
-                    columns = list(rows[0])
-                    cur.executemany(
-                        f"INSERT INTO {table} ({', '.join(columns)}) OVERRIDING SYSTEM VALUE"
-                        f" VALUES ({', '.join(['%s'] * len(columns))})",
-                        [tuple(row[c] for c in columns) for row in rows],
-                    )
-                copied[table] = len(rows)
-            for table, column in identities:
-                cur.execute(
-                    f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'),"
-                    f" COALESCE((SELECT MAX({column}) FROM {table}), 0) + 1, false)"
-                )
-        return copied
-
     # -- modes, spend, metadata -----------------------------------------------------
 
     def mode(self) -> ModeRecord:
@@ -692,14 +513,3 @@ def _task_filter(task_id: str, task_hash: str, slot: str | None) -> tuple[str, l
         sql += " AND slot = %s"
         params.append(slot)
     return sql, params
-
-
-def _steps_values(old: RunState, steps: Sequence[tuple[RunState, str]]) -> tuple[str, list[Any]]:
-    """``VALUES`` rows (n, from, to, detail) of a move's events, and their parameters."""
-    rows, params = [], []
-    before = old
-    for n, (state, detail) in enumerate(steps):
-        rows.append("(%s::int, %s::text, %s::text, %s::text)")
-        params += [n, before.value, state.value, detail]
-        before = state
-    return ", ".join(rows), params
