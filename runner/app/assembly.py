@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from runner.core.redaction import Redactor
     from runner.defs.config import Config, ResolvedPaths
     from runner.dispatch.outcome import Finished
-    from runner.state.store import Store
+    from runner.state.backend import StateStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +38,7 @@ class Machinery:
 async def dispatching(
     config: Config,
     paths: ResolvedPaths,
-    store: Store,
+    store: StateStore,
     *,
     environ: Mapping[str, str],
     redactor: Redactor,

@@ -127,6 +127,9 @@ def setup(  # pylint: disable=too-many-arguments
     path, required = config_path_from(config)
     try:
         cfg = load_config(path, required=required)
+        paths = resolve_paths(
+            cfg, path if path.exists() else None, tasks=tasks, results=results, state=state
+        )
     except ConfigError as exc:
         lines = exc.lines()
         for text in lines:
@@ -137,9 +140,7 @@ def setup(  # pylint: disable=too-many-arguments
     redactor = redactor_for(cfg, os.environ)
     guard_output(redactor)
     configure_logging(log_format, redactor, level=log_level, verbose=verbose)
-    return cfg, resolve_paths(
-        cfg, path if path.exists() else None, tasks=tasks, results=results, state=state
-    )
+    return cfg, paths
 
 
 def result_check(cfg: Config) -> ResultCheck:

@@ -401,6 +401,44 @@ def prune(  # pylint: disable=too-many-arguments
 
 
 @app.command()
+def migrate(
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to",
+            metavar="URL",
+            help="The PostgreSQL ledger: postgresql://user@host:port/db (password from"
+            " env PGPASSWORD, or in the URL).",
+        ),
+    ],
+    config: ConfigOpt = None,
+    state: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Copy the SQLite state (runs, events, modes, tasks) into an empty PostgreSQL ledger.
+
+    Stop the runner first. Then point every instance at the ledger (config
+    `state: {url: ...}` or env OMNI_STATE_URL).
+
+    Example: `omni migrate --to postgresql://omni@db.internal:5432/omni`
+    """
+    from runner.app.migrate import migrate_to  # noqa: PLC0415 - loads psycopg
+    from runner.core.dsn import is_postgres_url  # noqa: PLC0415
+
+    out, err = render.consoles()
+    _, paths = setup(err, config, state=state, as_json=as_json)
+    if not is_postgres_url(to):
+        fail(err, "--to wants a postgresql:// URL", USAGE, as_json=as_json)
+    with failing(err, as_json=as_json):
+        report = migrate_to(paths.state, to)
+    if as_json:
+        print_json(dataclasses.asdict(report))
+        return
+    counts = ", ".join(f"{n} {table}" for table, n in report.copied.items())
+    render.line(out, f"copied {report.source} into {report.target}: {counts}")
+
+
+@app.command()
 def init(
     path: Annotated[Path, typer.Argument(help="The repository to scaffold.")] = Path(),
     force: Annotated[bool, typer.Option("--force", help="Replace existing files.")] = False,

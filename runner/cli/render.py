@@ -125,6 +125,22 @@ def print_status(out: Console, snap: dict[str, Any], *, filtered: bool = False) 
             ],
             title="next fire times (as `omni run` scheduled them)",
         )
+    if snap.get("instances"):
+        table(
+            out,
+            ("host", "pid", "role", "runs in flight", "last heartbeat"),
+            [
+                (
+                    one["host"],
+                    str(one["pid"]),
+                    one["role"],
+                    str(one["runs_in_flight"]),
+                    one["last_heartbeat"],
+                )
+                for one in snap["instances"]
+            ],
+            title=f"live instances on {snap['state_file']}",
+        )
     if not snap["recent_runs"]:
         if filtered:
             line(out, "no run matches")

@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from runner.core.clock import check_timezone
+from runner.core.dsn import dsn_secrets, is_postgres_url
 from runner.core.errors import ConfigError, FileRefusedError, TaskFileError
 from runner.core.files import read_regular
 from runner.core.pathglob import compile_glob
@@ -331,6 +332,30 @@ class Paths(_Strict):
     """The SQLite state file (default ``./.omni/state.db``; env ``OMNI_STATE``)."""
 
 
+class StateDb(_Strict):
+    """Where runs are kept: the SQLite file (``paths.state``) unless ``url`` names a
+    shared PostgreSQL ledger."""
+
+    url: str | None = None
+    """``postgresql://user@host:port/db``: one ledger for services and ``run --once``
+    shards on several machines (env ``OMNI_STATE_URL`` wins). Give the password as
+    ``${VAR}`` or in env ``PGPASSWORD``, never in the file; it is masked in every output."""
+    lease_seconds: float = Field(default=30.0, gt=0)
+    """PostgreSQL: how long a claimed run stays an instance's without a heartbeat (sent
+    every third of it); after that another instance settles it."""
+
+    @field_validator("url")
+    @classmethod
+    def _postgres(cls, value: str | None) -> str | None:
+        if value is not None and not is_postgres_url(value):
+            raise ValueError("want a postgresql:// URL (the SQLite file is paths.state)")
+        return value
+
+    def secret_values(self) -> list[str]:
+        """The password in ``url``, if any."""
+        return dsn_secrets(self.url) if self.url else []
+
+
 class Limits(_Strict):
     """Caps on input from outside (each bounded itself: a cap is no cap if it is huge)."""
 
@@ -390,6 +415,8 @@ class Config(_Strict):
     """Extra task sources."""
     paths: Paths = Field(default_factory=Paths)
     """Folders and the state file."""
+    state: StateDb = Field(default_factory=StateDb)
+    """A shared PostgreSQL ledger instead of the SQLite file."""
     limits: Limits = Field(default_factory=Limits)
     """Input caps."""
 
@@ -452,12 +479,18 @@ class Config(_Strict):
         git = self.sources.git
         for url in (self.lite_llm_url, self.direct_api.api_base, git.url if git else None):
             values.extend(url_secrets(url))
+        values.extend(self.state.secret_values())
         return [v for v in values if v]
+
+
+#: The environment variable naming a PostgreSQL ledger (wins over ``state.url``).
+STATE_URL_VARIABLE = "OMNI_STATE_URL"
 
 
 def redactor_for(config: Config, environ: Mapping[str, str]) -> Redactor:
     """The redactor of every secret the config and the environment hold (DESIGN §4)."""
-    return Redactor([*config.secret_values(), *secret_env_values(environ)])
+    in_url = dsn_secrets(environ.get(STATE_URL_VARIABLE, ""))
+    return Redactor([*config.secret_values(), *secret_env_values(environ), *in_url])
 
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -722,6 +755,10 @@ class ResolvedPaths(BaseModel):
     tasks: Path
     results: Path
     state: Path
+    state_url: str | None = Field(default=None, repr=False)
+    """A PostgreSQL ledger (env ``OMNI_STATE_URL`` > ``state.url``); then ``state`` only
+    places what lives beside it (the git source's clone). A secret: never in a repr;
+    show :func:`runner.core.dsn.shown` of it."""
 
 
 def resolve_paths(
@@ -733,8 +770,14 @@ def resolve_paths(
     state: Path | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> ResolvedPaths:
-    """Apply the precedence flag > env > config > default to each path."""
+    """Apply the precedence flag > env > config > default to each path; a ledger URL
+    from env ``OMNI_STATE_URL`` or ``state.url`` (a bad one is a :class:`ConfigError`)."""
     env = os.environ if environ is None else environ
+    url = env.get(STATE_URL_VARIABLE) or config.state.url
+    if url and not is_postgres_url(url):
+        raise ConfigError(
+            f"{STATE_URL_VARIABLE}: want a postgresql:// URL (the SQLite file is OMNI_STATE)"
+        )
 
     def pick(flag: Path | None, var: str, from_config: str | None, default: str) -> Path:
         if flag is not None:
@@ -750,6 +793,7 @@ def resolve_paths(
         tasks=pick(tasks, "OMNI_TASKS", config.paths.tasks, "tasks"),
         results=pick(results, "OMNI_RESULTS", config.paths.results, "results"),
         state=pick(state, "OMNI_STATE", config.paths.state, ".omni/state.db"),
+        state_url=url or None,
     )
 
 

@@ -13,14 +13,13 @@ import json
 import sqlite3
 import threading
 from contextlib import contextmanager, suppress
-from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 from sqlite_utils import Database
 
 from runner.core.clock import iso, utc_now
-from runner.core.errors import IllegalTransitionError, StaleRunError, StoreError
+from runner.core.errors import StaleRunError, StoreError
 from runner.core.ids import new_run_id
 from runner.core.redaction import Redactor
 from runner.core.states import (
@@ -29,9 +28,14 @@ from runner.core.states import (
     Mode,
     RunState,
     check_mode_change,
-    check_transition,
 )
-from runner.state.migrations import MIGRATIONS
+from runner.state.migrations import MIGRATIONS, check_version
+from runner.state.moves import CLAIMABLE as _CLAIMABLE
+from runner.state.moves import OPEN as _OPEN
+from runner.state.moves import RUN_COLUMNS as _COLUMNS
+from runner.state.moves import change_of, check_changes, check_steps, claim_plan, stale
+from runner.state.moves import run_from_row as _record
+from runner.state.moves import sql_value as _sql_value
 from runner.state.records import ModeRecord, RunChange, RunRecord, Settlement
 from runner.state.sqlitefile import create_database, existing_database, translated
 
@@ -42,27 +46,9 @@ if TYPE_CHECKING:
     from runner.defs.tasks import Task
 
 
-_COLUMNS = tuple(f.name for f in fields(RunRecord))
 _SELECT_RUNS = f"SELECT {', '.join(_COLUMNS)} FROM runs"
-# The columns a transition may set; the others are the store's own bookkeeping.
-_SETTABLE = frozenset(
-    [
-        "executor",
-        "tool",
-        "model",
-        "tier",
-        "mode",
-        "note",
-        "error",
-        "result_path",
-        "cost_usd",
-        "slot",
-    ]
-)
 # The free-text columns a transition may set, redacted before they are written.
 _TEXT = ("error", "note")
-_CLAIMABLE = frozenset({RunState.IDLE, RunState.WAITING})
-_OPEN = (RunState.IDLE, RunState.DISPATCHING, RunState.EXECUTING, RunState.WAITING)
 
 
 # busy_timeout first: switching to WAL needs a lock another process may hold.
@@ -78,35 +64,14 @@ _PRAGMAS = (
 _READ_ONLY_PRAGMAS = ("PRAGMA busy_timeout=5000", "PRAGMA query_only=ON")
 
 
-_STATE_AT, _MODE_AT = _COLUMNS.index("state"), _COLUMNS.index("mode")
-
-
 def _set_pragmas(conn: sqlite3.Connection) -> None:
     for pragma in _PRAGMAS:
         conn.execute(pragma)
 
 
-def _record(row: Sequence[Any]) -> RunRecord:
-    # Positional, not by name: this runs for every row read on the dispatch path.
-    values = list(row)
-    values[_STATE_AT] = RunState(values[_STATE_AT])
-    mode = values[_MODE_AT]
-    values[_MODE_AT] = Mode(mode) if mode else None
-    return RunRecord(*values)
-
-
 def _dicts(cursor: sqlite3.Cursor) -> list[dict[str, Any]]:
     names = [d[0] for d in cursor.description]
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
-
-
-def _sql_value(value: Any) -> Any:
-    # Enums are stored by value and paths as text, so rows read back as plain strings.
-    if isinstance(value, Mode | RunState):
-        return value.value
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 class Store:  # pylint: disable=too-many-public-methods  # the store's whole API
@@ -231,11 +196,7 @@ class Store:  # pylint: disable=too-many-public-methods  # the store's whole API
                 {"version": int, "applied_at": str}, pk="version", if_not_exists=True
             )
             found = self._schema_version()
-            if found > known:
-                raise StoreError(
-                    f"{self.path}: state database is from a newer omni (schema {found},"
-                    f" this omni knows up to {known}); upgrade omni or point --state elsewhere"
-                )
+            check_version(str(self.path), found, known, "point --state elsewhere")
             for version in range(found + 1, known + 1):
                 MIGRATIONS[version - 1](self._db)
                 conn.execute(
@@ -271,15 +232,7 @@ class Store:  # pylint: disable=too-many-public-methods  # the store's whole API
         only while the row still has ``record``'s state and attempt: a stale record is
         refused (:class:`StaleRunError`), not acted on.
         """
-        old = record.state
-        for new, _ in steps:
-            check_transition(old, new)
-            if old is RunState.FAILED and new is RunState.IDLE and not record.attempts_left:
-                raise IllegalTransitionError(
-                    f"run {record.run_id} cannot go from failed to idle: no attempts left"
-                    f" ({record.attempt} of {record.max_attempts})"
-                )
-            old = new
+        old = check_steps(record, steps)
         now = self._now()
         steps = [(state, self._redact(detail)) for state, detail in steps]
         # A note says why a run stands where it stands: it goes when the run moves on.
@@ -314,25 +267,11 @@ class Store:  # pylint: disable=too-many-public-methods  # the store's whole API
         ).fetchone()
         if found is None:
             return StoreError(f"{self.path}: no run {record.run_id}")
-        return StaleRunError(
-            f"{self.path}: run {record.run_id} is {found[0]} (attempt {found[1]}), not"
-            f" {record.state} (attempt {record.attempt}) as read: something else moved it"
-        )
+        return stale(str(self.path), record, found[0], found[1])
 
     def _note(self, run: RunRecord, old: RunState | None, new: RunState, detail: str) -> None:
         if self._on_transition is not None:
-            self._changes.append(
-                RunChange(
-                    run.run_id,
-                    run.task_id,
-                    run.slot,
-                    old,
-                    new,
-                    run.attempt,
-                    detail,
-                    run.updated_at,
-                )
-            )
+            self._changes.append(change_of(run, old, new, detail))
 
     @staticmethod
     def _event(
@@ -372,11 +311,18 @@ class Store:  # pylint: disable=too-many-public-methods  # the store's whole API
         max_attempts: int,
         slot: str | None = None,
         run_id: str | None = None,
+        unique: bool = False,
     ) -> RunRecord:
-        """A new idle run (attempt 0); its ``seq`` places it after every existing run."""
+        """A new idle run (attempt 0); its ``seq`` places it after every existing run.
+
+        With ``unique`` (what planning asks for, but for a forced run) a run of the same
+        slot (scheduled) or content (one-off) that is not failed with its attempts spent
+        is returned instead: the database decides which run serves it, whoever planned it."""
         run_id = run_id or new_run_id(self._clock())
         now = self._now()
         with self._write() as conn:
+            if unique and (found := self._same_key(conn, task_id, task_hash, slot)):
+                return found
             try:
                 row = conn.execute(
                     "INSERT INTO runs (run_id, task_id, task_hash, slot, state, attempt,"
@@ -391,6 +337,23 @@ class Store:  # pylint: disable=too-many-public-methods  # the store's whole API
             created = _record(row)
             self._note(created, None, RunState.IDLE, "created")
         return created
+
+    @staticmethod
+    def _same_key(
+        conn: sqlite3.Connection, task_id: str, task_hash: str, slot: str | None
+    ) -> RunRecord | None:
+        """The run that already serves this slot (or content, for a one-off)."""
+        key_sql, key = (
+            ("slot = ?", slot)
+            if slot is not None
+            else ("slot IS NULL AND task_hash = ?", task_hash)
+        )
+        row = conn.execute(
+            f"{_SELECT_RUNS} WHERE task_id = ? AND {key_sql}"
+            " AND NOT (state = ? AND attempt >= max_attempts) ORDER BY seq LIMIT 1",
+            (task_id, key, RunState.FAILED.value),
+        ).fetchone()
+        return None if row is None else _record(row)
 
     def claim(
         self,
@@ -413,14 +376,9 @@ class Store:  # pylint: disable=too-many-public-methods  # the store's whole API
             record = run if isinstance(run, RunRecord) else self._get(conn, run)
             if record is None or record.state not in _CLAIMABLE:
                 return None
-            attempt = record.attempt + 1 if record.state is RunState.IDLE else record.attempt
-            steps = [(RunState.DISPATCHING, f"claimed, attempt {attempt}")]
-            changes: dict[str, Any] = {"attempt": attempt, "started_at": self._now()}
-            if executor is not None:
-                steps.append((RunState.EXECUTING, detail))
-                changes |= {"executor": executor, "tool": tool}
+            plan = claim_plan(record, self._now(), executor=executor, tool=tool, detail=detail)
             try:
-                return self._move(conn, record, steps, changes)
+                return self._move(conn, record, plan.steps, plan.changes)
             except StaleRunError:
                 return None
 
@@ -435,14 +393,7 @@ class Store:  # pylint: disable=too-many-public-methods  # the store's whole API
         is not read first, and the move is refused with :class:`StaleRunError` if the
         row no longer has that record's state and attempt. Raises :class:`IllegalTransitionError`,
         :class:`StoreError` for an unknown run, ``TypeError`` for an unknown field."""
-        unknown = set(changes) - _SETTABLE
-        if unknown:
-            raise TypeError(
-                f"transition() got unknown run field(s): {', '.join(sorted(unknown))};"
-                f" allowed: {', '.join(sorted(_SETTABLE))}"
-            )
-        if changes.get("mode") is not None:
-            changes["mode"] = Mode(changes["mode"])  # a bad mode fails here, not on every read
+        check_changes(changes)
         with self._write() as conn:
             record = run if isinstance(run, RunRecord) else self._get(conn, run)
             if record is None:

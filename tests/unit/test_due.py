@@ -257,6 +257,26 @@ def test_plan_serves_the_due_slot_and_reuses_an_unfinished_run(tmp_path: Path) -
         assert forced[0][1].slot is None
 
 
+def test_a_slot_is_planned_once_whoever_plans_it_and_whatever_the_content(
+    tmp_path: Path,
+) -> None:
+    hourly = make_task("hourly", schedule="every 1h")
+    edited = make_task("hourly", schedule="every 1h", args={"text": "v2"})
+    rule = DueRule(now=at("2026-11-21T10:20"), results=None)
+    with Store(tmp_path / "state.db") as first, Store(tmp_path / "state.db") as second:
+        mine, _ = plan([hourly], first, Selection(), rule)
+        theirs, _ = plan([hourly], second, Selection(), rule)  # another planner, same slot
+        assert theirs[0][1].run_id == mine[0][1].run_id
+        # The file changed while the slot's run is still open: the slot is not run twice.
+        runnable, skipped = plan([edited], second, Selection(), rule)
+        assert runnable == []
+        run_id = mine[0][1].run_id
+        assert [s.reason for s in skipped] == [
+            f"slot 2026-11-21T10:00:00.000Z is served by run {run_id} of an earlier content"
+        ]
+        assert len(first.runs(task_id="hourly")) == 1
+
+
 def ci_run(root: Path, tasks: list[Task], omni_now: str) -> list[str]:
     """One scheduled CI run, as the workflow does it: a fresh machine (a new state file),
     the results branch checked out in ``root/results``, the clock from ``OMNI_NOW``. Each
