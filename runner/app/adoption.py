@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from runner.defs.tasks import Task
-    from runner.state.backend import StateStore
+    from runner.state.interface import StateStore
     from runner.state.records import RunRecord
 
 

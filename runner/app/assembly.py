@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from runner.core.redaction import Redactor
     from runner.defs.config import Config, ResolvedPaths
     from runner.dispatch.outcome import Finished
-    from runner.state.backend import StateStore
+    from runner.state.interface import StateStore
 
 
 @dataclass(frozen=True, slots=True)

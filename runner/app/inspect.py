@@ -26,15 +26,15 @@ from runner.defs.routing import choose_executor, choose_model, model_list_names
 from runner.defs.tasks import Task, load_task_file, root_for
 from runner.planning.plan import Orphan, Planned, Selection, Skipped, orphans, preview
 from runner.planning.slots import next_slot
-from runner.state.results import result_dir
 from runner.state.backend import exists, open_store
+from runner.state.results import result_dir
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from datetime import datetime
 
     from runner.defs.config import Config, ResolvedPaths
-    from runner.state.backend import StateStore
+    from runner.state.interface import StateStore
     from runner.state.records import RunRecord
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from runner.core.errors import StoreError
-from runner.state.moves import RUN_COLUMNS, unique_key
+from runner.state.moves import RUN_COLUMNS, holds_key, unique_key
 from runner.state.postgres import PostgresStore
 from runner.state.statelock import StateLock
 from runner.state.store import Store
@@ -31,6 +31,7 @@ _TABLES: dict[str, tuple[str, ...]] = {
     "events": ("id", "run_id", "at", "from_state", "to_state", "detail"),
     "modes": ("id", "at", "from_mode", "to_mode", "why"),
     "meta": ("key", "value"),
+    "rate_limits": ("model", "until", "why", "at"),
 }
 #: Identity columns whose sequences must continue after the copied values.
 _IDENTITIES = (("runs", "seq"), ("events", "id"), ("modes", "id"))
@@ -88,9 +89,9 @@ def _with_keys(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Runs with ``run_key``: the newest run of each key that may still serve it."""
     taken: set[tuple[str, str]] = set()
     for run in sorted(runs, key=lambda r: r["seq"], reverse=True):
-        spent = run["state"] == "failed" and run["attempt"] >= run["max_attempts"]
+        holds = holds_key(run["state"], run["attempt"], run["max_attempts"])
         key = (run["task_id"], unique_key(run["task_hash"], run["slot"]))
-        run["run_key"] = None if spent or key in taken else key[1]
-        if not spent:
+        run["run_key"] = key[1] if holds and key not in taken else None
+        if holds:
             taken.add(key)
     return runs

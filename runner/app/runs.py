@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from runner.defs.tasks import Task
     from runner.dispatch.dispatcher import Dispatcher
     from runner.dispatch.outcome import Finished
-    from runner.state.backend import StateStore
+    from runner.state.interface import StateStore
     from runner.state.records import RunRecord
 
 log = logging.getLogger("runner.app.service")  # the service's log lines, as before the split

@@ -59,7 +59,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from runner.app.signals import EarlySignals
-    from runner.state.backend import StateStore
+    from runner.state.interface import StateStore
     from runner.state.records import ResumeReport, RunRecord
 
 log = logging.getLogger(__name__)

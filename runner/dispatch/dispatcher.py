@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from runner.defs.config import Config
     from runner.defs.tasks import Task
     from runner.dispatch.isolation import RunSpaces
-    from runner.state.backend import StateStore
+    from runner.state.interface import StateStore
     from runner.state.records import RunRecord
 
 log = logging.getLogger(__name__)

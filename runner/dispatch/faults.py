@@ -56,7 +56,7 @@ if TYPE_CHECKING:
 
     from runner.core.redaction import Redactor
     from runner.defs.config import Config
-    from runner.state.backend import StateStore
+    from runner.state.interface import StateStore
     from runner.state.records import ModeRecord, RunRecord
 
 log = logging.getLogger(__name__)

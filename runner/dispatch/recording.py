@@ -27,8 +27,8 @@ if TYPE_CHECKING:
     from runner.core.redaction import Redactor
     from runner.dispatch.agent import Transcript
     from runner.dispatch.isolation import Isolated
+    from runner.state.interface import StateStore
     from runner.state.records import RunRecord
-    from runner.state.backend import StateStore
 
 log = logging.getLogger(__name__)
 

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from runner.defs.tasks import Task
-    from runner.state.backend import StateStore
+    from runner.state.interface import StateStore
 
 #: The environment variable that sets the runner's clock (a testing aid).
 NOW_VARIABLE = "OMNI_NOW"

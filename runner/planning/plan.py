@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from runner.defs.tasks import Task
-    from runner.state.backend import StateStore
+    from runner.state.interface import StateStore
     from runner.state.records import RunRecord
 
 
@@ -232,7 +232,17 @@ def orphans_of(task_id: str, reason: str, store: StateStore) -> list[Orphan]:
 
 
 def close_orphans(found: list[Orphan], store: StateStore) -> list[RunRecord]:
-    """Close each orphan ``skipped``, its reason as the event's detail and the run's note."""
-    return [
-        store.transition(o.run, RunState.SKIPPED, detail=o.reason, note=o.reason) for o in found
-    ]
+    """Close each orphan ``skipped``, its reason as the event's detail and the run's note;
+    one that moved meanwhile (another instance on a shared ledger claimed or closed it)
+    is left to whoever moved it."""
+    closed = []
+    for orphan in found:
+        try:
+            closed.append(
+                store.transition(
+                    orphan.run, RunState.SKIPPED, detail=orphan.reason, note=orphan.reason
+                )
+            )
+        except StaleRunError:
+            continue
+    return closed

@@ -37,7 +37,7 @@ from runner.planning.cron import FireTimes, fire_times
 from runner.state.records import RunRecord
 
 if TYPE_CHECKING:
-    from runner.state.backend import StateStore
+    from runner.state.interface import StateStore
 
 log = logging.getLogger(__name__)
 

@@ -40,7 +40,7 @@ from runner.defs.tasks import TASK_SUFFIXES, Task, find_task_files, scan_task_fi
 
 if TYPE_CHECKING:
     from runner.defs.config import GitSource as GitSourceConfig
-    from runner.state.backend import StateStore
+    from runner.state.interface import StateStore
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,7 @@
-"""The state store's one interface, and the factory that opens the backend in force.
+"""The factory that opens the state backend in force, and what only a ledger has.
 
-Two backends keep the same records through the same state machine:
+Two backends keep the same records through the same state machine, behind one
+interface (:class:`runner.state.interface.StateStore`):
 
 * SQLite (:class:`runner.state.store.Store`, the default): a file beside the project,
   one runner at a time (:class:`runner.state.statelock.StateLock`);
@@ -8,13 +9,15 @@ Two backends keep the same records through the same state machine:
   ``run --once`` shards on several machines, chosen by ``state: {url: postgresql://…}``
   in the config or ``OMNI_STATE_URL``. psycopg is imported only then.
 
-Callers type against :class:`StateStore` and open it with :func:`open_store`.
+Callers type against :class:`StateStore` and open it with :func:`open_store`; a ledger's
+fleet (heartbeats, sweeps, wake-ups, live instances) is reached through :func:`fleet`
+and :func:`fleet_members`, which are no-ops on SQLite.
 """
 
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
-from typing import TYPE_CHECKING, Any, Protocol, Self
+from typing import TYPE_CHECKING
 
 from runner.core.clock import utc_now
 from runner.core.dsn import shown
@@ -27,115 +30,10 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from runner.core.redaction import Redactor
-    from runner.core.states import Mode, RunState
     from runner.defs.config import ResolvedPaths
-    from runner.defs.tasks import Task
-    from runner.state.records import (
-        InstanceRecord,
-        ModeRecord,
-        RunChange,
-        RunRecord,
-        Settlement,
-    )
+    from runner.state.interface import StateStore
+    from runner.state.records import InstanceRecord, RunChange
     from runner.state.resultcheck import ResultCheck
-
-
-class StateStore(Protocol):  # pylint: disable=too-many-public-methods  # the store's API
-    """What every backend offers; see :class:`runner.state.store.Store` for each rule."""
-
-    def close(self) -> None:
-        """Close the store (safe to call twice)."""
-
-    def __enter__(self) -> Self: ...
-
-    def __exit__(self, *exc_info: object) -> None: ...
-
-    def upsert_task(self, task: Task) -> None:
-        """Record a task file as last loaded."""
-
-    def create_run(
-        self,
-        task_id: str,
-        task_hash: str,
-        *,
-        max_attempts: int,
-        slot: str | None = None,
-        run_id: str | None = None,
-        unique: bool = False,
-    ) -> RunRecord:
-        """A new idle run, or with ``unique`` the run that already serves its key."""
-
-    def claim(
-        self,
-        run: str | RunRecord,
-        *,
-        executor: str | None = None,
-        tool: str | None = None,
-        detail: str = "",
-    ) -> RunRecord | None:
-        """Move an idle or waiting run to dispatching (or executing), or ``None``."""
-
-    def transition(
-        self, run: str | RunRecord, new: RunState, *, detail: str = "", **changes: Any
-    ) -> RunRecord:
-        """Move a run to ``new``, checked against the table."""
-
-    def get_run(self, run_id: str) -> RunRecord | None:
-        """The run's current row, or ``None``."""
-
-    def runs(
-        self,
-        *,
-        state: RunState | None = None,
-        task_id: str | None = None,
-        limit: int | None = None,
-        newest_first: bool = True,
-    ) -> list[RunRecord]:
-        """Runs in creation order, optionally filtered."""
-
-    def counts_by_state(self) -> dict[RunState, int]:
-        """How many runs are in each state."""
-
-    def events(self, run_id: str) -> list[dict[str, Any]]:
-        """A run's state changes, oldest first."""
-
-    def open_run(self, task_id: str, task_hash: str, slot: str | None = None) -> RunRecord | None:
-        """The newest run of this content (and slot) that may still make progress."""
-
-    def has_completed(self, task_id: str, task_hash: str, slot: str | None = None) -> bool:
-        """True if a run of this content (and slot) completed."""
-
-    def last_finished_slot(self, task_id: str) -> str | None:
-        """The latest slot a finished run of this task served."""
-
-    def set_note(self, run_id: str, note: str) -> None:
-        """Set a run's note without a state change."""
-
-    def delete_runs(self, run_ids: list[str]) -> int:
-        """Delete runs and their events; how many went."""
-
-    def settle_in_flight(
-        self, decide: Callable[[RunRecord], Settlement]
-    ) -> tuple[list[RunRecord], list[RunRecord]]:
-        """Settle the runs a dead runner left in flight; the moved and the waiting runs."""
-
-    def mode(self) -> ModeRecord:
-        """The current mode."""
-
-    def set_mode(self, new: Mode, why: str) -> ModeRecord:
-        """Change the mode, checked against the table."""
-
-    def mode_history(self, limit: int = 50) -> list[dict[str, Any]]:
-        """Mode changes, newest first."""
-
-    def spend_since(self, moment_iso: str) -> float:
-        """Total cost of runs finished since ``moment_iso``."""
-
-    def meta_get(self, key: str) -> str | None:
-        """A stored value, or ``None``."""
-
-    def meta_set(self, key: str, value: str) -> None:
-        """Store ``value`` under ``key``."""
 
 
 def location(paths: ResolvedPaths) -> str:
@@ -156,9 +54,11 @@ def open_store(
     redactor: Redactor | None = None,
     role: str | None = None,
     lease_seconds: float = 30.0,
+    read_only: bool = False,
 ) -> StateStore:
     """The store ``paths`` names: PostgreSQL for a ``state_url``, else the SQLite file;
     both pass the free text they write (errors, notes, details) through ``redactor``.
+    ``read_only`` (the commands that only look) migrates nothing and can write nothing.
 
     ``role`` (``service``, ``run --once``) makes a PostgreSQL store join the fleet (an
     instance row, leases of ``lease_seconds``); SQLite has no fleet and ignores both.
@@ -174,8 +74,15 @@ def open_store(
             redactor=redactor,
             role=role,
             lease_seconds=lease_seconds,
+            read_only=read_only,
         )
-    return Store(paths.state, clock=clock, on_transition=on_transition, redactor=redactor)
+    return Store(
+        paths.state,
+        clock=clock,
+        on_transition=on_transition,
+        redactor=redactor,
+        read_only=read_only,
+    )
 
 
 def runner_lock(paths: ResolvedPaths, who: str) -> AbstractContextManager[object]:

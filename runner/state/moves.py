@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner.core.errors import IllegalTransitionError, StaleRunError
-from runner.core.states import Mode, RunState, check_transition
+from runner.core.states import TERMINAL, Mode, RunState, check_transition
 from runner.state.records import RunChange, RunRecord
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
 #: The columns of a run row, in :class:`RunRecord`'s order.
 RUN_COLUMNS = tuple(f.name for f in fields(RunRecord))
@@ -41,6 +41,11 @@ SETTABLE = frozenset(
 CLAIMABLE = frozenset({RunState.IDLE, RunState.WAITING})
 #: States of a run that may still make progress (a failed one with attempts left too).
 OPEN = (RunState.IDLE, RunState.DISPATCHING, RunState.EXECUTING, RunState.WAITING)
+#: The free-text columns a move may set, redacted before they are written.
+TEXT_COLUMNS = ("error", "note")
+#: SQL (both backends) true of a run that still holds its unique key (:func:`unique_key`):
+#: every run but one failed with its attempts spent, or skipped (its task file went).
+HOLDS_KEY = "NOT (state = 'failed' AND attempt >= max_attempts) AND state <> 'skipped'"
 
 _STATE_AT, _MODE_AT = RUN_COLUMNS.index("state"), RUN_COLUMNS.index("mode")
 
@@ -62,6 +67,30 @@ def sql_value(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     return value
+
+
+def holds_key(state: str, attempt: int, max_attempts: int) -> bool:
+    """:data:`HOLDS_KEY` in Python, for a row read as plain values."""
+    spent = state == RunState.FAILED.value and attempt >= max_attempts
+    return not spent and state != RunState.SKIPPED.value
+
+
+def move_values(
+    changes: dict[str, Any], new: RunState, now: str, redact: Callable[[str], str]
+) -> dict[str, Any]:
+    """The columns a move to ``new`` at ``now`` sets: ``changes`` as SQL values (free
+    text redacted), the state and time, ``finished_at`` for an end, and the note cleared
+    unless ``changes`` sets one (a note says why a run stands where it stands: it goes
+    when the run moves on)."""
+    values: dict[str, Any] = {"note": None}
+    values |= {k: sql_value(v) for k, v in changes.items()}
+    for name in TEXT_COLUMNS:
+        if values.get(name) is not None:
+            values[name] = redact(values[name])
+    values |= {"state": new.value, "updated_at": now}
+    if new in TERMINAL:
+        values["finished_at"] = now
+    return values
 
 
 def check_steps(record: RunRecord, steps: Sequence[tuple[RunState, str]]) -> RunState:

@@ -1,17 +1,19 @@
 """The PostgreSQL ledger's connection, under :class:`runner.state.postgres.PostgresStore`.
 
 Opening (and migrating: the mechanism of :mod:`runner.state.migrations`, with
-:mod:`runner.state.pgschema`'s list, one migrator at a time), replacing a connection that
+:mod:`runner.state.pgschema`'s list, one migrator at a time; or, for the commands that
+only look, a read-only session that migrates nothing), replacing a connection that
 broke, statements and transactions with psycopg's errors translated into
-:class:`StoreError` (the URL's password masked), reads of runs, and the changes a
-transaction made reported to ``on_transition`` once it committed.
+:class:`StoreError` (the URL's password masked), the reads
+:class:`~runner.state.queries.StoreQueries` asks for, and the changes a transaction made
+reported to ``on_transition`` once it committed.
 """
 
 from __future__ import annotations
 
 import threading
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg.rows import dict_row
@@ -20,6 +22,7 @@ from runner.core.clock import iso, utc_now
 from runner.core.dsn import dsn_secrets, shown
 from runner.core.errors import StoreError
 from runner.core.redaction import Redactor
+from runner.state.interface import StateStore
 from runner.state.migrations import check_version
 from runner.state.moves import RUN_COLUMNS, change_of, run_from_row
 from runner.state.pgschema import PG_MIGRATIONS
@@ -41,7 +44,7 @@ _CONNECT_TIMEOUT = 10
 Cursor = psycopg.Cursor[Any]
 
 
-class LedgerConnection:
+class LedgerConnection(StateStore):  # pylint: disable=abstract-method  # moves: the store's
     """One connection to the ledger at ``url``, migrated to this omni's schema."""
 
     def __init__(
@@ -51,7 +54,10 @@ class LedgerConnection:
         clock: Callable[[], datetime] = utc_now,
         on_transition: Callable[[RunChange], None] | None = None,
         redactor: Redactor | None = None,
+        read_only: bool = False,
     ) -> None:
+        """Connect (and migrate); with ``read_only`` a session that can change nothing,
+        on a ledger already at this omni's schema (:class:`StoreError` otherwise)."""
         self.where = shown(url)
         """The URL fit to show (password masked)."""
         self._url = url
@@ -61,9 +67,11 @@ class LedgerConnection:
         # Free text is redacted before it is written (URL userinfo is masked in any case).
         self._redact = (redactor or Redactor([])).text
         self._lock = threading.RLock()
+        self._read_only = read_only
         self._conn = self._connect()
         try:
-            self._migrate()
+            # A looking-only session checks the schema; any other brings it up to date.
+            (self._check_schema if read_only else self._migrate)()
         except BaseException:
             self._conn.close()
             raise
@@ -78,20 +86,21 @@ class LedgerConnection:
         with self._lock:
             self._conn.close()
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
     def _connect(self) -> psycopg.Connection[Any]:
         try:
-            return psycopg.connect(
+            conn = psycopg.connect(
                 self._url,
                 autocommit=True,
                 connect_timeout=_CONNECT_TIMEOUT,
                 application_name="omni",
             )
+            if self._read_only:  # the session's every statement, whatever the URL says
+                try:
+                    conn.execute("SET default_transaction_read_only = on")
+                except BaseException:
+                    conn.close()
+                    raise
+            return conn
         except psycopg.Error as exc:
             raise self._error("cannot connect to the state database", exc) from None
 
@@ -139,6 +148,12 @@ class LedgerConnection:
         for change in committed:
             tell(change)
 
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        return self._read(_placeholders(sql), params)
+
+    def _query_runs(self, where: str, params: Sequence[Any] = ()) -> list[RunRecord]:
+        return self._read_runs(_placeholders(where), params)
+
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         with self._lock:
             try:
@@ -177,6 +192,14 @@ class LedgerConnection:
                     "INSERT INTO schema_migrations (version, applied_at) VALUES (%s, %s)",
                     (version, self._now()),
                 )
+
+    def _check_schema(self) -> None:
+        found = self._schema_version()
+        if found != len(PG_MIGRATIONS):
+            raise StoreError(
+                f"{self.where}: ledger schema {found}, this omni reads schema"
+                f" {len(PG_MIGRATIONS)}; `omni run --once` brings it up to date"
+            )
 
     def _schema_version(self) -> int:
         with self._lock:
@@ -226,6 +249,12 @@ class LedgerConnection:
                     f" COALESCE((SELECT MAX({column}) FROM {table}), 0) + 1, false)"
                 )
         return copied
+
+
+def _placeholders(sql: str) -> str:
+    """SQL written with ``?`` placeholders (:mod:`runner.state.queries`) in psycopg's
+    ``%s`` form; the shared reads hold no ``?`` or ``%`` of their own."""
+    return sql.replace("?", "%s")
 
 
 def steps_values(old: RunState, steps: Sequence[tuple[RunState, str]]) -> tuple[str, list[Any]]:

@@ -31,15 +31,15 @@ import psycopg
 from runner.core.clock import iso, utc_now
 from runner.core.errors import StoreError
 from runner.core.ids import new_run_id
-from runner.core.states import IN_FLIGHT, TERMINAL, Mode, RunState, check_mode_change
+from runner.core.states import IN_FLIGHT, Mode, RunState, check_mode_change
 from runner.state.moves import (
     CLAIMABLE,
-    OPEN,
+    HOLDS_KEY,
     check_changes,
     check_steps,
     claim_plan,
+    move_values,
     run_from_row,
-    sql_value,
     stale,
     unique_key,
 )
@@ -56,11 +56,11 @@ if TYPE_CHECKING:
     from runner.defs.tasks import Task
 
 _IN_FLIGHT = [s.value for s in IN_FLIGHT]
-# The partial unique index's predicate (pgschema.runs_key), for ON CONFLICT.
-_KEYED = "run_key IS NOT NULL AND NOT (state = 'failed' AND attempt >= max_attempts)"
+# The partial unique index's predicate (pgschema's runs_key), for ON CONFLICT.
+_KEYED = f"run_key IS NOT NULL AND {HOLDS_KEY}"
 
 
-class PostgresStore(LedgerConnection):  # pylint: disable=too-many-public-methods  # the API
+class PostgresStore(LedgerConnection):
     """The ledger at ``url``; one object per process (or per test).
 
     ``role`` (``service``, ``run --once``) joins the fleet: the process gets an instance
@@ -79,10 +79,17 @@ class PostgresStore(LedgerConnection):  # pylint: disable=too-many-public-method
         redactor: Redactor | None = None,
         role: str | None = None,
         lease_seconds: float = 30.0,
+        read_only: bool = False,
     ) -> None:
         self.lease_seconds = lease_seconds
         self.instance_id: str | None = None
-        super().__init__(url, clock=clock, on_transition=on_transition, redactor=redactor)
+        super().__init__(
+            url,
+            clock=clock,
+            on_transition=on_transition,
+            redactor=redactor,
+            read_only=read_only,
+        )
         if role is not None:
             try:
                 self._join(role)
@@ -118,10 +125,7 @@ class PostgresStore(LedgerConnection):  # pylint: disable=too-many-public-method
         new = check_steps(record, steps)
         now = self._now()
         steps = [(state, self._redact(detail)) for state, detail in steps]
-        values = self._values(changes or {})
-        values |= {"state": new.value, "updated_at": now}
-        if new in TERMINAL:
-            values["finished_at"] = now
+        values = move_values(changes or {}, new, now, self._redact)
         sets = [f"{name} = %s" for name in values]
         params: list[Any] = list(values.values())
         if new in IN_FLIGHT:
@@ -150,14 +154,6 @@ class PostgresStore(LedgerConnection):  # pylint: disable=too-many-public-method
             before = state
         return moved
 
-    def _values(self, changes: dict[str, Any]) -> dict[str, Any]:
-        """Column values for a move: enums and paths as text, free text redacted."""
-        values = {k: sql_value(v) for k, v in changes.items()}
-        for name in ("error", "note"):
-            if values.get(name) is not None:
-                values[name] = self._redact(values[name])
-        return values
-
     def _stale(self, cur: Cursor, record: RunRecord) -> StoreError:
         """The error for a move whose record no longer matches the row."""
         found = cur.execute(
@@ -180,7 +176,7 @@ class PostgresStore(LedgerConnection):  # pylint: disable=too-many-public-method
                 " updated_at = EXCLUDED.updated_at",
                 (
                     task.id,
-                    str(task.path),
+                    str(task.path.absolute()),
                     task.task_hash,
                     task.spec.schedule,
                     int(task.spec.enabled),
@@ -287,80 +283,6 @@ class PostgresStore(LedgerConnection):  # pylint: disable=too-many-public-method
         row = cur.execute(f"{_SELECT_RUNS} WHERE run_id = %s", (run_id,)).fetchone()
         return None if row is None else run_from_row(row)
 
-    def get_run(self, run_id: str) -> RunRecord | None:
-        """The run's current row, or ``None``."""
-        found = self._read_runs("WHERE run_id = %s", (run_id,))
-        return found[0] if found else None
-
-    def runs(
-        self,
-        *,
-        state: RunState | None = None,
-        task_id: str | None = None,
-        limit: int | None = None,
-        newest_first: bool = True,
-    ) -> list[RunRecord]:
-        """Runs in creation order (newest first by default), optionally filtered."""
-        where: list[str] = []
-        params: list[Any] = []
-        if state is not None:
-            where.append("state = %s")
-            params.append(RunState(state).value)
-        if task_id is not None:
-            where.append("task_id = %s")
-            params.append(task_id)
-        sql = f"WHERE {' AND '.join(where)}" if where else ""
-        sql += f" ORDER BY seq {'DESC' if newest_first else 'ASC'}"
-        if limit is not None:
-            sql += " LIMIT %s"
-            params.append(limit)
-        return self._read_runs(sql, params)
-
-    def counts_by_state(self) -> dict[RunState, int]:
-        """How many runs are in each state; every state is present."""
-        found = {
-            row["state"]: row["n"]
-            for row in self._read("SELECT state, COUNT(*) AS n FROM runs GROUP BY state")
-        }
-        return {state: found.get(state.value, 0) for state in RunState}
-
-    def events(self, run_id: str) -> list[dict[str, Any]]:
-        """A run's state changes, oldest first: id, run_id, at, from_state, to_state, detail."""
-        return self._read(
-            "SELECT id, run_id, at, from_state, to_state, detail FROM events"
-            " WHERE run_id = %s ORDER BY id",
-            (run_id,),
-        )
-
-    def open_run(self, task_id: str, task_hash: str, slot: str | None = None) -> RunRecord | None:
-        """The newest run of this task content (and slot, when given) that may still
-        make progress: not completed, and not failed with its attempts spent."""
-        slot_sql, params = _task_filter(task_id, task_hash, slot)
-        found = self._read_runs(
-            f"WHERE {slot_sql} AND (state = ANY(%s)"
-            " OR (state = 'failed' AND attempt < max_attempts)) ORDER BY seq DESC LIMIT 1",
-            (*params, [s.value for s in OPEN]),
-        )
-        return found[0] if found else None
-
-    def has_completed(self, task_id: str, task_hash: str, slot: str | None = None) -> bool:
-        """True if a run of this task content (and slot, when given) completed."""
-        slot_sql, params = _task_filter(task_id, task_hash, slot)
-        rows = self._read(
-            f"SELECT 1 FROM runs WHERE {slot_sql} AND state = 'completed' LIMIT 1", params
-        )
-        return bool(rows)
-
-    def last_finished_slot(self, task_id: str) -> str | None:
-        """The latest ``slot`` a finished run (completed or failed) of this task served."""
-        rows = self._read(
-            "SELECT MAX(slot) AS slot FROM runs WHERE task_id = %s AND slot IS NOT NULL"
-            " AND state IN ('completed', 'failed')",
-            (task_id,),
-        )
-        slot = rows[0]["slot"]
-        return None if slot is None else str(slot)
-
     def set_note(self, run_id: str, note: str) -> None:
         """Set a run's ``note`` without a state change."""
         with self._write() as cur:
@@ -445,14 +367,7 @@ class PostgresStore(LedgerConnection):  # pylint: disable=too-many-public-method
             for row in rows
         ]
 
-    # -- modes, spend, metadata -----------------------------------------------------
-
-    def mode(self) -> ModeRecord:
-        """The current mode; ``normal`` with ``since=None`` when it never changed."""
-        rows = self._read("SELECT to_mode, at, why FROM modes ORDER BY id DESC LIMIT 1")
-        if not rows:
-            return ModeRecord(mode=Mode.NORMAL, since=None, why="")
-        return ModeRecord(mode=Mode(rows[0]["to_mode"]), since=rows[0]["at"], why=rows[0]["why"])
+    # -- modes, rate limits, metadata -----------------------------------------------------
 
     def set_mode(self, new: Mode, why: str) -> ModeRecord:
         """Change the mode (checked against the table); the same mode is a no-op."""
@@ -477,25 +392,15 @@ class PostgresStore(LedgerConnection):  # pylint: disable=too-many-public-method
             )
         return ModeRecord(mode=new, since=now, why=why)
 
-    def mode_history(self, limit: int = 50) -> list[dict[str, Any]]:
-        """Mode changes, newest first: id, at, from_mode, to_mode, why."""
-        return self._read(
-            "SELECT id, at, from_mode, to_mode, why FROM modes ORDER BY id DESC LIMIT %s",
-            (limit,),
-        )
-
-    def spend_since(self, moment_iso: str) -> float:
-        """Total ``cost_usd`` of runs finished at or after ``moment_iso`` (an ``iso()``)."""
-        rows = self._read(
-            "SELECT COALESCE(SUM(cost_usd), 0) AS spent FROM runs WHERE finished_at >= %s",
-            (moment_iso,),
-        )
-        return float(rows[0]["spent"])
-
-    def meta_get(self, key: str) -> str | None:
-        """A stored value, or ``None``."""
-        rows = self._read("SELECT value FROM meta WHERE key = %s", (key,))
-        return rows[0]["value"] if rows else None
+    def set_rate_limit(self, model: str, until_iso: str, why: str) -> None:
+        """Remember that ``model`` is rate-limited until ``until_iso`` (the later wins)."""
+        with self._write() as cur:
+            cur.execute(
+                "INSERT INTO rate_limits (model, until, why, at) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (model) DO UPDATE SET until = EXCLUDED.until, why = EXCLUDED.why,"
+                " at = EXCLUDED.at WHERE EXCLUDED.until > rate_limits.until",
+                (model, until_iso, self._redact(why), self._now()),
+            )
 
     def meta_set(self, key: str, value: str) -> None:
         """Store ``value`` under ``key``, replacing any earlier one."""
@@ -505,11 +410,3 @@ class PostgresStore(LedgerConnection):  # pylint: disable=too-many-public-method
                 " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
                 (key, value),
             )
-
-
-def _task_filter(task_id: str, task_hash: str, slot: str | None) -> tuple[str, list[Any]]:
-    sql, params = "task_id = %s AND task_hash = %s", [task_id, task_hash]
-    if slot is not None:
-        sql += " AND slot = %s"
-        params.append(slot)
-    return sql, params

@@ -25,7 +25,7 @@ from runner.state.resultcheck import ResultCheck
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from runner.state.backend import StateStore
+    from runner.state.interface import StateStore
 
 #: The outcome a result file's model call carries when its model was rate-limited.
 RATE_LIMITED = "rate_limited"

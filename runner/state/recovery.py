@@ -18,7 +18,7 @@ from runner.state.results import result_path
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from runner.state.backend import StateStore
+    from runner.state.interface import StateStore
     from runner.state.records import RunRecord
     from runner.state.resultcheck import ResultCheck
 

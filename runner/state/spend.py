@@ -19,7 +19,7 @@ from runner.state.resultcheck import ResultCheck
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from runner.state.backend import StateStore
+    from runner.state.interface import StateStore
 
 
 def spend_in_results(results_root: Path, moment: datetime, check: ResultCheck) -> float:

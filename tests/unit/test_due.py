@@ -426,7 +426,9 @@ def test_runs_of_a_task_whose_file_is_gone_are_closed_skipped(tmp_path: Path) ->
         assert len(found) == 1
         orphan = found[0]
         assert orphan.reason == f"task file {gone_file} is gone"
-        [closed] = close_orphans([orphan], store)
+        closed_now = close_orphans([orphan], store)
+        assert len(closed_now) == 1
+        closed = closed_now[0]
         assert (closed.task_id, closed.state, closed.note) == (
             "gone",
             RunState.SKIPPED,
@@ -435,6 +437,24 @@ def test_runs_of_a_task_whose_file_is_gone_are_closed_skipped(tmp_path: Path) ->
         assert store.events(closed.run_id)[-1]["detail"] == f"task file {gone_file} is gone"
         assert orphans([kept], store) == []  # closed once
         assert [r.state for r in store.runs(task_id="kept")] == [RunState.IDLE]
+
+
+def test_an_orphan_another_runner_claimed_meanwhile_is_left_to_it(tmp_path: Path) -> None:
+    gone_file = tmp_path / "tasks" / "gone.yaml"
+    gone_file.parent.mkdir()
+    gone_file.write_text("tool: echo\n")
+    gone = Task("gone", gone_file, make_task().spec, "h")
+    rule = DueRule(now=at("2026-11-21T10:20"), results=tmp_path / "results")
+    with Store(tmp_path / "state.db") as store, Store(tmp_path / "state.db") as other:
+        plan([gone], store, Selection(), rule)
+        gone_file.unlink()
+        found = orphans([], store)
+        assert len(found) == 1
+        orphan = found[0]
+        claimed = other.claim(orphan.run.run_id)  # e.g. an instance still holding the file
+        assert claimed is not None
+        assert close_orphans([orphan], store) == []
+        assert store.get_run(orphan.run.run_id) == claimed
 
 
 def test_an_invalid_but_present_task_file_keeps_its_runs(tmp_path: Path) -> None:

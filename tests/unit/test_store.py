@@ -28,7 +28,7 @@ from runner.state.store import Store
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from runner.state.backend import StateStore
+    from runner.state.interface import StateStore
     from runner.state.records import RunRecord
 
     Opener = Callable[..., StateStore]
@@ -66,7 +66,8 @@ def opener(request: pytest.FixtureRequest, db_path: Path) -> Opener:
     if request.param == "sqlite":
         return lambda **kw: Store(db_path, **kw)
     url = request.getfixturevalue("pg_url")
-    return lambda **kw: PostgresStore(url, role="test", **kw)
+    # A store that may write joins the fleet, as a runner does; a looking one cannot.
+    return lambda **kw: PostgresStore(url, **(kw if "read_only" in kw else {"role": "test"} | kw))
 
 
 @pytest.fixture
@@ -617,3 +618,109 @@ def test_a_read_only_store_never_creates_one(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="cannot open"):
         Store(tmp_path / "none" / "state.db", read_only=True)
     assert not (tmp_path / "none").exists()
+
+
+# -- every read and write on both backends ----------------------------------------------
+
+
+def test_unfinished_runs_and_the_recorded_task_paths(store: StateStore, tmp_path: Path) -> None:
+    idle = store.create_run("a", "h", max_attempts=1)
+    waiting = run_to(store, S.WAITING)
+    retry = run_to(store, S.FAILED, max_attempts=2)
+    run_to(store, S.FAILED, max_attempts=1)  # spent: not unfinished
+    run_to(store, S.COMPLETED)
+    assert [r.run_id for r in store.unfinished_runs()] == [
+        idle.run_id,
+        waiting.run_id,
+        retry.run_id,
+    ]
+
+    spec = TaskSpec(tool="echo")
+    store.upsert_task(Task(id="a", path=Path("tasks/a.yaml"), spec=spec, task_hash="h"))
+    store.upsert_task(Task(id="b", path=tmp_path / "b.yaml", spec=spec, task_hash="h"))
+    assert store.task_paths() == {
+        "a": str(Path("tasks/a.yaml").absolute()),  # so a pass from elsewhere finds it
+        "b": str(tmp_path / "b.yaml"),
+    }
+
+
+def test_a_skipped_run_is_closed_frees_its_key_and_a_move_clears_the_note(
+    store: StateStore,
+) -> None:
+    gone = store.create_run("t", "h1", max_attempts=3, slot="03:00", unique=True)
+    store.set_note(gone.run_id, "waits for a model")
+    assert store.get_run(gone.run_id).note == "waits for a model"  # type: ignore[union-attr]
+    skipped = store.transition(gone.run_id, S.SKIPPED, detail="task file gone")
+    assert (skipped.state, skipped.note, skipped.finished_at) == (S.SKIPPED, None, iso(T0))
+    assert store.unfinished_runs() == []
+    assert store.counts_by_state()[S.SKIPPED] == 1
+    assert store.claim(gone.run_id) is None
+    with pytest.raises(IllegalTransitionError):
+        store.transition(gone.run_id, S.IDLE)
+
+    # The file is back: its slot gets a new run, as a one-off's content does.
+    back = store.create_run("t", "h1", max_attempts=3, slot="03:00", unique=True)
+    assert back.run_id != gone.run_id
+    one_off = store.create_run("t", "h1", max_attempts=1, unique=True)
+    store.transition(one_off.run_id, S.SKIPPED, detail="task file gone", note="gone")
+    assert store.get_run(one_off.run_id).note == "gone"  # type: ignore[union-attr]
+    assert store.create_run("t", "h1", max_attempts=1, unique=True).run_id != one_off.run_id
+
+
+def test_rate_limits_are_remembered_the_later_reset_wins_and_the_why_is_redacted(
+    opener: Opener, clock: FakeClock
+) -> None:
+    with opener(clock=clock, redactor=Redactor(["sk-secret-123456"])) as store:
+        assert store.rate_limits(iso(T0)) == {}
+        store.set_rate_limit("free", iso(T0 + timedelta(minutes=5)), "429 for sk-secret-123456")
+        store.set_rate_limit("free", iso(T0 + timedelta(minutes=1)), "an earlier reset")
+        store.set_rate_limit("paid", iso(T0 + timedelta(minutes=1)), "429")
+        limits = store.rate_limits(iso(T0))
+        assert set(limits) == {"free", "paid"}
+        until, why = limits["free"]
+        assert until == iso(T0 + timedelta(minutes=5))
+        assert "sk-secret-123456" not in why
+        assert why.startswith("429 for ")
+        assert set(store.rate_limits(iso(T0 + timedelta(minutes=2)))) == {"free"}
+        assert store.rate_limits(iso(T0 + timedelta(minutes=5))) == {}
+
+
+def test_runs_by_id_prefix_and_the_last_finished_slot(store: StateStore, clock: FakeClock) -> None:
+    first = run_to(store, S.COMPLETED, slot="2026-03-01T03:00:00Z")
+    clock.advance(3600)
+    second = run_to(store, S.FAILED, max_attempts=1, slot="2026-03-01T04:00:00Z")
+    run_to(store, S.EXECUTING, slot="2026-03-01T05:00:00Z")  # unfinished: does not count
+    assert store.last_finished_slot("t") == "2026-03-01T04:00:00Z"
+    assert store.last_finished_slot("other") is None
+
+    assert store.runs_by_id_prefix(second.run_id.lower()) == [store.get_run(second.run_id)]
+    differs = next(
+        i for i, (a, b) in enumerate(zip(first.run_id, second.run_id, strict=True)) if a != b
+    )
+    found = store.runs_by_id_prefix(first.run_id[:differs])  # the time, an hour apart
+    assert [r.run_id for r in found][-2:] == [second.run_id, first.run_id]
+    assert store.runs_by_id_prefix("ZZZZ") == []
+    assert len(store.runs_by_id_prefix("", limit=2)) == 2
+
+
+def test_a_read_only_store_reads_and_writes_nothing(opener: Opener, clock: FakeClock) -> None:
+    with opener(clock=clock) as writer:
+        run = writer.create_run("t", "h", max_attempts=1)
+        writer.set_mode(Mode.DEGRADED, "gateway down")
+    with opener(read_only=True) as reader:
+        assert reader.get_run(run.run_id) == run
+        assert reader.mode().mode == "degraded"
+        with pytest.raises(StoreError, match=r"read-?only"):
+            reader.set_note(run.run_id, "x")
+        with pytest.raises(StoreError, match=r"read-?only"):
+            reader.create_run("t", "h2", max_attempts=1)
+    with opener() as again:
+        assert again.get_run(run.run_id) == run
+        assert again.runs() == [run]
+
+
+def test_a_read_only_ledger_is_never_created_or_migrated(pg_url: str) -> None:
+    with pytest.raises(StoreError, match="ledger schema 0, this omni reads schema"):
+        PostgresStore(pg_url, read_only=True)
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT to_regclass('runs')").fetchone() == (None,)
