@@ -33,7 +33,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from datetime import datetime
 
-    from runner.defs.config import Config, ResolvedPaths
+    from runner.defs.config import Config
+    from runner.defs.environment import ResolvedPaths
     from runner.state.interface import StateStore
     from runner.state.records import RunRecord
 

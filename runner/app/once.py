@@ -15,7 +15,7 @@ from runner.app.assembly import dispatching
 from runner.app.passes import due_rule, load_pass, waits_for
 from runner.core.errors import GitOpsError, TaskFileError
 from runner.core.states import Mode, RunState
-from runner.defs.config import redactor_for
+from runner.defs.environment import redactor_for
 from runner.planning.dueness import (
     clock_from,
 )
@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 
     from runner.app.publish import Publication, PublishReport
     from runner.core.redaction import Redactor
-    from runner.defs.config import Config, ResolvedPaths
+    from runner.defs.config import Config
+    from runner.defs.environment import ResolvedPaths
     from runner.defs.tasks import Task
     from runner.dispatch.dispatcher import Dispatcher
     from runner.dispatch.faults import FaultHandling

@@ -43,7 +43,7 @@ from runner.app.signals import STOP_SIGNALS
 from runner.core.clock import utc_now
 from runner.core.errors import InvalidTaskFile, OmniError, ServiceError, TaskFileError
 from runner.core.states import RunState
-from runner.defs.config import Config, ResolvedPaths, redactor_for
+from runner.defs.environment import ResolvedPaths, redactor_for
 from runner.defs.tasks import Task, load_task_file
 from runner.dispatch.faults import FaultHandling, Resumer
 from runner.planning.dueness import Due, DueRule, decide, history_from_results, history_from_store
@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from runner.app.signals import EarlySignals
+    from runner.defs.config import Config
     from runner.state.interface import StateStore
     from runner.state.records import ResumeReport, RunRecord
 

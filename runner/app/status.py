@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from runner.core.redaction import Redactor
-    from runner.defs.config import Config, ResolvedPaths
+    from runner.defs.config import Config
+    from runner.defs.environment import ResolvedPaths
 
 
 def status_snapshot(

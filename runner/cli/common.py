@@ -23,14 +23,9 @@ from runner.app.logs import LogFormat, configure_logging
 from runner.cli import render
 from runner.core.errors import ConfigError, OmniError, UsageError
 from runner.core.redaction import RedactingWriter, Redactor
-from runner.defs.config import (
-    Config,
-    ResolvedPaths,
-    config_path_from,
-    load_config,
-    redactor_for,
-    resolve_paths,
-)
+from runner.defs.config import Config
+from runner.defs.configload import load_config
+from runner.defs.environment import ResolvedPaths, config_path_from, redactor_for, resolve_paths
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -45,13 +45,14 @@ from runner.cli.common import (
 )
 from runner.core.redaction import Redactor, secret_env_values
 from runner.core.version import omni_version
-from runner.defs.config import redactor_for
+from runner.defs.environment import redactor_for
 
 if TYPE_CHECKING:
     from rich.console import Console
 
     from runner.app.once import OnceOptions
-    from runner.defs.config import Config, ResolvedPaths
+    from runner.defs.config import Config
+    from runner.defs.environment import ResolvedPaths
 
 app = typer.Typer(
     name="omni",

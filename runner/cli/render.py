@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from runner.app.doctor import Diagnosis
     from runner.app.once import OnceReport
-    from runner.defs.config import ResolvedPaths
+    from runner.defs.environment import ResolvedPaths
     from runner.dispatch.outcome import Finished
 
 _STYLE = {

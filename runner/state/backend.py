@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from runner.core.redaction import Redactor
-    from runner.defs.config import ResolvedPaths
+    from runner.defs.environment import ResolvedPaths
     from runner.state.interface import StateStore
     from runner.state.records import InstanceRecord, RunChange
     from runner.state.resultcheck import ResultCheck

@@ -11,15 +11,9 @@ import pytest
 from runner.core.dsn import dsn_secrets, shown
 from runner.core.errors import ConfigError
 from runner.core.redaction import secret_env_values
-from runner.defs.config import (
-    BUILTIN,
-    Config,
-    SandboxMode,
-    config_path_from,
-    load_config,
-    redactor_for,
-    resolve_paths,
-)
+from runner.defs.config import BUILTIN, Config, SandboxMode
+from runner.defs.configload import load_config
+from runner.defs.environment import config_path_from, redactor_for, resolve_paths
 
 
 def write(tmp_path: Path, text: str, name: str = "config.yaml") -> Path:
