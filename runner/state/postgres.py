@@ -66,8 +66,10 @@ class PostgresStore(LedgerConnection):
     ``role`` (``service``, ``run --once``) joins the fleet: the process gets an instance
     row whose heartbeats renew the leases of the runs it claims, and which
     :meth:`close` removes, handing its unfinished runs to the others at once. A store
-    opened without a role (``omni status``, ``prune``) reads and writes but claims
-    nothing for long: its claims' leases run out after ``lease_seconds``.
+    opened without a role (``omni migrate``, tests) reads and writes but claims nothing
+    for long: its claims' leases run out after ``lease_seconds``. With ``read_only``
+    (``omni status``, ``tasks``, ``show``, ``--dry-run``) it reads an up-to-date ledger
+    and can change nothing.
     """
 
     def __init__(
@@ -81,6 +83,8 @@ class PostgresStore(LedgerConnection):
         lease_seconds: float = 30.0,
         read_only: bool = False,
     ) -> None:
+        if read_only and role is not None:
+            raise ValueError("a read-only store cannot join the fleet (it holds no runs)")
         self.lease_seconds = lease_seconds
         self.instance_id: str | None = None
         super().__init__(
