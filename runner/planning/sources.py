@@ -102,6 +102,18 @@ def _signature(info: os.stat_result) -> Signature:
     return (info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)
 
 
+#: Seconds a whole-second modification time may hide: file systems with coarse
+#: timestamps (ext4 with 128-byte inodes: 1 s; FAT: 2 s) round the last write down.
+_COARSE_MTIME_S = 2.0
+
+
+def _last_write(info: os.stat_result) -> float:
+    """When the file was last written, at the latest (wall-clock seconds)."""
+    if info.st_mtime_ns % 1_000_000_000 == 0:  # a coarse clock, or a write exactly on it
+        return info.st_mtime + _COARSE_MTIME_S
+    return info.st_mtime
+
+
 @dataclass(slots=True)
 class _Pending:
     """A file seen changing: its last observed signature and since when (monotonic)."""
@@ -186,7 +198,7 @@ class FolderSource:  # pylint: disable=too-many-instance-attributes  # one watch
             signature = _signature(info)
             if signature != pending.signature:
                 pending.signature, pending.since = signature, now
-            quiet = max(wall - info.st_mtime, now - pending.since)
+            quiet = max(wall - _last_write(info), now - pending.since)
             if quiet < self._settle:
                 wait = self._settle - quiet
                 delay = wait if delay is None else min(delay, wait)

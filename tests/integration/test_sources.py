@@ -231,6 +231,30 @@ def test_rescan_finds_new_changed_and_vanished_files_without_events(tasks: Path)
     assert ("removed", "a.yaml") in seen.names()
 
 
+def test_a_whole_second_mtime_is_not_taken_for_quiet(tasks: Path) -> None:
+    # Coarse timestamps (ext4 with 128-byte inodes, FAT) round a write down to the
+    # second: a file written 0.1 s ago may look 0.9 s old and be read half-written.
+    second = float(int(time.time()) - 5)
+    clock = {"wall": second + 0.9, "monotonic": 100.0}
+    seen = Seen()
+    source = FolderSource(
+        tasks,
+        on_changes=seen,
+        settle_ms=300,
+        rescan_interval=60,
+        wall=lambda: clock["wall"],
+        monotonic=lambda: clock["monotonic"],
+    )
+    (tasks / "half.yaml").write_text("tool: echo\n")
+    os.utime(tasks / "half.yaml", (second, second))
+    source.rescan()
+    wait = source.settle()
+    assert seen.changes == [] and wait is not None
+    clock["monotonic"] += 0.31  # quiet for settle_ms since it was first seen: read now
+    assert source.settle() is None
+    assert seen.names() == [("changed", "half.yaml")]
+
+
 async def test_rescans_run_on_their_interval(tasks: Path) -> None:
     async with watching(tasks, settle_ms=0, rescan_interval=0.3) as seen:
         # Hidden from the watcher: written into a hidden folder, then made visible by a
