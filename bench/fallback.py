@@ -36,7 +36,8 @@ from typing import TYPE_CHECKING, Any
 
 from runner.app.service import Service
 from runner.core.redaction import Redactor
-from runner.defs.config import Config, ResolvedPaths
+from runner.defs.config import Config
+from runner.defs.environment import ResolvedPaths
 from runner.defs.routing import ModelChoice, ModelStep, Tier
 from runner.dispatch.faults import FaultHandling
 from runner.reach.calls import GatewayCall, Via

@@ -21,9 +21,10 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from runner.core.redaction import Redactor
-    from runner.defs.config import Config, ResolvedPaths
+    from runner.defs.config import Config
+    from runner.defs.environment import ResolvedPaths
     from runner.dispatch.outcome import Finished
-    from runner.state.store import Store
+    from runner.state.interface import StateStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +39,7 @@ class Machinery:
 async def dispatching(
     config: Config,
     paths: ResolvedPaths,
-    store: Store,
+    store: StateStore,
     *,
     environ: Mapping[str, str],
     redactor: Redactor,

@@ -26,24 +26,26 @@ from runner.defs.routing import choose_executor, choose_model, model_list_names
 from runner.defs.tasks import Task, load_task_file, root_for
 from runner.planning.plan import Orphan, Planned, Selection, Skipped, orphans, preview
 from runner.planning.slots import next_slot
+from runner.state.backend import exists, open_store
 from runner.state.results import result_dir
-from runner.state.store import Store
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from datetime import datetime
 
-    from runner.defs.config import Config, ResolvedPaths
+    from runner.defs.config import Config
+    from runner.defs.environment import ResolvedPaths
+    from runner.state.interface import StateStore
     from runner.state.records import RunRecord
 
 
 @contextmanager
-def looking(paths: ResolvedPaths) -> Iterator[Store | None]:
+def looking(paths: ResolvedPaths) -> Iterator[StateStore | None]:
     """The state database, read-only, or ``None`` when there is none yet."""
-    if not paths.state.exists():
+    if not exists(paths):
         yield None
         return
-    with Store(paths.state, read_only=True) as store:
+    with open_store(paths, read_only=True) as store:
         yield store
 
 
@@ -178,7 +180,7 @@ def _keep(row: dict[str, Any], only: TaskFilter) -> bool:
     return all(wanted is None or wanted == value for wanted, value in checks)
 
 
-def _last_run(store: Store | None, results: Path, task_id: str) -> dict[str, Any] | None:
+def _last_run(store: StateStore | None, results: Path, task_id: str) -> dict[str, Any] | None:
     """The task's newest run: from the store, else from its newest result file."""
     if store is not None:
         found = store.runs(task_id=task_id, limit=1)
@@ -231,7 +233,7 @@ def _find_task(config: Config, paths: ResolvedPaths, task_id: str) -> Task | Non
     return next((t for t in loaded.tasks if t.id == task_id), None)
 
 
-def _run_by_prefix(store: Store | None, results: Path, prefix: str) -> str:
+def _run_by_prefix(store: StateStore | None, results: Path, prefix: str) -> str:
     """The one run whose id starts with ``prefix``; :class:`UsageError` for none or
     several."""
     text = prefix.upper()
@@ -247,7 +249,7 @@ def _run_by_prefix(store: Store | None, results: Path, prefix: str) -> str:
     raise UsageError(f"{prefix!r} is neither a task id nor a run id (or the start of one)")
 
 
-def _run_view(store: Store | None, results: Path, run_id: str) -> dict[str, Any]:
+def _run_view(store: StateStore | None, results: Path, run_id: str) -> dict[str, Any]:
     run = store.get_run(run_id) if store is not None else None
     path = Path(run.result_path) if run is not None and run.result_path else None
     if path is None:
@@ -277,7 +279,7 @@ def _run_json(run: RunRecord) -> dict[str, Any]:
 
 
 def _task_view(
-    config: Config, paths: ResolvedPaths, store: Store | None, task: Task, now: datetime
+    config: Config, paths: ResolvedPaths, store: StateStore | None, task: Task, now: datetime
 ) -> dict[str, Any]:
     last = _last_run(store, paths.results, task.id)
     return {
@@ -287,7 +289,7 @@ def _task_view(
     }
 
 
-def _gone_task_view(paths: ResolvedPaths, store: Store, task_id: str) -> dict[str, Any]:
+def _gone_task_view(paths: ResolvedPaths, store: StateStore, task_id: str) -> dict[str, Any]:
     """A task the store knows runs of but no task file defines any more."""
     last = _last_run(store, paths.results, task_id)
     return {
@@ -297,7 +299,7 @@ def _gone_task_view(paths: ResolvedPaths, store: Store, task_id: str) -> dict[st
     }
 
 
-def _recent_runs(store: Store | None, task_id: str) -> list[dict[str, Any]]:
+def _recent_runs(store: StateStore | None, task_id: str) -> list[dict[str, Any]]:
     if store is None:
         return []
     return [

@@ -15,15 +15,14 @@ from runner.app.assembly import dispatching
 from runner.app.passes import due_rule, load_pass, waits_for
 from runner.core.errors import GitOpsError, TaskFileError
 from runner.core.states import Mode, RunState
-from runner.defs.config import redactor_for
+from runner.defs.environment import redactor_for
 from runner.planning.dueness import (
     clock_from,
 )
 from runner.planning.plan import Selection, Skipped, close_orphans, orphans, plan
+from runner.state.backend import fleet, open_store, runner_lock
 from runner.state.recovery import resume
 from runner.state.resultcheck import ResultCheck
-from runner.state.statelock import StateLock
-from runner.state.store import Store
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -31,7 +30,8 @@ if TYPE_CHECKING:
 
     from runner.app.publish import Publication, PublishReport
     from runner.core.redaction import Redactor
-    from runner.defs.config import Config, ResolvedPaths
+    from runner.defs.config import Config
+    from runner.defs.environment import ResolvedPaths
     from runner.defs.tasks import Task
     from runner.dispatch.dispatcher import Dispatcher
     from runner.dispatch.faults import FaultHandling
@@ -164,8 +164,14 @@ async def _run_tasks(
     if options.task_id is not None and all(t.id != options.task_id for t in loaded.tasks):
         return report  # its file is invalid: the problems say why
     with (
-        StateLock(paths.state, "run --once"),
-        Store(paths.state, clock=clock, redactor=redactor) as store,
+        runner_lock(paths, "run --once"),
+        open_store(
+            paths,
+            clock=clock,
+            redactor=redactor,
+            role="run --once",
+            lease_seconds=config.state.lease_seconds,
+        ) as store,
     ):
         rule = due_rule(config, paths.results, clock())
         report.resumed = resume(store, paths.results, rule.check())
@@ -182,15 +188,22 @@ async def _run_tasks(
             if on_planned is not None:
                 on_planned(0)
             return report
-        async with dispatching(
-            config,
-            paths,
-            store,
-            environ=env,
-            redactor=redactor,
-            clock=clock,
-            on_finished=on_finished,
-        ) as machinery:
+        async with (
+            fleet(  # a ledger's leases stay ours while we run
+                store,
+                paths.results,
+                lambda: ResultCheck(clock(), config.limits.result_file_bytes),
+            ),
+            dispatching(
+                config,
+                paths,
+                store,
+                environ=env,
+                redactor=redactor,
+                clock=clock,
+                on_finished=on_finished,
+            ) as machinery,
+        ):
             faults = machinery.faults
             # A mode left by an earlier process is probed before any run, not trusted.
             await faults.monitor.checked()

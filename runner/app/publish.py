@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from runner.core.clock import utc_now
 from runner.core.errors import GitOpsError
 from runner.core.pathglob import PathRules
-from runner.defs.config import redactor_for
+from runner.defs.environment import redactor_for
 from runner.defs.tasks import Task, load_tasks
 from runner.dispatch.isolation import Boundaries
 from runner.gitops import prtext
@@ -43,7 +43,8 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from datetime import datetime
 
-    from runner.defs.config import Config, ResolvedPaths
+    from runner.defs.config import Config
+    from runner.defs.environment import ResolvedPaths
     from runner.gitops.workspace import Prepared, Published
 
 #: The results branch ``omni publish`` uses unless told otherwise.

@@ -17,7 +17,7 @@ from runner.gitops.workspace import GitWorkspace
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from runner.defs.config import ResolvedPaths
+    from runner.defs.environment import ResolvedPaths
     from runner.gitops.carry import BranchReport
     from runner.state.resultcheck import ResultCheck
 

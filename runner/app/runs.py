@@ -15,8 +15,8 @@ if TYPE_CHECKING:
     from runner.defs.tasks import Task
     from runner.dispatch.dispatcher import Dispatcher
     from runner.dispatch.outcome import Finished
+    from runner.state.interface import StateStore
     from runner.state.records import RunRecord
-    from runner.state.store import Store
 
 log = logging.getLogger("runner.app.service")  # the service's log lines, as before the split
 
@@ -24,10 +24,11 @@ log = logging.getLogger("runner.app.service")  # the service's log lines, as bef
 class Runs:
     """The runs the service started, on the dispatcher, one at a time per task."""
 
-    def __init__(self, dispatcher: Dispatcher, store: Store) -> None:
+    def __init__(self, dispatcher: Dispatcher, store: StateStore) -> None:
         self._dispatcher = dispatcher
         self._store = store
         self._active: dict[asyncio.Task[Finished | None], str] = {}  # -> run id
+        self._jobs: dict[str, asyncio.Task[Finished | None]] = {}  # run id ->
         self._locks: dict[str, asyncio.Lock] = {}
         self._users: Counter[str] = Counter()
 
@@ -36,18 +37,21 @@ class Runs:
 
     def running(self, run_id: str) -> bool:
         """True while a job for ``run_id`` is started and not done."""
-        return run_id in self._active.values()
+        return run_id in self._jobs
 
     def start(self, task: Task, run: RunRecord) -> asyncio.Task[Finished | None]:
-        """Start taking ``run`` through the dispatcher; the task runs even if the caller
-        is cancelled, until :meth:`drain` cancels it."""
+        """Start taking ``run`` through the dispatcher (the job already on it, if any);
+        the task runs even if the caller is cancelled, until :meth:`drain` cancels it."""
+        if (started := self._jobs.get(run.run_id)) is not None:
+            return started
         job = asyncio.create_task(self._one(task, run), name=f"run {task.id} {run.run_id}")
         self._active[job] = run.run_id
+        self._jobs[run.run_id] = job
         job.add_done_callback(self._forget)
         return job
 
     def _forget(self, job: asyncio.Task[Finished | None]) -> None:
-        del self._active[job]
+        del self._jobs[self._active.pop(job)]
 
     async def _one(self, task: Task, run: RunRecord) -> Finished | None:
         self._users[task.id] += 1

@@ -34,6 +34,7 @@ import os
 from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
+from runner.app.adoption import Adopter
 from runner.app.assembly import dispatching
 from runner.app.logs import LogFormat, configure_logging, log_run_change
 from runner.app.passes import due_rule, waits_for
@@ -42,23 +43,24 @@ from runner.app.signals import STOP_SIGNALS
 from runner.core.clock import utc_now
 from runner.core.errors import InvalidTaskFile, OmniError, ServiceError, TaskFileError
 from runner.core.states import RunState
-from runner.defs.config import Config, ResolvedPaths, redactor_for
+from runner.defs.environment import ResolvedPaths, redactor_for
 from runner.defs.tasks import Task, load_task_file
 from runner.dispatch.faults import FaultHandling, Resumer
 from runner.planning.dueness import Due, DueRule, decide, history_from_results, history_from_store
 from runner.planning.plan import Selection, close_orphans, orphans_of, plan
 from runner.planning.schedule import LIVE_GRACE, Firing, TaskScheduler, plan_of, save_plans
 from runner.planning.sources import ChangeKind, FolderSource, GitSource, SourceChange, TaskRegistry
+from runner.state.backend import fleet, location, open_store, runner_lock
 from runner.state.recovery import resume
 from runner.state.resultcheck import ResultCheck
-from runner.state.statelock import StateLock
-from runner.state.store import Store
 
 if TYPE_CHECKING:
     from datetime import datetime
     from pathlib import Path
 
     from runner.app.signals import EarlySignals
+    from runner.defs.config import Config
+    from runner.state.interface import StateStore
     from runner.state.records import ResumeReport, RunRecord
 
 log = logging.getLogger(__name__)
@@ -71,7 +73,7 @@ class Planner:
     the clock's now; the result files count too where ``results`` is given."""
 
     def __init__(
-        self, config: Config, store: Store, results: Path, clock: Callable[[], datetime]
+        self, config: Config, store: StateStore, results: Path, clock: Callable[[], datetime]
     ) -> None:
         self._config = config
         self._store = store
@@ -123,7 +125,7 @@ class Intake:  # pylint: disable=too-many-instance-attributes  # the wiring of o
         self,
         *,
         config: Config,
-        store: Store,
+        store: StateStore,
         registry: TaskRegistry,
         scheduler: TaskScheduler,
         planner: Planner,
@@ -292,15 +294,17 @@ class Service:  # pylint: disable=too-many-instance-attributes  # the service's 
         config, env = self._config, self._env
         redactor = redactor_for(config, env)
         with (
-            StateLock(self._paths.state, "service"),
-            Store(
-                self._paths.state,
+            runner_lock(self._paths, "service"),
+            open_store(
+                self._paths,
                 clock=self._clock,
                 on_transition=log_run_change,
                 redactor=redactor,
+                role="service",
+                lease_seconds=config.state.lease_seconds,
             ) as store,
         ):
-            check = ResultCheck(self._clock(), config.limits.result_file_bytes)
+            check = self._check()
             _report_resume(resume(store, self._paths.results, check))
             async with dispatching(
                 config, self._paths, store, environ=env, redactor=redactor, clock=self._clock
@@ -309,7 +313,7 @@ class Service:  # pylint: disable=too-many-instance-attributes  # the service's 
                 await self._serve(store, runs, machinery.faults)
         return self._exit
 
-    async def _serve(self, store: Store, runs: Runs, faults: FaultHandling) -> None:
+    async def _serve(self, store: StateStore, runs: Runs, faults: FaultHandling) -> None:
         config = self._config
         registry = TaskRegistry()
         planner = Planner(config, store, self._paths.results, self._clock)
@@ -344,30 +348,36 @@ class Service:  # pylint: disable=too-many-instance-attributes  # the service's 
             start=resume_waiting,
             interval=config.fault_handler.check_interval,
         )
-        faulty: list[tuple[str, Background]] = [
+        background: list[asyncio.Task[None]] = []
+        for name, work in [
+            *self._sources(store, intake),
             ("fault monitor", faults.monitor.watch),
             ("waiting runs", resumer.run),
-        ]
-        background: list[asyncio.Task[None]] = []
-        for name, work in [*self._sources(store, intake), *faulty]:
+        ]:
             job = asyncio.create_task(work(stopping), name=name)
             job.add_done_callback(self._background_done)
             background.append(job)
-        try:
-            await self._stop.wait()
-        finally:
-            intake.close()
-            firing.stopped = True
-            scheduler.pause()
-            stopping.set()
-            grace = self._config.service.shutdown_grace
-            log.info("intake stopped; runs not yet started stay idle, running ones get %g s", grace)
-            await asyncio.gather(*background, return_exceptions=True)
-            cancelled = await runs.drain(grace, self._hurry)
-            scheduler.shutdown()
-            log.info("stopped; %d unfinished run(s) left idle for the next start", cancelled)
+        adopter = Adopter(store=store, tasks=registry, runs=runs, waits=planner.waits)
+        # The fleet's heartbeats go on until the last run is drained.
+        async with fleet(store, self._paths.results, self._check, on_work=adopter.adopt):
+            try:
+                await self._stop.wait()
+            finally:
+                adopter.stopped = True
+                intake.close()
+                firing.stopped = True
+                scheduler.pause()
+                stopping.set()
+                grace = self._config.service.shutdown_grace
+                log.info(
+                    "intake stopped; runs not yet started stay idle, running ones get %g s", grace
+                )
+                await asyncio.gather(*background, return_exceptions=True)
+                cancelled = await runs.drain(grace, self._hurry)
+                scheduler.shutdown()
+                log.info("stopped; %d unfinished run(s) left idle for the next start", cancelled)
 
-    def _sources(self, store: Store, intake: Intake) -> list[tuple[str, Background]]:
+    def _sources(self, store: StateStore, intake: Intake) -> list[tuple[str, Background]]:
         service = self._config.service
         folder = FolderSource(
             self._paths.tasks,
@@ -388,8 +398,12 @@ class Service:  # pylint: disable=too-many-instance-attributes  # the service's 
             sources.append(("git source", git.run))
         return sources
 
+    def _check(self) -> ResultCheck:
+        """Result files are checked as of now."""
+        return ResultCheck(self._clock(), self._config.limits.result_file_bytes)
+
     def _started(self) -> None:
-        log.info("ready: watching %s (state %s)", self._paths.tasks, self._paths.state)
+        log.info("ready: watching %s (state %s)", self._paths.tasks, location(self._paths))
         self.ready.set()
 
     def _background_done(self, job: asyncio.Task[None]) -> None:

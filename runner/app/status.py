@@ -1,7 +1,7 @@
-"""``omni status`` as plain data: mode, runs by state, recent runs, next fire times and
-today's spend. Reads the store (read-only); never changes it. Its text is redacted
-(rows written before redaction reached the store, or by another omni, may hold
-secrets)."""
+"""``omni status`` as plain data: mode, runs by state, recent runs, next fire times,
+today's spend, and on a shared ledger the live instances. Reads the store; never
+changes it. Its text is redacted (rows written before redaction reached the store, or
+by another omni, may hold secrets)."""
 
 from __future__ import annotations
 
@@ -12,13 +12,15 @@ from runner.core.clock import utc_now
 from runner.core.states import RunState
 from runner.defs.config import SandboxMode
 from runner.reach.sandbox import probe, sandbox_state
+from runner.state.backend import fleet_members, location
 from runner.state.spend import spent_today
 
 if TYPE_CHECKING:
     from datetime import datetime
 
     from runner.core.redaction import Redactor
-    from runner.defs.config import Config, ResolvedPaths
+    from runner.defs.config import Config
+    from runner.defs.environment import ResolvedPaths
 
 
 def status_snapshot(
@@ -49,7 +51,7 @@ def _snapshot(  # pylint: disable=too-many-arguments,too-many-positional-argumen
     budget = config.router.budget
     cap = config.limits.result_file_bytes
     snapshot: dict[str, Any] = {
-        "state_file": str(paths.state),
+        "state_file": location(paths),
         "mode": {"mode": "normal", "since": None, "why": ""},
         "runs_by_state": {state.value: 0 for state in RunState},
         "recent_runs": [],
@@ -57,6 +59,7 @@ def _snapshot(  # pylint: disable=too-many-arguments,too-many-positional-argumen
         "budget": {"per_run_usd": budget.per_run_usd, "per_day_usd": budget.per_day_usd},
         "next_fire": [],
         "sandbox": sandbox_report(config),
+        "instances": [],
     }
     with looking(paths) as store:
         if store is None:
@@ -83,6 +86,19 @@ def _snapshot(  # pylint: disable=too-many-arguments,too-many-positional-argumen
             for r in store.runs(task_id=task_id, state=state, limit=limit)
         ]
         snapshot["spend_today_usd"] = round(spent_today(store, paths.results, now, cap), 6)
+        snapshot["instances"] = [
+            {
+                "host": i.host,
+                "pid": i.pid,
+                "role": i.role,
+                "runs_in_flight": i.runs_in_flight,
+                "last_heartbeat": i.heartbeat_at,
+                "started_at": i.started_at,
+                "id": i.instance_id,
+            }
+            for i in fleet_members(store)
+            if i.live
+        ]
         # The jobs `omni run` last scheduled; apscheduler loads only here.
         from runner.planning.schedule import next_fire_times  # noqa: PLC0415 # pylint: disable=import-outside-toplevel
 

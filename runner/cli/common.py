@@ -23,14 +23,9 @@ from runner.app.logs import LogFormat, configure_logging
 from runner.cli import render
 from runner.core.errors import ConfigError, OmniError, UsageError
 from runner.core.redaction import RedactingWriter, Redactor
-from runner.defs.config import (
-    Config,
-    ResolvedPaths,
-    config_path_from,
-    load_config,
-    redactor_for,
-    resolve_paths,
-)
+from runner.defs.config import Config
+from runner.defs.configload import load_config
+from runner.defs.environment import ResolvedPaths, config_path_from, redactor_for, resolve_paths
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -127,6 +122,9 @@ def setup(  # pylint: disable=too-many-arguments
     path, required = config_path_from(config)
     try:
         cfg = load_config(path, required=required)
+        paths = resolve_paths(
+            cfg, path if path.exists() else None, tasks=tasks, results=results, state=state
+        )
     except ConfigError as exc:
         lines = exc.lines()
         for text in lines:
@@ -137,9 +135,7 @@ def setup(  # pylint: disable=too-many-arguments
     redactor = redactor_for(cfg, os.environ)
     guard_output(redactor)
     configure_logging(log_format, redactor, level=log_level, verbose=verbose)
-    return cfg, resolve_paths(
-        cfg, path if path.exists() else None, tasks=tasks, results=results, state=state
-    )
+    return cfg, paths
 
 
 def result_check(cfg: Config) -> ResultCheck:

@@ -30,7 +30,7 @@ from runner.cli.common import (
 )
 from runner.core.errors import InvalidTaskFile, OmniError, UsageError
 from runner.core.states import RunState
-from runner.defs.config import redactor_for
+from runner.defs.environment import redactor_for
 from runner.planning.dueness import clock_from
 
 if TYPE_CHECKING:

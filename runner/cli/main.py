@@ -45,13 +45,14 @@ from runner.cli.common import (
 )
 from runner.core.redaction import Redactor, secret_env_values
 from runner.core.version import omni_version
-from runner.defs.config import redactor_for
+from runner.defs.environment import redactor_for
 
 if TYPE_CHECKING:
     from rich.console import Console
 
     from runner.app.once import OnceOptions
-    from runner.defs.config import Config, ResolvedPaths
+    from runner.defs.config import Config
+    from runner.defs.environment import ResolvedPaths
 
 app = typer.Typer(
     name="omni",
@@ -398,6 +399,44 @@ def prune(  # pylint: disable=too-many-arguments
             render.line(out, f"{verb} {item.path}")
         render.line(out, f"{verb} {len(done.removed)} result file(s), kept {done.kept}")
         _print_git(out, err, published, None)
+
+
+@app.command()
+def migrate(
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to",
+            metavar="URL",
+            help="The PostgreSQL ledger: postgresql://user@host:port/db (password from"
+            " env PGPASSWORD, or in the URL).",
+        ),
+    ],
+    config: ConfigOpt = None,
+    state: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Copy the SQLite state (runs, events, modes, tasks) into an empty PostgreSQL ledger.
+
+    Stop the runner first. Then point every instance at the ledger (config
+    `state: {url: ...}` or env OMNI_STATE_URL).
+
+    Example: `omni migrate --to postgresql://omni@db.internal:5432/omni`
+    """
+    from runner.app.migrate import migrate_to  # noqa: PLC0415 - loads psycopg
+    from runner.core.dsn import is_postgres_url  # noqa: PLC0415
+
+    out, err = render.consoles()
+    _, paths = setup(err, config, state=state, as_json=as_json)
+    if not is_postgres_url(to):
+        fail(err, "--to wants a postgresql:// URL", USAGE, as_json=as_json)
+    with failing(err, as_json=as_json):
+        report = migrate_to(paths.state, to)
+    if as_json:
+        print_json(dataclasses.asdict(report))
+        return
+    counts = ", ".join(f"{n} {table}" for table, n in report.copied.items())
+    render.line(out, f"copied {report.source} into {report.target}: {counts}")
 
 
 @app.command()

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from runner.app.doctor import Diagnosis
     from runner.app.once import OnceReport
-    from runner.defs.config import ResolvedPaths
+    from runner.defs.environment import ResolvedPaths
     from runner.dispatch.outcome import Finished
 
 _STYLE = {
@@ -124,6 +124,22 @@ def print_status(out: Console, snap: dict[str, Any], *, filtered: bool = False) 
                 for j in snap["next_fire"]
             ],
             title="next fire times (as `omni run` scheduled them)",
+        )
+    if snap.get("instances"):
+        table(
+            out,
+            ("host", "pid", "role", "runs in flight", "last heartbeat"),
+            [
+                (
+                    one["host"],
+                    str(one["pid"]),
+                    one["role"],
+                    str(one["runs_in_flight"]),
+                    one["last_heartbeat"],
+                )
+                for one in snap["instances"]
+            ],
+            title=f"live instances on {snap['state_file']}",
         )
     if not snap["recent_runs"]:
         if filtered:

@@ -1,19 +1,15 @@
-"""The config model (DESIGN §4) and its loader.
+"""The config model (DESIGN §4): every section and key, its default and its checks.
 
-No config file means the embedded defaults: the built-in executor, ``./tasks``,
-``./results``, ``./.omni/state.db``. ``${VAR}`` and ``${VAR:-default}`` are expanded in
-every string; a missing variable is an error naming the key.
+Read by :mod:`runner.defs.configload` (the file, ``${VAR}`` expansion, every problem at
+once); what the environment and the command line add (paths, the state in force, the
+redactor) is :mod:`runner.defs.environment`'s.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import re
-from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -21,27 +17,18 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
 from runner.core.clock import check_timezone
-from runner.core.errors import ConfigError, FileRefusedError, TaskFileError
-from runner.core.files import read_regular
+from runner.core.dsn import dsn_secrets, is_postgres_url
 from runner.core.pathglob import compile_glob
 from runner.core.redaction import (
-    Redactor,
     is_secret_header,
     is_secret_name,
-    secret_env_values,
     url_secrets,
 )
-from runner.core.yamlio import YamlProblem, dotted, line_of, read_yaml
-from runner.defs.problems import message as problem_message
-
-if TYPE_CHECKING:
-    from collections.abc import Mapping
 
 #: The name of the executor shipped in the package (``runner/builtin``).
 BUILTIN = "builtin"
@@ -331,6 +318,30 @@ class Paths(_Strict):
     """The SQLite state file (default ``./.omni/state.db``; env ``OMNI_STATE``)."""
 
 
+class StateDb(_Strict):
+    """Where runs are kept: the SQLite file (``paths.state``) unless ``url`` names a
+    shared PostgreSQL ledger."""
+
+    url: str | None = None
+    """``postgresql://user@host:port/db``: one ledger for services and ``run --once``
+    shards on several machines (env ``OMNI_STATE_URL`` wins). Give the password as
+    ``${VAR}`` or in env ``PGPASSWORD``, never in the file; it is masked in every output."""
+    lease_seconds: float = Field(default=30.0, gt=0)
+    """PostgreSQL: how long a claimed run stays an instance's without a heartbeat (sent
+    every third of it); after that another instance settles it."""
+
+    @field_validator("url")
+    @classmethod
+    def _postgres(cls, value: str | None) -> str | None:
+        if value is not None and not is_postgres_url(value):
+            raise ValueError("want a postgresql:// URL (the SQLite file is paths.state)")
+        return value
+
+    def secret_values(self) -> list[str]:
+        """The password in ``url``, if any."""
+        return dsn_secrets(self.url) if self.url else []
+
+
 class Limits(_Strict):
     """Caps on input from outside (each bounded itself: a cap is no cap if it is huge)."""
 
@@ -390,6 +401,8 @@ class Config(_Strict):
     """Extra task sources."""
     paths: Paths = Field(default_factory=Paths)
     """Folders and the state file."""
+    state: StateDb = Field(default_factory=StateDb)
+    """A shared PostgreSQL ledger instead of the SQLite file."""
     limits: Limits = Field(default_factory=Limits)
     """Input caps."""
 
@@ -452,315 +465,5 @@ class Config(_Strict):
         git = self.sources.git
         for url in (self.lite_llm_url, self.direct_api.api_base, git.url if git else None):
             values.extend(url_secrets(url))
+        values.extend(self.state.secret_values())
         return [v for v in values if v]
-
-
-def redactor_for(config: Config, environ: Mapping[str, str]) -> Redactor:
-    """The redactor of every secret the config and the environment hold (DESIGN §4)."""
-    return Redactor([*config.secret_values(), *secret_env_values(environ)])
-
-
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-class _Expansion:
-    """``${VAR}``, ``${VAR:-default}`` (the default may hold ``${...}`` itself) and
-    ``$$`` (a literal ``$``) in one string; a ``$`` before anything else stays as it is."""
-
-    def __init__(self, text: str, environ: Mapping[str, str]) -> None:
-        self._text = text
-        self._env = environ
-        self.missing: list[str] = []
-        """Variables that were needed and not set, in order."""
-
-    def run(self) -> str:
-        """The expanded string (``missing`` lists the variables that were not set)."""
-        value, end = self._until(0, closing=False, used=True)
-        assert end == len(self._text)
-        return value
-
-    def _until(self, i: int, *, closing: bool, used: bool) -> tuple[str, int]:
-        """The expansion from ``i`` to the end (or, ``closing``, to the ``}`` that
-        closes a default); returns it and the index after it."""
-        text, out = self._text, list[str]()
-        while i < len(text):
-            char = text[i]
-            if closing and char == "}":
-                return "".join(out), i
-            if text.startswith("$$", i):
-                out.append("$")
-                i += 2
-            elif text.startswith("${", i):
-                value, i = self._variable(i + 2, used=used)
-                out.append(value)
-            else:
-                out.append(char)
-                i += 1
-        if closing:
-            raise ValueError("a `${` has no closing `}` (write `$$` for a literal `$`)")
-        return "".join(out), i
-
-    def _variable(self, i: int, *, used: bool) -> tuple[str, int]:
-        match = _NAME.match(self._text, i)
-        if match is None:
-            raise ValueError(
-                "`${` must be followed by a variable name, as in ${NAME} or ${NAME:-default}"
-                " (write `$$` for a literal `$`)"
-            )
-        name, i = match.group(), match.end()
-        present = name in self._env
-        if self._text.startswith(":-", i):
-            default, i = self._until(i + 2, closing=True, used=used and not present)
-            return (self._env[name] if present else default), i + 1
-        if not self._text.startswith("}", i):
-            raise ValueError(f"${{{name} is not closed with `}}` (or `:-default}}`)")
-        if not present and used:
-            self.missing.append(name)
-        return self._env.get(name, ""), i + 1
-
-
-@dataclass(frozen=True, slots=True)
-class _Unexpanded:
-    """A string of the config that could not be expanded, and why."""
-
-    loc: tuple[str | int, ...]
-    message: str
-
-
-def expand_env(data: Any, environ: Mapping[str, str], problems: list[_Unexpanded]) -> Any:
-    """Expand ``${VAR}``, ``${VAR:-default}`` and ``$$`` in every string of ``data``;
-    each missing variable or bad ``${`` is appended to ``problems`` (that string is
-    then left as it was)."""
-    found = problems
-
-    def walk(value: Any, loc: tuple[str | int, ...]) -> Any:
-        if isinstance(value, str):
-            if "$" not in value:
-                return value
-            expansion = _Expansion(value, environ)
-            try:
-                expanded = expansion.run()
-            except ValueError as exc:
-                found.append(_Unexpanded(loc, str(exc)))
-                return value
-            for name in expansion.missing:
-                found.append(
-                    _Unexpanded(
-                        loc,
-                        f"environment variable ${{{name}}} is not set"
-                        f" (set it, or write ${{{name}:-default}})",
-                    )
-                )
-            return value if expansion.missing else expanded
-        if isinstance(value, dict):
-            return {k: walk(v, (*loc, str(k))) for k, v in value.items()}
-        if isinstance(value, list):
-            return [walk(v, (*loc, i)) for i, v in enumerate(value)]
-        return value
-
-    return walk(data, ())
-
-
-def load_config(
-    path: Path | None, environ: Mapping[str, str] | None = None, *, required: bool = False
-) -> Config:
-    """Load ``path``; ``None``, or a missing file that was not ``required``, gives the
-    embedded defaults.
-
-    Raises :class:`ConfigError` with every problem found, each naming the file, the
-    line and the key.
-    """
-    env = os.environ if environ is None else environ
-    shown = str(path) if path is not None else "(defaults)"
-    data, text = _read_config(path, shown, required=required)
-    unexpanded: list[_Unexpanded] = []
-    data = expand_env(data, env, unexpanded)
-    problems = [
-        TaskFileError(shown, line_of(text, u.loc), dotted(u.loc), u.message) for u in unexpanded
-    ]
-    data.setdefault("lite_llm_key", env.get("LITELLM_API_KEY") or None)
-    data.setdefault("github_key", env.get("GITHUB_LITELLM_KEY") or None)
-    config: Config | None = None
-    try:
-        config = Config.model_validate(data)
-    except ValidationError as exc:
-        failed = {u.loc for u in unexpanded}
-        for err in exc.errors():
-            loc = tuple(err["loc"])
-            if any(loc[: len(f)] == f for f in failed):
-                continue  # already said: its variable is not set
-            message = problem_message(Config, err, show_value=False)
-            problems.append(TaskFileError(shown, line_of(text, loc), dotted(loc), message))
-    if (reason := _workspace_problem(data.get("workspace"), env)) is not None:
-        problems.append(TaskFileError(shown, line_of(text, ("workspace",)), "workspace", reason))
-    if problems or config is None:
-        raise ConfigError(sorted(problems, key=lambda p: p.line or 0))
-    if config.mcp_servers_from:
-        config = _add_servers_from(config, Path(config.mcp_servers_from), path)
-    return config
-
-
-def _read_config(path: Path | None, shown: str, *, required: bool) -> tuple[dict[str, Any], str]:
-    """The config file's mapping and text (empty for no file); :class:`ConfigError` when
-    it cannot be read or is not a mapping."""
-
-    def problem(line: int | None, message: str) -> ConfigError:
-        return ConfigError([TaskFileError(shown, line, "(file)", message)])
-
-    if path is None or not path.exists():
-        if required:
-            raise problem(None, "config file not found")
-        return {}, ""
-    try:
-        data, text = read_yaml(path, max_bytes=CONFIG_MAX_BYTES)
-    except YamlProblem as exc:
-        raise problem(exc.line, exc.message) from None
-    except OSError as exc:
-        raise problem(None, f"cannot read: {exc.strerror}") from None
-    if data is None:
-        return {}, text
-    if not isinstance(data, dict):
-        kind = "a list" if isinstance(data, list) else f"a {type(data).__name__}"
-        raise problem(1, f"config must be a mapping of keys, got {kind}")
-    return data, text
-
-
-def _workspace_problem(value: Any, env: Mapping[str, str]) -> str | None:
-    """Why ``workspace`` is refused: the whole file system or the home folder, where the
-    built-in executor's tools (and a model's) could write anywhere."""
-    if not isinstance(value, str) or not value:
-        return None
-    where = Path(value).absolute()
-    home = env.get("HOME")
-    if where == Path(where.anchor):
-        return "may not be the root folder (/): its tools could write anywhere"
-    if home and where == Path(home).absolute():
-        return "may not be your home folder: use a project folder inside it"
-    return None
-
-
-def _read_servers_file(source: Path, config_path: Path | None) -> Any:
-    """The JSON document of an ``mcp_servers_from`` file: a regular file of at most
-    :data:`CONFIG_MAX_BYTES` (``/dev/zero`` or a FIFO is refused, not read)."""
-    try:
-        return json.loads(read_regular(source, CONFIG_MAX_BYTES).decode("utf-8"))
-    except OSError as exc:
-        raise ConfigError(
-            [
-                TaskFileError(
-                    str(config_path),
-                    None,
-                    "mcp_servers_from",
-                    f"cannot read {source}: {exc.strerror}",
-                )
-            ]
-        ) from None
-    except FileRefusedError as exc:
-        raise ConfigError(
-            [TaskFileError(str(config_path), None, "mcp_servers_from", str(exc))]
-        ) from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            [
-                TaskFileError(
-                    str(source), None, "mcp_servers_from", f"not valid UTF-8 (byte {exc.start})"
-                )
-            ]
-        ) from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(
-            [TaskFileError(str(source), exc.lineno, "mcp_servers_from", f"invalid JSON: {exc.msg}")]
-        ) from None
-
-
-def _add_servers_from(config: Config, source: Path, config_path: Path | None) -> Config:
-    """Merge ``mcpServers`` of a Claude Code / Claude Desktop JSON file into the config."""
-    if config_path is not None and not source.is_absolute():
-        source = config_path.parent / source
-    doc = _read_servers_file(source, config_path)
-    found = doc.get("mcpServers") if isinstance(doc, dict) else None
-    if not isinstance(found, dict):
-        raise ConfigError(
-            [TaskFileError(str(source), 1, "mcpServers", "expected a mapping of server names")]
-        )
-    servers = dict(config.mcp_servers)
-    for name, raw in found.items():
-        if name in servers:
-            continue  # the config file's own entry wins
-        if not isinstance(raw, dict):
-            raise ConfigError(
-                [TaskFileError(str(source), None, f"mcpServers.{name}", "expected a mapping")]
-            )
-        entry = {
-            k: v for k, v in raw.items() if k in {"command", "args", "env", "cwd", "url", "headers"}
-        }
-        if raw.get("type") == "sse":
-            entry["transport"] = "sse"
-        try:
-            servers[name] = McpServer.model_validate(entry)
-        except ValidationError as exc:
-            raise ConfigError(
-                [
-                    TaskFileError(
-                        str(source),
-                        None,
-                        dotted(("mcpServers", name, *err["loc"])),
-                        problem_message(McpServer, err, show_value=False),
-                    )
-                    for err in exc.errors()
-                ]
-            ) from None
-    return config.model_copy(update={"mcp_servers": servers})
-
-
-class ResolvedPaths(BaseModel):
-    """The folders and state file in force, after flag > env > config > default."""
-
-    model_config = ConfigDict(frozen=True)
-
-    config: Path | None
-    tasks: Path
-    results: Path
-    state: Path
-
-
-def resolve_paths(
-    config: Config,
-    config_path: Path | None,
-    *,
-    tasks: Path | None = None,
-    results: Path | None = None,
-    state: Path | None = None,
-    environ: Mapping[str, str] | None = None,
-) -> ResolvedPaths:
-    """Apply the precedence flag > env > config > default to each path."""
-    env = os.environ if environ is None else environ
-
-    def pick(flag: Path | None, var: str, from_config: str | None, default: str) -> Path:
-        if flag is not None:
-            return flag
-        if env.get(var):
-            return Path(env[var])
-        if from_config:
-            return Path(from_config)
-        return Path(default)
-
-    return ResolvedPaths(
-        config=config_path,
-        tasks=pick(tasks, "OMNI_TASKS", config.paths.tasks, "tasks"),
-        results=pick(results, "OMNI_RESULTS", config.paths.results, "results"),
-        state=pick(state, "OMNI_STATE", config.paths.state, ".omni/state.db"),
-    )
-
-
-def config_path_from(
-    flag: Path | None, environ: Mapping[str, str] | None = None
-) -> tuple[Path, bool]:
-    """The config file to read and whether it was asked for by name (then it must exist):
-    ``--config`` > ``OMNI_CONFIG`` > ``./config.yaml``."""
-    env = os.environ if environ is None else environ
-    if flag is not None:
-        return flag, True
-    if env.get("OMNI_CONFIG"):
-        return Path(env["OMNI_CONFIG"]), True
-    return Path("config.yaml"), False

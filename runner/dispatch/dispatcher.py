@@ -11,6 +11,7 @@ still records the outcome before it takes effect.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
@@ -47,8 +48,8 @@ if TYPE_CHECKING:
     from runner.defs.config import Config
     from runner.defs.tasks import Task
     from runner.dispatch.isolation import RunSpaces
+    from runner.state.interface import StateStore
     from runner.state.records import RunRecord
-    from runner.state.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ class Dispatcher:  # pylint: disable=too-many-instance-attributes  # its collabo
     def __init__(
         self,
         *,
-        store: Store,
+        store: StateStore,
         pool: ToolCaller,
         config: Config,
         results_root: Path,
@@ -164,7 +165,7 @@ class Dispatcher:  # pylint: disable=too-many-instance-attributes  # its collabo
                 earlier.append({"attempt": attempt.attempt, "error": attempt.error})
                 wait = self._backoff.delay(attempt.attempt, attempt.retry_after)
                 run = self._store.transition(
-                    claimed.run_id,
+                    attempt.failed,
                     RunState.IDLE,
                     detail=f"retry {claimed.attempt + 1} in {wait:.1f} s",
                 )
@@ -223,15 +224,15 @@ class Dispatcher:  # pylint: disable=too-many-instance-attributes  # its collabo
             error = self._redactor.text(str(exc))
             wait = getattr(exc, "retry_after", None)
             if exc.retryable and run.attempt < run.max_attempts and self._backoff.helps(wait):
-                self._store.transition(
-                    run.run_id,
+                failed = self._store.transition(
+                    run,
                     RunState.FAILED,
                     error=error,
                     detail="attempt failed",
                     **spent_fields(run, transcript),
                 )
                 self._recorder.count_spend(transcript)
-                return Retry(run.attempt, error, wait)
+                return Retry(failed, run.attempt, error, wait)
             return Outcome(
                 task,
                 run,
@@ -242,8 +243,10 @@ class Dispatcher:  # pylint: disable=too-many-instance-attributes  # its collabo
                 isolated=isolated,
             )
         except asyncio.CancelledError:
-            # Shutdown: hand the run back so the next start resumes it.
-            self._store.transition(run.run_id, RunState.IDLE, detail="interrupted by shutdown")
+            # Shutdown: hand the run back so the next start resumes it (unless another
+            # instance took it over meanwhile: its lease ran out).
+            with contextlib.suppress(StaleRunError):
+                self._store.transition(run, RunState.IDLE, detail="interrupted by shutdown")
             raise
         return Outcome(
             task,

@@ -56,8 +56,8 @@ if TYPE_CHECKING:
 
     from runner.core.redaction import Redactor
     from runner.defs.config import Config
+    from runner.state.interface import StateStore
     from runner.state.records import ModeRecord, RunRecord
-    from runner.state.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class FaultMonitor:  # pylint: disable=too-many-instance-attributes  # the mode 
     def __init__(
         self,
         *,
-        store: Store,
+        store: StateStore,
         config: Config,
         repairs: RepairWriter,
         redactor: Redactor,
@@ -337,7 +337,7 @@ class Resumer:
     def __init__(
         self,
         *,
-        store: Store,
+        store: StateStore,
         monitor: FaultMonitor,
         start: Callable[[RunRecord], bool],
         interval: float,
@@ -382,7 +382,7 @@ class FaultHandling:
         self,
         config: Config,
         *,
-        store: Store,
+        store: StateStore,
         redactor: Redactor,
         tasks_root: Path,
         results_root: Path,

@@ -33,7 +33,8 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Mapping
 
     from runner.core.redaction import Redactor
-    from runner.defs.config import Config, McpServer, ResolvedPaths
+    from runner.defs.config import Config, McpServer
+    from runner.defs.environment import ResolvedPaths
     from runner.defs.tasks import Task
     from runner.dispatch.agent import AgentPool
     from runner.reach.executors import ToolInfo, ToolOutcome

@@ -51,6 +51,8 @@ class Outcome:  # pylint: disable=too-many-instance-attributes  # one attempt's 
 class Retry:
     """An attempt that failed and was recorded ``failed``; the run has attempts left."""
 
+    failed: RunRecord
+    """The run's row as recorded ``failed`` (the retry moves this record on)."""
     attempt: int
     error: str
     retry_after: float | None

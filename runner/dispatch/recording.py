@@ -27,8 +27,8 @@ if TYPE_CHECKING:
     from runner.core.redaction import Redactor
     from runner.dispatch.agent import Transcript
     from runner.dispatch.isolation import Isolated
+    from runner.state.interface import StateStore
     from runner.state.records import RunRecord
-    from runner.state.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class Recorder:
     def __init__(
         self,
         *,
-        store: Store,
+        store: StateStore,
         results_root: Path,
         redactor: Redactor,
         clock: Callable[[], datetime],

@@ -49,8 +49,8 @@ if TYPE_CHECKING:
 
     from runner.core.redaction import Redactor
     from runner.defs.config import Config
+    from runner.state.interface import StateStore
     from runner.state.records import RunRecord
-    from runner.state.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -313,7 +313,7 @@ class RepairRuns:
     def __init__(
         self,
         *,
-        store: Store,
+        store: StateStore,
         tasks_root: Path,
         results_root: Path,
         redactor: Redactor,

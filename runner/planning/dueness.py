@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from runner.defs.tasks import Task
-    from runner.state.store import Store
+    from runner.state.interface import StateStore
 
 #: The environment variable that sets the runner's clock (a testing aid).
 NOW_VARIABLE = "OMNI_NOW"
@@ -132,7 +132,7 @@ def history_from_results(results: Path | None, task_id: str, check: ResultCheck)
     )
 
 
-def history_from_store(store: Store, task: Task) -> History:
+def history_from_store(store: StateStore, task: Task) -> History:
     """The history the state database holds for ``task``."""
     slot = store.last_finished_slot(task.id)
     done = store.has_completed(task.id, task.task_hash)

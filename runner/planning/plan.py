@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from runner.core.clock import iso, utc_now
+from runner.core.errors import StaleRunError
 from runner.core.states import RunState
 from runner.planning.dueness import Due, DueRule, decide, history_from_results, history_from_store
 
@@ -19,8 +20,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from runner.defs.tasks import Task
+    from runner.state.interface import StateStore
     from runner.state.records import RunRecord
-    from runner.state.store import Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +77,7 @@ class Selection:
 
 def plan(
     tasks: list[Task],
-    store: Store,
+    store: StateStore,
     selection: Selection,
     rule: DueRule | None = None,
     *,
@@ -102,10 +103,22 @@ def plan(
             run = None  # a forced run serves no slot: it leaves that slot's run be
         if run is None:
             run = store.create_run(
-                task.id, task.task_hash, max_attempts=task.spec.retries + 1, slot=verdict.slot
+                task.id,
+                task.task_hash,
+                max_attempts=task.spec.retries + 1,
+                slot=verdict.slot,
+                unique=not selection.force,
             )
-        elif run.state is RunState.FAILED:
-            run = store.transition(run.run_id, RunState.IDLE, detail="retry on next run --once")
+            if run.task_hash != task.task_hash:  # another content already serves the slot
+                skipped.append(
+                    Skipped(
+                        task.id,
+                        f"slot {run.slot} is served by run {run.run_id} of an earlier content",
+                    )
+                )
+                continue
+        if run.state is RunState.FAILED:
+            run = _retry(store, run)
         if waits_for is not None and (reason := waits_for(task)) is not None:
             if run.note != reason:
                 store.set_note(run.run_id, reason)
@@ -113,6 +126,15 @@ def plan(
             continue
         runnable.append((task, run))
     return runnable, skipped
+
+
+def _retry(store: StateStore, run: RunRecord) -> RunRecord:
+    """A failed run with attempts left, back to idle; if another instance got there
+    first, the run as it now stands (the claim decides who runs it)."""
+    try:
+        return store.transition(run, RunState.IDLE, detail="retry on next run --once")
+    except StaleRunError:
+        return store.get_run(run.run_id) or run
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +149,7 @@ class Planned:
 
 def preview(
     tasks: list[Task],
-    store: Store | None,
+    store: StateStore | None,
     selection: Selection,
     rule: DueRule,
     *,
@@ -152,7 +174,7 @@ def preview(
 
 
 def _verdict(
-    task: Task, store: Store | None, selection: Selection, rule: DueRule
+    task: Task, store: StateStore | None, selection: Selection, rule: DueRule
 ) -> Planned | Skipped:
     """Whether ``task`` runs now, and why (not)."""
     if not task.spec.enabled and not selection.force:
@@ -178,7 +200,7 @@ class Orphan:
     reason: str
 
 
-def orphans(tasks: list[Task], store: Store) -> list[Orphan]:
+def orphans(tasks: list[Task], store: StateStore) -> list[Orphan]:
     """Unfinished runs (idle, waiting, a retry due) of tasks no file defines any more:
     their recorded file is gone, or now defines another task. A task whose file is still
     there but invalid keeps its runs (fixing the file takes them up again)."""
@@ -203,14 +225,24 @@ def orphans(tasks: list[Task], store: Store) -> list[Orphan]:
     return found
 
 
-def orphans_of(task_id: str, reason: str, store: Store) -> list[Orphan]:
+def orphans_of(task_id: str, reason: str, store: StateStore) -> list[Orphan]:
     """The unfinished runs of ``task_id``, whose file went away for ``reason`` (service
     mode hears of it from its sources)."""
     return [Orphan(run, reason) for run in store.unfinished_runs() if run.task_id == task_id]
 
 
-def close_orphans(found: list[Orphan], store: Store) -> list[RunRecord]:
-    """Close each orphan ``skipped``, its reason as the event's detail and the run's note."""
-    return [
-        store.transition(o.run, RunState.SKIPPED, detail=o.reason, note=o.reason) for o in found
-    ]
+def close_orphans(found: list[Orphan], store: StateStore) -> list[RunRecord]:
+    """Close each orphan ``skipped``, its reason as the event's detail and the run's note;
+    one that moved meanwhile (another instance on a shared ledger claimed or closed it)
+    is left to whoever moved it."""
+    closed = []
+    for orphan in found:
+        try:
+            closed.append(
+                store.transition(
+                    orphan.run, RunState.SKIPPED, detail=orphan.reason, note=orphan.reason
+                )
+            )
+        except StaleRunError:
+            continue
+    return closed

@@ -37,7 +37,7 @@ from runner.planning.cron import FireTimes, fire_times
 from runner.state.records import RunRecord
 
 if TYPE_CHECKING:
-    from runner.state.store import Store
+    from runner.state.interface import StateStore
 
 log = logging.getLogger(__name__)
 
@@ -104,12 +104,12 @@ def plan_of(task: Task, default_timezone: str) -> Plan | None:
     return Plan(task.id, spec.schedule, spec.timezone or default_timezone)
 
 
-def save_plans(store: Store, plans: list[Plan]) -> None:
+def save_plans(store: StateStore, plans: list[Plan]) -> None:
     """Record the scheduled jobs in the store for ``omni status``."""
     store.meta_set(JOBS_KEY, json.dumps([asdict(p) for p in plans]))
 
 
-def next_fire_times(store: Store, now: datetime) -> list[dict[str, Any]]:
+def next_fire_times(store: StateStore, now: datetime) -> list[dict[str, Any]]:
     """The jobs the service last scheduled, each with its next fire time, soonest first."""
     raw = store.meta_get(JOBS_KEY)
     rows = []

@@ -40,7 +40,7 @@ from runner.defs.tasks import TASK_SUFFIXES, Task, find_task_files, scan_task_fi
 
 if TYPE_CHECKING:
     from runner.defs.config import GitSource as GitSourceConfig
-    from runner.state.store import Store
+    from runner.state.interface import StateStore
 
 log = logging.getLogger(__name__)
 
@@ -366,7 +366,7 @@ class GitSource:
         spec: GitSourceConfig,
         *,
         clone_dir: Path,
-        store: Store,
+        store: StateStore,
         on_changes: OnChanges,
         environ: Mapping[str, str] | None = None,
     ) -> None:

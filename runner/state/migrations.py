@@ -2,17 +2,29 @@
 
 The schema version is a migration's 1-based position in :data:`MIGRATIONS`. A shipped
 migration never changes; a new one is appended. A database newer than the migrations
-this omni knows is refused (:meth:`runner.state.store.Store`).
+this omni knows is refused (:func:`check_version`); the PostgreSQL backend keeps its own
+list the same way (:mod:`runner.state.pgschema`).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from runner.core.errors import StoreError
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from sqlite_utils import Database
+
+
+def check_version(where: str, found: int, known: int, elsewhere: str) -> None:
+    """Refuse a database whose schema is newer than this omni's migrations."""
+    if found > known:
+        raise StoreError(
+            f"{where}: state database is from a newer omni (schema {found},"
+            f" this omni knows up to {known}); upgrade omni or {elsewhere}"
+        )
 
 
 def _columns(spec: str) -> dict[str, type]:

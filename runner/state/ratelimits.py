@@ -25,7 +25,7 @@ from runner.state.resultcheck import ResultCheck
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from runner.state.store import Store
+    from runner.state.interface import StateStore
 
 #: The outcome a result file's model call carries when its model was rate-limited.
 RATE_LIMITED = "rate_limited"
@@ -36,7 +36,7 @@ class RateLimits:
     read from the store and the result files on first use, written through to the
     store."""
 
-    def __init__(self, store: Store | None, results_root: Path, result_bytes: int) -> None:
+    def __init__(self, store: StateStore | None, results_root: Path, result_bytes: int) -> None:
         self._store = store
         self._results = results_root
         self._result_bytes = result_bytes

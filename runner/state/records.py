@@ -86,3 +86,20 @@ class Settlement:
     """The ``(state, detail)`` steps, in order (one event row each)."""
     changes: dict[str, Any] = field(default_factory=dict)
     """Columns to set with the move (``result_path``, ``error``, ``cost_usd``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceRecord:
+    """One runner process on a shared ledger, as its heartbeats left it."""
+
+    instance_id: str
+    host: str
+    pid: int
+    role: str
+    """``service`` or ``run --once``."""
+    started_at: str
+    heartbeat_at: str
+    """The last heartbeat, in the database's clock."""
+    runs_in_flight: int
+    live: bool
+    """False once a heartbeat is a whole lease late: its runs are others' to settle."""

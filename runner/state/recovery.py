@@ -18,15 +18,15 @@ from runner.state.results import result_path
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from runner.state.interface import StateStore
     from runner.state.records import RunRecord
     from runner.state.resultcheck import ResultCheck
-    from runner.state.store import Store
 
 #: A result file may record any of these; recovery trusts the file over the row.
 _SETTLED_BY_FILE = frozenset({RunState.COMPLETED, RunState.FAILED, RunState.WAITING})
 
 
-def resume(store: Store, results_root: Path, check: ResultCheck) -> ResumeReport:
+def resume(store: StateStore, results_root: Path, check: ResultCheck) -> ResumeReport:
     """Settle every in-flight run; returns what moved, and the waiting runs in creation
     order (to resume when a model answers)."""
     moved, waiting = store.settle_in_flight(lambda record: settlement(record, results_root, check))

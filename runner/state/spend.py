@@ -19,7 +19,7 @@ from runner.state.resultcheck import ResultCheck
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from runner.state.store import Store
+    from runner.state.interface import StateStore
 
 
 def spend_in_results(results_root: Path, moment: datetime, check: ResultCheck) -> float:
@@ -45,7 +45,7 @@ def midnight_of(now: datetime) -> datetime:
 
 
 def spent_today(
-    store: Store | None,
+    store: StateStore | None,
     results_root: Path,
     now: datetime,
     result_bytes: int,
@@ -62,7 +62,7 @@ class DailySpend:
     """Today's spend for one process: read once a day, then kept up to date as runs
     finish (:meth:`add`)."""
 
-    def __init__(self, store: Store | None, results_root: Path, result_bytes: int) -> None:
+    def __init__(self, store: StateStore | None, results_root: Path, result_bytes: int) -> None:
         self._store = store
         self._results = results_root
         self._result_bytes = result_bytes

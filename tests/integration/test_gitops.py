@@ -13,7 +13,7 @@ import pytest
 
 from runner.app.scaffold import Outcome, init
 from runner.core.errors import GitOpsError
-from runner.defs.config import load_config
+from runner.defs.configload import load_config
 from runner.defs.tasks import load_tasks
 from runner.gitops.carry import BranchReport
 from runner.gitops.prbody import render

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from runner.app.once import OnceOptions, OnceReport, run_once
-from runner.defs.config import Config, ResolvedPaths
+from runner.defs.config import Config
+from runner.defs.environment import ResolvedPaths
 from runner.reach.sandbox import probe
 from tests.support.git import git
 from tests.support.upstream import ScriptedUpstream

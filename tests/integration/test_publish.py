@@ -17,7 +17,8 @@ import pytest
 
 from runner.app.once import OnceOptions, run_once
 from runner.app.publish import PublishOptions, publish
-from runner.defs.config import Config, ResolvedPaths
+from runner.defs.config import Config
+from runner.defs.environment import ResolvedPaths
 from tests.support import gh
 from tests.support.git import git
 from tests.support.upstream import ScriptedUpstream

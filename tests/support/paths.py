@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runner.defs.config import ResolvedPaths
+from runner.defs.environment import ResolvedPaths
 
 #: The test MCP servers, run as a script: ``python SERVERS MODE [PORT]``.
 SERVERS = Path(__file__).with_name("servers.py")

@@ -13,7 +13,8 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from runner.app.service import Service
-from runner.defs.config import Config, ResolvedPaths
+from runner.defs.config import Config
+from runner.defs.environment import ResolvedPaths
 from tests.support.git import git
 
 if TYPE_CHECKING:

@@ -8,16 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from runner.core.dsn import dsn_secrets, shown
 from runner.core.errors import ConfigError
 from runner.core.redaction import secret_env_values
-from runner.defs.config import (
-    BUILTIN,
-    Config,
-    SandboxMode,
-    config_path_from,
-    load_config,
-    resolve_paths,
-)
+from runner.defs.config import BUILTIN, Config, SandboxMode
+from runner.defs.configload import load_config
+from runner.defs.environment import config_path_from, redactor_for, resolve_paths
 
 
 def write(tmp_path: Path, text: str, name: str = "config.yaml") -> Path:
@@ -570,3 +566,41 @@ def test_protected_paths_and_executor_sandbox_keys(tmp_path: Path) -> None:
     relative = "mcp_servers:\n  x:\n    command: x\n    sandbox_paths: [opt/x]\n"
     message = config_error(write(tmp_path, relative))
     assert_error(message, tmp_path / "config.yaml", 4, "mcp_servers.x.sandbox_paths", "absolute")
+
+
+# -- the PostgreSQL ledger -----------------------------------------------------------------
+
+
+def test_a_ledger_url_from_env_wins_over_the_config_and_its_password_is_a_secret(
+    tmp_path: Path,
+) -> None:
+    path = write(tmp_path, "state:\n  url: postgresql://omni:${DB_PW}@db:5432/omni\n")
+    config = load_config(path, {"DB_PW": "from-config-pw"})
+    assert config.state.lease_seconds == 30
+    assert "from-config-pw" in config.secret_values()
+    assert "from-config-pw" not in repr(config)
+    paths = resolve_paths(config, path, environ={})
+    assert paths.state_url == "postgresql://omni:from-config-pw@db:5432/omni"
+    assert "from-config-pw" not in repr(paths) + str(paths)
+
+    env = {"OMNI_STATE_URL": "postgres://ops@other/ledger?password=env-url-pw&sslmode=require"}
+    assert resolve_paths(config, path, environ=env).state_url == env["OMNI_STATE_URL"]
+    redactor = redactor_for(config, env)
+    line = f"{env['OMNI_STATE_URL']} and from-config-pw"
+    assert "env-url-pw" not in redactor.text(line)
+    assert "from-config-pw" not in redactor.text(line)
+
+
+def test_a_ledger_url_that_is_not_postgresql_is_refused_naming_the_key(tmp_path: Path) -> None:
+    path = write(tmp_path, "paths: {}\nstate:\n  url: ./state.db\n")
+    assert_error(config_error(path), path, 3, "state.url", "postgresql://")
+    with pytest.raises(ConfigError, match="OMNI_STATE_URL: want a postgresql:// URL"):
+        resolve_paths(Config(), None, environ={"OMNI_STATE_URL": "sqlite:///x.db"})
+
+
+def test_the_shown_form_of_a_url_masks_every_password() -> None:
+    assert shown("postgresql://u:p%40ss@h:1/db?password=q&sslmode=require") == (
+        "postgresql://u:***@h:1/db?password=***&sslmode=require"
+    )
+    assert shown("postgresql://h/db") == "postgresql://h/db"
+    assert dsn_secrets("postgresql://u:p%40ss@h/db?password=q%26w") == ["p%40ss", "p@ss", "q&w"]

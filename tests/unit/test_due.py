@@ -257,6 +257,26 @@ def test_plan_serves_the_due_slot_and_reuses_an_unfinished_run(tmp_path: Path) -
         assert forced[0][1].slot is None
 
 
+def test_a_slot_is_planned_once_whoever_plans_it_and_whatever_the_content(
+    tmp_path: Path,
+) -> None:
+    hourly = make_task("hourly", schedule="every 1h")
+    edited = make_task("hourly", schedule="every 1h", args={"text": "v2"})
+    rule = DueRule(now=at("2026-11-21T10:20"), results=None)
+    with Store(tmp_path / "state.db") as first, Store(tmp_path / "state.db") as second:
+        mine, _ = plan([hourly], first, Selection(), rule)
+        theirs, _ = plan([hourly], second, Selection(), rule)  # another planner, same slot
+        assert theirs[0][1].run_id == mine[0][1].run_id
+        # The file changed while the slot's run is still open: the slot is not run twice.
+        runnable, skipped = plan([edited], second, Selection(), rule)
+        assert runnable == []
+        run_id = mine[0][1].run_id
+        assert [s.reason for s in skipped] == [
+            f"slot 2026-11-21T10:00:00.000Z is served by run {run_id} of an earlier content"
+        ]
+        assert len(first.runs(task_id="hourly")) == 1
+
+
 def ci_run(root: Path, tasks: list[Task], omni_now: str) -> list[str]:
     """One scheduled CI run, as the workflow does it: a fresh machine (a new state file),
     the results branch checked out in ``root/results``, the clock from ``OMNI_NOW``. Each
@@ -406,7 +426,9 @@ def test_runs_of_a_task_whose_file_is_gone_are_closed_skipped(tmp_path: Path) ->
         assert len(found) == 1
         orphan = found[0]
         assert orphan.reason == f"task file {gone_file} is gone"
-        [closed] = close_orphans([orphan], store)
+        closed_now = close_orphans([orphan], store)
+        assert len(closed_now) == 1
+        closed = closed_now[0]
         assert (closed.task_id, closed.state, closed.note) == (
             "gone",
             RunState.SKIPPED,
@@ -415,6 +437,24 @@ def test_runs_of_a_task_whose_file_is_gone_are_closed_skipped(tmp_path: Path) ->
         assert store.events(closed.run_id)[-1]["detail"] == f"task file {gone_file} is gone"
         assert orphans([kept], store) == []  # closed once
         assert [r.state for r in store.runs(task_id="kept")] == [RunState.IDLE]
+
+
+def test_an_orphan_another_runner_claimed_meanwhile_is_left_to_it(tmp_path: Path) -> None:
+    gone_file = tmp_path / "tasks" / "gone.yaml"
+    gone_file.parent.mkdir()
+    gone_file.write_text("tool: echo\n")
+    gone = Task("gone", gone_file, make_task().spec, "h")
+    rule = DueRule(now=at("2026-11-21T10:20"), results=tmp_path / "results")
+    with Store(tmp_path / "state.db") as store, Store(tmp_path / "state.db") as other:
+        plan([gone], store, Selection(), rule)
+        gone_file.unlink()
+        found = orphans([], store)
+        assert len(found) == 1
+        orphan = found[0]
+        claimed = other.claim(orphan.run.run_id)  # e.g. an instance still holding the file
+        assert claimed is not None
+        assert close_orphans([orphan], store) == []
+        assert store.get_run(orphan.run.run_id) == claimed
 
 
 def test_an_invalid_but_present_task_file_keeps_its_runs(tmp_path: Path) -> None:

@@ -20,7 +20,8 @@ from runner.core.redaction import (
     without_userinfo,
 )
 from runner.core.states import Mode, RunState
-from runner.defs.config import Config, redactor_for
+from runner.defs.config import Config
+from runner.defs.environment import redactor_for
 from runner.dispatch.repairs import Fault, repair_task_yaml
 from runner.state.results import RunResult, write_result
 from runner.state.store import Store

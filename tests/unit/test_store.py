@@ -1,4 +1,6 @@
-"""The SQLite state store, on real database files: claims, transitions, resume, modes."""
+"""The state store, on both backends (a real SQLite file; a real PostgreSQL database):
+claims, transitions, resume, modes. The backend-specific parts (the SQLite file, the
+PostgreSQL schema) are tested apart at the end."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import psycopg
 import pytest
 
 from runner.core.clock import iso
@@ -16,15 +19,19 @@ from runner.core.errors import IllegalTransitionError, StaleRunError, StoreError
 from runner.core.redaction import Redactor
 from runner.core.states import Mode, RunState
 from runner.defs.tasks import Task, TaskSpec
+from runner.state.postgres import PostgresStore
 from runner.state.recovery import resume
 from runner.state.resultcheck import ResultCheck
 from runner.state.results import RunResult, result_path, write_result
 from runner.state.store import Store
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
+    from runner.state.interface import StateStore
     from runner.state.records import RunRecord
+
+    Opener = Callable[..., StateStore]
 
 S = RunState
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -53,13 +60,23 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / ".omni" / "state.db"
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def opener(request: pytest.FixtureRequest, db_path: Path) -> Opener:
+    """Opens another store on the test's one database (a file, or a PostgreSQL database)."""
+    if request.param == "sqlite":
+        return lambda **kw: Store(db_path, **kw)
+    url = request.getfixturevalue("pg_url")
+    # A store that may write joins the fleet, as a runner does; a looking one cannot.
+    return lambda **kw: PostgresStore(url, **(kw if "read_only" in kw else {"role": "test"} | kw))
+
+
 @pytest.fixture
-def store(db_path: Path, clock: FakeClock) -> Iterator[Store]:
-    with Store(db_path, clock=clock) as opened:
+def store(opener: Opener, clock: FakeClock) -> Iterator[StateStore]:
+    with opener(clock=clock) as opened:
         yield opened
 
 
-def run_to(store: Store, state: RunState, *, max_attempts: int = 3, **kw: str) -> RunRecord:
+def run_to(store: StateStore, state: RunState, *, max_attempts: int = 3, **kw: str) -> RunRecord:
     """A new run of task ``t`` driven along legal moves into ``state``."""
     run = store.create_run("t", "h1", max_attempts=max_attempts, **kw)
     if state is S.IDLE:
@@ -93,14 +110,16 @@ def write_result_file(results: Path, run: RunRecord, state: str = "completed") -
     return write_result(results, result, Redactor([]))
 
 
-def transitions(store: Store, run_id: str) -> list[tuple[str | None, str]]:
+def transitions(store: StateStore, run_id: str) -> list[tuple[str | None, str]]:
     return [(e["from_state"], e["to_state"]) for e in store.events(run_id)]
 
 
 # -- round trip -----------------------------------------------------------------------
 
 
-def test_create_claim_transition_round_trip_records_events(store: Store, clock: FakeClock) -> None:
+def test_create_claim_transition_round_trip_records_events(
+    store: StateStore, clock: FakeClock
+) -> None:
     run = store.create_run("nightly", "h1", max_attempts=2, slot="2026-03-01T03:00:00Z")
     assert (run.state, run.attempt, run.max_attempts, run.slot) == (
         "idle",
@@ -152,7 +171,7 @@ def test_create_claim_transition_round_trip_records_events(store: Store, clock: 
     assert store.counts_by_state() == {state: int(state is S.COMPLETED) for state in RunState}
 
 
-def test_default_run_ids_are_unique_and_runs_list_in_creation_order(store: Store) -> None:
+def test_default_run_ids_are_unique_and_runs_list_in_creation_order(store: StateStore) -> None:
     ids = [store.create_run("t", "h", max_attempts=1).run_id for _ in range(5)]
     assert len(set(ids)) == 5
     assert [r.run_id for r in store.runs()] == ids[::-1]
@@ -161,7 +180,7 @@ def test_default_run_ids_are_unique_and_runs_list_in_creation_order(store: Store
     assert len(store.runs(state=S.IDLE)) == 5
 
 
-def test_duplicate_run_id_is_refused(store: Store) -> None:
+def test_duplicate_run_id_is_refused(store: StateStore) -> None:
     store.create_run("t", "h", max_attempts=1, run_id="R1")
     with pytest.raises(StoreError, match="run R1 already exists"):
         store.create_run("t", "h", max_attempts=1, run_id="R1")
@@ -170,7 +189,7 @@ def test_duplicate_run_id_is_refused(store: Store) -> None:
 # -- claims ---------------------------------------------------------------------------
 
 
-def test_claim_refuses_runs_that_are_taken_done_or_unknown(store: Store) -> None:
+def test_claim_refuses_runs_that_are_taken_done_or_unknown(store: StateStore) -> None:
     taken = run_to(store, S.DISPATCHING)
     done = run_to(store, S.COMPLETED)
     assert store.claim(taken.run_id) is None
@@ -179,8 +198,8 @@ def test_claim_refuses_runs_that_are_taken_done_or_unknown(store: Store) -> None
     assert store.get_run(taken.run_id).attempt == 1  # type: ignore[union-attr]
 
 
-def test_claim_is_atomic_across_two_stores_on_one_file(db_path: Path) -> None:
-    with Store(db_path) as first, Store(db_path) as second:
+def test_claim_is_atomic_across_two_stores_on_one_database(opener: Opener) -> None:
+    with opener() as first, opener() as second:
         run = first.create_run("t", "h", max_attempts=3)
         assert first.claim(run.run_id) is not None
         assert second.claim(run.run_id) is None
@@ -188,14 +207,14 @@ def test_claim_is_atomic_across_two_stores_on_one_file(db_path: Path) -> None:
 
 
 @pytest.mark.parametrize("shared", [False, True], ids=["store-per-thread", "one-shared-store"])
-def test_of_many_concurrent_claims_exactly_one_wins(db_path: Path, shared: bool) -> None:
+def test_of_many_concurrent_claims_exactly_one_wins(opener: Opener, shared: bool) -> None:
     workers = 8
-    with Store(db_path) as setup:
+    with opener() as setup:
         run_id = setup.create_run("t", "h", max_attempts=3).run_id
-    stores = [Store(db_path)] * workers if shared else [Store(db_path) for _ in range(workers)]
+    stores = [opener()] * workers if shared else [opener() for _ in range(workers)]
     start = threading.Barrier(workers)
 
-    def claim(store: Store) -> RunRecord | None:
+    def claim(store: StateStore) -> RunRecord | None:
         start.wait()
         return store.claim(run_id)
 
@@ -207,7 +226,7 @@ def test_of_many_concurrent_claims_exactly_one_wins(db_path: Path, shared: bool)
             store.close()
 
     assert sum(r is not None for r in results) == 1
-    with Store(db_path) as check:
+    with opener() as check:
         run = check.get_run(run_id)
         assert run is not None
         assert (run.state, run.attempt) == ("dispatching", 1)
@@ -215,11 +234,11 @@ def test_of_many_concurrent_claims_exactly_one_wins(db_path: Path, shared: bool)
 
 
 def test_claim_with_an_executor_goes_on_to_executing_in_one_transaction(
-    db_path: Path, clock: FakeClock
+    opener: Opener, clock: FakeClock
 ) -> None:
     changes: list[tuple[str | None, str, str]] = []
-    with Store(
-        db_path, clock=clock, on_transition=lambda c: changes.append((c.old, c.new, c.detail))
+    with opener(
+        clock=clock, on_transition=lambda c: changes.append((c.old, c.new, c.detail))
     ) as store:
         run = store.create_run("t", "h", max_attempts=2)
         clock.advance(1)
@@ -232,7 +251,7 @@ def test_claim_with_an_executor_goes_on_to_executing_in_one_transaction(
         "echo",
     )
     assert claimed.started_at == "2026-03-01T12:00:01.000Z"
-    with Store(db_path) as check:
+    with opener() as check:
         assert check.get_run(run.run_id) == claimed
         events = check.events(run.run_id)
     assert [(e["from_state"], e["to_state"], e["detail"]) for e in events] == [
@@ -247,8 +266,8 @@ def test_claim_with_an_executor_goes_on_to_executing_in_one_transaction(
     ]
 
 
-def test_a_move_from_a_stale_record_is_refused_and_changes_nothing(db_path: Path) -> None:
-    with Store(db_path) as ours, Store(db_path) as theirs:
+def test_a_move_from_a_stale_record_is_refused_and_changes_nothing(opener: Opener) -> None:
+    with opener() as ours, opener() as theirs:
         run = ours.create_run("t", "h", max_attempts=1)
         held = ours.claim(run.run_id, executor="builtin", tool="echo")
         assert held is not None
@@ -262,7 +281,7 @@ def test_a_move_from_a_stale_record_is_refused_and_changes_nothing(db_path: Path
             ours.transition(held, S.COMPLETED)
 
 
-def test_a_claim_from_a_stale_record_claims_nothing(store: Store) -> None:
+def test_a_claim_from_a_stale_record_claims_nothing(store: StateStore) -> None:
     run = store.create_run("t", "h", max_attempts=3)
     first = store.claim(run)
     assert first is not None
@@ -281,7 +300,7 @@ def test_a_claim_from_a_stale_record_claims_nothing(store: Store) -> None:
 # -- attempts and retries -------------------------------------------------------------
 
 
-def test_attempts_count_claims_from_idle_but_not_from_waiting(store: Store) -> None:
+def test_attempts_count_claims_from_idle_but_not_from_waiting(store: StateStore) -> None:
     run = run_to(store, S.FAILED, max_attempts=3)
     assert run.attempt == 1
     store.transition(run.run_id, S.IDLE, detail="retry")
@@ -295,7 +314,7 @@ def test_attempts_count_claims_from_idle_but_not_from_waiting(store: Store) -> N
     assert (resumed.state, resumed.attempt) == ("dispatching", 2)
 
 
-def test_failed_run_retries_only_while_attempts_are_left(store: Store) -> None:
+def test_failed_run_retries_only_while_attempts_are_left(store: StateStore) -> None:
     run = run_to(store, S.FAILED, max_attempts=2)
     store.transition(run.run_id, S.IDLE)
     store.claim(run.run_id)
@@ -309,7 +328,7 @@ def test_failed_run_retries_only_while_attempts_are_left(store: Store) -> None:
 
 
 def test_illegal_transition_raises_and_leaves_the_row_and_events_unchanged(
-    store: Store, clock: FakeClock
+    store: StateStore, clock: FakeClock
 ) -> None:
     run = store.create_run("t", "h", max_attempts=3)
     clock.advance(5)
@@ -319,7 +338,7 @@ def test_illegal_transition_raises_and_leaves_the_row_and_events_unchanged(
     assert transitions(store, run.run_id) == [(None, "idle")]
 
 
-def test_transition_rejects_unknown_fields_and_unknown_runs(store: Store) -> None:
+def test_transition_rejects_unknown_fields_and_unknown_runs(store: StateStore) -> None:
     run = store.create_run("t", "h", max_attempts=1)
     store.claim(run.run_id)
     with pytest.raises(TypeError, match="attempt"):
@@ -336,7 +355,7 @@ def test_transition_rejects_unknown_fields_and_unknown_runs(store: Store) -> Non
 # -- open runs and completion ---------------------------------------------------------
 
 
-def test_open_run_and_has_completed(store: Store) -> None:
+def test_open_run_and_has_completed(store: StateStore) -> None:
     assert store.open_run("t", "h1") is None
     retryable = run_to(store, S.FAILED, max_attempts=2)
     assert store.open_run("t", "h1") == retryable
@@ -362,10 +381,10 @@ def test_open_run_and_has_completed(store: Store) -> None:
 
 
 def test_resume_settles_runs_a_dead_process_left_in_flight(
-    db_path: Path, tmp_path: Path, clock: FakeClock
+    opener: Opener, tmp_path: Path, clock: FakeClock
 ) -> None:
     results = tmp_path / "results"
-    with Store(db_path, clock=clock) as dead:
+    with opener(clock=clock) as dead:
         retry = run_to(dead, S.EXECUTING, max_attempts=3)
         retry_early = run_to(dead, S.DISPATCHING, max_attempts=3)
         spent = run_to(dead, S.EXECUTING, max_attempts=1)
@@ -375,7 +394,7 @@ def test_resume_settles_runs_a_dead_process_left_in_flight(
         write_result_file(results, finished)
         write_result_file(results, finished_early)
 
-    with Store(db_path, clock=clock) as store:
+    with opener(clock=clock) as store:
         report = resume(store, results, ResultCheck(T0))
         assert report.to_idle == [retry.run_id, retry_early.run_id]
         assert report.to_failed == [spent.run_id]
@@ -404,24 +423,26 @@ def test_resume_settles_runs_a_dead_process_left_in_flight(
 
 
 def test_resume_trusts_the_state_and_attempt_written_in_the_result_file(
-    store: Store, tmp_path: Path
+    opener: Opener, tmp_path: Path
 ) -> None:
     results = tmp_path / "results"
-    failed = run_to(store, S.EXECUTING, max_attempts=1)
-    write_result_file(results, failed, state="failed")
-    stale = run_to(store, S.FAILED, max_attempts=3)
-    write_result_file(results, stale)  # attempt 1 ...
-    store.transition(stale.run_id, S.IDLE)
-    store.claim(stale.run_id)  # ... but attempt 2 was interrupted
+    with opener() as dead:
+        failed = run_to(dead, S.EXECUTING, max_attempts=1)
+        write_result_file(results, failed, state="failed")
+        stale = run_to(dead, S.FAILED, max_attempts=3)
+        write_result_file(results, stale)  # attempt 1 ...
+        dead.transition(stale.run_id, S.IDLE)
+        dead.claim(stale.run_id)  # ... but attempt 2 was interrupted
 
-    report = resume(store, results, ResultCheck(T0))
-    assert report.to_failed == [failed.run_id]
-    assert store.get_run(failed.run_id).error == "boom"  # type: ignore[union-attr]
-    assert report.to_idle == [stale.run_id]
-    assert report.to_completed == []
+    with opener() as store:
+        report = resume(store, results, ResultCheck(T0))
+        assert report.to_failed == [failed.run_id]
+        assert store.get_run(failed.run_id).error == "boom"  # type: ignore[union-attr]
+        assert report.to_idle == [stale.run_id]
+        assert report.to_completed == []
 
 
-def test_resume_lists_waiting_runs_in_creation_order(store: Store, tmp_path: Path) -> None:
+def test_resume_lists_waiting_runs_in_creation_order(store: StateStore, tmp_path: Path) -> None:
     first = store.create_run("a", "h", max_attempts=1)
     second = store.create_run("b", "h", max_attempts=1)
     third = store.create_run("c", "h", max_attempts=1)
@@ -469,14 +490,11 @@ def test_garbage_file_is_refused_naming_the_path(db_path: Path) -> None:
     assert str(db_path) in str(caught.value)
 
 
-def test_tasks_and_meta_are_stored(store: Store, db_path: Path, tmp_path: Path) -> None:
+def test_tasks_and_meta_are_stored(store: StateStore, tmp_path: Path) -> None:
     spec = TaskSpec(tool="echo", schedule="every 10m", enabled=False)
     store.upsert_task(Task(id="ping", path=tmp_path / "ping.yaml", spec=spec, task_hash="h1"))
     store.upsert_task(Task(id="ping", path=tmp_path / "ping.yaml", spec=spec, task_hash="h2"))
-    with sqlite3.connect(db_path) as conn:
-        rows = conn.execute("SELECT id, task_hash, schedule, enabled FROM tasks").fetchall()
-    conn.close()
-    assert rows == [("ping", "h2", "every 10m", 0)]
+    assert task_rows(store) == [("ping", "h2", "every 10m", 0)]
 
     assert store.meta_get("git.last_commit") is None
     store.meta_set("git.last_commit", "abc")
@@ -484,7 +502,20 @@ def test_tasks_and_meta_are_stored(store: Store, db_path: Path, tmp_path: Path) 
     assert store.meta_get("git.last_commit") == "def"
 
 
-def test_delete_runs_removes_rows_and_their_events(store: Store) -> None:
+def task_rows(store: StateStore) -> list[tuple[object, ...]]:
+    """The ``tasks`` table, read past the store's API."""
+    sql = "SELECT id, task_hash, schedule, enabled FROM tasks"
+    if isinstance(store, PostgresStore):
+        with psycopg.connect(store.url) as conn:
+            return list(conn.execute(sql).fetchall())
+    assert isinstance(store, Store)
+    with sqlite3.connect(store.path) as conn:
+        found = conn.execute(sql).fetchall()
+    conn.close()
+    return found
+
+
+def test_delete_runs_removes_rows_and_their_events(store: StateStore) -> None:
     keep = store.create_run("t", "h", max_attempts=1)
     gone = [run_to(store, S.COMPLETED).run_id for _ in range(3)]
     assert store.delete_runs([*gone, "unknown"]) == 3
@@ -496,7 +527,7 @@ def test_delete_runs_removes_rows_and_their_events(store: Store) -> None:
 # -- modes and spend ------------------------------------------------------------------
 
 
-def test_mode_changes_are_recorded_with_history(store: Store, clock: FakeClock) -> None:
+def test_mode_changes_are_recorded_with_history(store: StateStore, clock: FakeClock) -> None:
     initial = store.mode()
     assert (initial.mode, initial.since, initial.why) == ("normal", None, "")
 
@@ -519,14 +550,14 @@ def test_mode_changes_are_recorded_with_history(store: Store, clock: FakeClock) 
     assert len(store.mode_history(limit=1)) == 1
 
 
-def test_normal_to_brainstem_is_recorded_when_there_is_no_backup_key(store: Store) -> None:
+def test_normal_to_brainstem_is_recorded_when_there_is_no_backup_key(store: StateStore) -> None:
     store.set_mode(Mode.BRAINSTEM, "gateway failed; no backup key")
     assert store.mode().mode == "brainstem"
     [change] = store.mode_history()
     assert (change["from_mode"], change["to_mode"]) == ("normal", "brainstem")
 
 
-def test_spend_since_sums_costs_of_runs_finished_since(store: Store, clock: FakeClock) -> None:
+def test_spend_since_sums_costs_of_runs_finished_since(store: StateStore, clock: FakeClock) -> None:
     assert store.spend_since(iso(T0)) == 0.0
     for cost in (0.5, None, 0.25):
         run = run_to(store, S.EXECUTING)
@@ -538,6 +569,37 @@ def test_spend_since_sums_costs_of_runs_finished_since(store: Store, clock: Fake
     assert store.spend_since(iso(T0)) == pytest.approx(1.75)
     assert store.spend_since(iso(T0 + timedelta(hours=1))) == pytest.approx(1.25)
     assert store.spend_since(iso(T0 + timedelta(days=1))) == 0.0
+
+
+# -- one run a slot or content, whoever plans it ----------------------------------------
+
+
+def test_a_unique_run_is_created_once_per_slot_or_content(store: StateStore) -> None:
+    first = store.create_run("t", "h1", max_attempts=1, slot="03:00", unique=True)
+    again = store.create_run("t", "h2", max_attempts=1, slot="03:00", unique=True)
+    other_slot = store.create_run("t", "h1", max_attempts=1, slot="04:00", unique=True)
+    assert again == first
+    assert other_slot.run_id != first.run_id
+
+    one_off = store.create_run("t", "h1", max_attempts=1, unique=True)
+    assert store.create_run("t", "h1", max_attempts=1, unique=True) == one_off
+    assert store.create_run("t", "h2", max_attempts=1, unique=True).run_id != one_off.run_id
+    forced = store.create_run("t", "h1", max_attempts=1)  # a forced run has no key
+    assert forced.run_id != one_off.run_id
+    assert len(store.runs(task_id="t")) == 5
+
+
+def test_a_run_failed_for_good_frees_its_key_and_a_completed_one_keeps_it(
+    store: StateStore,
+) -> None:
+    spent = store.create_run("t", "h1", max_attempts=1, slot="03:00", unique=True)
+    store.claim(spent.run_id, executor="builtin", tool="echo")
+    store.transition(spent.run_id, S.FAILED, error="boom")
+    retry = store.create_run("t", "h1", max_attempts=1, slot="03:00", unique=True)
+    assert retry.run_id != spent.run_id
+    store.claim(retry.run_id, executor="builtin", tool="echo")
+    done = store.transition(retry.run_id, S.COMPLETED)
+    assert store.create_run("t", "h1", max_attempts=1, slot="03:00", unique=True) == done
 
 
 def test_a_read_only_store_leaves_the_file_as_it_was(db_path: Path, clock: FakeClock) -> None:
@@ -556,3 +618,109 @@ def test_a_read_only_store_never_creates_one(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="cannot open"):
         Store(tmp_path / "none" / "state.db", read_only=True)
     assert not (tmp_path / "none").exists()
+
+
+# -- every read and write on both backends ----------------------------------------------
+
+
+def test_unfinished_runs_and_the_recorded_task_paths(store: StateStore, tmp_path: Path) -> None:
+    idle = store.create_run("a", "h", max_attempts=1)
+    waiting = run_to(store, S.WAITING)
+    retry = run_to(store, S.FAILED, max_attempts=2)
+    run_to(store, S.FAILED, max_attempts=1)  # spent: not unfinished
+    run_to(store, S.COMPLETED)
+    assert [r.run_id for r in store.unfinished_runs()] == [
+        idle.run_id,
+        waiting.run_id,
+        retry.run_id,
+    ]
+
+    spec = TaskSpec(tool="echo")
+    store.upsert_task(Task(id="a", path=Path("tasks/a.yaml"), spec=spec, task_hash="h"))
+    store.upsert_task(Task(id="b", path=tmp_path / "b.yaml", spec=spec, task_hash="h"))
+    assert store.task_paths() == {
+        "a": str(Path("tasks/a.yaml").absolute()),  # so a pass from elsewhere finds it
+        "b": str(tmp_path / "b.yaml"),
+    }
+
+
+def test_a_skipped_run_is_closed_frees_its_key_and_a_move_clears_the_note(
+    store: StateStore,
+) -> None:
+    gone = store.create_run("t", "h1", max_attempts=3, slot="03:00", unique=True)
+    store.set_note(gone.run_id, "waits for a model")
+    assert store.get_run(gone.run_id).note == "waits for a model"  # type: ignore[union-attr]
+    skipped = store.transition(gone.run_id, S.SKIPPED, detail="task file gone")
+    assert (skipped.state, skipped.note, skipped.finished_at) == (S.SKIPPED, None, iso(T0))
+    assert store.unfinished_runs() == []
+    assert store.counts_by_state()[S.SKIPPED] == 1
+    assert store.claim(gone.run_id) is None
+    with pytest.raises(IllegalTransitionError):
+        store.transition(gone.run_id, S.IDLE)
+
+    # The file is back: its slot gets a new run, as a one-off's content does.
+    back = store.create_run("t", "h1", max_attempts=3, slot="03:00", unique=True)
+    assert back.run_id != gone.run_id
+    one_off = store.create_run("t", "h1", max_attempts=1, unique=True)
+    store.transition(one_off.run_id, S.SKIPPED, detail="task file gone", note="gone")
+    assert store.get_run(one_off.run_id).note == "gone"  # type: ignore[union-attr]
+    assert store.create_run("t", "h1", max_attempts=1, unique=True).run_id != one_off.run_id
+
+
+def test_rate_limits_are_remembered_the_later_reset_wins_and_the_why_is_redacted(
+    opener: Opener, clock: FakeClock
+) -> None:
+    with opener(clock=clock, redactor=Redactor(["sk-secret-123456"])) as store:
+        assert store.rate_limits(iso(T0)) == {}
+        store.set_rate_limit("free", iso(T0 + timedelta(minutes=5)), "429 for sk-secret-123456")
+        store.set_rate_limit("free", iso(T0 + timedelta(minutes=1)), "an earlier reset")
+        store.set_rate_limit("paid", iso(T0 + timedelta(minutes=1)), "429")
+        limits = store.rate_limits(iso(T0))
+        assert set(limits) == {"free", "paid"}
+        until, why = limits["free"]
+        assert until == iso(T0 + timedelta(minutes=5))
+        assert "sk-secret-123456" not in why
+        assert why.startswith("429 for ")
+        assert set(store.rate_limits(iso(T0 + timedelta(minutes=2)))) == {"free"}
+        assert store.rate_limits(iso(T0 + timedelta(minutes=5))) == {}
+
+
+def test_runs_by_id_prefix_and_the_last_finished_slot(store: StateStore, clock: FakeClock) -> None:
+    first = run_to(store, S.COMPLETED, slot="2026-03-01T03:00:00Z")
+    clock.advance(3600)
+    second = run_to(store, S.FAILED, max_attempts=1, slot="2026-03-01T04:00:00Z")
+    run_to(store, S.EXECUTING, slot="2026-03-01T05:00:00Z")  # unfinished: does not count
+    assert store.last_finished_slot("t") == "2026-03-01T04:00:00Z"
+    assert store.last_finished_slot("other") is None
+
+    assert store.runs_by_id_prefix(second.run_id.lower()) == [store.get_run(second.run_id)]
+    differs = next(
+        i for i, (a, b) in enumerate(zip(first.run_id, second.run_id, strict=True)) if a != b
+    )
+    found = store.runs_by_id_prefix(first.run_id[:differs])  # the time, an hour apart
+    assert [r.run_id for r in found][-2:] == [second.run_id, first.run_id]
+    assert store.runs_by_id_prefix("ZZZZ") == []
+    assert len(store.runs_by_id_prefix("", limit=2)) == 2
+
+
+def test_a_read_only_store_reads_and_writes_nothing(opener: Opener, clock: FakeClock) -> None:
+    with opener(clock=clock) as writer:
+        run = writer.create_run("t", "h", max_attempts=1)
+        writer.set_mode(Mode.DEGRADED, "gateway down")
+    with opener(read_only=True) as reader:
+        assert reader.get_run(run.run_id) == run
+        assert reader.mode().mode == "degraded"
+        with pytest.raises(StoreError, match=r"read-?only"):
+            reader.set_note(run.run_id, "x")
+        with pytest.raises(StoreError, match=r"read-?only"):
+            reader.create_run("t", "h2", max_attempts=1)
+    with opener() as again:
+        assert again.get_run(run.run_id) == run
+        assert again.runs() == [run]
+
+
+def test_a_read_only_ledger_is_never_created_or_migrated(pg_url: str) -> None:
+    with pytest.raises(StoreError, match="ledger schema 0, this omni reads schema"):
+        PostgresStore(pg_url, read_only=True)
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT to_regclass('runs')").fetchone() == (None,)

@@ -1,0 +1,256 @@
+"""The PostgreSQL ledger's own rules, on a real database: one run a key however many
+instances insert it, claims that skip locked rows, leases and their expiry, fencing of
+a late writer, instances, the schema version, and a password that never shows."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+import psycopg
+import pytest
+
+from runner.core.clock import utc_now
+from runner.core.errors import StaleRunError, StoreError
+from runner.core.redaction import Redactor
+from runner.core.states import Mode, RunState
+from runner.state.fleet import Fleet
+from runner.state.postgres import PostgresStore
+from runner.state.recovery import resume
+from runner.state.resultcheck import ResultCheck
+from runner.state.results import RunResult, write_result
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+S = RunState
+
+
+def checks() -> ResultCheck:
+    """Result files checked as of now (what a fleet's sweeps use)."""
+    return ResultCheck(utc_now())
+
+
+def test_instances_racing_to_plan_one_slot_create_one_run(pg_url: str) -> None:
+    workers = 8
+    stores = [PostgresStore(pg_url, role="service") for _ in range(workers)]
+    start = threading.Barrier(workers)
+
+    def plan(store: PostgresStore) -> str:
+        start.wait()
+        return store.create_run("t", "h", max_attempts=1, slot="03:00", unique=True).run_id
+
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            ids = set(pool.map(plan, stores))
+    finally:
+        for store in stores:
+            store.close()
+    assert len(ids) == 1
+    with PostgresStore(pg_url) as check:
+        assert [r.run_id for r in check.runs()] == list(ids)
+        assert [e["detail"] for e in check.events(ids.pop())] == ["created"]
+
+
+def test_a_claim_skips_a_run_another_transaction_holds_instead_of_waiting(pg_url: str) -> None:
+    with PostgresStore(pg_url, role="service") as store:
+        run = store.create_run("t", "h", max_attempts=1)
+        with psycopg.connect(pg_url) as other:  # a claim in progress elsewhere
+            other.execute("SELECT 1 FROM runs WHERE run_id = %s FOR UPDATE", (run.run_id,))
+            began = time.monotonic()
+            assert store.claim(run) is None
+            assert time.monotonic() - began < 5  # not blocked until the other commits
+        claimed = store.claim(run)
+        assert claimed is not None
+        assert claimed.state == "dispatching"
+
+
+def test_a_live_instance_keeps_its_runs_and_one_that_left_gives_them_up(
+    pg_url: str, tmp_path: Path
+) -> None:
+    with (
+        PostgresStore(pg_url, role="service") as alive,
+        PostgresStore(pg_url, role="service") as other,
+    ):
+        mine = alive.claim(alive.create_run("t", "h", max_attempts=2), executor="b", tool="x")
+        assert mine is not None
+        assert resume(other, tmp_path, ResultCheck(utc_now())).to_idle == []  # its lease is live
+        assert other.get_run(mine.run_id) == mine
+        leaving = PostgresStore(pg_url, role="run --once")
+        theirs = leaving.claim(leaving.create_run("u", "h", max_attempts=2))
+        assert theirs is not None
+        leaving.close()  # gone: what it held is the others' at once
+        assert resume(other, tmp_path, ResultCheck(utc_now())).to_idle == [theirs.run_id]
+        assert [i.instance_id for i in other.instances()] == [alive.instance_id, other.instance_id]
+
+
+def test_an_expired_lease_is_settled_by_another_instance_and_the_late_writer_is_fenced(
+    pg_url: str, tmp_path: Path
+) -> None:
+    with (
+        PostgresStore(pg_url, role="service", lease_seconds=0.2) as slow,
+        PostgresStore(pg_url, role="service") as other,
+    ):
+        held = slow.claim(slow.create_run("t", "h", max_attempts=3), executor="b", tool="x")
+        assert held is not None
+        time.sleep(0.4)  # no heartbeat renews it: the instance looks dead
+        report = resume(other, tmp_path, ResultCheck(utc_now()))
+        assert report.to_idle == [held.run_id]
+        again = other.claim(held.run_id, executor="b", tool="x")
+        assert again is not None
+        assert again.attempt == 2
+        with pytest.raises(
+            StaleRunError, match=r"is executing \(attempt 2\), not executing \(attempt 1\)"
+        ):
+            slow.transition(held, S.COMPLETED, result_path="late.json")
+        done = other.transition(again, S.COMPLETED)
+        assert other.get_run(held.run_id) == done
+        details = [e["detail"] for e in other.events(held.run_id)]
+        assert details.count("interrupted; will retry") == 1
+
+
+def test_instances_show_host_pid_runs_in_flight_and_liveness(pg_url: str) -> None:
+    with (
+        PostgresStore(pg_url, role="service", lease_seconds=0.2) as quiet,
+        PostgresStore(pg_url) as reader,
+    ):
+        quiet.claim(quiet.create_run("t", "h", max_attempts=1))
+        [row] = reader.instances()  # a store opened without a role is no instance
+        assert (row.instance_id, row.role, row.runs_in_flight, row.live) == (
+            quiet.instance_id,
+            "service",
+            1,
+            True,
+        )
+        assert row.pid > 0
+        assert row.host
+        time.sleep(0.4)
+        assert [i.live for i in reader.instances()] == [False]
+
+
+def test_a_ledger_from_a_newer_omni_is_refused(pg_url: str) -> None:
+    PostgresStore(pg_url).close()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        known = conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
+        assert known is not None
+        conn.execute("INSERT INTO schema_migrations VALUES (%s, 'then')", (known[0] + 3,))
+    with pytest.raises(StoreError) as caught:
+        PostgresStore(pg_url)
+    assert f"schema {known[0] + 3}" in str(caught.value)
+    assert f"knows up to {known[0]}" in str(caught.value)
+
+
+def test_a_password_in_the_url_never_shows_in_errors(pg_url: str) -> None:
+    secret = "Sup3r-Secret-Passw0rd"
+    port = pg_url.split(":")[2].split("/", maxsplit=1)[0]
+    wrong = pg_url.replace("omni@", f"omni:{secret}@").replace(f":{port}/", ":1/")
+    with pytest.raises(StoreError) as caught:
+        PostgresStore(wrong)
+    message = str(caught.value)
+    assert "cannot connect to the state database" in message
+    assert "omni:***@127.0.0.1:1/" in message
+    assert secret not in message
+    # Trust authentication ignores the password: the store opens, and names itself masked.
+    with PostgresStore(pg_url.replace("omni@", f"omni:{secret}@")) as store:
+        assert store.where.startswith("postgresql://omni:***@127.0.0.1:")
+
+
+# -- the fleet: heartbeats, sweeps, wake-ups --------------------------------------------
+
+
+async def test_heartbeats_keep_a_lease_alive_and_stopping_them_lets_it_expire(
+    pg_url: str, tmp_path: Path
+) -> None:
+    with (
+        PostgresStore(pg_url, role="service", lease_seconds=0.6) as busy,
+        PostgresStore(pg_url) as other,
+    ):
+        held = busy.claim(busy.create_run("t", "h", max_attempts=2), executor="b", tool="x")
+        assert held is not None
+        async with Fleet(busy, tmp_path, checks).running():
+            await asyncio.sleep(1.5)  # past two leases: only heartbeats keep it
+            assert resume(other, tmp_path, ResultCheck(utc_now())).to_idle == []
+        await asyncio.sleep(1.0)  # heartbeats stopped, the instance still open: it hangs
+        assert resume(other, tmp_path, ResultCheck(utc_now())).to_idle == [held.run_id]
+
+
+async def test_a_fleet_settles_a_dead_instances_runs_by_their_result_files(
+    pg_url: str, tmp_path: Path
+) -> None:
+    results = tmp_path / "results"
+    dead = PostgresStore(pg_url, role="service", lease_seconds=0.2)
+    finished = dead.claim(dead.create_run("t", "h", max_attempts=1), executor="b", tool="x")
+    cut_short = dead.claim(dead.create_run("u", "h", max_attempts=2), executor="b", tool="x")
+    assert finished is not None
+    assert cut_short is not None
+    write_result(
+        results,
+        RunResult(
+            task_id="t",
+            run_id=finished.run_id,
+            task_hash="h",
+            state="completed",
+            attempt=1,
+            started_at="2026-03-01T12:00:00.000Z",
+            finished_at="2026-03-01T12:00:01.000Z",
+            duration_s=1.0,
+            output="done before the crash",
+        ),
+        Redactor([]),
+    )
+    await asyncio.sleep(0.4)  # killed: no close, no heartbeat
+    woken: list[int] = []
+    with PostgresStore(pg_url, role="service") as alive:
+        async with Fleet(alive, results, checks, on_work=lambda: woken.append(1)).running():
+            for _ in range(100):
+                if woken:
+                    break
+                await asyncio.sleep(0.05)
+        assert alive.get_run(finished.run_id).state == "completed"  # type: ignore[union-attr]
+        assert alive.get_run(cut_short.run_id).state == "idle"  # type: ignore[union-attr]
+        assert woken  # the run given back is work: the instance was woken
+    dead.close()
+
+
+async def test_a_run_created_anywhere_wakes_a_listening_instance(
+    pg_url: str, tmp_path: Path
+) -> None:
+    woken = asyncio.Event()
+    with PostgresStore(pg_url, role="service") as idle, PostgresStore(pg_url) as planner:
+        async with Fleet(idle, tmp_path, checks, on_work=woken.set).running():
+            await asyncio.sleep(0.3)
+            assert not woken.is_set()
+            planner.create_run("t", "h", max_attempts=1)
+            await asyncio.wait_for(woken.wait(), 5)
+
+
+def test_a_dropped_connection_fails_one_call_and_the_next_reconnects(pg_url: str) -> None:
+    with PostgresStore(pg_url, role="service") as store:
+        run = store.create_run("t", "h", max_attempts=1)
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name = 'omni' AND pid <> pg_backend_pid()"
+            )
+        with pytest.raises(StoreError, match="state database error"):
+            store.get_run(run.run_id)
+        assert store.get_run(run.run_id) == run
+
+
+def test_the_ledger_redacts_every_text_it_writes(pg_url: str) -> None:
+    secret = "sk-ledger-SECRET-0123456789"
+    with PostgresStore(pg_url, redactor=Redactor([secret])) as store:
+        run = store.create_run("t", "h", max_attempts=2)
+        run = store.claim(run, executor="x", tool="y", detail=f"x.y with {secret}") or run
+        run = store.transition(run, S.FAILED, error=f"bad {secret}", detail=secret)
+        store.set_note(run.run_id, f"note {secret}")
+        store.set_mode(Mode.DEGRADED, f"gateway https://u:{secret}@h failed")
+    with psycopg.connect(pg_url) as conn:
+        for table in ("runs", "events", "modes"):
+            dump = conn.execute(f"SELECT CAST(t AS text) FROM {table} t").fetchall()
+            assert all(secret not in row[0] for row in dump), table
+        [(error, note)] = conn.execute("SELECT error, note FROM runs").fetchall()
+    assert (error, note) == ("bad [redacted]", "note [redacted]")
