@@ -14,13 +14,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from runner.defs.config import GitSource as GitSourceConfig
-from runner.planning.sources import (
-    ChangeKind,
-    FolderSource,
-    GitSource,
-    SourceChange,
-    is_ignored_name,
-)
+from runner.planning.gitsource import GitSource
+from runner.planning.sources import ChangeKind, FolderSource, SourceChange, is_ignored_name
 from runner.state.store import Store
 from tests.support.service import Remote, drop, echo_task, git, wait_for
 
