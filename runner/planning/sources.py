@@ -9,7 +9,8 @@ The folder source watches with watchfiles and reads a file only once it has been
 quiet for ``service.settle_ms``: its modification time is that old and its size,
 times and inode have not changed meanwhile. A file renamed into place after it was
 written (write-then-rename) is therefore read as soon as it appears, or at most
-``settle_ms`` after its last write; a writer pausing longer than that mid-file should
+``settle_ms`` after its last write (on a file system whose timestamps are whole
+seconds, a second more: the last write may hide in it); a writer pausing longer than that mid-file should
 write elsewhere and rename. Editors' temp and swap files, hidden files and folders
 are ignored, a change that leaves a file's size and times as they were is no change,
 and a full rescan every ``service.rescan_interval`` catches events the watcher missed.
@@ -98,8 +99,8 @@ def _signature(info: os.stat_result) -> Signature:
 
 
 #: Seconds a whole-second modification time may hide: file systems with coarse
-#: timestamps (ext4 with 128-byte inodes: 1 s; FAT: 2 s) round the last write down.
-_COARSE_MTIME_S = 2.0
+#: timestamps (ext4 with 128-byte inodes) round the last write down to the second.
+_COARSE_MTIME_S = 1.0
 
 
 def _last_write(info: os.stat_result) -> float:

@@ -90,7 +90,9 @@ async def test_write_then_rename_is_read_at_once_not_after_settle_ms(tasks: Path
     async with watching(tasks, settle_ms=1000) as seen:
         tmp = tasks / ".b.yaml.tmp"
         tmp.write_text(echo_task("b"))
-        await asyncio.sleep(1.05)  # the writer took its time, then renamed into place
+        # The writer took its time (longer than settle_ms plus the second a coarse
+        # timestamp may hide), then renamed into place.
+        await asyncio.sleep(2.05)
         renamed = time.monotonic()
         os.replace(tmp, tasks / "b.yaml")
         await wait_for(lambda: seen.of(tasks / "b.yaml"), what="b.yaml")
@@ -230,7 +232,7 @@ def test_a_whole_second_mtime_is_not_taken_for_quiet(tasks: Path) -> None:
     # Coarse timestamps (ext4 with 128-byte inodes, FAT) round a write down to the
     # second: a file written 0.1 s ago may look 0.9 s old and be read half-written.
     second = float(int(time.time()) - 5)
-    clock = {"wall": second + 0.9, "monotonic": 100.0}
+    clock = {"wall": second + 0.95, "monotonic": 100.0}
     seen = Seen()
     source = FolderSource(
         tasks,
