@@ -281,7 +281,7 @@ def _print_publish(out: Console, err: Console, report: Any) -> None:
         sent = f", pushed to {results.remote}" if results.pushed else ""
         render.line(out, f"results: {what} on {results.branch}{sent}")
     for branch in report.tasks:
-        sent = " and pushed" if branch.pushed else ""
+        sent = " and pushed" if branch.pushed else (" (unchanged)" if branch.unchanged else "")
         render.line(out, f"task branch {branch.branch}: {branch.commit[:10]}{sent}")
     for pull in report.pull_requests:
         render.line(out, f"pull request from {pull['head']}: {pull['operation']}")
