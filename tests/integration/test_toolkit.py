@@ -472,6 +472,22 @@ def test_status_filters_and_run_ids(project: Path) -> None:
     assert [r["run_id"] for r in data["recent_runs"]] in ([hello], run_ids(project, "hourly"))
 
 
+
+def test_status_of_an_unknown_task_is_an_error_not_an_empty_list(project: Path) -> None:
+    typo = "error: --task 'helo': no task in tasks has this id; did you mean 'hello'?\n"
+    before = omni(project, "status", "--task", "helo")  # no state file yet
+    assert (before.returncode, before.stdout, before.stderr) == (2, "", typo)
+    assert omni(project, "run", "--once").returncode == 0
+    after = omni(project, "status", "--task", "helo", "--json")
+    assert (after.returncode, after.stderr) == (2, typo)
+    assert json.loads(after.stdout)["exit_code"] == 2
+    # A known task with no run in that state is an empty answer, not a mistake; so is a
+    # task whose file is gone but whose runs the state file holds.
+    none = omni(project, "status", "--task", "hello", "--state", "failed")
+    assert (none.returncode, none.stdout.splitlines()[-1]) == (0, "no run matches")
+    (project / "tasks" / "hello.yaml").unlink()
+    assert omni(project, "status", "--task", "hello").returncode == 0
+
 # --- state hygiene -------------------------------------------------------------------
 
 
