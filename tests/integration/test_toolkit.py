@@ -311,6 +311,24 @@ def test_piped_output_is_never_wrapped_or_cut(project: Path) -> None:
     ]
 
 
+def test_help_and_usage_errors_in_a_pipe_are_whole_lines(project: Path) -> None:
+    unknown = omni(project, "run", "--once", "--frobnicate", COLUMNS="40")
+    assert (unknown.returncode, unknown.stdout) == (2, "")
+    assert unknown.stderr.splitlines() == [
+        "Usage: omni run [OPTIONS]",
+        "Try 'omni run --help' for help.",
+        "",
+        "Error: No such option: --frobnicate (Possible options: --force, --once)",
+    ]
+    shown = omni(project, "run", "--help", COLUMNS="40")
+    assert shown.returncode == 0
+    assert (
+        "  --dry-run                     With --once: show what would run and why; run and"
+        " write nothing." in shown.stdout.splitlines()
+    )
+    assert "\u2502" not in shown.stdout  # no box drawn for a terminal
+
+
 def test_progress_lines_in_a_log(project: Path) -> None:
     done = omni(project, "run", "--once")
     assert done.returncode == 0, done.stderr
@@ -472,7 +490,6 @@ def test_status_filters_and_run_ids(project: Path) -> None:
     assert [r["run_id"] for r in data["recent_runs"]] in ([hello], run_ids(project, "hourly"))
 
 
-
 def test_status_of_an_unknown_task_is_an_error_not_an_empty_list(project: Path) -> None:
     typo = "error: --task 'helo': no task in tasks has this id; did you mean 'hello'?\n"
     before = omni(project, "status", "--task", "helo")  # no state file yet
@@ -487,6 +504,7 @@ def test_status_of_an_unknown_task_is_an_error_not_an_empty_list(project: Path) 
     assert (none.returncode, none.stdout.splitlines()[-1]) == (0, "no run matches")
     (project / "tasks" / "hello.yaml").unlink()
     assert omni(project, "status", "--task", "hello").returncode == 0
+
 
 # --- state hygiene -------------------------------------------------------------------
 
