@@ -161,12 +161,20 @@ def task_problems(
             if name not in tools:
                 found.append((("tools", i), f"tools[{i}]", _unknown_tool(name, tools)))
     uses_model = spec.prompt is not None and not agent_tool
+    if uses_model and spec.enabled and model_names is not None and not model_names:
+        found.append((("prompt",), "prompt", _NO_MODEL))
     if uses_model and model_names and spec.model is not None:
         if spec.model not in _POLICIES and not _known_model(spec.model, model_names):
             found.append((("model",), "model", _unknown_model(spec.model, model_names)))
         elif spec.model in _POLICIES and not _tier_has_models(config, spec.model):
             found.append((("model",), "model", f"router.model_tiers has no {spec.model} models"))
     return _located(task, found, config.limits.task_file_bytes)
+
+
+_NO_MODEL = (
+    "no model is configured (model_list or lite_llm_url in the config): this prompt task"
+    " would wait (idle) until one is; configure one, or set enabled: false"
+)
 
 
 def _tool_problems(

@@ -211,6 +211,7 @@ def test_validate_deep_checks_tools_and_arguments_on_a_live_executor(project: Pa
     write(
         project,
         "config.yaml",
+        "model_list: [{model_name: m, litellm_params: {model: openai/m}}]\n"  # for tools.yaml
         "mcp_servers:\n"
         f"  t: {{command: {sys.executable}, args: ['{SERVERS}', stdio]}}\n"
         "  dead: {command: /no/such/server}\n",
