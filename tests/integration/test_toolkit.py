@@ -472,11 +472,11 @@ def test_route_by_task_id_shows_the_model_chain_and_next_fire(project: Path) -> 
     )
 
 
-
 def test_route_and_show_say_yes_and_no_to_a_person(project: Path) -> None:
     assert "configured    yes" in omni(project, "route", "hello").stdout.splitlines()
     write(project, "tasks/later.yaml", "tool: echo\nenabled: false\n")
     assert "enabled: no" in omni(project, "show", "later").stdout.splitlines()
+
 
 def test_status_filters_and_run_ids(project: Path) -> None:
     note = "prompt task: waits (idle) until a model is configured (model_list or lite_llm_url)"

@@ -58,7 +58,6 @@ def test_validate_flags_an_executor_that_is_not_configured(cli: CliRunner, tmp_p
     assert "configured: builtin" in result.output
 
 
-
 def test_validate_flags_a_prompt_task_with_no_model_to_run_on(
     cli: CliRunner, tmp_path: Path
 ) -> None:
@@ -75,6 +74,7 @@ def test_validate_flags_a_prompt_task_with_no_model_to_run_on(
     ]
     (tmp_path / "config.yaml").write_text("lite_llm_url: http://127.0.0.1:9/\n")
     assert cli.invoke(app, ["validate"]).exit_code == 0  # the proxy knows its models
+
 
 def test_bad_config_exits_2_with_file_and_key(cli: CliRunner, tmp_path: Path) -> None:
     (tmp_path / "config.yaml").write_text("dispatch:\n  concurrency: many\n")
