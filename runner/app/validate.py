@@ -74,8 +74,9 @@ def validate_paths(
                 TaskFileError(str(path), None, "(file)", "no such file or folder")
             )
             continue
-        files, ignored = scan_task_files(path)
+        files, ignored, unreadable = scan_task_files(path)
         checked.ignored += ignored
+        checked.problems += unreadable
         root = path if path.is_dir() else root_for(path, tasks_root)
         loaded = load_tasks(root, config.limits.task_file_bytes, files=files)
         checked.files += len(files)

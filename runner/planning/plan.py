@@ -217,12 +217,24 @@ def orphans(tasks: list[Task], store: StateStore) -> list[Orphan]:
         path = Path(recorded)
         if path in files:
             reason = f"task file {path} now defines task {files[path]!r}"
-        elif not path.exists():
+        elif _gone(path):
             reason = f"task file {path} is gone"
         else:
             continue
         found.append(Orphan(run, reason))
     return found
+
+
+def _gone(path: Path) -> bool:
+    """``path`` is surely not there; a file that cannot be looked at (an unreadable
+    folder) may still be, and keeps its runs."""
+    try:
+        path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def orphans_of(task_id: str, reason: str, store: StateStore) -> list[Orphan]:

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import shutil
 import sqlite3
+import subprocess
 import sys
 from importlib.metadata import version
 from typing import TYPE_CHECKING
@@ -23,7 +26,6 @@ from tests.support.paths import SERVERS
 from tests.support.upstream import ScriptedUpstream
 
 if TYPE_CHECKING:
-    import subprocess
     from collections.abc import Iterator
     from pathlib import Path
 
@@ -108,6 +110,56 @@ def test_an_option_that_does_not_apply_is_an_error(
     assert done.returncode == 2
     assert done.stderr.startswith(f"error: {message}")
     assert not (project / ".omni").exists()
+
+
+def unprivileged(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """:func:`omni`, but as root without the right to read every file (root ignores
+    permissions), so that an unreadable folder is unreadable."""
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("root reads every folder, and setpriv (util-linux) is missing")
+        prefix = [setpriv, "--bounding-set", "-dac_override,-dac_read_search"]
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(cwd), "COLUMNS": "200", "OMNI_NOW": NOW}
+    return subprocess.run(
+        [*prefix, sys.executable, "-m", "runner", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_an_unreadable_folder_is_named_and_its_runs_are_kept(project: Path) -> None:
+    write(project, "tasks/team/think.yaml", "prompt: hi\n")
+    assert omni(project, "run", "--once").returncode == 0  # think waits (idle)
+    team = project / "tasks" / "team"
+    team.chmod(0)
+    try:
+        checked = unprivileged(project, "validate")
+        assert (checked.returncode, checked.stdout) == (
+            1,
+            "tasks/team:1: (folder): cannot list: Permission denied\n",
+        )
+        done = unprivileged(project, "run", "--once")
+        assert done.returncode == 1
+        assert "Traceback" not in done.stderr
+        assert "invalid tasks/team:1: (folder): cannot list: Permission denied" in done.stderr
+        (project / "tasks").chmod(0)
+        whole = unprivileged(project, "validate")
+        assert (whole.returncode, whole.stdout) == (
+            1,
+            "tasks:1: (folder): cannot list: Permission denied\n",
+        )
+    finally:
+        (project / "tasks").chmod(0o755)
+        team.chmod(0o755)
+    with sqlite3.connect(project / ".omni" / "state.db") as db:
+        found = db.execute("SELECT state FROM runs WHERE task_id = 'team/think'").fetchall()
+    assert found == [("idle",)]  # not closed as if its file were gone
 
 
 def test_ignored_file_types_are_named_once(project: Path) -> None:
