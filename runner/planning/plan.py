@@ -177,7 +177,8 @@ def _verdict(
     task: Task, store: StateStore | None, selection: Selection, rule: DueRule
 ) -> Planned | Skipped:
     """Whether ``task`` runs now, and why (not)."""
-    if not task.spec.enabled and not selection.force:
+    if not task.spec.enabled and not (selection.force and selection.task_id == task.id):
+        # A paused task runs only when named: `--task ID --force`, never by a bare --force.
         return Skipped(task.id, "disabled (enabled: false)")
     if selection.force:
         return Planned(task, None, "--force")  # a forced run serves no slot: an extra run
