@@ -111,7 +111,9 @@ def _snapshot(  # pylint: disable=too-many-arguments,too-many-positional-argumen
     return snapshot
 
 
-def _check_known(config: Config, paths: ResolvedPaths, store: StateStore | None, task_id: str) -> None:
+def _check_known(
+    config: Config, paths: ResolvedPaths, store: StateStore | None, task_id: str
+) -> None:
     """:class:`UsageError` when no run in the store and no task file has ``task_id`` (a
     typo, not a task that has not run yet)."""
     if store is not None and store.runs(task_id=task_id, limit=1):
