@@ -84,8 +84,11 @@ def time_load(root: Path, count: int, rounds: int = 5) -> float:
     return statistics.median(times)
 
 
-#: The executors the generated tasks use (validate checks the names; it starts none).
+#: The executors and the model the generated tasks use (validate checks the names; it
+#: starts none; a prompt task with no model to run on would be a problem).
 CONFIG = """\
+model_list:
+  - {model_name: small, litellm_params: {model: openai/small}}
 mcp_servers:
   git: {command: mcp-server-git}
   claude_code: {command: claude, args: [mcp, serve]}
@@ -111,7 +114,8 @@ def time_cli(root: Path, rounds: int = 3) -> float | None:
             )
             times.append(time.perf_counter() - start)
             if done.returncode != 0:
-                print(f"validate exited {done.returncode}: {done.stderr[-500:]}", file=sys.stderr)
+                said = (done.stdout + done.stderr)[-500:]
+                print(f"validate exited {done.returncode}: {said}", file=sys.stderr)
                 return None
     return statistics.median(times)
 

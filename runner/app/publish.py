@@ -105,6 +105,7 @@ class PublishReport:
                     "commit": t.commit,
                     "pushed": t.pushed,
                     "updated": t.updated,
+                    "unchanged": t.unchanged,
                 }
                 for t in self.tasks
             ],

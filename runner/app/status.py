@@ -8,7 +8,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from runner.app.inspect import looking
+from runner.app.passes import load_pass
 from runner.core.clock import utc_now
+from runner.core.errors import UsageError
 from runner.core.states import RunState
 from runner.defs.config import SandboxMode
 from runner.reach.sandbox import probe, sandbox_state
@@ -21,6 +23,7 @@ if TYPE_CHECKING:
     from runner.core.redaction import Redactor
     from runner.defs.config import Config
     from runner.defs.environment import ResolvedPaths
+    from runner.state.interface import StateStore
 
 
 def status_snapshot(
@@ -62,6 +65,8 @@ def _snapshot(  # pylint: disable=too-many-arguments,too-many-positional-argumen
         "instances": [],
     }
     with looking(paths) as store:
+        if task_id is not None:
+            _check_known(config, paths, store, task_id)
         if store is None:
             # No state yet (e.g. a CI run on the results branch): spend from result files.
             snapshot["spend_today_usd"] = round(spent_today(None, paths.results, now, cap), 6)
@@ -104,6 +109,18 @@ def _snapshot(  # pylint: disable=too-many-arguments,too-many-positional-argumen
 
         snapshot["next_fire"] = next_fire_times(store, now)
     return snapshot
+
+
+def _check_known(
+    config: Config, paths: ResolvedPaths, store: StateStore | None, task_id: str
+) -> None:
+    """:class:`UsageError` when no run in the store and no task file has ``task_id`` (a
+    typo, not a task that has not run yet)."""
+    if store is not None and store.runs(task_id=task_id, limit=1):
+        return
+    if not paths.tasks.exists():
+        raise UsageError(f"--task {task_id!r}: no run in {location(paths)} has this task id")
+    load_pass(config, paths, task_id)  # raises naming the id (and the likely one)
 
 
 def sandbox_report(config: Config) -> dict[str, Any]:

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Mapping, Sequence
     from pathlib import Path
 
+    from runner.defs.tasks import TaskSpec
+
 _POLICIES = frozenset(p.value for p in ModelPolicy)
 
 
@@ -72,8 +74,9 @@ def validate_paths(
                 TaskFileError(str(path), None, "(file)", "no such file or folder")
             )
             continue
-        files, ignored = scan_task_files(path)
+        files, ignored, unreadable = scan_task_files(path)
         checked.ignored += ignored
+        checked.problems += unreadable
         root = path if path.is_dir() else root_for(path, tasks_root)
         loaded = load_tasks(root, config.limits.task_file_bytes, files=files)
         checked.files += len(files)
@@ -160,13 +163,30 @@ def task_problems(
         for i, name in enumerate(spec.tools):
             if name not in tools:
                 found.append((("tools", i), f"tools[{i}]", _unknown_tool(name, tools)))
-    uses_model = spec.prompt is not None and not agent_tool
-    if uses_model and model_names and spec.model is not None:
-        if spec.model not in _POLICIES and not _known_model(spec.model, model_names):
-            found.append((("model",), "model", _unknown_model(spec.model, model_names)))
-        elif spec.model in _POLICIES and not _tier_has_models(config, spec.model):
-            found.append((("model",), "model", f"router.model_tiers has no {spec.model} models"))
+    if spec.prompt is not None and not agent_tool:
+        found += _model_problems(spec, config, model_names)
     return _located(task, found, config.limits.task_file_bytes)
+
+
+def _model_problems(
+    spec: TaskSpec, config: Config, model_names: Collection[str] | None
+) -> list[tuple[tuple[str | int, ...], str, str]]:
+    """A prompt task's model: none to run on at all, or a name nothing serves."""
+    if model_names is not None and not model_names:
+        return [(("prompt",), "prompt", _NO_MODEL)] if spec.enabled else []
+    if not model_names or spec.model is None:
+        return []
+    if spec.model not in _POLICIES and not _known_model(spec.model, model_names):
+        return [(("model",), "model", _unknown_model(spec.model, model_names))]
+    if spec.model in _POLICIES and not _tier_has_models(config, spec.model):
+        return [(("model",), "model", f"router.model_tiers has no {spec.model} models")]
+    return []
+
+
+_NO_MODEL = (
+    "no model is configured (model_list or lite_llm_url in the config): this prompt task"
+    " would wait (idle) until one is; configure one, or set enabled: false"
+)
 
 
 def _tool_problems(

@@ -149,7 +149,7 @@ def _print_task(out: Console, found: dict[str, Any]) -> None:
     keys = ("id", "path", "gone", "enabled", "kind", "tool", "executor", "schedule", "next_fire")
     for key in keys:
         if task.get(key) is not None:
-            render.line(out, f"{key}: {task[key]}")
+            render.line(out, f"{key}: {_shown(task[key])}")
     if found["runs"]:
         render.table(
             out,
@@ -173,6 +173,13 @@ def _print_task(out: Console, found: dict[str, Any]) -> None:
         _print_run(out, found["latest"])
     else:
         render.line(out, "no runs yet")
+
+
+def _shown(value: object) -> str:
+    """A value for a person: yes / no for a flag (``--json`` keeps true / false)."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
 
 
 def _print_run(out: Console, found: dict[str, Any]) -> None:
@@ -275,7 +282,7 @@ def route(
     else:
         width = max(len(key) for key in decision)
         for key, value in decision.items():
-            render.line(out, f"{key:<{width}}  {value}")
+            render.line(out, f"{key:<{width}}  {_shown(value)}")
     raise typer.Exit(0 if decision["configured"] else 1)
 
 

@@ -281,7 +281,7 @@ def _print_publish(out: Console, err: Console, report: Any) -> None:
         sent = f", pushed to {results.remote}" if results.pushed else ""
         render.line(out, f"results: {what} on {results.branch}{sent}")
     for branch in report.tasks:
-        sent = " and pushed" if branch.pushed else ""
+        sent = " and pushed" if branch.pushed else (" (unchanged)" if branch.unchanged else "")
         render.line(out, f"task branch {branch.branch}: {branch.commit[:10]}{sent}")
     for pull in report.pull_requests:
         render.line(out, f"pull request from {pull['head']}: {pull['operation']}")
@@ -532,13 +532,23 @@ def schema() -> None:
     print_json(TaskSpec.model_json_schema())
 
 
+def plain_help(command: typer.Typer) -> None:
+    """Help and usage errors for a pipe, a file or a CI log: click's plain text, each
+    option and each error on one whole line (rich's boxes wrap at 80 columns, or at
+    ``COLUMNS``, and cut option names)."""
+    command.rich_markup_mode = None
+    command.info.context_settings = {"terminal_width": 1_000_000, "max_content_width": 1_000_000}
+
+
 def main(signals: EarlySignals | None = None) -> None:
     """The command line (:mod:`runner.cli.entry` notes the stop ``signals`` first)."""
     redactor = Redactor(secret_env_values(os.environ))
     guard_output(redactor)  # the config's secrets join once it is loaded
     configure_logging(LogFormat.TEXT, redactor, level=logging.WARNING)
+    if not (sys.stdout.isatty() and sys.stderr.isatty()):
+        plain_help(app)
     try:
-        app(obj=signals)
+        app(obj=signals, prog_name="omni")
     finally:
         sys.stdout.flush()
         sys.stderr.flush()

@@ -11,7 +11,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -260,26 +260,56 @@ def _problem(path: str, text: str, err: Any) -> TaskFileError:
     return TaskFileError(path, line_of(text, loc), dotted(loc), message)
 
 
-def scan_task_files(root: Path) -> tuple[list[Path], list[Path]]:
-    """Task files under ``root`` (sorted; hidden files and folders skipped), and the
-    files that look meant as task files but are not read: a suffix in another case
-    (``.YAML``, ``.Yml``), named so a person hears of them once.
+class TaskScan(NamedTuple):
+    """What a walk of the tasks folder found."""
+
+    found: list[Path]
+    """Task files, sorted."""
+    ignored: list[Path]
+    """Files that look meant as task files but are not read (``.YAML``, ``.Yml``)."""
+    unreadable: list[TaskFileError]
+    """Folders that could not be listed (their task files would go unnoticed)."""
+
+
+def scan_task_files(root: Path) -> TaskScan:
+    """Task files under ``root`` (sorted; hidden files and folders skipped), the files
+    that look meant as task files but are not read (a suffix in another case), named so
+    a person hears of them once, and the folders that could not be listed.
 
     Every non-folder entry with a task suffix is listed, a FIFO or a device too: the
-    loader refuses it with a message instead of it going unnoticed.
+    loader refuses it with a message instead of it going unnoticed. Symlinked folders
+    are followed, each folder once.
     """
     if not root.is_dir():
-        return ([root] if os.path.lexists(root) else []), []
+        return TaskScan([root] if os.path.lexists(root) else [], [], [])
     found: list[Path] = []
     ignored: list[Path] = []
-    for path in root.rglob("*"):
-        suffix = path.suffix
-        if suffix.lower() not in TASK_SUFFIXES or path.is_dir():
+    unreadable: list[TaskFileError] = []
+    seen: set[tuple[int, int]] = set()
+
+    def refused(exc: OSError) -> None:
+        where = exc.filename if exc.filename is not None else root
+        unreadable.append(
+            TaskFileError(str(where), None, "(folder)", f"cannot list: {exc.strerror}")
+        )
+
+    for folder, dirs, files in os.walk(root, onerror=refused, followlinks=True):
+        try:
+            here = os.stat(folder)
+        except OSError as exc:  # gone since it was listed
+            refused(exc)
             continue
-        if any(part.startswith(".") for part in path.relative_to(root).parts):
+        if (here.st_dev, here.st_ino) in seen:  # a symlink loop
+            dirs[:] = []
             continue
-        (found if suffix in TASK_SUFFIXES else ignored).append(path)
-    return sorted(found), sorted(ignored)
+        seen.add((here.st_dev, here.st_ino))
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            suffix = os.path.splitext(name)[1]
+            if name.startswith(".") or suffix.lower() not in TASK_SUFFIXES:
+                continue
+            (found if suffix in TASK_SUFFIXES else ignored).append(Path(folder, name))
+    return TaskScan(sorted(found), sorted(ignored), unreadable)
 
 
 def find_task_files(root: Path) -> list[Path]:
@@ -295,7 +325,7 @@ def load_tasks(
     owners: dict[str, Path] = {}
     root_is_dir = root.is_dir()
     if files is None:
-        files, result.ignored = scan_task_files(root)
+        files, result.ignored, result.problems = scan_task_files(root)
     for path in files:
         try:
             task = load_task_file(path, root if root_is_dir else path.parent, max_bytes)

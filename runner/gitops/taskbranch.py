@@ -43,6 +43,8 @@ class TaskBranch:
     pushed: bool
     updated: bool
     """True when the branch existed on the remote before (its pull request is updated)."""
+    unchanged: bool = False
+    """True when the remote branch already held this change on this base: left as it was."""
 
 
 class TaskBranches:
@@ -97,12 +99,25 @@ class TaskBranches:
 
     def publish(self, task_id: str, commit: str, *, push: bool) -> TaskBranch:
         """Point the local branch at ``commit`` and, with ``push``, force it onto the
-        remote with a lease on the tip just read (another writer's push is not lost)."""
+        remote with a lease on the tip just read (another writer's push is not lost).
+        A remote tip with ``commit``'s tree and parents already holds this change on this
+        base: it stays as it is (no new commit, no push), so publishing is idempotent."""
         branch = branch_name(task_id)
+        tip = self.remote_tip(branch) if push else None
+        if tip is not None and self._same_change(tip, commit):
+            self._git(["update-ref", f"refs/heads/{branch}", tip])
+            return TaskBranch(task_id, branch, tip, pushed=False, updated=True, unchanged=True)
         self._git(["update-ref", f"refs/heads/{branch}", commit])
         if not push:
             return TaskBranch(task_id, branch, commit, pushed=False, updated=False)
-        tip = self.remote_tip(branch)
         lease = f"--force-with-lease=refs/heads/{branch}:{tip or ''}"
         self._git(["push", "--porcelain", lease, self._remote, f"{commit}:refs/heads/{branch}"])
         return TaskBranch(task_id, branch, commit, pushed=True, updated=tip is not None)
+
+    def _same_change(self, tip: str, commit: str) -> bool:
+        """``tip`` (when this clone has it) has ``commit``'s tree and parents."""
+        try:
+            shown = [self._git(["show", "-s", "--format=%T %P", c]) for c in (tip, commit)]
+        except GitOpsError:
+            return False  # not fetched here: push as usual
+        return shown[0] == shown[1]

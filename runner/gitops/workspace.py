@@ -149,8 +149,8 @@ class GitWorkspace:
             repo = Repo(start, search_parent_directories=True)
         except (InvalidGitRepositoryError, NoSuchPathError):
             raise GitOpsError(
-                f"{start}: not inside a git repository; --commit and --push need one"
-                " (run from a clone, or `git init`)"
+                f"{start}: not inside a git repository; omni publish, omni report, --commit"
+                " and --push need one (run from a clone, or `git init`)"
             ) from None
         if repo.bare or repo.working_tree_dir is None:
             raise GitOpsError(f"{start}: a bare repository has no working tree to commit from")

@@ -177,7 +177,8 @@ def _verdict(
     task: Task, store: StateStore | None, selection: Selection, rule: DueRule
 ) -> Planned | Skipped:
     """Whether ``task`` runs now, and why (not)."""
-    if not task.spec.enabled and not selection.force:
+    if not task.spec.enabled and not (selection.force and selection.task_id == task.id):
+        # A paused task runs only when named: `--task ID --force`, never by a bare --force.
         return Skipped(task.id, "disabled (enabled: false)")
     if selection.force:
         return Planned(task, None, "--force")  # a forced run serves no slot: an extra run
@@ -217,12 +218,24 @@ def orphans(tasks: list[Task], store: StateStore) -> list[Orphan]:
         path = Path(recorded)
         if path in files:
             reason = f"task file {path} now defines task {files[path]!r}"
-        elif not path.exists():
+        elif _gone(path):
             reason = f"task file {path} is gone"
         else:
             continue
         found.append(Orphan(run, reason))
     return found
+
+
+def _gone(path: Path) -> bool:
+    """``path`` is surely not there; a file that cannot be looked at (an unreadable
+    folder) may still be, and keeps its runs."""
+    try:
+        path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def orphans_of(task_id: str, reason: str, store: StateStore) -> list[Orphan]:

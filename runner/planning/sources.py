@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 from watchfiles import Change, awatch
 
 from runner.core.errors import SourceError
-from runner.defs.tasks import TASK_SUFFIXES, Task, find_task_files, scan_task_files
+from runner.defs.tasks import TASK_SUFFIXES, Task, TaskScan, find_task_files, scan_task_files
 
 if TYPE_CHECKING:
     import os
@@ -155,12 +155,17 @@ class FolderSource:  # pylint: disable=too-many-instance-attributes  # one watch
     def rescan(self) -> None:
         """Compare the folder with what was reported: new or changed files start
         settling, vanished ones are reported removed."""
-        files, ignored = scan_task_files(self.root) if self.root.is_dir() else ([], [])
+        scan = scan_task_files(self.root) if self.root.is_dir() else TaskScan([], [], [])
+        files, ignored, unreadable = scan
         found = [p for p in files if is_task_file(p, self.root)]
         for path in ignored:
             if path not in self._named:  # once, not at every rescan
                 self._named.add(path)
                 log.warning("%s is not read: task files end in .yaml or .yml (lowercase)", path)
+        for problem in unreadable:
+            if Path(problem.path) not in self._named:
+                self._named.add(Path(problem.path))
+                log.warning("%s", problem.render())
         present = set(found)
         gone = [p for p in self._known if p not in present]
         for path in found:

@@ -176,6 +176,10 @@ def test_git_problems_found_before_running(tmp_path: Path, remote: Path) -> None
     assert outside.returncode == 1
     assert "not inside a git repository" in outside.stderr
     assert not (tmp_path / "plain" / "results").exists()
+    for command in ("publish", "report"):  # named too: not only --commit needs a repository
+        done = omni(tmp_path / "plain", command)
+        assert done.returncode == 1
+        assert "not inside a git repository; omni publish, omni report, --commit" in done.stderr
     work = clone(remote, "work")
     git(work, "checkout", "-q", "--detach")
     detached = omni(work, "run", "--once", "--commit")

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import shutil
 import sqlite3
+import subprocess
 import sys
 from importlib.metadata import version
 from typing import TYPE_CHECKING
@@ -23,7 +26,6 @@ from tests.support.paths import SERVERS
 from tests.support.upstream import ScriptedUpstream
 
 if TYPE_CHECKING:
-    import subprocess
     from collections.abc import Iterator
     from pathlib import Path
 
@@ -108,6 +110,56 @@ def test_an_option_that_does_not_apply_is_an_error(
     assert done.returncode == 2
     assert done.stderr.startswith(f"error: {message}")
     assert not (project / ".omni").exists()
+
+
+def unprivileged(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """:func:`omni`, but as root without the right to read every file (root ignores
+    permissions), so that an unreadable folder is unreadable."""
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("root reads every folder, and setpriv (util-linux) is missing")
+        prefix = [setpriv, "--bounding-set", "-dac_override,-dac_read_search"]
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(cwd), "COLUMNS": "200", "OMNI_NOW": NOW}
+    return subprocess.run(
+        [*prefix, sys.executable, "-m", "runner", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_an_unreadable_folder_is_named_and_its_runs_are_kept(project: Path) -> None:
+    write(project, "tasks/team/think.yaml", "prompt: hi\n")
+    assert omni(project, "run", "--once").returncode == 0  # think waits (idle)
+    team = project / "tasks" / "team"
+    team.chmod(0)
+    try:
+        checked = unprivileged(project, "validate")
+        assert (checked.returncode, checked.stdout) == (
+            1,
+            "tasks/team:1: (folder): cannot list: Permission denied\n",
+        )
+        done = unprivileged(project, "run", "--once")
+        assert done.returncode == 1
+        assert "Traceback" not in done.stderr
+        assert "invalid tasks/team:1: (folder): cannot list: Permission denied" in done.stderr
+        (project / "tasks").chmod(0)
+        whole = unprivileged(project, "validate")
+        assert (whole.returncode, whole.stdout) == (
+            1,
+            "tasks:1: (folder): cannot list: Permission denied\n",
+        )
+    finally:
+        (project / "tasks").chmod(0o755)
+        team.chmod(0o755)
+    with sqlite3.connect(project / ".omni" / "state.db") as db:
+        found = db.execute("SELECT state FROM runs WHERE task_id = 'team/think'").fetchall()
+    assert found == [("idle",)]  # not closed as if its file were gone
 
 
 def test_ignored_file_types_are_named_once(project: Path) -> None:
@@ -211,6 +263,7 @@ def test_validate_deep_checks_tools_and_arguments_on_a_live_executor(project: Pa
     write(
         project,
         "config.yaml",
+        "model_list: [{model_name: m, litellm_params: {model: openai/m}}]\n"  # for tools.yaml
         "mcp_servers:\n"
         f"  t: {{command: {sys.executable}, args: ['{SERVERS}', stdio]}}\n"
         "  dead: {command: /no/such/server}\n",
@@ -309,6 +362,24 @@ def test_piped_output_is_never_wrapped_or_cut(project: Path) -> None:
         " description, enabled, kind, executor, tool, args, prompt, tools, model, max_turns,"
         " schedule, timezone, timeout, retries, pull_request, network",
     ]
+
+
+def test_help_and_usage_errors_in_a_pipe_are_whole_lines(project: Path) -> None:
+    unknown = omni(project, "run", "--once", "--frobnicate", COLUMNS="40")
+    assert (unknown.returncode, unknown.stdout) == (2, "")
+    assert unknown.stderr.splitlines() == [
+        "Usage: omni run [OPTIONS]",
+        "Try 'omni run --help' for help.",
+        "",
+        "Error: No such option: --frobnicate (Possible options: --force, --once)",
+    ]
+    shown = omni(project, "run", "--help", COLUMNS="40")
+    assert shown.returncode == 0
+    assert (
+        "  --dry-run                     With --once: show what would run and why; run and"
+        " write nothing." in shown.stdout.splitlines()
+    )
+    assert "\u2502" not in shown.stdout  # no box drawn for a terminal
 
 
 def test_progress_lines_in_a_log(project: Path) -> None:
@@ -453,6 +524,12 @@ def test_route_by_task_id_shows_the_model_chain_and_next_fire(project: Path) -> 
     )
 
 
+def test_route_and_show_say_yes_and_no_to_a_person(project: Path) -> None:
+    assert "configured    yes" in omni(project, "route", "hello").stdout.splitlines()
+    write(project, "tasks/later.yaml", "tool: echo\nenabled: false\n")
+    assert "enabled: no" in omni(project, "show", "later").stdout.splitlines()
+
+
 def test_status_filters_and_run_ids(project: Path) -> None:
     note = "prompt task: waits (idle) until a model is configured (model_list or lite_llm_url)"
     write(project, "tasks/think.yaml", "prompt: hi\n")
@@ -470,6 +547,22 @@ def test_status_filters_and_run_ids(project: Path) -> None:
         omni(project, "status", "--limit", "1", "--state", "completed", "--json").stdout
     )
     assert [r["run_id"] for r in data["recent_runs"]] in ([hello], run_ids(project, "hourly"))
+
+
+def test_status_of_an_unknown_task_is_an_error_not_an_empty_list(project: Path) -> None:
+    typo = "error: --task 'helo': no task in tasks has this id; did you mean 'hello'?\n"
+    before = omni(project, "status", "--task", "helo")  # no state file yet
+    assert (before.returncode, before.stdout, before.stderr) == (2, "", typo)
+    assert omni(project, "run", "--once").returncode == 0
+    after = omni(project, "status", "--task", "helo", "--json")
+    assert (after.returncode, after.stderr) == (2, typo)
+    assert json.loads(after.stdout)["exit_code"] == 2
+    # A known task with no run in that state is an empty answer, not a mistake; so is a
+    # task whose file is gone but whose runs the state file holds.
+    none = omni(project, "status", "--task", "hello", "--state", "failed")
+    assert (none.returncode, none.stdout.splitlines()[-1]) == (0, "no run matches")
+    (project / "tasks" / "hello.yaml").unlink()
+    assert omni(project, "status", "--task", "hello").returncode == 0
 
 
 # --- state hygiene -------------------------------------------------------------------

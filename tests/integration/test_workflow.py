@@ -471,3 +471,43 @@ def test_a_sharded_matrix_covers_every_task_once(origin: Path) -> None:
     assert names == ["flaky", "hello", "hourly", "notes"]
     assert "omni/task/notes" in git(origin, "branch", "--list", "omni/task/*")
     assert "Run or publish" in publisher.ran  # the composite action's step
+
+
+@pytest.mark.timeout(900)  # two workflow runs of two jobs, each a fresh machine
+def test_one_pull_request_per_changing_task_and_a_second_pass_changes_nothing(
+    origin: Path,
+) -> None:
+    """The README's Actions section by hand: two tasks that change files under their
+    `pull_request.paths`, one that changes nothing; then the same changes an hour later."""
+    ops = origin.parent / "more"
+    git(origin.parent, "clone", "-q", str(origin), str(ops))
+    changers = {"docs-a": ("docs/a.md", "docs/**"), "notes-b": ("notes/b.md", "notes/**")}
+    for task_id, (path, allowed) in changers.items():
+        (ops / "tasks" / f"{task_id}.yaml").write_text(
+            f"schedule: every 1h\ntool: write_file\nargs: {{path: {path}, content: {task_id}}}\n"
+            f"pull_request: {{paths: ['{allowed}'], title: {task_id}}}\n"
+        )
+    (ops / "tasks" / "quiet.yaml").write_text(
+        "schedule: every 1h\ntool: list_dir\nargs: {path: .}\n"
+        "pull_request: {paths: ['**'], title: quiet}\n"
+    )
+    git(ops, "add", "-A")
+    git(ops, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "more tasks")
+    git(ops, "push", "-q", "origin", "main")
+    workflow = yaml.safe_load(template("omni.yml"))
+
+    run_both(origin, workflow, "first", "2026-11-21T10:05:00Z")
+    creates = [c[c.index("--head") + 1] for c in gh_calls(origin) if c[:2] == ["pr", "create"]]
+    heads = ["omni/results", "omni/task/docs-a", "omni/task/notes-b", "omni/task/notes"]
+    assert sorted(creates) == sorted(heads)
+    assert "omni/task/quiet" not in git(origin, "branch", "--list", "omni/task/*")
+    tips = {task_id: git(origin, "rev-parse", f"omni/task/{task_id}") for task_id in changers}
+
+    # 11:05: both changers run again and propose the same change on the same base.
+    _, publisher = run_both(origin, workflow, "second", "2026-11-21T11:05:00Z")
+    assert "task branch omni/task/docs-a: " in "".join(publisher.logs)
+    assert {t: git(origin, "rev-parse", f"omni/task/{t}") for t in changers} == tips
+    later = gh_calls(origin)[len(creates) * 2 :]
+    assert [c for c in later if c[:2] == ["pr", "create"]] == []
+    edited = [c[c.index("--head") + 1] for c in later if c[:2] == ["pr", "list"]]
+    assert sorted(edited) == ["omni/results", "omni/task/docs-a", "omni/task/notes-b"]

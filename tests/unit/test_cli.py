@@ -58,6 +58,24 @@ def test_validate_flags_an_executor_that_is_not_configured(cli: CliRunner, tmp_p
     assert "configured: builtin" in result.output
 
 
+def test_validate_flags_a_prompt_task_with_no_model_to_run_on(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "think.yaml").write_text("description: x\nprompt: hi\n")
+    (tasks / "later.yaml").write_text("prompt: hi\nenabled: false\n")  # paused: no problem
+    result = cli.invoke(app, ["validate"])
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        "tasks/think.yaml:2: prompt: no model is configured (model_list or lite_llm_url in the"
+        " config): this prompt task would wait (idle) until one is; configure one, or set"
+        " enabled: false"
+    ]
+    (tmp_path / "config.yaml").write_text("lite_llm_url: http://127.0.0.1:9/\n")
+    assert cli.invoke(app, ["validate"]).exit_code == 0  # the proxy knows its models
+
+
 def test_bad_config_exits_2_with_file_and_key(cli: CliRunner, tmp_path: Path) -> None:
     (tmp_path / "config.yaml").write_text("dispatch:\n  concurrency: many\n")
     result = cli.invoke(app, ["validate"])

@@ -277,6 +277,16 @@ def test_a_slot_is_planned_once_whoever_plans_it_and_whatever_the_content(
         assert len(first.runs(task_id="hourly")) == 1
 
 
+def test_a_bare_force_leaves_a_paused_task_paused(tmp_path: Path) -> None:
+    paused = make_task("paused", enabled=False)
+    with Store(tmp_path / "state.db") as store:
+        runnable, skipped = plan([paused], store, Selection(force=True))
+        assert runnable == []
+        assert [(s.task_id, s.reason) for s in skipped] == [("paused", "disabled (enabled: false)")]
+        named, _ = plan([paused], store, Selection(task_id="paused", force=True))
+        assert [t.id for t, _ in named] == ["paused"]  # named with --task: it runs
+
+
 def ci_run(root: Path, tasks: list[Task], omni_now: str) -> list[str]:
     """One scheduled CI run, as the workflow does it: a fresh machine (a new state file),
     the results branch checked out in ``root/results``, the clock from ``OMNI_NOW``. Each
