@@ -10,12 +10,12 @@ quiet for ``service.settle_ms``: its modification time is that old and its size,
 times and inode have not changed meanwhile. A file renamed into place after it was
 written (write-then-rename) is therefore read as soon as it appears, or at most
 ``settle_ms`` after its last write (on a file system whose timestamps are whole
-seconds, a second more: the last write may hide in it); a writer pausing longer than that mid-file should
-write elsewhere and rename. Editors' temp and swap files, hidden files and folders
-are ignored, a change that leaves a file's size and times as they were is no change,
-and a full rescan every ``service.rescan_interval`` catches events the watcher missed.
-Watch errors become :class:`SourceError`, logged once per distinct message; the
-source keeps going.
+seconds, a second more: the last write may hide in it); a writer pausing longer than
+that mid-file should write elsewhere and rename. Editors' temp and swap files, hidden
+files and folders are ignored, a change that leaves a file's size and times as they
+were is no change, and a full rescan every ``service.rescan_interval`` catches events
+the watcher missed. Watch errors become :class:`SourceError`, logged once per distinct
+message; the source keeps going.
 """
 
 from __future__ import annotations
