@@ -137,6 +137,7 @@ class GitSource:
         # pylint: disable-next=import-outside-toplevel
         import git  # noqa: PLC0415
 
+        repo = None
         try:
             repo = self._open(git)
             tracking = f"refs/remotes/origin/{self.spec.branch}"
@@ -154,6 +155,9 @@ class GitSource:
             raise SourceError(f"{self._where}: {_git_message(exc)}; retrying") from None
         except (git.GitError, ValueError, OSError) as exc:
             raise SourceError(f"{self._where}: {type(exc).__name__}: {exc}; retrying") from None
+        finally:
+            if repo is not None:
+                repo.close()  # its `git cat-file` helpers end with it
         return GitUpdate(head.hexsha, changes, processed if rewritten else None)
 
     def _open(self, git: Any) -> Any:

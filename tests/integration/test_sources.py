@@ -9,6 +9,7 @@ import os
 import shutil
 import time
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -21,7 +22,6 @@ from tests.support.service import Remote, drop, echo_task, git, wait_for
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
-    from pathlib import Path
 
 pytestmark = pytest.mark.integration
 
@@ -311,6 +311,24 @@ async def test_git_source_reports_task_files_changed_since_the_processed_commit(
         await wait_for(lambda: len(seen.changes) == 4, what="the deletion")
         assert seen.names()[-1] == ("removed", "a.yaml")
     assert seen.changes[1].root == tmp_path / "clone" / "tasks"
+    # Each poll closes its clone: no `git cat-file --batch` helper outlives it.
+    assert [c for c in child_commands() if "cat-file" in c] == []
+
+
+def child_commands() -> list[str]:
+    """The command lines of this process's living children."""
+    pids = [
+        pid
+        for task in Path("/proc/self/task").iterdir()
+        for pid in (task / "children").read_text().split()
+    ]
+    found = []
+    for pid in pids:
+        try:
+            found.append((Path("/proc") / pid / "cmdline").read_bytes().replace(b"\0", b" "))
+        except OSError:
+            continue  # ended meanwhile
+    return [c.decode(errors="replace") for c in found]
 
 
 async def test_a_force_push_is_a_logged_error_and_the_new_history_is_followed(
