@@ -64,6 +64,13 @@ def for_workspace(spec: McpServer, workspace: Path) -> McpServer:
     return spec.model_copy(update={"args": args, "cwd": cwd})
 
 
+def _connection_type() -> type[Connection]:
+    """The connection class, importing the ``mcp`` SDK (see the module docstring)."""
+    from runner.reach.connection import Connection  # noqa: PLC0415 # pylint: disable=import-outside-toplevel
+
+    return Connection
+
+
 class ExecutorPool:
     """Connections to the configured MCP servers, opened on first use.
 
@@ -94,6 +101,7 @@ class ExecutorPool:
                     self._specs[name] = spec.model_copy(update={"cwd": str(workspace)})
         self._limits = {n: asyncio.Semaphore(s.max_concurrency) for n, s in self._specs.items()}
         self._conns: dict[str, Connection] = {}
+        self._connection_type: type[Connection] | None = None
         self._owners: set[asyncio.Task[None]] = set()
         self._closed = False
 
@@ -185,12 +193,17 @@ class ExecutorPool:
             )
         if self._closed:
             raise ExecutorUnavailableError(executor, "the executor pool is closed")
+        if self._connection_type is None:
+            # The mcp SDK comes with the first connection, imported on a worker thread:
+            # seconds on a busy machine, during which the loop (other runs' model calls
+            # and their clocks) must keep running. No await between here and the
+            # connection's registration below, so concurrent callers share it.
+            self._connection_type = await asyncio.to_thread(_connection_type)
         conn = self._conns.get(executor)
         if conn is None or conn.closing.is_set() or (conn.ready.is_set() and conn.client is None):
-            # The mcp SDK is loaded with the first connection (see the module docstring).
-            from runner.reach.connection import Connection  # noqa: PLC0415 # pylint: disable=import-outside-toplevel
-
-            conn = Connection(executor, self._specs[executor], self._environ, self._sandbox)
+            conn = self._connection_type(
+                executor, self._specs[executor], self._environ, self._sandbox
+            )
             self._conns[executor] = conn
             conn.task = asyncio.create_task(conn.own(), name=f"mcp-{executor}")
             self._owners.add(conn.task)
