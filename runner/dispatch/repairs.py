@@ -154,7 +154,8 @@ class RepairWriter:
         return path
 
     def resolve(self, why: str) -> list[Path]:
-        """Mark every open repair file resolved (a comment), commit, and close its run."""
+        """Mark every open repair file resolved (a comment), commit, and close its run;
+        record every fault still recorded open as resolved."""
         why = self._redactor.text(" ".join(why.split()))
         done = []
         for path in self.open_repairs():
@@ -166,9 +167,11 @@ class RepairWriter:
             if self._on_resolved is not None:
                 self._on_resolved(path, why)
             done.append(path)
-        for record in self._records.open_records() if self._records is not None else ():
-            # Recorded by an earlier process whose checkout (and file) is gone.
-            assert self._records is not None
+        if self._records is None:
+            return done
+        for record in self._records.open_records():
+            # Recorded by an earlier process whose checkout (and file) is gone; a file
+            # resolved above had its record closed with its run.
             self._records.write_resolved(record, why)
             log.warning("repair task %s: fault resolved (%s)", record.task_id, why)
             done.append(self._tasks_root / f"{record.task_id}.yaml")

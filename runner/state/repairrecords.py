@@ -58,15 +58,18 @@ class RepairRecord:
 
 
 def newest_records(results: Iterable[tuple[str, str, dict[str, Any]]]) -> list[RepairRecord]:
-    """The newest record of each repair task among ``(task id, run id, result data)``,
-    ordered by task id (oldest fault first)."""
+    """The record that counts for each repair task among ``(task id, run id, result
+    data)``: its newest resolved one, else its newest; ordered by task id (oldest fault
+    first). A resolved fault stays resolved: a new fault is a new repair task."""
     newest: dict[str, RepairRecord] = {}
     for task_id, run_id, data in results:
         fault = data.get("fault")
         if not task_id.startswith(REPAIR_PREFIX) or not isinstance(fault, dict):
             continue
-        if task_id not in newest or run_id > newest[task_id].run_id:
-            newest[task_id] = RepairRecord(task_id, run_id, str(data.get("task_hash")), fault)
+        found = RepairRecord(task_id, run_id, str(data.get("task_hash")), fault)
+        known = newest.get(task_id)
+        if known is None or (not found.open, run_id) > (not known.open, known.run_id):
+            newest[task_id] = found
     return [newest[task_id] for task_id in sorted(newest)]
 
 
