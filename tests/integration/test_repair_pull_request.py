@@ -23,7 +23,8 @@ from runner.app.once import OnceOptions, run_once
 from runner.app.publish import PublishOptions, publish
 from runner.core.clock import iso
 from runner.core.ids import new_run_id
-from runner.defs.config import Config, ResolvedPaths
+from runner.defs.config import Config
+from runner.defs.environment import ResolvedPaths
 from tests.support import gh
 from tests.support.git import git
 from tests.support.upstream import ScriptedUpstream
@@ -46,25 +47,25 @@ BRANCH = "omni/repair/gateway"
 
 
 @pytest.fixture
-def upstream() -> Iterator[ScriptedUpstream]:
-    with ScriptedUpstream() as server:
-        yield server
+def origin(tmp_path: Path) -> Path:
+    """A bare origin whose main holds one prompt task."""
+    seed = tmp_path / "seed"
+    git(tmp_path, "init", "-q", "-b", "main", str(seed))
+    (seed / "tasks").mkdir()
+    (seed / "tasks" / "ask.yaml").write_text("prompt: Say something.\nmodel: m\n")
+    (seed / ".gitignore").write_text("results/\n.omni/\n")
+    git(seed, "add", "tasks", ".gitignore")
+    git(seed, "commit", "-q", "-m", "one prompt task")
+    bare = tmp_path / "origin.git"
+    git(tmp_path, "clone", "-q", "--bare", str(seed), str(bare))
+    return bare
 
 
 @pytest.fixture
-def origin(tmp_path: Path) -> Path:
-    """A bare origin whose main holds one prompt task."""
-    bare = tmp_path / "origin.git"
-    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(bare))
-    seed = tmp_path / "seed"
-    (seed / "tasks").mkdir(parents=True)
-    (seed / "tasks" / "ask.yaml").write_text("prompt: Say something.\nmodel: m\n")
-    (seed / ".gitignore").write_text("results/\n.omni/\n")
-    git(tmp_path, "init", "-q", "-b", "main", str(seed))
-    git(seed, "add", "-A")
-    git(seed, "commit", "-q", "-m", "first")
-    git(seed, "push", "-q", str(bare), "main")
-    return bare
+def upstream() -> Iterator[ScriptedUpstream]:
+    """The gateway: the scripted upstream, called over plain HTTP as the proxy."""
+    with ScriptedUpstream() as gateway:
+        yield gateway
 
 
 class Passes:
