@@ -13,9 +13,11 @@ helpers in ``tests/support/upstream.py``), then:
 - ``cold``: ``omni run --once`` as a fresh process (the installed console script) in a
   new project with one prompt task, ``--cold-runs`` times: wall time, the upstream's own
   time (from reading the request to sending the reply), the model call as omni saw it
-  (the proxy included), and whether the process loaded LiteLLM (it must not). Two
-  tasks: ``tools: [echo]`` (the built-in executor is started to list its tools) and
-  ``tools: []`` (no tools offered: no executor is started).
+  (the proxy included), and whether the process loaded LiteLLM (it must not). Three
+  shapes: ``tools: [echo]`` with a model that answers at once (the built-in's tools are
+  offered from its catalog: no executor starts), ``tools: []`` (no tools offered), and,
+  outside the bar, ``tools: [echo]`` with a model that calls ``echo`` once (the run's
+  own workspace and sandboxed executor start, and close).
 
 Prints one JSON object. ``uv run python bench/prompt.py [--runs 60] [--cold-runs 5]``
 """
@@ -56,6 +58,8 @@ from tests.support.upstream import MASTER_KEY, LiteLLMProxy, ScriptedUpstream
 WARM_BAR_MS = 50.0
 COLD_BAR_S = 1.5
 MODEL = "bench-model"
+#: Calls ``echo`` once, then answers: a cold run that starts its own executor.
+TOOL_MODEL = "bench-tool-model"
 PROMPT = "Say ok."
 #: Prints which litellm modules the fresh process loaded, after omni's own main().
 _CHILD = """\
@@ -164,13 +168,22 @@ async def measure(runs: int, proxy: LiteLLMProxy, root: Path) -> dict[str, Any]:
     }
 
 
-def _cold_run(upstream: ScriptedUpstream, proxy: LiteLLMProxy, tools: str) -> dict[str, Any]:
+def _echo_once(body: dict[str, Any]) -> dict[str, Any]:
+    """The tool model's reply: an ``echo`` call, then (after its result) an answer."""
+    if any(m.get("role") == "tool" for m in body["messages"]):
+        return {"content": "ok"}
+    return {"tool_calls": [("echo", {"text": "hi"})]}
+
+
+def _cold_run(
+    upstream: ScriptedUpstream, proxy: LiteLLMProxy, tools: str, model: str
+) -> dict[str, Any]:
     """One fresh ``omni run --once`` over a new project with one prompt task."""
     with tempfile.TemporaryDirectory(prefix="omni-bench-cold-") as tmp:
         root = Path(tmp)
         (root / "tasks").mkdir()
         (root / "tasks" / "cold.yaml").write_text(
-            f"prompt: {PROMPT}\nmodel: {MODEL}\ntools: {tools}\n"
+            f"prompt: {PROMPT}\nmodel: {model}\ntools: {tools}\n"
         )
         config = {"lite_llm_url": proxy.url, "lite_llm_key": MASTER_KEY}
         (root / "config.yaml").write_text(yaml.safe_dump(config))
@@ -212,8 +225,13 @@ def _cold_run(upstream: ScriptedUpstream, proxy: LiteLLMProxy, tools: str) -> di
 def cold(runs: int, upstream: ScriptedUpstream, proxy: LiteLLMProxy) -> dict[str, Any]:
     """``runs`` fresh processes for each task shape; medians and each run."""
     figures: dict[str, Any] = {"runs": runs, "bar_s": COLD_BAR_S}
-    for name, tools in (("with_builtin_tools", "[echo]"), ("no_tools", "[]")):
-        trials = [_cold_run(upstream, proxy, tools) for _ in range(runs)]
+    shapes = (
+        ("with_builtin_tools", "[echo]", MODEL),
+        ("no_tools", "[]", MODEL),
+        ("calls_a_tool", "[echo]", TOOL_MODEL),
+    )
+    for name, tools, model in shapes:
+        trials = [_cold_run(upstream, proxy, tools, model) for _ in range(runs)]
 
         def median(key: str, of: list[dict[str, Any]] = trials) -> float:
             return round(statistics.median(t[key] for t in of), 3)
@@ -229,6 +247,7 @@ def cold(runs: int, upstream: ScriptedUpstream, proxy: LiteLLMProxy) -> dict[str
             "litellm_loaded": sorted({m for t in trials for m in t["litellm_loaded"] or []}),
             "ok": over <= COLD_BAR_S and not any(t["litellm_loaded"] for t in trials),
         }
+    figures["calls_a_tool"]["bar_applies"] = False  # the bar is a model that needs no tool
     return figures
 
 
@@ -244,6 +263,7 @@ def main() -> None:
         ScriptedUpstream() as upstream,
     ):
         upstream.script(MODEL, [{"content": "ok"}])
+        upstream.script(TOOL_MODEL, [_echo_once])
         started = time.perf_counter()
         with LiteLLMProxy(upstream.url) as proxy:
             proxy_ready_s = time.perf_counter() - started

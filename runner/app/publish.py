@@ -7,11 +7,17 @@
 3. For each task with a new approved patch (one the results branch did not hold yet),
    the task's own branch ``omni/task/<task-id>`` is rebuilt from the checked-out base
    commit plus its newest patch and pushed with a lease.
-4. Each pull request's title and body is written to a file (what the task asked, what
-   the model did, the run's result, refused paths); with ``--pull-requests`` the GitHub
-   CLI opens or updates one pull request per task branch and the results pull request.
+4. While a gateway fault is recorded open (:mod:`runner.state.repairrecords`: a
+   repair task's records, which reach the publish job with the results), its repair
+   task becomes the branch ``omni/repair/gateway`` (:mod:`runner.gitops.repairpr`),
+   rebuilt from the record by omni's own template; once the fault is recorded resolved,
+   its pull request is closed with a comment saying so.
+5. Each pull request's title and body is written to a file (what the task asked, what
+   the model did, the run's result, refused paths; what failed, for the repair); with
+   ``--pull-requests`` the GitHub CLI opens or updates one pull request per branch and
+   the results pull request.
 
-``run --once --push BRANCH`` (and ``--commit``) does steps 2 to 4 after its runs; the
+``run --once --push BRANCH`` (and ``--commit``) does steps 2 to 5 after its runs; the
 results branch is fetched and its result files restored before the runs (they are the
 memory of what ran). Nothing outside the results folder and approved patches is ever
 committed, and git runs with hooks, fsmonitor and repository filters off.
@@ -29,13 +35,15 @@ from runner.core.pathglob import PathRules
 from runner.defs.environment import redactor_for
 from runner.defs.tasks import Task, load_tasks
 from runner.dispatch.isolation import Boundaries
-from runner.gitops import prtext
+from runner.dispatch.repairs import fault_from, repair_task_yaml, what_failed
+from runner.gitops import prtext, repairpr
 from runner.gitops.carry import BranchReport
 from runner.gitops.checks import Approved, Checked, Policy, check_folder
 from runner.gitops.prbody import render
 from runner.gitops.pullrequests import GitHubCli, PullRequestText
 from runner.gitops.taskbranch import TaskBranch, TaskBranches
 from runner.gitops.workspace import GitWorkspace
+from runner.state.repairrecords import newest_records
 from runner.state.resultcheck import ResultCheck
 from runner.state.results import result_dir
 
@@ -46,6 +54,7 @@ if TYPE_CHECKING:
     from runner.defs.config import Config
     from runner.defs.environment import ResolvedPaths
     from runner.gitops.workspace import Prepared, Published
+    from runner.state.repairrecords import RepairRecord
 
 #: The results branch ``omni publish`` uses unless told otherwise.
 RESULTS_BRANCH = "omni/results"
@@ -143,7 +152,7 @@ class Publication:
         self._prepared = self._workspace.prepare(self._options.branch, push=self._options.push)
 
     def finish(self, message: str) -> PublishReport:
-        """Steps 1 to 4 of the module docstring; git failures are in ``errors``."""
+        """Steps 1 to 5 of the module docstring; git failures are in ``errors``."""
         if self._prepared is None:
             self.prepare()
         assert self._prepared is not None
@@ -172,9 +181,15 @@ class Publication:
         newest = _new_patches(checked.approved, known)
         base = self._options.base or self._workspace.current_branch() or "main"
         texts = self._task_branches(newest, tasks, base, report)
+        records = newest_records((a.task_id, a.run_id, a.result) for a in checked.approved)
+        repair = self._repair_branch(records, base, report)
+        if repair is not None:
+            texts.append(repair)
         texts.append(self._results_text(branch, base))
         if self._options.pull_requests and self._options.push:
             self._open_pull_requests(texts, report)
+            if repair is None and records:
+                self._close_repair(records[-1], base, report)
         return report
 
     def _policy(self, tasks: dict[str, Task]) -> Policy:
@@ -236,6 +251,68 @@ class Publication:
                 )
             )
         return texts
+
+    def _repair_branch(
+        self, records: list[RepairRecord], base: str, report: PublishReport
+    ) -> PullRequestText | None:
+        """The repair task of the oldest open gateway fault as the branch
+        ``omni/repair/gateway`` (the base plus that one task file, rebuilt by omni from the
+        record, never copied from it), and its pull request's text; ``None`` when no
+        fault is open."""
+        record = next((r for r in records if r.open), None)
+        if record is None:
+            return None
+        redactor = redactor_for(self._config, self._environ)
+        fault, mode = fault_from(record.fault)
+        task_text = redactor.text(repair_task_yaml(self._config, fault, mode))
+        try:
+            tasks = self._paths.tasks.resolve().relative_to(self._workspace.root.resolve())
+        except ValueError:
+            tasks = Path("tasks")
+        task_file = (tasks / f"{record.task_id}.yaml").as_posix()
+        title = repairpr.title(mode)
+        branches = TaskBranches(self._workspace.root, environ=self._environ)
+        try:
+            commit = branches.build_file(
+                self._workspace.head(),
+                task_file,
+                task_text.encode(),
+                f"{title}\n\nomni repair task {record.task_id}\n",
+            )
+            done = branches.publish_branch(
+                record.task_id, repairpr.BRANCH, commit, push=self._options.push
+            )
+        except GitOpsError as exc:
+            report.errors.append(str(exc))
+            return None
+        report.tasks.append(done)
+        text = repairpr.body(
+            mode=mode,
+            what_failed=what_failed(self._config),
+            started=fault.started_at,
+            task_file=task_file,
+            task_text=task_text,
+            redactor=redactor,
+        )
+        return PullRequestText(done.branch, base, title, self._write_text(done.branch, text))
+
+    def _close_repair(self, record: RepairRecord, base: str, report: PublishReport) -> None:
+        """Close the repair pull request once its fault is resolved (nothing left to
+        repair: merging it would only add a task with nothing to do)."""
+        comment = repairpr.closing_comment(
+            resolved=record.fault.get("resolved_at"),
+            why=record.fault.get("why"),
+            redactor=redactor_for(self._config, self._environ),
+        )
+        try:
+            closed = GitHubCli(self._workspace.root, self._environ).close(
+                repairpr.BRANCH, base, comment
+            )
+        except GitOpsError as exc:
+            report.errors.append(str(exc))
+            return
+        if closed is not None:
+            report.pull_requests.append({"head": repairpr.BRANCH, "operation": closed.value})
 
     def _results_text(self, branch: str, base: str) -> PullRequestText:
         try:

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from runner.defs.tasks import Task
     from runner.dispatch.budget import SpendGuard
     from runner.reach.calls import Completion, GatewayCall, ModelClient, ToolRequest
-    from runner.reach.executors import ToolInfo, ToolOutcome
+    from runner.reach.tools import ToolInfo, ToolOutcome
 
 SYSTEM_PROMPT = (
     "You are an agent run by Omni-Orchestrator for the task {task_id!r}. Use the tools "

@@ -48,6 +48,7 @@ from runner.dispatch.repairs import (
 from runner.reach.calls import Completion, GatewayCall, ProbeResult
 from runner.reach.modelclient import LlmClient
 from runner.state.ratelimits import RateLimits
+from runner.state.repairrecords import RepairRecords
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -406,6 +407,12 @@ class FaultHandling:
             commit=git_committer(tasks_root, environ),
             clock=clock,
             on_resolved=runs.close,
+            records=RepairRecords(
+                results_root,
+                redactor=redactor,
+                max_bytes=config.limits.result_file_bytes,
+                clock=clock,
+            ),
         )
         self.monitor = FaultMonitor(
             store=store,

@@ -24,10 +24,12 @@ from typing import TYPE_CHECKING, Any
 from runner.core.errors import OmniError, SandboxUnavailableError, WorkspaceError
 from runner.core.pathglob import PathRules
 from runner.defs.config import BUILTIN, SandboxMode
+from runner.reach.builtin.catalog import DESCRIPTIONS, TOOLS
 from runner.reach.builtin.ops import ALWAYS_PROTECTED
 from runner.reach.executors import ExecutorPool
 from runner.reach.sandbox import Confinement, omni_read_paths, probe, sandbox_state
 from runner.reach.scratch import Proposal, Scratch, find_source
+from runner.reach.tools import ToolInfo
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Mapping
@@ -37,8 +39,8 @@ if TYPE_CHECKING:
     from runner.defs.environment import ResolvedPaths
     from runner.defs.tasks import Task
     from runner.dispatch.agent import AgentPool
-    from runner.reach.executors import ToolInfo, ToolOutcome
     from runner.reach.sandbox import Probe, SandboxState
+    from runner.reach.tools import ToolOutcome
 
 #: The default config file, protected even when it does not exist (yet).
 DEFAULT_CONFIG = "config.yaml"
@@ -108,8 +110,8 @@ class Isolated:
 class RunPool:
     """One model-driven run's executors, in its own workspace (an ``AgentPool``).
 
-    Started on first need: the built-in executor's tools (always the same) are listed
-    from the shared pool, so a run whose model calls no tool costs no workspace and no
+    Started on first need: the built-in executor's tools (always the same) come from its
+    static catalog, so a run whose model calls no tool costs no workspace and no
     executor start. Any tool call, or listing another executor's tools, makes the
     workspace and starts the run's own pool there (sandboxed when it can be)."""
 
@@ -137,9 +139,9 @@ class RunPool:
         return self._pool
 
     async def list_tools(self, executor: str) -> list[ToolInfo]:
-        """The executor's tools (the built-in's from the shared pool)."""
+        """The executor's tools (the built-in's from its catalog: nothing starts)."""
         if executor == BUILTIN and BUILTIN not in self._spaces.servers:
-            return await self._shared.list_tools(executor)
+            return [ToolInfo(name, DESCRIPTIONS[name], schema) for name, schema in TOOLS.items()]
         return await (await self._own()).list_tools(executor)
 
     async def call_tool(

@@ -30,8 +30,9 @@ import re
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -42,15 +43,15 @@ from runner.core.redaction import text_without_userinfo, without_userinfo
 from runner.core.states import Mode, RunState
 from runner.defs.routing import choose_executor
 from runner.defs.tasks import Task, load_task_file
+from runner.state.repairrecords import resolved_fault
 from runner.state.results import RunResult, write_result
 
 if TYPE_CHECKING:
-    from datetime import datetime
-
     from runner.core.redaction import Redactor
     from runner.defs.config import Config
     from runner.state.interface import StateStore
     from runner.state.records import RunRecord
+    from runner.state.repairrecords import RepairRecords
 
 log = logging.getLogger(__name__)
 
@@ -98,13 +99,17 @@ class RepairWriter:
         commit: Committer | None = None,
         clock: Callable[[], datetime] = utc_now,
         on_resolved: OnResolved | None = None,
+        records: RepairRecords | None = None,
     ) -> None:
+        """``records``: where each fault is also recorded (the results folder), so a
+        process without this checkout's files (a CI run, the publish job) knows it."""
         self._config = config
         self._tasks_root = tasks_root
         self._redactor = redactor
         self._commit = commit
         self._clock = clock
         self._on_resolved = on_resolved
+        self._records = records
 
     def open_repairs(self) -> list[Path]:
         """Gateway repair files not marked resolved, oldest first."""
@@ -131,6 +136,11 @@ class RepairWriter:
         if open_ := self.open_repairs():
             log.warning("repair task %s is still open; not writing another", open_[-1])
             return open_[-1]
+        if self._records is not None and (recorded := self._records.open_records()):
+            # An earlier process (an earlier CI run) wrote it; its pull request stands.
+            path = self._tasks_root / f"{recorded[-1].task_id}.yaml"
+            log.warning("repair task %s is still open (recorded); not writing another", path)
+            return path
         now = self._clock()
         fault.switched_at = fault.switched_at or iso(now)
         path = self._tasks_root / "repair" / f"gateway-{now.strftime('%Y%m%dT%H%M%SZ')}.yaml"
@@ -138,10 +148,14 @@ class RepairWriter:
         atomic_write(path, self._redactor.text(repair_task_yaml(self._config, fault, mode)))
         log.warning("repair task written: %s", path)
         self._committed(path, f"omni: repair task for model gateway fault ({kinds(fault)})")
+        if self._records is not None:
+            task = load_task_file(path, self._tasks_root, self._config.limits.task_file_bytes)
+            self._records.write_open(task.id, task.task_hash, fault_data(fault, mode))
         return path
 
     def resolve(self, why: str) -> list[Path]:
-        """Mark every open repair file resolved (a comment), commit, and close its run."""
+        """Mark every open repair file resolved (a comment), commit, and close its run;
+        record every fault still recorded open as resolved."""
         why = self._redactor.text(" ".join(why.split()))
         done = []
         for path in self.open_repairs():
@@ -153,6 +167,14 @@ class RepairWriter:
             if self._on_resolved is not None:
                 self._on_resolved(path, why)
             done.append(path)
+        if self._records is None:
+            return done
+        for record in self._records.open_records():
+            # Recorded by an earlier process whose checkout (and file) is gone; a file
+            # resolved above had its record closed with its run.
+            self._records.write_resolved(record, why)
+            log.warning("repair task %s: fault resolved (%s)", record.task_id, why)
+            done.append(self._tasks_root / f"{record.task_id}.yaml")
         return done
 
     def _committed(self, path: Path, message: str) -> None:
@@ -165,6 +187,63 @@ class RepairWriter:
             log.warning("repair task %s written but not committed: %s", path, exc)
 
 
+def fault_data(fault: Fault, mode: Mode) -> dict[str, Any]:
+    """``fault`` as its record's ``fault`` field (see :mod:`runner.state.repairrecords`)."""
+    return {
+        "kind": "gateway",
+        "mode": str(mode),
+        "started_at": fault.started_at,
+        "switched_at": fault.switched_at,
+        "counts": dict(fault.counts),
+        "last_errors": list(fault.last_errors),
+        "probes": list(fault.probes),
+    }
+
+
+def fault_from(data: Mapping[str, Any]) -> tuple[Fault, Mode]:
+    """The fault (and the mode it left omni in) a record holds; what is not of the
+    expected type is left out (a record from an artifact is untrusted)."""
+    try:
+        mode = Mode(str(data.get("mode")))
+    except ValueError:
+        mode = Mode.BRAINSTEM
+    counts = data.get("counts")
+
+    def texts(key: str) -> list[str]:
+        found = data.get(key)
+        return [t for t in found if isinstance(t, str)][:20] if isinstance(found, list) else []
+
+    fault = Fault(
+        started_at=_time(data.get("started_at")) or "an unknown time",
+        switched_at=_time(data.get("switched_at")),
+        counts=Counter(
+            {
+                k: n
+                for k, n in (counts.items() if isinstance(counts, dict) else ())
+                if isinstance(k, str) and _KIND.fullmatch(k) and type(n) is int and n > 0
+            }
+        ),
+        last_errors=texts("last_errors"),
+        probes=texts("probes"),
+    )
+    return fault, mode
+
+
+#: An error kind as omni records it (``refused``, ``server_error``, ...).
+_KIND = re.compile(r"[a-z][a-z0-9_]{0,39}")
+
+
+def _time(value: object) -> str | None:
+    """``value`` when it is an ISO time (nothing else reaches the prompt's own lines)."""
+    if not isinstance(value, str) or len(value) > 40:
+        return None
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return value
+
+
 def repair_task_yaml(config: Config, fault: Fault, mode: Mode) -> str:
     """A prompt task for Claude Code: what failed and when, what omni does meanwhile,
     the evidence (quoted as untrusted data), and what to check. The prompt is a YAML
@@ -174,7 +253,7 @@ def repair_task_yaml(config: Config, fault: Fault, mode: Mode) -> str:
         "omni's model gateway failed. Find out why, and fix what you can in this",
         "repository (config, deployment files); explain the rest.",
         "",
-        f"What failed: {_what_failed(config)}.",
+        f"What failed: {what_failed(config)}.",
         f"When: the first failure at {fault.started_at}; omni left normal mode at"
         f" {fault.switched_at or fault.started_at} after"
         f" {handler.consecutive_failures} failed call(s) in a row ({kinds(fault) or 'none'}).",
@@ -212,7 +291,8 @@ def repair_task_yaml(config: Config, fault: Fault, mode: Mode) -> str:
     return header + body
 
 
-def _what_failed(config: Config) -> str:
+def what_failed(config: Config) -> str:
+    """What the gateway is, for people: the proxy's URL (no credentials) or the models."""
     if config.lite_llm_url:
         return f"the LiteLLM proxy at {without_userinfo(config.lite_llm_url)} (lite_llm_url)"
     names = ", ".join(dict.fromkeys(str(e["model_name"]) for e in config.model_list))
@@ -365,7 +445,7 @@ class RepairRuns:
             finished_at=iso(self._clock()),
             duration_s=0.0,
             output=f"Fault resolved before this repair task ran: {why}. Nothing to repair.",
-            fault={"kind": "gateway", "resolved_at": iso(self._clock()), "why": why},
+            fault=resolved_fault(iso(self._clock()), why),
         )
         written = write_result(self._results, result, self._redactor)
         return store.transition(

@@ -24,7 +24,9 @@ def title(task_id: str, spec: TaskSpec | None) -> str:
     return (pull.title if pull is not None and pull.title else f"omni: {task_id}")[:200]
 
 
-def _fenced(text: str, language: str = "text") -> list[str]:
+def fenced(text: str, language: str = "text") -> list[str]:
+    """``text`` in a fenced code block whose fence is longer than any run of backticks in
+    it, so the text cannot close it: inside, nothing renders, links and mentions too."""
     fence = "```"
     while fence in text:
         fence += "`"
@@ -51,9 +53,9 @@ def body(
         "",
     ]
     if spec is not None and spec.prompt is not None:
-        lines += _fenced(spec.prompt.strip())
+        lines += fenced(spec.prompt.strip())
     elif spec is not None:
-        lines += _fenced(json.dumps({"tool": spec.tool, "args": spec.args}, indent=2), "json")
+        lines += fenced(json.dumps({"tool": spec.tool, "args": spec.args}, indent=2), "json")
     else:
         lines.append("(the task file is gone)")
     lines += ["", "### What the model did", ""]
@@ -66,7 +68,7 @@ def body(
     output = result.get("output")
     if output not in (None, ""):
         text = output if isinstance(output, str) else json.dumps(output, indent=2)
-        lines += ["", *_fenced(text[:OUTPUT_CHARS])]
+        lines += ["", *fenced(text[:OUTPUT_CHARS])]
     lines += _changes(result.get("changes") or {})
     sandbox = result.get("sandbox") or {}
     if sandbox.get("warning"):

@@ -1,4 +1,4 @@
-"""Open or update pull requests with the GitHub CLI (``gh``), one per branch.
+"""Open, update or close pull requests with the GitHub CLI (``gh``), one per branch.
 
 ``gh`` finds the repository from the checkout's remote (or ``GH_REPO``) and its token
 in ``GH_TOKEN``; in GitHub Actions only the publish job has one. An open pull request
@@ -29,6 +29,7 @@ class Operation(StrEnum):
 
     CREATED = "created"
     UPDATED = "updated"
+    CLOSED = "closed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,21 +75,24 @@ class GitHubCli:
             )
         return done.stdout
 
+    def _open_numbers(self, head: str, base: str) -> list[int]:
+        listed = self._run(
+            "pr", "list", "--head", head, "--base", base, "--state", "open", "--json", "number"
+        )
+        return [item["number"] for item in json.loads(listed or "[]")]
+
+    def close(self, head: str, base: str, comment: str) -> Operation | None:
+        """Close the open pull request from ``head`` with ``comment``; ``None`` when there
+        is none."""
+        numbers = self._open_numbers(head, base)
+        if not numbers:
+            return None
+        self._run("pr", "close", str(numbers[0]), "--comment", comment)
+        return Operation.CLOSED
+
     def open_or_update(self, text: PullRequestText) -> Operation:
         """Edit the open pull request from ``text.head``, or create one."""
-        listed = self._run(
-            "pr",
-            "list",
-            "--head",
-            text.head,
-            "--base",
-            text.base,
-            "--state",
-            "open",
-            "--json",
-            "number",
-        )
-        numbers = [item["number"] for item in json.loads(listed or "[]")]
+        numbers = self._open_numbers(text.head, text.base)
         if numbers:
             args = ["pr", "edit", str(numbers[0]), "--title", text.title]
             args += ["--body-file", str(text.body_file)]

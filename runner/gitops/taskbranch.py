@@ -92,6 +92,19 @@ class TaskBranches:
             tree = self._git(["write-tree"], index=index)
         return self._git(["commit-tree", tree, "-p", base, "-F", "-"], stdin=message.encode())
 
+    def build_file(self, base: str, path: str, content: bytes, message: str) -> str:
+        """A commit of ``base`` plus one file ``path`` (POSIX, from the top folder) with
+        ``content``; the working tree and the index are untouched."""
+        blob = self._git(["hash-object", "-w", "--stdin"], stdin=content)
+        with tempfile.TemporaryDirectory(prefix="omni-branch-") as tmp:
+            index = str(Path(tmp) / "index")
+            self._git(["read-tree", base], index=index)
+            self._git(
+                ["update-index", "--add", "--cacheinfo", f"100644,{blob},{path}"], index=index
+            )
+            tree = self._git(["write-tree"], index=index)
+        return self._git(["commit-tree", tree, "-p", base, "-F", "-"], stdin=message.encode())
+
     def remote_tip(self, branch: str) -> str | None:
         """Where ``branch`` is on the remote now (``None``: it does not exist there)."""
         out = self._git(["ls-remote", "--heads", self._remote, f"refs/heads/{branch}"])
@@ -102,7 +115,10 @@ class TaskBranches:
         remote with a lease on the tip just read (another writer's push is not lost).
         A remote tip with ``commit``'s tree and parents already holds this change on this
         base: it stays as it is (no new commit, no push), so publishing is idempotent."""
-        branch = branch_name(task_id)
+        return self.publish_branch(task_id, branch_name(task_id), commit, push=push)
+
+    def publish_branch(self, task_id: str, branch: str, commit: str, *, push: bool) -> TaskBranch:
+        """:meth:`publish` for a branch of any name (``task_id`` for the report)."""
         tip = self.remote_tip(branch) if push else None
         if tip is not None and self._same_change(tip, commit):
             self._git(["update-ref", f"refs/heads/{branch}", tip])

@@ -1,5 +1,7 @@
 """MCP tools as a server lists them, each with its input schema digested for the cheap
-check of a call's arguments (:mod:`runner.defs.toolargs`; the server checks the rest)."""
+check of a call's arguments (:mod:`runner.defs.toolargs`; the server checks the rest),
+and what a call answers: the records the pool and its callers share, without the
+``mcp`` SDK."""
 
 from __future__ import annotations
 
@@ -21,6 +23,16 @@ class ToolInfo:
     name: str
     description: str
     input_schema: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolOutcome:
+    """A tool's answer; ``is_error`` results are returned, the caller decides."""
+
+    text: str
+    """The text content blocks, joined by newlines."""
+    structured: Any | None
+    is_error: bool
 
 
 @dataclass(frozen=True, slots=True)

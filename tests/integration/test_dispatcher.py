@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -13,9 +13,12 @@ from runner.core.redaction import Redactor
 from runner.defs.config import BUILTIN, Config
 from runner.defs.tasks import Task, TaskSpec, task_hash
 from runner.dispatch.dispatcher import Dispatcher
-from runner.reach.executors import ExecutorPool, ToolOutcome
+from runner.reach.executors import ExecutorPool
 from runner.state.resultcheck import ResultCheck
 from runner.state.store import Store
+
+if TYPE_CHECKING:
+    from runner.reach.tools import ToolOutcome
 
 pytestmark = pytest.mark.integration
 

@@ -15,8 +15,8 @@ import pytest
 
 from runner.core.errors import ExecutorTimeoutError, ExecutorUnavailableError, ToolError
 from runner.defs.config import BUILTIN, McpServer
-from runner.reach.executors import ExecutorPool, ToolInfo
-from runner.reach.tools import ListedTool
+from runner.reach.executors import ExecutorPool
+from runner.reach.tools import ListedTool, ToolInfo
 
 if TYPE_CHECKING:
     import subprocess

@@ -82,6 +82,32 @@ def test_a_prompt_task_through_the_proxy_does_not_import_litellm(
     assert loaded == []
 
 
+def test_a_prompt_run_whose_model_calls_no_tool_starts_no_executor(
+    tmp_path: Path, upstream: ScriptedUpstream, proxy: LiteLLMProxy
+) -> None:
+    """The cold path (issue 14's bar): the built-in executor's tools are offered from its
+    catalog, and its sandboxed start waits for a tool call that never comes; the MCP
+    SDK is never even loaded."""
+    upstream.script("no-tools-needed", [{"content": "answered from memory"}])
+    project = Project(tmp_path, with_git=False)
+    project.task("p", "prompt: answer\nmodel: no-tools-needed\n")  # default tools: all but run
+    cfg = write_config(tmp_path, {"lite_llm_url": proxy.url, "lite_llm_key": MASTER_KEY})
+    done, loaded = run_omni_watching_imports(
+        tmp_path,
+        *("run", "--once", "--config", str(cfg)),
+        env=omni_env(tmp_path),
+        packages=("mcp", "mcp_types", "litellm"),
+    )
+    assert done.returncode == 0, done.stderr
+    [result] = project.results("p")
+    assert (result["state"], result["output"]) == ("completed", "answered from memory")
+    assert loaded == []
+    offered = upstream.requests("no-tools-needed")[-1]["tools"]
+    names = sorted(t["function"]["name"] for t in offered)
+    assert names == ["echo", "list_dir", "read_file", "write_file"]  # `run` only when listed
+    assert offered[0]["function"]["description"]  # the catalog's, as the server gives it
+
+
 # --- 429: skipped until the reset, remembered across processes and in result files -----------
 
 

@@ -117,8 +117,14 @@ async def test_proxy_killed_degrades_commits_repair_task_and_recovers(
     [closed] = project.query("SELECT state, note FROM runs WHERE task_id LIKE 'repair/%'")
     assert closed["state"] == "completed"
     assert "fault resolved" in closed["note"]
-    [result] = project.results(f"repair/{repair.stem}")
-    assert result["fault"]["kind"] == "gateway"
+    # Its records in the results folder (the memory of a CI run): written open, closed.
+    opened, result = project.results(f"repair/{repair.stem}")
+    assert (opened["state"], opened["fault"]["status"], opened["mode"]) == (
+        "waiting",
+        "open",
+        "degraded",
+    )
+    assert (result["fault"]["kind"], result["fault"]["status"]) == ("gateway", "resolved")
     assert "Nothing to repair" in result["output"]
 
 

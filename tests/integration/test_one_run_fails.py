@@ -21,11 +21,13 @@ from runner.core.states import IN_FLIGHT, RunState
 from runner.defs.config import BUILTIN, Config
 from runner.defs.tasks import Task, TaskSpec, task_hash
 from runner.dispatch.dispatcher import Dispatcher
-from runner.reach.executors import ExecutorPool, ToolOutcome
+from runner.reach.executors import ExecutorPool
 from runner.state.store import Store
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+
+    from runner.reach.tools import ToolOutcome
 
 pytestmark = pytest.mark.integration
 

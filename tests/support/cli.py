@@ -29,31 +29,36 @@ def run_omni(
 
 
 #: Runs the CLI's ``main()`` with the arguments given as JSON, then reports on stderr
-#: which ``litellm`` modules the process loaded.
+#: which modules of the packages named (JSON) the process loaded.
 _MAIN_THEN_MODULES = """\
 import json, sys
 from runner.cli.entry import main
+PACKAGES = json.loads(sys.argv[2])
 sys.argv = ["omni", *json.loads(sys.argv[1])]
 code = 0
 try:
     main()
 except SystemExit as exc:
     code = exc.code or 0
-loaded = sorted(m for m in sys.modules if m.split(".")[0] == "litellm")
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in PACKAGES)
 sys.stderr.write("\\n" + MARK + json.dumps(loaded) + "\\n")
 sys.exit(code)
 """
-MARK = "omni-test litellm modules: "
+MARK = "omni-test modules loaded: "
 
 
 def run_omni_watching_imports(
-    cwd: Path, *args: str, env: Mapping[str, str], timeout: float = 300
+    cwd: Path,
+    *args: str,
+    env: Mapping[str, str],
+    timeout: float = 300,
+    packages: tuple[str, ...] = ("litellm",),
 ) -> tuple[subprocess.CompletedProcess[str], list[str]]:
-    """``omni ARGS`` in a fresh process, like :func:`run_omni`, and the ``litellm``
-    modules that process had loaded when it finished (``sys.modules``)."""
+    """``omni ARGS`` in a fresh process, like :func:`run_omni`, and the modules of
+    ``packages`` that process had loaded when it finished (``sys.modules``)."""
     code = f"MARK = {MARK!r}\n" + _MAIN_THEN_MODULES
     done = subprocess.run(
-        [sys.executable, "-c", code, json.dumps(args)],
+        [sys.executable, "-c", code, json.dumps(args), json.dumps(packages)],
         cwd=cwd,
         capture_output=True,
         text=True,

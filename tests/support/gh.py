@@ -1,7 +1,9 @@
 """A recording stand-in for the GitHub CLI: GitHub cannot be reached from the tests.
 
 Every call is appended to the JSON file ``$GH_LOG``; ``gh pr list --head H`` answers
-pull request 7 once a ``gh pr create --head H`` was recorded, else none.
+pull request 7 once a ``gh pr create --head H`` was recorded, else none, and none again
+once that pull request was closed (a ``gh pr close`` right after listing ``H``, as omni
+does) until another is created.
 """
 
 from __future__ import annotations
@@ -21,8 +23,14 @@ calls.append(sys.argv[1:])
 json.dump(calls, open(log, "w"))
 if sys.argv[1:3] == ["pr", "list"]:
     head = sys.argv[sys.argv.index("--head") + 1]
-    opened = [c for c in calls if c[:2] == ["pr", "create"] and c[c.index("--head") + 1] == head]
-    print(json.dumps([{"number": 7}] if opened else []))
+    is_open = False
+    for before, call in zip([[]] + calls, calls):
+        if call[:2] == ["pr", "create"] and call[call.index("--head") + 1] == head:
+            is_open = True
+        listed = before[:2] == ["pr", "list"] and before[before.index("--head") + 1] == head
+        if call[:2] == ["pr", "close"] and listed:
+            is_open = False
+    print(json.dumps([{"number": 7}] if is_open else []))
 """
 
 

@@ -12,7 +12,7 @@ from mcp.client.client import Client
 
 from runner.core.pathglob import PathRules
 from runner.reach.builtin import ops
-from runner.reach.builtin.catalog import TOOLS
+from runner.reach.builtin.catalog import DESCRIPTIONS, TOOLS
 from runner.reach.builtin.server import build_server, main
 
 
@@ -180,10 +180,12 @@ def _untitled(schema: object) -> object:
 
 
 async def test_the_static_catalog_is_what_the_server_lists(ws: Path) -> None:
-    """``omni validate`` checks builtin tasks against the catalog without a server."""
+    """``omni validate`` checks builtin tasks against the catalog without a server, and a
+    prompt run offers the catalog's tools to its model before any executor starts."""
     async with Client(build_server(ws)) as client:
-        listed = {t.name: _untitled(t.input_schema) for t in (await client.list_tools()).tools}
-    assert listed == TOOLS
+        tools = (await client.list_tools()).tools
+    assert {t.name: _untitled(t.input_schema) for t in tools} == TOOLS
+    assert {t.name: t.description for t in tools} == DESCRIPTIONS
 
 
 def test_main_refuses_a_missing_workspace(

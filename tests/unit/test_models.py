@@ -19,9 +19,9 @@ from runner.defs.tasks import TaskSpec
 from runner.dispatch.agent import Transcript, _function_names
 from runner.dispatch.budget import SpendGuard
 from runner.reach.calls import Completion, GatewayOutcome
-from runner.reach.executors import ToolInfo
 from runner.reach.llm import _classify
 from runner.reach.modelclient import LlmClient
+from runner.reach.tools import ToolInfo
 from runner.state.resultcheck import ResultCheck
 from runner.state.results import RunResult, write_result
 from runner.state.spend import spend_in_results

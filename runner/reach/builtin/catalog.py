@@ -1,8 +1,11 @@
-"""The built-in executor's tools and their input schemas, known without starting it.
+"""The built-in executor's tools, their descriptions and input schemas, known without
+starting it.
 
 ``omni validate`` checks tool tasks on ``builtin`` (tool names, arguments) and prompt
-tasks' ``tools:`` against these, with no server and no ``mcp`` import. A test holds them
-equal to what the running server lists, so the two cannot drift apart.
+tasks' ``tools:`` against these, and a prompt run offers them to its model, with no
+server and no ``mcp`` import: the run's own executor starts only when the model calls a
+tool. The server registers its tools with these descriptions, and a test holds the
+schemas equal to what it lists, so the two cannot drift apart.
 """
 
 from __future__ import annotations
@@ -40,4 +43,22 @@ TOOLS: dict[str, dict[str, Any]] = {
         },
         "required": ["command"],
     },
+}
+
+#: Tool name -> the description the server gives it (and a model reads).
+DESCRIPTIONS: dict[str, str] = {
+    "echo": "Return `text` unchanged (a health check).",
+    "read_file": "Read a UTF-8 text file in the workspace.",
+    "write_file": (
+        "Write a text file in the workspace (parent folders are created); returns the "
+        "number of bytes written."
+    ),
+    "list_dir": (
+        "List a workspace folder: sorted names, one a line, folders marked with a trailing `/`."
+    ),
+    "run": (
+        "Run a command in the workspace without a shell (a string is split like a shell "
+        "would). Output (stdout and stderr) is capped at 64 KiB. A non-zero exit or a "
+        "timeout is an error result that still carries the output."
+    ),
 }

@@ -1,8 +1,10 @@
-"""The built-in executor's MCP server: thin tool wrappers over ``ops``."""
+"""The built-in executor's MCP server: thin tool wrappers over ``ops``, described as
+``catalog`` says."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from mcp_types import CallToolResult, TextContent
 
 from runner.core.pathglob import PathRules
 from runner.reach.builtin import ops
+from runner.reach.builtin.catalog import DESCRIPTIONS
 
 INSTRUCTIONS = (
     "Local tools confined to one workspace folder: read, write and list files, and run "
@@ -30,42 +33,33 @@ def build_server(workspace: Path, protect: tuple[str, ...] = ()) -> MCPServer:
 
     # Plain text answers (structured_output=False): otherwise the SDK wraps a str or int
     # as {"result": ...} structured content, and that wrapper would end up in results.
-    @server.tool(structured_output=False)
+    @server.tool(description=DESCRIPTIONS["echo"], structured_output=False)
     def echo(text: str) -> str:
-        """Return ``text`` unchanged (a health check)."""
         return text
 
-    @server.tool(structured_output=False)
+    @server.tool(description=DESCRIPTIONS["read_file"], structured_output=False)
     def read_file(path: str) -> str:
-        """Read a UTF-8 text file in the workspace."""
         try:
             return ops.read_file(root, path, protected)
         except ops.BuiltinError as exc:
             raise ToolError(str(exc)) from None
 
-    @server.tool(structured_output=False)
+    @server.tool(description=DESCRIPTIONS["write_file"], structured_output=False)
     def write_file(path: str, content: str) -> int:
-        """Write a text file in the workspace (parent folders are created); returns the
-        number of bytes written."""
         try:
             return ops.write_file(root, path, content, protected)
         except ops.BuiltinError as exc:
             raise ToolError(str(exc)) from None
 
-    @server.tool(structured_output=False)
+    @server.tool(description=DESCRIPTIONS["list_dir"], structured_output=False)
     def list_dir(path: str = ".") -> str:
-        """List a workspace folder: sorted names, one a line, folders marked with a
-        trailing ``/``."""
         try:
             return "\n".join(ops.list_dir(root, path, protected))
         except ops.BuiltinError as exc:
             raise ToolError(str(exc)) from None
 
-    @server.tool()
+    @server.tool(description=DESCRIPTIONS["run"])
     async def run(command: list[str] | str, timeout: float = 60.0) -> CallToolResult:  # noqa: ASYNC109
-        """Run a command in the workspace without a shell (a string is split like a
-        shell would). Output (stdout and stderr) is capped at 64 KiB. A non-zero exit
-        or a timeout is an error result that still carries the output."""
         try:
             result = await ops.run_command(root, command, timeout)
         except ops.BuiltinError as exc:
@@ -100,3 +94,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"runner.reach.builtin: workspace {args.workspace} is not a folder", file=sys.stderr)
         raise SystemExit(2)
     build_server(args.workspace, tuple(args.protect)).run("stdio")
+    # stdin closed: the client is done with us. Leave without the interpreter's
+    # teardown of the mcp SDK's thousands of objects (~0.5-0.8 s the client would wait
+    # for on every close); there is nothing left to flush but our own streams.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
