@@ -21,6 +21,7 @@ from runner.defs.config import Config
 from runner.defs.environment import ResolvedPaths
 from tests.support import gh
 from tests.support.git import git
+from tests.support.planted import SECRET
 from tests.support.upstream import ScriptedUpstream
 
 if TYPE_CHECKING:
@@ -96,7 +97,7 @@ def gh_env(tmp_path: Path) -> dict[str, str]:
     return {
         "PATH": f"{stubs}{os.pathsep}{os.environ['PATH']}",
         "GH_LOG": str(tmp_path / "gh.json"),
-        "GH_TOKEN": "ghs_publish-job-token-0123456789",
+        "GH_TOKEN": SECRET,
     }
 
 
@@ -201,9 +202,7 @@ def tamper(artifact: Path) -> None:
     future = dict(data, run_id="01ZZZZZZZZZZZZZZZZZZZZZZZZ", slot="2999-01-01T00:00:00.000Z")
     (docs / "01ZZZZZZZZZZZZZZZZZZZZZZZZ.json").write_text(json.dumps(future))
     (docs / "01ZZZZZZZZZZZZZZZZZZZZZZZZ.md").write_text("# future\n")
-    leak = dict(
-        data, run_id="01YYYYYYYYYYYYYYYYYYYYYYYY", output="ghs_publish-job-token-0123456789"
-    )
+    leak = dict(data, run_id="01YYYYYYYYYYYYYYYYYYYYYYYY", output=SECRET)
     (docs / "01YYYYYYYYYYYYYYYYYYYYYYYY.json").write_text(json.dumps(leak))
     (docs / "notes.txt").write_text("not a result\n")
 
@@ -250,6 +249,52 @@ def test_a_patch_touching_what_its_task_may_not_is_refused(
     on_results = on(origin, "omni/results")
     assert f"results/docs/{run_id}.json" in on_results
     assert not any(n.endswith(".patch") for n in on_results)
+
+
+def binary_patch(root: Path, path: str, data: bytes) -> bytes:
+    """``git diff --binary`` adding ``path`` with ``data`` (a new binary file)."""
+    repo = root / "make-patch"
+    git(root, "init", "-q", "-b", "main", str(repo))
+    (repo / path).parent.mkdir(parents=True, exist_ok=True)
+    (repo / path).write_bytes(data)
+    git(repo, "add", "-A")
+    args = ["git", "diff", "--cached", "--binary", "--full-index"]
+    made = subprocess.run(args, cwd=repo, capture_output=True, check=True).stdout
+    shutil.rmtree(repo)
+    return made
+
+
+def test_a_secret_in_a_binary_file_of_a_patch_is_refused(
+    origin: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work = clone(origin, "work")
+    monkeypatch.chdir(work)
+    run_id = "01M8PQ0000000000000000TEST"
+    folder = work / "results" / "docs"
+    folder.mkdir(parents=True)
+    logo = b"\x89PNG\r\n\x1a\n\0\0" + SECRET.encode() + bytes(range(256))
+    patch = binary_patch(origin.parent, "docs/logo.png", logo)
+    assert b"GIT binary patch" in patch and SECRET.encode() not in patch  # deflated
+    (folder / f"{run_id}.patch").write_bytes(patch)
+    result = {
+        "task_id": "docs",
+        "run_id": run_id,
+        "task_hash": "h",
+        "state": "completed",
+        "attempt": 1,
+        "started_at": "2026-11-30T00:00:00Z",
+        "finished_at": "2026-11-30T00:00:01Z",
+        "duration_s": 1.0,
+        "changes": {"patch": f"{run_id}.patch", "files": ["docs/logo.png"]},
+    }
+    (folder / f"{run_id}.json").write_text(json.dumps(result))
+    environ = {"OMNI_TEST_TOKEN": SECRET}
+    report = publish(Config(), paths_in(work), PublishOptions(push=True), environ=environ)
+    assert [(r.path, r.reason) for r in report.checked.refused] == [
+        (f"docs/{run_id}.patch", "holds a secret")
+    ]
+    assert report.tasks == []
+    assert "omni/task/docs" not in git(origin, "branch", "--list")
 
 
 def test_publish_runs_no_hook_filter_or_fsmonitor(
