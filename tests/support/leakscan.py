@@ -25,6 +25,7 @@ committed it). A hit names the place, its kind and the form found; never the sec
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
 import os
@@ -143,8 +144,8 @@ class Scan:
         return (
             f"leak scan: {self.files} files ({self.bytes / 1e6:.1f} MB), {self.databases} "
             f"SQLite databases, {self.objects} git objects in {self.repositories} "
-            f"repositories, {len(self.skipped)} planted inputs left out, in "
-            f"{self.seconds:.2f} s: {len(self.hits)} hits"
+            f"repositories, {len(self.unreadable)} unreadable, {len(self.skipped)} planted "
+            f"inputs left out, in {self.seconds:.2f} s: {len(self.hits)} hits"
         )
 
 
@@ -289,24 +290,26 @@ class Scanner:
     def _database(self, path: Path, rel: str) -> None:
         self.report.databases += 1
         try:
-            with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-                tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master")]
-                tables = [t for t in tables if not t.startswith("sqlite_")]
-                for table in tables:
-                    quoted = table.replace('"', '""')
-                    columns = None
-                    for row in db.execute(f'SELECT * FROM "{quoted}"'):
-                        for index, value in enumerate(row):
-                            cell = value.encode() if isinstance(value, str) else value
-                            if isinstance(cell, bytes) and self.needles.find(cell):
-                                if columns is None:
-                                    info = db.execute(f'PRAGMA table_info("{quoted}")')
-                                    columns = [c[1] for c in info]
-                                where = f"{rel}: table {table}, column {columns[index]}"
-                                self._hit(where, "SQLite cell", cell)
-            db.close()
+            with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+                listed = db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                for table in [r[0] for r in listed]:
+                    self._table(db, rel, table)
         except sqlite3.Error:
             self.report.unreadable.append(rel)
+
+    def _table(self, db: sqlite3.Connection, rel: str, table: str) -> None:
+        """Every text and blob cell of ``table`` (looked at together first: fast)."""
+        quoted = table.replace('"', '""')
+        columns = [c[1] for c in db.execute(f'PRAGMA table_info("{quoted}")')]
+        cells = [
+            (column, value.encode() if isinstance(value, str) else value)
+            for row in db.execute(f'SELECT * FROM "{quoted}"')  # our own names
+            for column, value in zip(columns, row, strict=True)
+            if isinstance(value, str | bytes)
+        ]
+        if self.needles.find(b"\0".join(cell for _, cell in cells)):
+            for column, cell in cells:
+                self._hit(f"{rel}: table {table}, column {column}", "SQLite cell", cell)
 
     def _repository(self, git_dir: Path) -> None:
         rel = self._rel(git_dir)
