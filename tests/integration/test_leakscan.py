@@ -190,7 +190,7 @@ def test_the_plugin_fails_a_session_that_leaves_a_secret(
     done.assert_outcomes(passed=len(selected.split(" or ")))
     assert "planted secrets found after the session" in out
     assert "  result file: test_leaks0/results/t/01A.json: SECRET (plain)" in out
-    assert "planted inputs left out" in out and ": 1 hits" in out
+    assert "virtual environments left out" in out and ": 1 hits" in out
     for form in encoded_forms(SECRET):
         assert form not in out
 
@@ -217,3 +217,12 @@ def test_every_planted_input_names_a_test_that_exists() -> None:
     sources = "".join(p.read_text() for p in Path(__file__).parents[1].rglob("test_*.py"))
     missing = {p.test for p in PLANTED_INPUTS if f"def {p.test}(" not in sources}
     assert missing == set()
+
+
+def test_a_virtual_environment_is_not_read(tmp_path: Path) -> None:
+    write(tmp_path, "job/temp/omni-venv/pyvenv.cfg", "home = /usr/bin\n")
+    write(tmp_path, "job/temp/omni-venv/lib/site.py", f"# {CRAFTED}\n")
+    write(tmp_path, "job/temp/summary.md", f"# {CRAFTED}\n")
+    found = scan(tmp_path, SECRETS)
+    assert [h.where for h in found.hits] == ["job/temp/summary.md"]
+    assert found.environments == 1

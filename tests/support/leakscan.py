@@ -20,7 +20,9 @@ Where it looks:
 
 Not scanned: the inputs a test wrote on purpose, which :data:`PLANTED_INPUTS` lists, one
 glob each with why (and git blobs whose content is that of such a file: the test
-committed it). A hit names the place, its kind and the form found; never the secret.
+committed it); and Python virtual environments (a folder holding ``pyvenv.cfg``: the
+workflow test's jobs install omni into one, hundreds of MB of packages and no output of
+a run). A hit names the place, its kind and the form found; never the secret.
 """
 
 from __future__ import annotations
@@ -86,6 +88,18 @@ PLANTED_INPUTS: tuple[Planted, ...] = (
             ),
         )
     ),
+    *(
+        Planted(test, "config.yaml", "the test's config: a model_list api_key")
+        for test in (
+            "test_100_prompt_runs_on_a_healthy_model_change_no_mode_and_fail_none",
+            "test_doctor_passes_20_times_out_of_20_on_healthy_models",
+        )
+    ),
+    Planted(
+        "test_a_sandboxed_run_cannot_write_or_read_outside_its_workspace",
+        "outside/.git-credentials",
+        "a credential beside the workspace, which the sandboxed run must not read",
+    ),
     Planted(
         "test_publish_takes_in_an_artifact_checks_it_and_opens_pull_requests",
         "artifact/docs/01YYYYYYYYYYYYYYYYYYYYYYYY.json",
@@ -133,6 +147,8 @@ class Scan:
     databases: int = 0
     repositories: int = 0
     objects: int = 0
+    environments: int = 0
+    """Python virtual environments not read (installed packages, no run's output)."""
     unreadable: list[str] = field(default_factory=list)
     """Repositories or databases that could not be read (their raw files still were)."""
     skipped: list[str] = field(default_factory=list)
@@ -145,7 +161,8 @@ class Scan:
             f"leak scan: {self.files} files ({self.bytes / 1e6:.1f} MB), {self.databases} "
             f"SQLite databases, {self.objects} git objects in {self.repositories} "
             f"repositories, {len(self.unreadable)} unreadable, {len(self.skipped)} planted "
-            f"inputs left out, in {self.seconds:.2f} s: {len(self.hits)} hits"
+            f"inputs and {self.environments} virtual environments left out, in "
+            f"{self.seconds:.2f} s: {len(self.hits)} hits"
         )
 
 
@@ -211,11 +228,16 @@ def _is_git_dir(folder: Path, names: Iterable[str]) -> bool:
     return "HEAD" in listed and "objects" in listed and (folder / "objects").is_dir()
 
 
-def _walk(root: Path) -> Iterator[tuple[Path, bool]]:
-    """Every regular file under ``root`` (``True`` with it) and every git folder
-    (``False``); git's object folders are not entered."""
+def _walk(root: Path) -> Iterator[tuple[Path, bool | None]]:
+    """Every regular file under ``root`` (``True`` with it), every git folder
+    (``False``) and every virtual environment (``None``); neither git's object folders
+    nor virtual environments are entered."""
     for folder, dirs, files in os.walk(root):
         here = Path(folder)
+        if "pyvenv.cfg" in files:
+            yield here, None
+            dirs.clear()
+            continue
         if _is_git_dir(here, [*dirs, *files]):
             yield here, False
             dirs.remove("objects")
@@ -249,6 +271,8 @@ class Scanner:
         for path, is_file in _walk(self.root):
             if is_file:
                 self._file(path)
+            elif is_file is None:
+                self.report.environments += 1
             else:
                 git_dirs.append(path)
         for git_dir in git_dirs:
