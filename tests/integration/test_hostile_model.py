@@ -111,6 +111,8 @@ class Deployment:
             self.omni_pid["pid"] = proc.pid
             out, err = proc.communicate(timeout=120)
         self.log = out + err
+        # Saved, so the session-wide leak scan (tests/support/leakscan.py) reads it too.
+        (self.root / "omni-run.log").write_text(self.log, encoding="utf-8")
         [path] = (self.repo / "results" / "hostile").glob("*.json")
         return dict(json.loads(path.read_text(encoding="utf-8")))
 
