@@ -136,6 +136,17 @@ def serve_until(root: Path, log: Path, done: list[str]) -> None:
                 proc.kill()
 
 
+def save(outputs: dict[str, bytes], folder: Path) -> None:
+    """Each command's stdout and stderr as ``folder/COMMAND.out`` and ``.err``, so the
+    session-wide leak scan (tests/support/leakscan.py) reads them too."""
+    folder.mkdir()
+    for name, data in outputs.items():
+        stem, _, stream = name.rpartition(" ")
+        if stream in {"stdout", "stderr"}:
+            slug = "".join(c if c.isalnum() else "-" for c in stem)
+            (folder / f"{slug}.{stream[3:]}").write_bytes(data)
+
+
 @pytest.mark.timeout(300)
 def test_a_planted_secret_is_in_no_output(tmp_path: Path, unreachable_url: str) -> None:
     port = int(unreachable_url.rsplit(":", 1)[1].split("/", maxsplit=1)[0])
@@ -175,14 +186,7 @@ def test_a_planted_secret_is_in_no_output(tmp_path: Path, unreachable_url: str) 
 
     found = [leak for name, data in outputs.items() for leak in leaks(name, data)]
     assert found == []
-    # Saved, so the session-wide leak scan (tests/support/leakscan.py) reads them too.
-    saved = tmp_path / "saved-output"
-    saved.mkdir()
-    for name, data in outputs.items():
-        if name.endswith(("stdout", "stderr")):
-            stem, _, stream = name.rpartition(" ")
-            slug = "".join(c if c.isalnum() else "-" for c in stem)
-            (saved / f"{slug}.{stream[3:]}").write_bytes(data)
+    save(outputs, tmp_path / "saved-output")
 
     # The attempts did happen, and were masked.
     text_log = outputs["run --once --commit stderr"].decode()
