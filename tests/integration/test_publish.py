@@ -77,14 +77,16 @@ def paths_in(work: Path) -> ResolvedPaths:
 def writer_config(upstream: ScriptedUpstream, work: Path) -> Config:
     entry = {
         "model_name": "writer",
-        "litellm_params": {"model": "openai/writer", "api_base": upstream.url, "api_key": "x"},
+        "litellm_params": {"model": "openai/writer", "api_base": upstream.url, "api_key": SECRET},
     }
     return Config.model_validate({"model_list": [entry], "workspace": str(work)})
 
 
 def writes(*files: tuple[str, str]) -> list[dict[str, Any]]:
     calls = [{"tool_calls": [("write_file", {"path": p, "content": c})]} for p, c in files]
-    return [*calls, {"content": "docs refreshed"}]
+    # The model's last word repeats its key: the run's result and every text made from it
+    # (the pull request's body) must show it redacted.
+    return [*calls, {"content": f"docs refreshed (with key {SECRET})"}]
 
 
 def on(origin: Path, ref: str) -> dict[str, str]:
@@ -135,8 +137,9 @@ async def test_a_tasks_patch_becomes_its_branch_and_a_later_run_updates_it(
     assert git(origin, "rev-parse", "omni/task/docs") != first_tip
     assert git(origin, "rev-parse", "omni/task/docs^") == git(origin, "rev-parse", "main")
     body = (work / ".omni" / "publish" / "omni__task__docs.md").read_text()
-    for words in ("Refresh the docs.", "write_file", "docs/a.md", "docs refreshed"):
+    for words in ("Refresh the docs.", "write_file", "docs/a.md", "docs refreshed (with key"):
         assert words in body
+    assert SECRET not in body and "[redacted]" in body
 
 
 async def test_publish_takes_in_an_artifact_checks_it_and_opens_pull_requests(
@@ -176,6 +179,10 @@ async def test_publish_takes_in_an_artifact_checks_it_and_opens_pull_requests(
     task_pr = creates[0]
     assert "--draft" in task_pr and task_pr[task_pr.index("--label") + 1] == "docs"
     assert task_pr[task_pr.index("--title") + 1] == "Docs refresh"
+    # What GitHub would show: the model's last word is in the task's body, its key not.
+    texts = {t["title"]: t["body"] or "" for t in gh.texts(Path(environ["GH_LOG"]))}
+    assert "docs refreshed (with key [redacted])" in texts["Docs refresh"]
+    assert not any(SECRET in body for body in texts.values())
 
     # Publishing again with nothing new edits the results pull request, opens nothing.
     again = publish(
