@@ -1,5 +1,7 @@
 """Fixtures every test folder shares: the private PostgreSQL cluster
-(:mod:`tests.support.postgres`), started once a session, and a fresh database a test."""
+(:mod:`tests.support.postgres`), started once a session, and a fresh database a test.
+And every session ends with the session-wide leak scan (``tests/support/leakcheck.py``);
+``pytester`` is there for the tests of that scan."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from tests.support.postgres import Cluster, Unavailable
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+
+pytest_plugins = ["pytester", "tests.support.leakcheck"]
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,8 @@ id and run id, within the size caps, its slot is not in the future, its costs ar
 finite, and no file of it shows a secret the publishing process knows. A patch is
 published only beside a completed result that names it, when every path it touches is
 covered by its task's ``pull_request.paths`` and none is protected, it creates no
-symlink or nested repository, and it holds no secret.
+symlink or nested repository, and it holds no secret (in its text, or in the content of
+a binary file it carries).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from runner.core.errors import ResultFileError
+from runner.core.gitpatch import BinaryPatchError, binary_contents
 from runner.core.ids import check_task_id, is_run_id
 
 if TYPE_CHECKING:
@@ -205,9 +207,15 @@ def _check_patch(
 
 def _patch_problem(data: bytes, allowed: PathRules, policy: Policy) -> tuple[list[str], str | None]:
     """The patch's paths, and why it may not be published (``None``: it may)."""
-    text = data.decode("utf-8", errors="replace")
-    if policy.redactor.text(text) != text:
-        return [], "holds a secret"
+    try:
+        # A binary file's content is deflated in the patch: its secrets are read in the clear.
+        contents = [data, *binary_contents(data)]
+    except BinaryPatchError as exc:
+        return [], str(exc)
+    for content in contents:
+        text = content.decode("utf-8", errors="replace")
+        if policy.redactor.text(text) != text:
+            return [], "holds a secret"
     paths, problem = patch_paths(data)
     if problem is not None:
         return [], problem

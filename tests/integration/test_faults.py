@@ -22,6 +22,7 @@ from tests.support.faults import (
     fault_config,
     git,
 )
+from tests.support.planted import ENV_SECRET, SECRET
 from tests.support.service import drop, rows, running, wait_for
 from tests.support.upstream import ScriptedUpstream, free_port
 
@@ -157,7 +158,7 @@ async def test_in_process_router_deployments_failing_count_the_same_way(
     dead = f"http://127.0.0.1:{free_port()}/v1"
     deployment = {
         "model_name": "r-gw",
-        "litellm_params": {"model": "openai/r-gw", "api_base": dead, "api_key": "sk-upstream-test"},
+        "litellm_params": {"model": "openai/r-gw", "api_base": dead, "api_key": SECRET},
     }
     settings = fault_config("", upstream.url, free=["r-gw"], model_list=[deployment])
     settings.pop("lite_llm_url")
@@ -272,10 +273,6 @@ async def test_brainstem_runs_tools_parks_prompts_and_resumes_them_in_order(
     ]
 
 
-PLANTED_CONFIG = "sk-planted-config-secret-4242"
-PLANTED_ENV = "planted-env-secret-7171"
-
-
 async def test_planted_secrets_never_reach_results_repairs_commits_or_logs(
     tmp_path: Path, upstream: ScriptedUpstream, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -283,16 +280,16 @@ async def test_planted_secrets_never_reach_results_repairs_commits_or_logs(
     upstream.script(
         "direct-model",
         [
-            {"tool_calls": [("echo", {"text": f"env {PLANTED_ENV} and {PLANTED_CONFIG}"})]},
-            {"content": f"done: {PLANTED_CONFIG} / {PLANTED_ENV}"},
+            {"tool_calls": [("echo", {"text": f"env {ENV_SECRET} and {SECRET}"})]},
+            {"content": f"done: {SECRET} / {ENV_SECRET}"},
         ],
     )
     project = Project(tmp_path)
     # The gateway URL carries the planted secret too: the repair task names the URL.
-    dead = f"http://127.0.0.1:{free_port()}/{PLANTED_CONFIG}"
-    cfg = config(dead, upstream, ["x-gw"], github_key=PLANTED_CONFIG)
+    dead = f"http://127.0.0.1:{free_port()}/{SECRET}"
+    cfg = config(dead, upstream, ["x-gw"], github_key=SECRET)
     project.task("leaky", PROMPT.format(model="x-gw"))
-    report = await project.run(cfg, environ={"OMNI_PLANTED_TOKEN": PLANTED_ENV})
+    report = await project.run(cfg, environ={"OMNI_PLANTED_TOKEN": ENV_SECRET})
     assert report.exit_code == 0
     [result] = project.results("leaky")
     assert result["state"] == "completed"
@@ -302,7 +299,7 @@ async def test_planted_secrets_never_reach_results_repairs_commits_or_logs(
     assert "repair task" in history
     logs = caplog.text
     assert "mode: degraded" in logs
-    for secret in (PLANTED_CONFIG, PLANTED_ENV):
+    for secret in (SECRET, ENV_SECRET):
         assert secret not in history
         assert secret not in logs
         assert files_holding(tmp_path, secret) == ""

@@ -18,14 +18,13 @@ from runner.core.errors import ExecutorUnavailableError, ToolError
 from runner.defs.config import McpServer
 from runner.reach.executors import ExecutorPool
 from tests.support.paths import HOSTILE
+from tests.support.planted import SECRET
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from pathlib import Path
 
 pytestmark = pytest.mark.integration
-
-SECRET = "sk-planted-hostile-5f3a9c1e7b2d4086"
 
 
 def hostile(*flags: str, **fields: Any) -> McpServer:

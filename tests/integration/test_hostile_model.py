@@ -28,6 +28,7 @@ import pytest
 from runner.core.redaction import encoded_forms
 from runner.reach.sandbox import probe
 from tests.support.git import git
+from tests.support.planted import SECRET
 from tests.support.upstream import MASTER_KEY, LiteLLMProxy, ScriptedUpstream
 
 if TYPE_CHECKING:
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
 # Each test starts an omni process, which starts its run's executor in a sandbox.
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
-SECRET = "sk-hostile-planted-7Qx9Lm2Vb4Nc8Zp"
 PROBE = probe()
 #: Where bubblewrap works (always on CI), the runs must be sandboxed.
 SANDBOX = "sandbox: required\n" if PROBE.available or os.environ.get("CI") == "true" else ""
@@ -111,6 +111,8 @@ class Deployment:
             self.omni_pid["pid"] = proc.pid
             out, err = proc.communicate(timeout=120)
         self.log = out + err
+        # Saved, so the session-wide leak scan (tests/support/leakscan.py) reads it too.
+        (self.root / "omni-run.log").write_text(self.log, encoding="utf-8")
         [path] = (self.repo / "results" / "hostile").glob("*.json")
         return dict(json.loads(path.read_text(encoding="utf-8")))
 
@@ -240,6 +242,13 @@ def echo_a_known_secret(_d: Deployment, _marker: Path) -> list[Any]:
     ]
 
 
+def write_a_binary_secret(_d: Deployment, _marker: Path) -> list[Any]:
+    """A binary file (NUL bytes, a PNG header) holding the key as base64 and hex."""
+    encoded = f"{base64.b64encode(SECRET.encode()).decode()}\0{SECRET.encode().hex()}"
+    logo = f"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0{encoded}\0\xff\xfe"
+    return [tool("write_file", path="docs/logo.png", content=logo), {"content": "logo made"}]
+
+
 @dataclass(frozen=True)
 class Attack:
     """The model's script, the task's extra keys, what the result must name as refused."""
@@ -275,6 +284,11 @@ ATTACKS = {
     "echo-a-known-secret": Attack(
         echo_a_known_secret,
         ('"path": "docs/leak.md", "reason": "holds a secret"',),
+        "pull_request: {paths: ['docs/**']}\n",
+    ),
+    "write-a-binary-secret": Attack(
+        write_a_binary_secret,
+        ('"path": "docs/logo.png", "reason": "holds a secret"',),
         "pull_request: {paths: ['docs/**']}\n",
     ),
 }

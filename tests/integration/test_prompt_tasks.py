@@ -25,6 +25,7 @@ from runner.core.states import RunState
 from runner.defs.config import Config
 from runner.state.results import RunResult, write_result
 from tests.support.paths import SERVERS, paths_under
+from tests.support.planted import ENV_SECRET, SECRET
 from tests.support.upstream import (
     COMPLETION_TOKENS,
     INPUT_COST,
@@ -72,7 +73,7 @@ def deployment(name: str, api_base: str, *, upstream_model: str | None = None) -
         "litellm_params": {
             "model": f"openai/{upstream_model or name}",
             "api_base": api_base,
-            "api_key": "sk-upstream-test",
+            "api_key": SECRET,
         },
         "model_info": {"input_cost_per_token": INPUT_COST, "output_cost_per_token": OUTPUT_COST},
     }
@@ -225,27 +226,26 @@ async def test_run_is_offered_only_when_listed_and_refused_otherwise(
 async def test_tool_results_are_redacted_before_the_model_sees_them(
     project: Project, upstream: ScriptedUpstream
 ) -> None:
-    secret = "sk-tool-result-secret-0123456789"
-    encoded = base64.b64encode(f"KEY={secret}".encode()).decode()
+    encoded = base64.b64encode(f"KEY={ENV_SECRET}".encode()).decode()
     upstream.script(
         "sees",
         [
-            tool_call("echo", {"text": f"plain {secret}"}),
+            tool_call("echo", {"text": f"plain {ENV_SECRET}"}),
             tool_call("echo", {"text": encoded}),
-            tool_call("echo", {"text": secret.encode().hex()}),
+            tool_call("echo", {"text": ENV_SECRET.encode().hex()}),
             {"content": "done"},
         ],
     )
     project.task("prompt: echo things\nmodel: local\n")
     config = {"model_list": [deployment("local", upstream.url, upstream_model="sees")]}
-    report = await project.run(config, {"OMNI_TEST_TOKEN": secret})
+    report = await project.run(config, {"OMNI_TEST_TOKEN": ENV_SECRET})
     assert report.exit_code == 0
     seen = [tool_messages(r)[-1] for r in upstream.requests("sees")[1:]]
     assert seen[0] == "plain [redacted]"
     assert "[redacted]" in seen[1]
     assert seen[2] == "[redacted]"
     for text in seen:
-        assert secret not in text and secret.encode().hex() not in text
+        assert ENV_SECRET not in text and ENV_SECRET.encode().hex() not in text
 
 
 # --- tiers ---------------------------------------------------------------------------------

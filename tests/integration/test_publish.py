@@ -21,6 +21,7 @@ from runner.defs.config import Config
 from runner.defs.environment import ResolvedPaths
 from tests.support import gh
 from tests.support.git import git
+from tests.support.planted import SECRET
 from tests.support.upstream import ScriptedUpstream
 
 if TYPE_CHECKING:
@@ -76,14 +77,16 @@ def paths_in(work: Path) -> ResolvedPaths:
 def writer_config(upstream: ScriptedUpstream, work: Path) -> Config:
     entry = {
         "model_name": "writer",
-        "litellm_params": {"model": "openai/writer", "api_base": upstream.url, "api_key": "x"},
+        "litellm_params": {"model": "openai/writer", "api_base": upstream.url, "api_key": SECRET},
     }
     return Config.model_validate({"model_list": [entry], "workspace": str(work)})
 
 
 def writes(*files: tuple[str, str]) -> list[dict[str, Any]]:
     calls = [{"tool_calls": [("write_file", {"path": p, "content": c})]} for p, c in files]
-    return [*calls, {"content": "docs refreshed"}]
+    # The model's last word repeats its key: the run's result and every text made from it
+    # (the pull request's body) must show it redacted.
+    return [*calls, {"content": f"docs refreshed (with key {SECRET})"}]
 
 
 def on(origin: Path, ref: str) -> dict[str, str]:
@@ -96,7 +99,7 @@ def gh_env(tmp_path: Path) -> dict[str, str]:
     return {
         "PATH": f"{stubs}{os.pathsep}{os.environ['PATH']}",
         "GH_LOG": str(tmp_path / "gh.json"),
-        "GH_TOKEN": "ghs_publish-job-token-0123456789",
+        "GH_TOKEN": SECRET,
     }
 
 
@@ -134,8 +137,9 @@ async def test_a_tasks_patch_becomes_its_branch_and_a_later_run_updates_it(
     assert git(origin, "rev-parse", "omni/task/docs") != first_tip
     assert git(origin, "rev-parse", "omni/task/docs^") == git(origin, "rev-parse", "main")
     body = (work / ".omni" / "publish" / "omni__task__docs.md").read_text()
-    for words in ("Refresh the docs.", "write_file", "docs/a.md", "docs refreshed"):
+    for words in ("Refresh the docs.", "write_file", "docs/a.md", "docs refreshed (with key"):
         assert words in body
+    assert SECRET not in body and "[redacted]" in body
 
 
 async def test_publish_takes_in_an_artifact_checks_it_and_opens_pull_requests(
@@ -175,6 +179,10 @@ async def test_publish_takes_in_an_artifact_checks_it_and_opens_pull_requests(
     task_pr = creates[0]
     assert "--draft" in task_pr and task_pr[task_pr.index("--label") + 1] == "docs"
     assert task_pr[task_pr.index("--title") + 1] == "Docs refresh"
+    # What GitHub would show: the model's last word is in the task's body, its key not.
+    texts = {t["title"]: t["body"] or "" for t in gh.texts(Path(environ["GH_LOG"]))}
+    assert "docs refreshed (with key [redacted])" in texts["Docs refresh"]
+    assert not any(SECRET in body for body in texts.values())
 
     # Publishing again with nothing new edits the results pull request, opens nothing.
     again = publish(
@@ -201,9 +209,7 @@ def tamper(artifact: Path) -> None:
     future = dict(data, run_id="01ZZZZZZZZZZZZZZZZZZZZZZZZ", slot="2999-01-01T00:00:00.000Z")
     (docs / "01ZZZZZZZZZZZZZZZZZZZZZZZZ.json").write_text(json.dumps(future))
     (docs / "01ZZZZZZZZZZZZZZZZZZZZZZZZ.md").write_text("# future\n")
-    leak = dict(
-        data, run_id="01YYYYYYYYYYYYYYYYYYYYYYYY", output="ghs_publish-job-token-0123456789"
-    )
+    leak = dict(data, run_id="01YYYYYYYYYYYYYYYYYYYYYYYY", output=SECRET)
     (docs / "01YYYYYYYYYYYYYYYYYYYYYYYY.json").write_text(json.dumps(leak))
     (docs / "notes.txt").write_text("not a result\n")
 
@@ -250,6 +256,52 @@ def test_a_patch_touching_what_its_task_may_not_is_refused(
     on_results = on(origin, "omni/results")
     assert f"results/docs/{run_id}.json" in on_results
     assert not any(n.endswith(".patch") for n in on_results)
+
+
+def binary_patch(root: Path, path: str, data: bytes) -> bytes:
+    """``git diff --binary`` adding ``path`` with ``data`` (a new binary file)."""
+    repo = root / "make-patch"
+    git(root, "init", "-q", "-b", "main", str(repo))
+    (repo / path).parent.mkdir(parents=True, exist_ok=True)
+    (repo / path).write_bytes(data)
+    git(repo, "add", "-A")
+    args = ["git", "diff", "--cached", "--binary", "--full-index"]
+    made = subprocess.run(args, cwd=repo, capture_output=True, check=True).stdout
+    shutil.rmtree(repo)
+    return made
+
+
+def test_a_secret_in_a_binary_file_of_a_patch_is_refused(
+    origin: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work = clone(origin, "work")
+    monkeypatch.chdir(work)
+    run_id = "01M8PQ0000000000000000TEST"
+    folder = work / "results" / "docs"
+    folder.mkdir(parents=True)
+    logo = b"\x89PNG\r\n\x1a\n\0\0" + SECRET.encode() + bytes(range(256))
+    patch = binary_patch(origin.parent, "docs/logo.png", logo)
+    assert b"GIT binary patch" in patch and SECRET.encode() not in patch  # deflated
+    (folder / f"{run_id}.patch").write_bytes(patch)
+    result = {
+        "task_id": "docs",
+        "run_id": run_id,
+        "task_hash": "h",
+        "state": "completed",
+        "attempt": 1,
+        "started_at": "2026-11-30T00:00:00Z",
+        "finished_at": "2026-11-30T00:00:01Z",
+        "duration_s": 1.0,
+        "changes": {"patch": f"{run_id}.patch", "files": ["docs/logo.png"]},
+    }
+    (folder / f"{run_id}.json").write_text(json.dumps(result))
+    environ = {"OMNI_TEST_TOKEN": SECRET}
+    report = publish(Config(), paths_in(work), PublishOptions(push=True), environ=environ)
+    assert [(r.path, r.reason) for r in report.checked.refused] == [
+        (f"docs/{run_id}.patch", "holds a secret")
+    ]
+    assert report.tasks == []
+    assert "omni/task/docs" not in git(origin, "branch", "--list")
 
 
 def test_publish_runs_no_hook_filter_or_fsmonitor(

@@ -18,6 +18,7 @@ import pytest
 
 from runner.reach.executors import ExecutorPool
 from runner.reach.sandbox import BWRAP_ENV, Confinement, omni_read_paths, probe
+from tests.support.planted import SECRET
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +27,6 @@ needs_bwrap = pytest.mark.skipif(
     not PROBE.available and os.environ.get("CI") != "true",
     reason=f"bubblewrap cannot run here (CI would fail): {PROBE.explain()}",
 )
-SECRET = "sk-sandbox-planted-0123456789"
 
 
 async def run_inside(

@@ -13,6 +13,7 @@ import pytest
 from runner.core.pathglob import PathRules
 from runner.reach.scratch import Refused, Scratch
 from tests.support.git import git
+from tests.support.planted import SECRET
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -21,7 +22,6 @@ pytestmark = pytest.mark.integration
 
 HIDE = PathRules(["tasks", "results", "config.yaml", ".omni"])
 PROTECTED = PathRules([".git", ".github", ".omni", "tasks", "results", "config.yaml"])
-SECRET = "sk-planted-secret-0123456789"
 
 
 @pytest.fixture

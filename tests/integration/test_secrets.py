@@ -21,15 +21,13 @@ import pytest
 
 from tests.support.git import git
 from tests.support.paths import HOSTILE
+from tests.support.planted import SECRET, URL_PASSWORD
 from tests.support.service import rows
 
 if TYPE_CHECKING:
     from pathlib import Path
 
 pytestmark = pytest.mark.integration
-
-SECRET = "sk-planted-7c1d9e4b2a6f8053c4e1d2b7"
-PROXY_PASSWORD = "hunter2-proxy-pass-9d41"
 
 
 def forms(secret: str) -> dict[str, bytes]:
@@ -45,7 +43,7 @@ def forms(secret: str) -> dict[str, bytes]:
 def leaks(name: str, data: bytes) -> list[str]:
     """Which forms of the secrets ``data`` holds."""
     found = [f"{form} of the key in {name}" for form, v in forms(SECRET).items() if v in data]
-    if PROXY_PASSWORD.encode() in data:
+    if URL_PASSWORD.encode() in data:
         found.append(f"the proxy password in {name}")
     return found
 
@@ -89,7 +87,7 @@ def env_for(root: Path) -> dict[str, str]:
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(root.parent),  # the project is a folder inside HOME, not HOME itself
         "OPENAI_API_KEY": SECRET,
-        "PROXY_AUTH": PROXY_PASSWORD,
+        "PROXY_AUTH": URL_PASSWORD,
         "GIT_CONFIG_GLOBAL": os.devnull,
     }
 
@@ -138,6 +136,17 @@ def serve_until(root: Path, log: Path, done: list[str]) -> None:
                 proc.kill()
 
 
+def save(outputs: dict[str, bytes], folder: Path) -> None:
+    """Each command's stdout and stderr as ``folder/COMMAND.out`` and ``.err``, so the
+    session-wide leak scan (tests/support/leakscan.py) reads them too."""
+    folder.mkdir()
+    for name, data in outputs.items():
+        stem, _, stream = name.rpartition(" ")
+        if stream in {"stdout", "stderr"}:
+            slug = "".join(c if c.isalnum() else "-" for c in stem)
+            (folder / f"{slug}.{stream[3:]}").write_bytes(data)
+
+
 @pytest.mark.timeout(300)
 def test_a_planted_secret_is_in_no_output(tmp_path: Path, unreachable_url: str) -> None:
     port = int(unreachable_url.rsplit(":", 1)[1].split("/", maxsplit=1)[0])
@@ -177,6 +186,7 @@ def test_a_planted_secret_is_in_no_output(tmp_path: Path, unreachable_url: str) 
 
     found = [leak for name, data in outputs.items() for leak in leaks(name, data)]
     assert found == []
+    save(outputs, tmp_path / "saved-output")
 
     # The attempts did happen, and were masked.
     text_log = outputs["run --once --commit stderr"].decode()

@@ -21,6 +21,7 @@ import yaml
 from runner.app.scaffold import template
 from tests.support import gh
 from tests.support.git import git
+from tests.support.planted import SECRET
 
 pytestmark = pytest.mark.integration
 
@@ -221,6 +222,8 @@ class Job:  # pylint: disable=too-many-instance-attributes  # one job's whole co
                 "event_name": "schedule",
                 "repository": "acme/ops",
                 "event": {"repository": {"fork": False}},
+                # The publish job's write token: a planted secret too.
+                "token": SECRET,
             },
             "runner": {"temp": str(self.temp), "os": "Linux"},
             "inputs": inputs or {},
@@ -228,7 +231,9 @@ class Job:  # pylint: disable=too-many-instance-attributes  # one job's whole co
             "matrix": self.matrix,
             "needs": self.needs,
             "strategy": {"job-index": str(self.job_index)},
-            "secrets": {},
+            # The model keys the run job gets: planted, so the session-wide leak scan
+            # (tests/support/leakscan.py) checks every result, artifact, branch and PR text.
+            "secrets": {"LITELLM_API_KEY": SECRET, "GITHUB_LITELLM_KEY": SECRET},
             "status": {
                 "success": not self.failed,
                 "failure": self.failed,
@@ -273,6 +278,9 @@ class Job:  # pylint: disable=too-many-instance-attributes  # one job's whole co
             check=False,
         )
         self.logs.append(done.stdout + done.stderr)
+        saved = self.temp / "step-logs" / f"{len(self.logs):02d}.log"
+        saved.parent.mkdir(exist_ok=True)
+        saved.write_text(self.logs[-1], encoding="utf-8")  # for the session-wide leak scan
         produced = dict(
             line.split("=", 1) for line in output.read_text().splitlines() if "=" in line
         )

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from runner.app.once import OnceOptions, OnceReport, run_once
 from tests.support.paths import paths_under
+from tests.support.planted import SECRET
 from tests.support.service import git
 from tests.support.upstream import MASTER_KEY, LiteLLMProxy
 
@@ -228,7 +229,7 @@ def fault_config(
     return {
         "lite_llm_url": gateway_url,
         "lite_llm_key": MASTER_KEY,
-        "github_key": "sk-github-backup-test",
+        "github_key": SECRET,
         "direct_api": {"model": "github/direct-model", "api_base": direct_base},
         "fault_handler": handler | more.pop("fault_handler", {}),
         "router": {"model_tiers": {"free": free}},

@@ -3,7 +3,10 @@
 Every call is appended to the JSON file ``$GH_LOG``; ``gh pr list --head H`` answers
 pull request 7 once a ``gh pr create --head H`` was recorded, else none, and none again
 once that pull request was closed (a ``gh pr close`` right after listing ``H``, as omni
-does) until another is created.
+does) until another is created. The title and body (the ``--body-file``'s text, read when
+called) of every ``gh pr create`` and ``gh pr edit`` go to ``gh-texts.json`` beside it:
+what GitHub would show, for the session-wide leak scan and for tests to read
+(:func:`texts`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,14 @@ log = os.environ["GH_LOG"]
 calls = json.load(open(log)) if os.path.exists(log) else []
 calls.append(sys.argv[1:])
 json.dump(calls, open(log, "w"))
+args = sys.argv[1:]
+if "--body-file" in args:
+    texts_path = os.path.join(os.path.dirname(log), "gh-texts.json")
+    texts = json.load(open(texts_path)) if os.path.exists(texts_path) else []
+    body = open(args[args.index("--body-file") + 1], encoding="utf-8").read()
+    title = args[args.index("--title") + 1] if "--title" in args else None
+    texts.append({"call": args[:2], "title": title, "body": body})
+    json.dump(texts, open(texts_path, "w"))
 if sys.argv[1:3] == ["pr", "list"]:
     head = sys.argv[sys.argv.index("--head") + 1]
     is_open = False
@@ -46,4 +57,11 @@ def install(folder: Path) -> Path:
 def calls(log: Path) -> list[list[str]]:
     """The recorded calls, oldest first."""
     found: list[list[str]] = json.loads(log.read_text()) if log.exists() else []
+    return found
+
+
+def texts(log: Path) -> list[dict[str, str | None]]:
+    """The title and body of every ``gh pr create`` and ``gh pr edit``, oldest first."""
+    path = log.with_name("gh-texts.json")
+    found: list[dict[str, str | None]] = json.loads(path.read_text()) if path.exists() else []
     return found

@@ -30,8 +30,8 @@ from runner.reach.gateway import HeadersTimeoutError, Liveliness, within_headers
 from runner.state.results import RunResult
 from runner.state.store import Store
 from tests.support.git import git
+from tests.support.planted import SECRET
 
-SECRET = "sk-planted-secret-123"
 NOW = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 
 

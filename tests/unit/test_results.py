@@ -15,6 +15,7 @@ from runner.core.states import RunState
 from runner.core.text import truncate
 from runner.state.resultcheck import ResultCheck
 from runner.state.results import RunResult, result_path, write_result
+from tests.support.planted import SECRET
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -68,12 +69,11 @@ def test_nested_ids_nest_folders_and_json_has_the_contract_fields(tmp_path: Path
 
 
 def test_secrets_are_redacted_everywhere(tmp_path: Path) -> None:
-    secret = "sk-live-0123456789"
-    result = make(output={"note": f"key={secret}", secret: [secret]}, error=f"bad {secret}")
-    path = write_result(tmp_path, result, Redactor([secret, "abc"]))
+    result = make(output={"note": f"key={SECRET}", SECRET: [SECRET]}, error=f"bad {SECRET}")
+    path = write_result(tmp_path, result, Redactor([SECRET, "abc"]))
     for written in (path, path.with_suffix(".md")):
         text = written.read_text(encoding="utf-8")
-        assert secret not in text
+        assert SECRET not in text
         assert "[redacted]" in text
 
 
