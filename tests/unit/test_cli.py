@@ -198,7 +198,7 @@ def test_show_from_the_result_files_alone(cli: CliRunner, tmp_path: Path) -> Non
 
 
 #: The libraries each cheap command has no use for, so must not load (start-up, issue 16).
-_UNUSED = ("sqlite_utils", "numpy", "apscheduler", "mcp", "litellm")
+_UNUSED = ("sqlite_utils", "numpy", "apscheduler", "psycopg", "mcp", "litellm")
 _NOT_LOADED = {
     ("--version",): ("pydantic", "rich", "yaml", *_UNUSED),
     ("--help",): ("pydantic", "yaml", *_UNUSED),
