@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from runner.app.looking import looking
 from runner.app.passes import due_rule, load_pass, waits_for
 from runner.core.clock import iso
 from runner.core.errors import TaskFileError, UsageError
@@ -26,27 +26,15 @@ from runner.defs.routing import choose_executor, choose_model, model_list_names
 from runner.defs.tasks import Task, load_task_file, root_for
 from runner.planning.plan import Orphan, Planned, Selection, Skipped, orphans, preview
 from runner.planning.slots import next_slot
-from runner.state.backend import exists, open_store
 from runner.state.results import result_dir
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from datetime import datetime
 
     from runner.defs.config import Config
     from runner.defs.environment import ResolvedPaths
     from runner.state.interface import StateStore
     from runner.state.records import RunRecord
-
-
-@contextmanager
-def looking(paths: ResolvedPaths) -> Iterator[StateStore | None]:
-    """The state database, read-only, or ``None`` when there is none yet."""
-    if not exists(paths):
-        yield None
-        return
-    with open_store(paths, read_only=True) as store:
-        yield store
 
 
 # -- run --once --dry-run ---------------------------------------------------------------
@@ -140,10 +128,11 @@ def task_rows(
         due, skipped = preview(loaded.tasks, store, Selection(), rule, waits_for=waits_for(config))
         why = {p.task.id: p.reason for p in due} | {s.task_id: s.reason for s in skipped}
         due_ids = {p.task.id for p in due}
+        newest = store.newest_runs([t.id for t in loaded.tasks]) if store is not None else {}
         for task in loaded.tasks:
             row = _task_row(config, task, now)
             row |= {"due_now": task.id in due_ids, "why": why.get(task.id, "")}
-            row["last_run"] = _last_run(store, paths.results, task.id)
+            row["last_run"] = _last_run(newest.get(task.id), paths.results, task.id)
             if _keep(row, only):
                 rows.append(row)
     return rows, loaded.problems, loaded.ignored
@@ -180,13 +169,10 @@ def _keep(row: dict[str, Any], only: TaskFilter) -> bool:
     return all(wanted is None or wanted == value for wanted, value in checks)
 
 
-def _last_run(store: StateStore | None, results: Path, task_id: str) -> dict[str, Any] | None:
-    """The task's newest run: from the store, else from its newest result file."""
-    if store is not None:
-        found = store.runs(task_id=task_id, limit=1)
-        if found:
-            run = found[0]
-            return {"run_id": run.run_id, "state": run.state.value, "at": run.updated_at}
+def _last_run(run: RunRecord | None, results: Path, task_id: str) -> dict[str, Any] | None:
+    """The task's newest run: the store's (``run``), else from its newest result file."""
+    if run is not None:
+        return {"run_id": run.run_id, "state": run.state.value, "at": run.updated_at}
     files = sorted(result_dir(results, task_id).glob("*.json"), reverse=True)
     for path in files:
         data = _read_json(path)
@@ -197,6 +183,11 @@ def _last_run(store: StateStore | None, results: Path, task_id: str) -> dict[str
                 "at": data.get("finished_at"),
             }
     return None
+
+
+def _newest(store: StateStore | None, task_id: str) -> RunRecord | None:
+    found = store.runs(task_id=task_id, limit=1) if store is not None else []
+    return found[0] if found else None
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -281,7 +272,7 @@ def _run_json(run: RunRecord) -> dict[str, Any]:
 def _task_view(
     config: Config, paths: ResolvedPaths, store: StateStore | None, task: Task, now: datetime
 ) -> dict[str, Any]:
-    last = _last_run(store, paths.results, task.id)
+    last = _last_run(_newest(store, task.id), paths.results, task.id)
     return {
         "task": _task_row(config, task, now) | {"spec": task.spec.model_dump(exclude_none=True)},
         "runs": _recent_runs(store, task.id),
@@ -291,7 +282,7 @@ def _task_view(
 
 def _gone_task_view(paths: ResolvedPaths, store: StateStore, task_id: str) -> dict[str, Any]:
     """A task the store knows runs of but no task file defines any more."""
-    last = _last_run(store, paths.results, task_id)
+    last = _last_run(_newest(store, task_id), paths.results, task_id)
     return {
         "task": {"id": task_id, "path": None, "gone": "no task file defines this task now"},
         "runs": _recent_runs(store, task_id),

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from runner.app.assembly import dispatching
 from runner.app.passes import due_rule, load_pass, waits_for
 from runner.core.errors import GitOpsError, TaskFileError
 from runner.core.states import Mode, RunState
@@ -188,6 +187,9 @@ async def _run_tasks(
             if on_planned is not None:
                 on_planned(0)
             return report
+        # The executors' machinery (the MCP SDK) loads only when something runs.
+        from runner.app.assembly import dispatching  # noqa: PLC0415 # pylint: disable=import-outside-toplevel
+
         async with (
             fleet(  # a ledger's leases stay ours while we run
                 store,

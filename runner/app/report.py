@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runner.app.inspect import looking
+from runner.app.looking import looking
 from runner.core.states import RunState
 from runner.gitops.prbody import render
 from runner.gitops.workspace import GitWorkspace

@@ -48,8 +48,9 @@ from runner.defs.tasks import Task, load_task_file
 from runner.dispatch.faults import FaultHandling, Resumer
 from runner.planning.dueness import Due, DueRule, decide, history_from_results, history_from_store
 from runner.planning.gitsource import GitSource
+from runner.planning.jobs import plan_of, save_plans
 from runner.planning.plan import Selection, close_orphans, orphans_of, plan
-from runner.planning.schedule import LIVE_GRACE, Firing, TaskScheduler, plan_of, save_plans
+from runner.planning.schedule import LIVE_GRACE, Firing, TaskScheduler
 from runner.planning.sources import ChangeKind, FolderSource, SourceChange, TaskRegistry
 from runner.state.backend import fleet, location, open_store, runner_lock
 from runner.state.recovery import resume

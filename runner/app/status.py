@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from runner.app.inspect import looking
-from runner.app.passes import load_pass
+from runner.app.looking import looking
 from runner.core.clock import utc_now
 from runner.core.errors import UsageError
 from runner.core.states import RunState
 from runner.defs.config import SandboxMode
+from runner.planning.jobs import next_fire_times
 from runner.reach.sandbox import probe, sandbox_state
 from runner.state.backend import fleet_members, location
 from runner.state.spend import spent_today
@@ -104,9 +104,7 @@ def _snapshot(  # pylint: disable=too-many-arguments,too-many-positional-argumen
             for i in fleet_members(store)
             if i.live
         ]
-        # The jobs `omni run` last scheduled; apscheduler loads only here.
-        from runner.planning.schedule import next_fire_times  # noqa: PLC0415 # pylint: disable=import-outside-toplevel
-
+        # The jobs `omni run` last scheduled.
         snapshot["next_fire"] = next_fire_times(store, now)
     return snapshot
 
@@ -120,6 +118,9 @@ def _check_known(
         return
     if not paths.tasks.exists():
         raise UsageError(f"--task {task_id!r}: no run in {location(paths)} has this task id")
+    # The task model loads only on this path: a plain `omni status` never needs it.
+    from runner.app.passes import load_pass  # noqa: PLC0415 # pylint: disable=import-outside-toplevel
+
     load_pass(config, paths, task_id)  # raises naming the id (and the likely one)
 
 

@@ -23,15 +23,14 @@ from runner.app.logs import LogFormat, configure_logging
 from runner.cli import render
 from runner.core.errors import ConfigError, OmniError, UsageError
 from runner.core.redaction import RedactingWriter, Redactor
-from runner.defs.config import Config
-from runner.defs.configload import load_config
-from runner.defs.environment import ResolvedPaths, config_path_from, redactor_for, resolve_paths
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from rich.console import Console
 
+    from runner.defs.config import Config
+    from runner.defs.environment import ResolvedPaths
     from runner.state.resultcheck import ResultCheck
 
 ConfigOpt = Annotated[
@@ -119,6 +118,14 @@ def setup(  # pylint: disable=too-many-arguments
     ``FILE:LINE: KEY: message`` line each (and ``{"config_problems": [...]}`` for
     ``--json``), and exits 2. From here on the config's secrets are redacted from all
     output, and logs (``log_level`` and up; DEBUG with ``verbose``) go to stderr."""
+    # pylint: disable-next=import-outside-toplevel  # pydantic's models: only now
+    from runner.defs.configload import load_config  # noqa: PLC0415
+    from runner.defs.environment import (  # noqa: PLC0415
+        config_path_from,
+        redactor_for,
+        resolve_paths,
+    )
+
     path, required = config_path_from(config)
     try:
         cfg = load_config(path, required=required)

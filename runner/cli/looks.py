@@ -6,7 +6,6 @@ app by :mod:`runner.cli.main`.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -30,8 +29,6 @@ from runner.cli.common import (
 )
 from runner.core.errors import InvalidTaskFile, OmniError, UsageError
 from runner.core.states import RunState
-from runner.defs.environment import redactor_for
-from runner.planning.dueness import clock_from
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -74,6 +71,7 @@ def tasks(  # pylint: disable=too-many-arguments,too-many-locals
     Example: `omni tasks` · `omni tasks --due` · `omni tasks --state failed --json`
     """
     from runner.app.inspect import TaskFilter, task_rows  # noqa: PLC0415
+    from runner.planning.dueness import clock_from  # noqa: PLC0415
 
     out, err = render.consoles()
     states = [s.value for s in RunState] + ["none"]
@@ -131,6 +129,7 @@ def show(
     Example: `omni show 01M8PJTGW3RPWFY5JB4YYZGHJ1` · `omni show hello --json`
     """
     from runner.app.inspect import show as show_one  # noqa: PLC0415
+    from runner.planning.dueness import clock_from  # noqa: PLC0415
 
     out, err = render.consoles()
     cfg, paths = setup(err, config, tasks_dir, results, state, as_json=as_json)
@@ -229,6 +228,8 @@ def status(
     `omni status --json | jq .runs_by_state`
     """
     from runner.app.status import status_snapshot  # noqa: PLC0415
+    from runner.defs.environment import redactor_for  # noqa: PLC0415
+    from runner.planning.dueness import clock_from  # noqa: PLC0415
 
     out, err = render.consoles()
     cfg, paths = setup(err, config, state=state, as_json=as_json)
@@ -262,6 +263,7 @@ def route(
     Example: `omni route hello` · `omni route tasks/hello.yaml --json`
     """
     from runner.app.inspect import route as route_one  # noqa: PLC0415
+    from runner.planning.dueness import clock_from  # noqa: PLC0415
 
     out, err = render.consoles()
     cfg, paths = setup(err, config, tasks_dir, as_json=as_json)
@@ -305,6 +307,8 @@ def validate(  # pylint: disable=too-many-arguments,too-many-locals
 
     Example: `omni validate` · `omni validate tasks/nightly.yaml` · `omni validate --deep`
     """
+    import asyncio  # noqa: PLC0415
+
     from runner.app.validate import deep_check, validate_paths  # noqa: PLC0415
 
     out, err = render.consoles()

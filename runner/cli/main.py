@@ -14,7 +14,6 @@ records (warnings, executors' stderr, tracebacks) go through the same redactor.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import os
@@ -45,7 +44,6 @@ from runner.cli.common import (
 )
 from runner.core.redaction import Redactor, secret_env_values
 from runner.core.version import omni_version
-from runner.defs.environment import redactor_for
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -252,6 +250,8 @@ def _once(  # pylint: disable=too-many-arguments
     progress: bool,
     as_json: bool,
 ) -> None:
+    import asyncio  # noqa: PLC0415
+
     from runner.app.once import run_once  # noqa: PLC0415 - loads mcp
 
     cfg, paths = loaded
@@ -506,7 +506,10 @@ def doctor(
 
     Example: `omni doctor` · `omni doctor --json | jq '.checks[] | select(.status == "fail")'`
     """
+    import asyncio  # noqa: PLC0415
+
     from runner.app.doctor import diagnose  # noqa: PLC0415 - loads mcp
+    from runner.defs.environment import redactor_for  # noqa: PLC0415
 
     out, err = render.consoles()
     cfg, _ = setup(err, config, as_json=as_json, verbose=verbose)

@@ -5,7 +5,11 @@ In a terminal, tables are rich tables that fit its width (``COLUMNS`` when set) 
 fold long cells. Anywhere else (a pipe, a file, a CI log) nothing is wrapped or cut:
 a table is a header and one line a row, columns padded with spaces, and every other
 line is printed whole.
+
+rich loads when something is printed, not when this module is imported: ``omni
+--version`` and ``--help`` print nothing through it.
 """
+# pylint: disable=import-outside-toplevel  # deliberate: see the module docstring
 
 from __future__ import annotations
 
@@ -14,17 +18,13 @@ import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
-from rich.text import Text
-
 from runner.core.states import RunState
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from types import TracebackType
+
+    from rich.console import Console
 
     from runner.app.doctor import Diagnosis
     from runner.app.once import OnceReport
@@ -44,6 +44,8 @@ _STYLE = {
 
 def consoles() -> tuple[Console, Console]:
     """stdout and stderr for one command: never wrapped when not a terminal."""
+    from rich.console import Console  # noqa: PLC0415
+
     out, err = Console(highlight=False), Console(stderr=True, highlight=False)
     for console in (out, err):
         console.soft_wrap = not console.is_terminal
@@ -52,6 +54,8 @@ def consoles() -> tuple[Console, Console]:
 
 def line(console: Console, text: str, style: str | None = None) -> None:
     """One line of plain text (no markup read from it), whole."""
+    from rich.text import Text  # noqa: PLC0415
+
     console.print(Text(text, style=style or ""))
 
 
@@ -72,14 +76,17 @@ def table(
     styles: dict[str, Callable[[str], str]] | None = None,
 ) -> None:
     """A table: rich in a terminal; elsewhere a header and one unwrapped line a row."""
+    from rich.table import Table  # noqa: PLC0415
+    from rich.text import Text  # noqa: PLC0415
+
     styles = styles or {}
     if not console.is_terminal:
-        if title:
-            console.print(Text(f"{title}:"))
         widths = [max(len(cells[i]) for cells in [columns, *rows]) for i in range(len(columns) - 1)]
+        lines = [f"{title}:"] if title else []
         for cells in [columns, *rows]:
             padded = [cell.ljust(width) for cell, width in zip(cells, widths, strict=False)]
-            console.print(Text("  ".join([*padded, cells[-1]]).rstrip()))
+            lines.append("  ".join([*padded, cells[-1]]).rstrip())
+        console.print(Text("\n".join(lines)))  # one print: a row a print costs 10,000s
         return
     grid = Table(title=title, title_justify="left")
     for column in columns:
@@ -187,6 +194,14 @@ class RunProgress:  # pylint: disable=too-many-instance-attributes  # bar and ti
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
         self._started = time.monotonic()
+        from rich.progress import (  # noqa: PLC0415
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
         self._progress = Progress(
             TextColumn("running"),
             BarColumn(),
@@ -348,6 +363,8 @@ _DOCTOR_STYLE = {"ok": "green", "warn": "yellow", "fail": "red", "skip": "dim"}
 
 def print_doctor(out: Console, diagnosis: Diagnosis) -> None:
     """``omni doctor`` for a person: one line a check, with how long it took."""
+    from rich.markup import escape  # noqa: PLC0415
+
     width = max((len(c.name) for c in diagnosis.checks), default=0)
     for check in diagnosis.checks:
         style = _DOCTOR_STYLE[check.status.value]

@@ -22,8 +22,6 @@ import re
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from pydantic_core import to_json
-
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
@@ -140,7 +138,12 @@ class Redactor:
         self._values = sorted(forms, key=len, reverse=True)
         # JSON escapes character by character, so a string holding a secret serializes
         # to text holding the secret's escaped form.
-        self._in_json = [to_json(v)[1:-1] for v in self._values]
+        self._in_json: list[bytes] = []
+        if self._values:  # pydantic_core loads only when there are secrets to find
+            # pylint: disable-next=import-outside-toplevel
+            from pydantic_core import to_json  # noqa: PLC0415
+
+            self._in_json = [to_json(v)[1:-1] for v in self._values]
         # Split forms: a form's letters and digits, found in a text's letters and digits
         # (a cheap test), then matched with the separators between them.
         letters = {_letters(form) for form in self._values}

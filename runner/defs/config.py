@@ -68,9 +68,9 @@ class SandboxMode(StrEnum):
 
 class _Strict(BaseModel):
     # allow_inf_nan=False: a timeout of .inf (or .nan) would wait for ever.
-    model_config = ConfigDict(
-        extra="forbid", use_attribute_docstrings=True, frozen=True, allow_inf_nan=False
-    )
+    # No use_attribute_docstrings: no schema of the config is printed, and reading
+    # the docstrings from the source costs every command a few hundredths of a second.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     def secret_values(self) -> list[str]:
         """Every secret this part of the config holds, for redaction (never to print)."""

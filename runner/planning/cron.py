@@ -27,6 +27,7 @@ from abc import ABC, abstractmethod
 from bisect import bisect_left
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from itertools import pairwise
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
@@ -308,8 +309,20 @@ class CronTimes(FireTimes):
 def fire_times(schedule: str | Schedule, timezone: str) -> FireTimes:
     """The fire times of a task's ``schedule`` in ``timezone`` (``every N`` ignores it).
 
-    Raises ``ValueError`` for a schedule :mod:`runner.defs.cron` refuses."""
-    spec = parse_schedule(schedule) if isinstance(schedule, str) else schedule
+    A schedule given as text is compiled once for all the tasks and passes that use it
+    (a :class:`FireTimes` never changes). Raises ``ValueError`` for a schedule
+    :mod:`runner.defs.cron` refuses."""
+    if isinstance(schedule, str):
+        return _compiled(schedule, timezone)
+    return _compile(schedule, timezone)
+
+
+@lru_cache(maxsize=4096)
+def _compiled(schedule: str, timezone: str) -> FireTimes:
+    return _compile(parse_schedule(schedule), timezone)
+
+
+def _compile(spec: Schedule, timezone: str) -> FireTimes:
     if isinstance(spec, Every):
         return EveryTimes(spec.seconds)
     return CronTimes(spec, ZoneInfo(timezone))

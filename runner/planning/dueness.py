@@ -20,14 +20,17 @@ the files under ``results/<task-id>/``, and takes whichever knows more:
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from itertools import takewhile
 from typing import TYPE_CHECKING
 
 from runner.core.clock import iso, parse_time, utc_now
 from runner.core.errors import ConfigError
+from runner.core.ids import time_prefix
 from runner.core.states import RunState
 from runner.planning.cron import fire_times
 from runner.planning.slots import due
@@ -35,15 +38,19 @@ from runner.state.resultcheck import DEFAULT_RESULT_BYTES, ResultCheck
 from runner.state.results import result_dir
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Iterator, Mapping
     from pathlib import Path
 
     from runner.defs.tasks import Task
     from runner.state.interface import StateStore
+    from runner.state.records import TaskRuns
+    from runner.state.results import RunResult
 
 #: The environment variable that sets the runner's clock (a testing aid).
 NOW_VARIABLE = "OMNI_NOW"
 
+#: The characters of a run id that say when it was created.
+_PREFIX = 10
 # A slot counts as served once a run for it ended, well or badly: never run it twice.
 _SERVED = frozenset({RunState.COMPLETED, RunState.FAILED})
 
@@ -130,6 +137,96 @@ def history_from_results(results: Path | None, task_id: str, check: ResultCheck)
     return History(
         last_slot=last, completed_hashes=frozenset(hashes), failed_hashes=frozenset(failed)
     )
+
+
+def history_from_runs(runs: TaskRuns | None, task: Task) -> History:
+    """The history the state database's :class:`TaskRuns` of ``task`` hold (``None``: no
+    finished run)."""
+    if runs is None:
+        return History()
+    current = frozenset({task.task_hash})
+    return History(
+        last_slot=parse_time(runs.last_slot) if runs.last_slot else None,
+        completed_hashes=current if runs.completed else frozenset(),
+        failed_hashes=current if runs.failed else frozenset(),
+    )
+
+
+def history_for(task: Task, known: History, rule: DueRule) -> History:
+    """``known`` (what the state database holds of ``task``) with what ``task``'s result
+    files add, reading only the files that can change the verdict of :func:`decide`:
+
+    * a one-off whose current content ``known`` shows completed is done whatever the
+      files say: none is read. Otherwise its files are read newest first (a run id
+      begins with its creation time), up to a completed run of its current content;
+    * a scheduled task's verdict depends only on the latest slot served: when ``known``
+      shows its latest slot (at or before now) served, none is read. Otherwise, as a
+      run is created at or after the slot it serves, files created before the latest
+      slot known so far (from the database, then from the files read, newest first)
+      cannot hold a later one and are not read.
+
+    So the history may leave out what cannot matter (older hashes, a one-off's slots).
+    """
+    if rule.results is None:
+        return known
+    files = _Files(rule.results, rule.check(), task.id)
+    schedule = task.spec.schedule
+    if schedule is None:
+        return _one_off_history(task, known, files)
+    latest = fire_times(schedule, task.spec.timezone or rule.timezone).latest_at(rule.now)
+    if known.last_slot is not None and latest is not None and known.last_slot >= latest:
+        return known  # its latest slot ran: no file can change the verdict
+    return _scheduled_history(known, files)
+
+
+def _one_off_history(task: Task, known: History, files: _Files) -> History:
+    if task.task_hash in known.completed_hashes:
+        return known
+    done: set[str] = set()
+    failed: set[str] = set()
+    for found in files.newest_first(str):
+        if found.state is RunState.COMPLETED:
+            done.add(found.task_hash)
+            if found.task_hash == task.task_hash:
+                break
+        elif found.state is RunState.FAILED:
+            failed.add(found.task_hash)
+    return known.merge(History(completed_hashes=frozenset(done), failed_hashes=frozenset(failed)))
+
+
+def _scheduled_history(known: History, files: _Files) -> History:
+    last = known.last_slot
+
+    def floor() -> str:
+        return time_prefix(last) if last is not None else ""
+
+    for found in files.newest_first(floor):
+        if found.state in _SERVED and found.slot is not None:
+            served = parse_time(found.slot)  # the check made sure it parses
+            if last is None or served > last:
+                last = served
+    return known.merge(History(last_slot=last))
+
+
+@dataclass(frozen=True, slots=True)
+class _Files:
+    """One task's result files under the results folder ``root``."""
+
+    root: Path
+    check: ResultCheck
+    task_id: str
+
+    def newest_first(self, floor: Callable[[], str]) -> Iterator[RunResult]:
+        """The files that pass the checks, newest first, up to the first whose run id
+        begins below ``floor()`` (created earlier)."""
+        folder = result_dir(self.root, self.task_id)
+        try:
+            names = sorted(os.listdir(folder), reverse=True)
+        except OSError:
+            return
+        # Lazily: the floor may rise with each file read.
+        wanted = takewhile(lambda name: name[:_PREFIX] >= floor(), names)
+        yield from self.check.scan(folder, self.root, names=wanted)
 
 
 def history_from_store(store: StateStore, task: Task) -> History:

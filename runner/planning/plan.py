@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING
 from runner.core.clock import iso, utc_now
 from runner.core.errors import StaleRunError
 from runner.core.states import RunState
-from runner.planning.dueness import Due, DueRule, decide, history_from_results, history_from_store
+from runner.planning.dueness import (
+    Due,
+    DueRule,
+    History,
+    decide,
+    history_for,
+    history_from_runs,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -90,11 +97,11 @@ def plan(
     rule = rule or DueRule(now=utc_now(), results=None)
     runnable: list[tuple[Task, RunRecord]] = []
     skipped: list[Skipped] = []
-    for task in tasks:
-        if not selection.picks(task.id):
-            continue
-        store.upsert_task(task)
-        verdict = _verdict(task, store, selection, rule)
+    chosen = [task for task in tasks if selection.picks(task.id)]
+    store.upsert_tasks(chosen)
+    known = store.task_runs(chosen)
+    for task in chosen:
+        verdict = _verdict(task, history_from_runs(known.get(task.id), task), selection, rule)
         if isinstance(verdict, Skipped):
             skipped.append(verdict)
             continue
@@ -160,10 +167,10 @@ def preview(
     files alone."""
     due: list[Planned] = []
     skipped: list[Skipped] = []
-    for task in tasks:
-        if not selection.picks(task.id):
-            continue
-        verdict = _verdict(task, store, selection, rule)
+    chosen = [task for task in tasks if selection.picks(task.id)]
+    known = store.task_runs(chosen) if store is not None else {}
+    for task in chosen:
+        verdict = _verdict(task, history_from_runs(known.get(task.id), task), selection, rule)
         if isinstance(verdict, Skipped):
             skipped.append(verdict)
         elif waits_for is not None and (reason := waits_for(task)) is not None:
@@ -173,19 +180,14 @@ def preview(
     return due, skipped
 
 
-def _verdict(
-    task: Task, store: StateStore | None, selection: Selection, rule: DueRule
-) -> Planned | Skipped:
-    """Whether ``task`` runs now, and why (not)."""
+def _verdict(task: Task, known: History, selection: Selection, rule: DueRule) -> Planned | Skipped:
+    """Whether ``task`` runs now, and why (not), given what the store ``known``."""
     if not task.spec.enabled and not (selection.force and selection.task_id == task.id):
         # A paused task runs only when named: `--task ID --force`, never by a bare --force.
         return Skipped(task.id, "disabled (enabled: false)")
     if selection.force:
         return Planned(task, None, "--force")  # a forced run serves no slot: an extra run
-    history = history_from_results(rule.results, task.id, rule.check())
-    if store is not None:
-        history = history_from_store(store, task).merge(history)
-    decision = decide(task, history, rule)
+    decision = decide(task, history_for(task, known, rule), rule)
     if decision.verdict is not Due.RUN:
         done = {Due.DONE: RunState.COMPLETED, Due.FAILED: RunState.FAILED}.get(decision.verdict)
         return Skipped(task.id, decision.reason, done)
@@ -206,12 +208,13 @@ def orphans(tasks: list[Task], store: StateStore) -> list[Orphan]:
     their recorded file is gone, or now defines another task. A task whose file is still
     there but invalid keeps its runs (fixing the file takes them up again)."""
     known = {task.id for task in tasks}
+    gone = [run for run in store.unfinished_runs() if run.task_id not in known]
+    if not gone:
+        return []
     files = {task.path.absolute(): task.id for task in tasks}
     paths = store.task_paths()
     found = []
-    for run in store.unfinished_runs():
-        if run.task_id in known:
-            continue
+    for run in gone:
         recorded = paths.get(run.task_id)
         if recorded is None:
             continue  # never loaded by a pass that records tasks: nothing to go by

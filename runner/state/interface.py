@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Self
 from runner.state.queries import StoreQueries
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from runner.core.states import Mode, RunState
     from runner.defs.tasks import Task
@@ -40,6 +40,12 @@ class StateStore(StoreQueries):
     @abstractmethod
     def upsert_task(self, task: Task) -> None:
         """Record a task file as last loaded (id, absolute path, hash, schedule, enabled)."""
+
+    def upsert_tasks(self, tasks: Sequence[Task]) -> None:
+        """Record a pass's task files as :meth:`upsert_task` does; a backend may do it in
+        one transaction (SQLite does: thousands of tasks, one commit)."""
+        for task in tasks:
+            self.upsert_task(task)
 
     @abstractmethod
     def create_run(  # pylint: disable=too-many-arguments

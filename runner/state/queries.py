@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 from runner.core.states import Mode, RunState
 from runner.state.moves import OPEN
-from runner.state.records import ModeRecord
+from runner.state.records import ModeRecord, TaskRuns
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from runner.defs.tasks import Task
     from runner.state.records import RunRecord
 
 _OPEN_MARKS = ", ".join("?" * len(OPEN))
@@ -130,6 +131,35 @@ class StoreQueries(ABC):
         return None if slot is None else str(slot)
 
     # -- tasks, modes, spend, rate limits, metadata ---------------------------------
+
+    def task_runs(self, tasks: Sequence[Task]) -> dict[str, TaskRuns]:
+        """What each task's finished runs say for due-ness (:class:`TaskRuns`, by task
+        id): :meth:`has_completed` and :meth:`last_finished_slot` for a whole pass at
+        once (a backend may answer in one query: SQLite does)."""
+        found = {}
+        for task in tasks:
+            failed = self._query(
+                "SELECT 1 AS found FROM runs WHERE task_id = ? AND task_hash = ? AND state = ?"
+                " AND attempt >= max_attempts AND COALESCE(result_path, '') != '' LIMIT 1",
+                (task.id, task.task_hash, RunState.FAILED.value),
+            )
+            scheduled = task.spec.schedule is not None
+            found[task.id] = TaskRuns(
+                completed=self.has_completed(task.id, task.task_hash),
+                failed=bool(failed),
+                last_slot=self.last_finished_slot(task.id) if scheduled else None,
+            )
+        return found
+
+    def newest_runs(self, task_ids: Sequence[str]) -> dict[str, RunRecord]:
+        """Each of ``task_ids``' newest run (by creation), by task id; tasks without a run
+        are left out (a backend may answer in one query: SQLite does)."""
+        newest = {}
+        for task_id in task_ids:
+            found = self.runs(task_id=task_id, limit=1)
+            if found:
+                newest[task_id] = found[0]
+        return newest
 
     def task_paths(self) -> dict[str, str]:
         """Each recorded task's file, as last loaded (task id -> absolute path)."""

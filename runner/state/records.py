@@ -103,3 +103,18 @@ class InstanceRecord:
     runs_in_flight: int
     live: bool
     """False once a heartbeat is a whole lease late: its runs are others' to settle."""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRuns:
+    """What a task's finished runs say for due-ness (:meth:`Store.task_runs`, read for a
+    whole pass in one query)."""
+
+    completed: bool
+    """A run of the task's current content (``task_hash``) completed."""
+    failed: bool
+    """A run of its current content failed with every attempt used and its result file
+    written."""
+    last_slot: str | None
+    """The latest ``slot`` a completed or failed run served, any content (scheduled
+    tasks only; ``None`` for one-offs)."""

@@ -16,8 +16,6 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlite_utils import Database
-
 from runner.core.clock import iso, utc_now
 from runner.core.errors import StoreError
 from runner.core.redaction import Redactor
@@ -29,6 +27,8 @@ from runner.state.sqlitefile import create_database, existing_database, translat
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
     from datetime import datetime
+
+    from sqlite_utils import Database
 
     from runner.core.states import RunState
     from runner.state.records import RunChange, RunRecord
@@ -109,7 +109,7 @@ class SqliteConnection(StateStore):  # pylint: disable=abstract-method  # moves:
                         self._conn.execute(pragma)
                 else:
                     _set_pragmas(self._conn)
-                self._db = Database(self._conn, recursive_triggers=False, execute_plugins=False)
+                self._utils: Database | None = None
                 if read_only:
                     self._check_schema()
                 else:
@@ -161,6 +161,17 @@ class SqliteConnection(StateStore):  # pylint: disable=abstract-method  # moves:
             rows = conn.execute(f"{SELECT_RUNS} {where}", params).fetchall()
         return [run_from_row(row) for row in rows]
 
+    @property
+    def _db(self) -> Database:
+        """sqlite-utils over the connection, for migrations and single upserts; loaded
+        only when one of those runs (it imports numpy: a tenth of a second)."""
+        if self._utils is None:
+            # pylint: disable-next=import-outside-toplevel
+            from sqlite_utils import Database  # noqa: PLC0415
+
+            self._utils = Database(self._conn, recursive_triggers=False, execute_plugins=False)
+        return self._utils
+
     def _now(self) -> str:
         return iso(self._clock())
 
@@ -192,7 +203,10 @@ class SqliteConnection(StateStore):  # pylint: disable=abstract-method  # moves:
             )
 
     def _schema_version(self) -> int:
-        if not self._db.table("schema_migrations").exists():
+        table = self._conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+        ).fetchone()
+        if table is None:
             return 0
         row = self._conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
         return row[0] or 0

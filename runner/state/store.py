@@ -12,6 +12,7 @@ store's :class:`~runner.core.redaction.Redactor` before it is written. The conne
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +30,7 @@ from runner.state.moves import (
     run_from_row,
     stale,
 )
-from runner.state.records import ModeRecord, RunRecord
+from runner.state.records import ModeRecord, RunRecord, TaskRuns
 from runner.state.sqlitebase import SELECT_RUNS, SqliteConnection
 
 if TYPE_CHECKING:
@@ -116,6 +117,66 @@ class Store(SqliteConnection):
         }
         with self._write():
             self._db.table("tasks").upsert(row, pk="id")
+
+    def upsert_tasks(self, tasks: Sequence[Task]) -> None:
+        """Record task files as last loaded, as :meth:`upsert_task` does, all in one
+        transaction (a pass over thousands of tasks: one commit, not one a task); a row
+        that would not change is not rewritten (its ``updated_at`` says when it last
+        changed)."""
+        now = self._now()
+        rows = [
+            (
+                task.id,
+                os.path.abspath(task.path),  # as upsert_task; plain strings: 10,000s of them
+                task.task_hash,
+                task.spec.schedule,
+                int(task.spec.enabled),
+                now,
+            )
+            for task in tasks
+        ]
+        with self._write() as conn:
+            conn.executemany(
+                "INSERT INTO tasks (id, path, task_hash, schedule, enabled, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET path = excluded.path,"
+                " task_hash = excluded.task_hash, schedule = excluded.schedule,"
+                " enabled = excluded.enabled, updated_at = excluded.updated_at"
+                " WHERE tasks.path IS NOT excluded.path OR tasks.task_hash IS NOT"
+                " excluded.task_hash OR tasks.schedule IS NOT excluded.schedule"
+                " OR tasks.enabled IS NOT excluded.enabled",
+                rows,
+            )
+
+    def task_runs(self, tasks: Sequence[Task]) -> dict[str, TaskRuns]:
+        """As the shared read, in one query (correlated index lookups a task)."""
+        wanted = [[t.id, t.task_hash, t.spec.schedule is not None] for t in tasks]
+        done, failed = RunState.COMPLETED.value, RunState.FAILED.value
+        with self._locked() as conn:
+            # One JSON parameter: no limit on how many tasks, whatever SQLite was built with.
+            rows = conn.execute(
+                "WITH wanted (id, hash, scheduled) AS MATERIALIZED (SELECT"
+                " json_extract(value, '$[0]'), json_extract(value, '$[1]'),"
+                " json_extract(value, '$[2]') FROM json_each(?))"
+                " SELECT id,"
+                " EXISTS (SELECT 1 FROM runs WHERE task_id = id AND task_hash = hash"
+                "  AND state = ?),"
+                " EXISTS (SELECT 1 FROM runs WHERE task_id = id AND task_hash = hash"
+                "  AND state = ? AND attempt >= max_attempts AND COALESCE(result_path, '') != ''),"
+                " CASE WHEN scheduled THEN (SELECT MAX(slot) FROM runs WHERE task_id = id"
+                "  AND state IN (?, ?)) END"
+                " FROM wanted",
+                (json.dumps(wanted), done, failed, done, failed),
+            ).fetchall()
+        return {row[0]: TaskRuns(bool(row[1]), bool(row[2]), row[3]) for row in rows}
+
+    def newest_runs(self, task_ids: Sequence[str]) -> dict[str, RunRecord]:
+        """As the shared read, in one query."""
+        found = self._query_runs(
+            "WHERE seq IN (SELECT MAX(seq) FROM runs WHERE task_id IN"
+            " (SELECT value FROM json_each(?)) GROUP BY task_id)",
+            (json.dumps(list(task_ids)),),
+        )
+        return {run.task_id: run for run in found}
 
     def create_run(
         self,

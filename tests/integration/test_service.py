@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from runner.core.clock import iso
-from runner.planning.schedule import JOBS_KEY
+from runner.planning.jobs import JOBS_KEY
 from runner.state.store import Store
 from tests.support.service import (
     Remote,

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from runner.cli.main import app
 from runner.cli.render import RunProgress
 from runner.core.states import RunState
+from runner.state.store import Store
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -194,3 +195,42 @@ def test_show_from_the_result_files_alone(cli: CliRunner, tmp_path: Path) -> Non
         "# ✅ hello — completed",
     ]
     assert not (tmp_path / ".omni").exists()
+
+
+#: The libraries each cheap command has no use for, so must not load (start-up, issue 16).
+_UNUSED = ("sqlite_utils", "numpy", "apscheduler", "psycopg", "mcp", "litellm")
+_NOT_LOADED = {
+    ("--version",): ("pydantic", "rich", "yaml", *_UNUSED),
+    ("--help",): ("pydantic", "yaml", *_UNUSED),
+    ("validate", "tasks/a.yaml"): _UNUSED,
+    ("status",): _UNUSED,
+}
+
+
+@pytest.mark.parametrize("args", list(_NOT_LOADED), ids=" ".join)
+def test_cheap_commands_load_only_what_they_use(tmp_path: Path, args: tuple[str, ...]) -> None:
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "a.yaml").write_text("tool: echo\nargs: {text: hi}\n")
+    with Store(tmp_path / ".omni" / "state.db") as store:  # status reads a real state file
+        store.create_run("a", "h1", max_attempts=1)
+    code = (
+        "import json, sys\n"
+        "from runner.cli.entry import main\n"
+        "sys.argv = ['omni', *json.loads(sys.argv[1])]\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as exc:\n"
+        "    assert not exc.code, exc.code\n"
+        "tops = sorted({m.split('.')[0] for m in sys.modules})\n"
+        "sys.stderr.write('\\nloaded: ' + json.dumps(tops))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(args)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    loaded = set(json.loads(done.stderr.rpartition("\nloaded: ")[2]))
+    assert sorted(loaded.intersection(_NOT_LOADED[args])) == []

@@ -11,6 +11,7 @@ import pytest
 
 from runner.core.clock import iso, parse_time
 from runner.core.errors import ConfigError
+from runner.core.ids import new_run_id
 from runner.core.redaction import Redactor
 from runner.core.states import RunState
 from runner.defs.tasks import Task, TaskSpec, task_hash
@@ -486,3 +487,46 @@ def test_preview_writes_nothing(tmp_path: Path) -> None:
     assert [(p.task.id, p.reason) for p in due] == [("once", "new or changed content")]
     assert skipped == []
     assert list(tmp_path.iterdir()) == []
+
+
+def _timed_result(results: Path, task: Task, at_: str, *, content: str | None = None) -> str:
+    """A completed result file whose run id says it was created at ``at_`` (as omni's
+    own do); returns its name."""
+    run_id = new_run_id(at(at_))
+    data = {"task_id": task.id, "run_id": run_id, "task_hash": content or task.task_hash}
+    times = {"started_at": T_RAN, "finished_at": T_RAN, "duration_s": 0.1, "attempt": 1}
+    folder = results.joinpath(*task.id.split("/"))
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{run_id}.json").write_text(json.dumps(data | times | {"state": "completed"}))
+    return f"{run_id}.json"
+
+
+def test_a_pass_reads_only_the_result_files_that_can_change_a_verdict(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    results = tmp_path / "results"
+    rule = DueRule(now=at("2026-11-21T10:30"), results=results)
+    done, hourly = make_task("done"), make_task("hourly", schedule="every 1h")
+    # Older than what decides each verdict: a broken file nobody needs to read.
+    for task in (done, hourly):
+        (results / task.id).mkdir(parents=True)
+        (results / task.id / f"{new_run_id(at('2026-11-19T00:00'))}.json").write_text("{bad")
+    _timed_result(results, done, "2026-11-20T00:00")  # its current content completed
+    _timed_result(results, done, "2026-11-20T01:00", content="an-older-edit")  # newer, other
+    with Store(tmp_path / "state.db") as store:
+        run = store.create_run(
+            hourly.id, hourly.task_hash, max_attempts=1, slot="2026-11-21T10:00:00.000Z"
+        )
+        store.claim(run.run_id)
+        store.transition(run.run_id, RunState.EXECUTING)
+        store.transition(run.run_id, RunState.COMPLETED)
+        with caplog.at_level("WARNING"):
+            due, skipped = preview([done, hourly], store, Selection(), rule)
+            alone, _ = preview([done], None, Selection(), rule)  # no state file: files only
+    assert due == alone == []
+    assert [(s.task_id, s.state) for s in skipped] == [
+        ("done", RunState.COMPLETED),
+        ("hourly", None),
+    ]
+    assert "slot 2026-11-21T10:00:00.000Z ran" in skipped[1].reason
+    assert [r.getMessage() for r in caplog.records] == []  # the broken files were not read

@@ -16,16 +16,8 @@ from runner.core.errors import StoreError
 from runner.core.states import RunState
 from runner.defs.tasks import Task, load_task_file
 from runner.dispatch.dispatcher import Finished
-from runner.planning.schedule import (
-    Firing,
-    Plan,
-    SlotTrigger,
-    TaskScheduler,
-    next_fire_times,
-    plan_of,
-    save_plans,
-    trigger_for,
-)
+from runner.planning.jobs import Plan, next_fire_times, plan_of, save_plans
+from runner.planning.schedule import Firing, SlotTrigger, TaskScheduler, trigger_for
 from runner.planning.slots import latest_slot, next_slot
 from runner.state.store import Store
 

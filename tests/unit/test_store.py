@@ -20,6 +20,7 @@ from runner.core.redaction import Redactor
 from runner.core.states import Mode, RunState
 from runner.defs.tasks import Task, TaskSpec
 from runner.state.postgres import PostgresStore
+from runner.state.records import TaskRuns
 from runner.state.recovery import resume
 from runner.state.resultcheck import ResultCheck
 from runner.state.results import RunResult, result_path, write_result
@@ -724,3 +725,42 @@ def test_a_read_only_ledger_is_never_created_or_migrated(pg_url: str) -> None:
         PostgresStore(pg_url, read_only=True)
     with psycopg.connect(pg_url) as conn:
         assert conn.execute("SELECT to_regclass('runs')").fetchone() == (None,)
+
+
+def test_a_pass_records_its_tasks_and_reads_their_runs_in_one_go(
+    store: StateStore, tmp_path: Path
+) -> None:
+    hourly = TaskSpec(tool="echo", schedule="every 1h")
+    once = TaskSpec(tool="echo")
+    tasks = [
+        Task(id="t", path=tmp_path / "t.yaml", spec=hourly, task_hash="h1"),
+        Task(id="u", path=tmp_path / "u.yaml", spec=once, task_hash="h9"),
+        Task(id="new", path=tmp_path / "new.yaml", spec=once, task_hash="h0"),
+    ]
+    store.upsert_tasks(tasks)
+    store.upsert_tasks([Task(id="u", path=tmp_path / "moved.yaml", spec=hourly, task_hash="h8")])
+    assert store.task_paths() == {
+        "t": str(tmp_path / "t.yaml"),
+        "u": str(tmp_path / "moved.yaml"),
+        "new": str(tmp_path / "new.yaml"),
+    }
+
+    run_to(store, S.COMPLETED, slot="2026-11-21T08:00:00.000Z")
+    run_to(store, S.FAILED, max_attempts=1, slot="2026-11-21T09:00:00.000Z")
+    run_to(store, S.IDLE, slot="2026-11-21T10:00:00.000Z")  # unfinished: serves nothing
+    for task_hash, end in (("h9", S.COMPLETED), ("h8", S.FAILED)):
+        run = store.create_run("u", task_hash, max_attempts=1)
+        store.claim(run.run_id)
+        store.transition(run.run_id, S.EXECUTING)
+        store.transition(run.run_id, end, result_path=f"results/u/{run.run_id}.json")
+    edited = Task(id="u", path=tmp_path / "u.yaml", spec=once, task_hash="h8")
+    found = store.task_runs([*tasks, edited])
+    # As has_completed and last_finished_slot say, task by task.
+    assert found["t"].last_slot == store.last_finished_slot("t") == "2026-11-21T09:00:00.000Z"
+    assert found["t"].completed is store.has_completed("t", "h1") is True
+    assert found["t"].failed is False  # a failed run counts only with its result file
+    assert found["u"] == TaskRuns(completed=False, failed=True, last_slot=None)  # h8
+    assert store.task_runs(tasks)["u"].completed is True  # h9
+    assert found["new"] == TaskRuns(completed=False, failed=False, last_slot=None)
+    newest = store.newest_runs(["t", "u", "new"])
+    assert newest == {"t": store.runs(task_id="t", limit=1)[0], "u": store.runs(task_id="u")[0]}
