@@ -102,7 +102,7 @@ def guard_output(redactor: Redactor) -> None:
             setattr(sys, name, RedactingWriter(stream, redactor))
 
 
-def setup(  # pylint: disable=too-many-arguments
+def setup(  # pylint: disable=too-many-arguments,too-many-locals  # one option a flag
     err: Console,
     config: Path | None,
     tasks: Path | None = None,
@@ -118,7 +118,7 @@ def setup(  # pylint: disable=too-many-arguments
     ``FILE:LINE: KEY: message`` line each (and ``{"config_problems": [...]}`` for
     ``--json``), and exits 2. From here on the config's secrets are redacted from all
     output, and logs (``log_level`` and up; DEBUG with ``verbose``) go to stderr."""
-    # pylint: disable-next=import-outside-toplevel  # pydantic's models: only now
+    # pylint: disable=import-outside-toplevel  # pydantic's models: only now
     from runner.defs.configload import load_config  # noqa: PLC0415
     from runner.defs.environment import (  # noqa: PLC0415
         config_path_from,

@@ -25,7 +25,7 @@ import typer
 
 from runner.app.logs import LogFormat, configure_logging
 from runner.app.signals import EarlySignals
-from runner.cli import looks, render
+from runner.cli import looks, publishing, render
 from runner.cli.common import (
     USAGE,
     ConfigOpt,
@@ -188,7 +188,7 @@ def run(  # pylint: disable=too-many-locals,too-many-arguments  # one option a f
 
 
 # After `run`, so `omni --help` lists them in the order a person reaches for them.
-for command in looks.COMMANDS:
+for command in (*looks.COMMANDS, *publishing.COMMANDS):
     app.command()(command)
 
 
@@ -267,28 +267,10 @@ def _once(  # pylint: disable=too-many-arguments
     else:
         render.print_once(out, err, report, paths)
         if report.published is not None:
-            _print_publish(out, err, report.published)
+            publishing.print_publish(out, err, report.published)
         elif report.git_error is not None:
             render.line(err, f"git: {report.git_error}", "red")
     raise typer.Exit(report.exit_code)
-
-
-def _print_publish(out: Console, err: Console, report: Any) -> None:
-    """What a publish did, one line a thing."""
-    results = report.results
-    if results is not None:
-        what = f"committed {results.commit[:10]}" if results.commit else "nothing new to commit"
-        sent = f", pushed to {results.remote}" if results.pushed else ""
-        render.line(out, f"results: {what} on {results.branch}{sent}")
-    for branch in report.tasks:
-        sent = " and pushed" if branch.pushed else (" (unchanged)" if branch.unchanged else "")
-        render.line(out, f"task branch {branch.branch}: {branch.commit[:10]}{sent}")
-    for pull in report.pull_requests:
-        render.line(out, f"pull request from {pull['head']}: {pull['operation']}")
-    for refusal in report.checked.refused:
-        render.line(err, f"refused {refusal.path}: {refusal.reason}", "yellow")
-    for error in report.errors:
-        render.line(err, f"git: {error}", "red")
 
 
 def _git_json(published: Any, error: str | None) -> dict[str, Any]:
@@ -305,52 +287,6 @@ def _print_git(out: Console, err: Console, published: Any, error: str | None) ->
         what = f"committed {published.commit[:10]}" if published.commit else "nothing new to commit"
         sent = f", pushed to {published.remote}" if published.pushed else ""
         render.line(out, f"git: {what} on {published.branch}{sent}")
-
-
-@app.command("publish")
-def publish_command(
-    source: Annotated[
-        Path | None,
-        typer.Option("--from", help="A folder of results and patches (an artifact) to take in."),
-    ] = None,
-    results_branch: Annotated[
-        str, typer.Option("--results-branch", help="The branch that collects the results.")
-    ] = "omni/results",
-    base: Annotated[
-        str | None,
-        typer.Option("--base", help="The branch pull requests go into [default: checked out]."),
-    ] = None,
-    push: Annotated[bool, typer.Option("--push", help="Push the branches to origin.")] = False,
-    pull_requests: Annotated[
-        bool,
-        typer.Option("--pull-requests", help="Open or update the pull requests with `gh`."),
-    ] = False,
-    config: ConfigOpt = None,
-    tasks: TasksOpt = None,
-    results: ResultsOpt = None,
-    state: StateOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """The trusted step: check every result file and patch, commit only `results/` to the
-    results branch, rebuild each task's branch from its newest approved patch, write the
-    pull-request texts (and open them with `--pull-requests`).
-
-    Example: `omni publish --from artifact/ --push --pull-requests`
-    """
-    from runner.app.publish import PublishOptions, publish  # noqa: PLC0415 - loads gitpython
-
-    out, err = render.consoles()
-    cfg, paths = setup(err, config, tasks, results, state, as_json=as_json)
-    options = PublishOptions(
-        source=source, branch=results_branch, push=push, base=base, pull_requests=pull_requests
-    )
-    with failing(err, as_json=as_json):
-        report = publish(cfg, paths, options, environ=dict(os.environ))
-    if as_json:
-        print_json(report.as_json())
-    else:
-        _print_publish(out, err, report)
-    raise typer.Exit(report.exit_code)
 
 
 @app.command()
@@ -466,34 +402,6 @@ def init(
         render.line(out, step)
 
 
-@app.command("report")
-def report_command(
-    base: Annotated[str, typer.Option("--base", help="The branch results merge into.")] = "main",
-    branch: Annotated[str, typer.Option("--branch", help="The results branch.")] = "omni/results",
-    config: ConfigOpt = None,
-    results: ResultsOpt = None,
-    state: StateOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Print, as Markdown, the results BRANCH holds and BASE lacks (the pull request body),
-    and the tasks that wait (from the state file, when there is one).
-
-    Example: `omni report --base main --branch omni/results > body.md`
-    """
-    from runner.app.report import pull_request_report  # noqa: PLC0415 - loads gitpython
-
-    _, err = render.consoles()
-    cfg, paths = setup(err, config, results=results, state=state, as_json=as_json)
-    with failing(err, as_json=as_json):
-        found = pull_request_report(
-            paths, result_check(cfg), base=base, branch=branch, environ=os.environ
-        )
-    if as_json:
-        print_json(found.as_json())
-    else:
-        sys.stdout.write(found.markdown())
-
-
 @app.command()
 def doctor(
     config: ConfigOpt = None,
@@ -535,12 +443,12 @@ def schema() -> None:
     print_json(TaskSpec.model_json_schema())
 
 
-def plain_help(command: typer.Typer) -> None:
+def plain_help(cli: typer.Typer) -> None:
     """Help and usage errors for a pipe, a file or a CI log: click's plain text, each
     option and each error on one whole line (rich's boxes wrap at 80 columns, or at
     ``COLUMNS``, and cut option names)."""
-    command.rich_markup_mode = None
-    command.info.context_settings = {"terminal_width": 1_000_000, "max_content_width": 1_000_000}
+    cli.rich_markup_mode = None
+    cli.info.context_settings = {"terminal_width": 1_000_000, "max_content_width": 1_000_000}
 
 
 def main(signals: EarlySignals | None = None) -> None:

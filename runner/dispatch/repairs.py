@@ -220,7 +220,7 @@ def fault_from(data: Mapping[str, Any]) -> tuple[Fault, Mode]:
             {
                 k: n
                 for k, n in (counts.items() if isinstance(counts, dict) else ())
-                if isinstance(k, str) and _KIND.fullmatch(k) and type(n) is int and n > 0
+                if isinstance(k, str) and _KIND.fullmatch(k) and _count(n)
             }
         ),
         last_errors=texts("last_errors"),
@@ -498,3 +498,8 @@ def git_committer(tasks_root: Path, environ: Mapping[str, str] | None = None) ->
                 raise GitOpsError(f"git commit of {relative} failed: {detail}") from None
 
     return commit
+
+
+def _count(value: object) -> bool:
+    """A positive whole number (not a bool, which Python counts as an int)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
