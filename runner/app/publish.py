@@ -188,7 +188,7 @@ class Publication:
         texts.append(self._results_text(branch, base))
         if self._options.pull_requests and self._options.push:
             self._open_pull_requests(texts, report)
-            if repair is None and records:
+            if records and not any(r.open for r in records):  # not when a push failed
                 self._close_repair(records[-1], base, report)
         return report
 

@@ -121,7 +121,9 @@ class Dispatcher:  # pylint: disable=too-many-instance-attributes  # its collabo
     async def _limited(self, task: Task, run: RunRecord) -> Finished:
         try:
             finished = await self.run(task, run)
-        except (StaleRunError, IllegalTransitionError) as exc:  # this run, not the database
+        except StaleRunError as exc:  # another process moved the row: the run is its now
+            finished = self._moved_elsewhere(task, run, exc)
+        except IllegalTransitionError as exc:  # this run, not the database
             finished = self._crashed(task, run, exc)
         except StoreError:
             raise
@@ -131,10 +133,18 @@ class Dispatcher:  # pylint: disable=too-many-instance-attributes  # its collabo
             self._on_finished(finished)
         return finished
 
+    def _moved_elsewhere(self, task: Task, run: RunRecord, exc: StaleRunError) -> Finished:
+        """A run whose row another process moved meanwhile (a lease that ran out on a
+        shared ledger, then another instance's claim): the row is left as that process
+        made it; failing it here would end someone else's attempt."""
+        reason = self._redactor.text(one_line(f"{type(exc).__name__}: {exc}"))
+        log.warning("run %s %s: %s; left to the process that moved it", task.id, run.run_id, reason)
+        return Finished(task, self._store.get_run(run.run_id) or run, None, reason)
+
     def _crashed(self, task: Task, run: RunRecord, exc: Exception) -> Finished:
-        """A run that raised what no rule expects (a bug, or its row moved by another
-        process): end it ``failed`` with the error in one line, unless it already ended,
-        so that no run is left in flight and the pass goes on."""
+        """A run that raised what no rule expects (a bug): end it ``failed`` with the
+        error in one line, unless it already ended, so that no run is left in flight
+        and the pass goes on."""
         reason = self._redactor.text(one_line(f"{type(exc).__name__}: {exc}"))
         log.error("run %s %s: %s", task.id, run.run_id, reason)
         log.debug("run %s %s: unexpected error", task.id, run.run_id, exc_info=exc)

@@ -199,6 +199,8 @@ class ExecutorPool:
             # and their clocks) must keep running. No await between here and the
             # connection's registration below, so concurrent callers share it.
             self._connection_type = await asyncio.to_thread(_connection_type)
+            if self._closed:  # closed while the SDK loaded: start no server nobody closes
+                raise ExecutorUnavailableError(executor, "the executor pool is closed")
         conn = self._conns.get(executor)
         if conn is None or conn.closing.is_set() or (conn.ready.is_set() and conn.client is None):
             conn = self._connection_type(

@@ -39,6 +39,16 @@ async def test_builtin_is_always_there(workspace: Path) -> None:
     assert all(isinstance(t, ToolInfo) and t.input_schema for t in tools)
 
 
+async def test_a_pool_closed_while_the_sdk_loads_starts_no_server(workspace: Path) -> None:
+    pool = ExecutorPool({}, workspace=workspace)
+    async with pool:
+        call = asyncio.create_task(pool.call_tool(BUILTIN, "echo", {"text": "late"}))
+        await asyncio.sleep(0)  # the call is loading the SDK on its worker thread
+    with pytest.raises(ExecutorUnavailableError, match="the executor pool is closed"):
+        await call
+    assert [t for t in asyncio.all_tasks() if t.get_name().startswith("mcp-")] == []
+
+
 async def test_builtin_files_and_echo(workspace: Path) -> None:
     async with ExecutorPool({}, workspace=workspace) as pool:
         echo = await pool.call_tool(BUILTIN, "echo", {"text": "hello"})

@@ -151,9 +151,14 @@ class Pool(ExecutorPool):
 
     async def call_tool(self, executor: str, tool: str, *args: Any, **kwargs: Any) -> ToolOutcome:
         outcome = await super().call_tool(executor, tool, *args, **kwargs)
+        run_id = kwargs["meta"]["run_id"]
         if kwargs["meta"]["task_id"] == "moved":
             with Store(self._state) as other:
-                other.transition(kwargs["meta"]["run_id"], RunState.FAILED, error="moved")
+                other.transition(run_id, RunState.FAILED, error="moved")
+        if kwargs["meta"]["task_id"] == "taken":  # a lease ran out; another runner took it
+            with Store(self._state) as other:
+                idle = other.transition(run_id, RunState.IDLE, detail="lease expired")
+                other.claim(idle, executor=BUILTIN, tool=tool, detail="taken over")
         return outcome
 
 
@@ -166,16 +171,16 @@ async def test_runs_that_cannot_be_recorded_fail_alone(tmp_path: Path) -> None:
     """A name too long for the file system (validation bypassed) and a run another process
     moved: each ends on its own; the others complete; run_all raises nothing."""
     state, results = tmp_path / "state.db", tmp_path / "results"
-    items = [task("a" * 300), task("moved"), task("fine")]
+    items = [task("a" * 300), task("moved"), task("fine"), task("taken")]
     async with Pool({}, workspace=tmp_path, state=state) as pool:
         with Store(state) as store:
-            runs = [(t, store.create_run(t.id, t.task_hash, max_attempts=1)) for t in items]
+            runs = [(t, store.create_run(t.id, t.task_hash, max_attempts=2)) for t in items]
             dispatcher = Dispatcher(
                 store=store, pool=pool, config=Config(), results_root=results, redactor=Redactor([])
             )
             finished = await dispatcher.run_all(runs)
             final = {run.task_id: store.get_run(run.run_id) for _, run in runs}
-    long_run, moved, fine = (final[t.id] for t in items)
+    long_run, moved, fine, taken = (final[t.id] for t in items)
     assert long_run is not None
     assert (long_run.state, long_run.error) == (
         "failed",
@@ -186,7 +191,12 @@ async def test_runs_that_cannot_be_recorded_fail_alone(tmp_path: Path) -> None:
     assert finished[1].note.startswith("StaleRunError: ")
     assert fine is not None
     assert fine.state == "completed"
-    assert not [r for r in final.values() if r is not None and r.state in IN_FLIGHT]
+    # The run another runner took over stays its: executing, its attempt, not failed.
+    assert taken is not None
+    assert (taken.state, taken.attempt, taken.error) == ("executing", 2, None)
+    assert finished[3].note.startswith("StaleRunError: ")
+    in_flight = [r.task_id for r in final.values() if r is not None and r.state in IN_FLIGHT]
+    assert in_flight == ["taken"]
     no_half_results(results)
 
 

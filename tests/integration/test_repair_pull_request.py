@@ -157,6 +157,21 @@ def assert_quoted_as_data(text: str) -> None:
         assert hostile not in rendered  # ...but never where GitHub would render it
 
 
+def refuse_repair_branch_after_main_moves(origin: Path) -> Path:
+    """Make origin refuse pushes of the repair branch (a pre-receive hook, returned),
+    then move main on, so that the next publish must rebuild and push that branch."""
+    hook = origin / "hooks" / "pre-receive"
+    hook.write_text(f'#!/bin/sh\ngrep -q " refs/heads/{BRANCH}$" && exit 1\nexit 0\n')
+    hook.chmod(0o755)
+    moved = origin.parent / "main-moves"
+    git(origin.parent, "clone", "-q", str(origin), str(moved))
+    (moved / "NEWS.md").write_text("main moved on\n")
+    git(moved, "add", "NEWS.md")
+    git(moved, "commit", "-q", "-m", "news")
+    git(moved, "push", "-q", "origin", "HEAD:main")
+    return hook
+
+
 async def test_a_repair_task_is_one_pull_request_updated_then_closed_on_recovery(
     origin: Path, upstream: ScriptedUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -194,6 +209,14 @@ async def test_a_repair_task_is_one_pull_request_updated_then_closed_on_recovery
     results = on(origin, "omni/results")
     assert len({n.rsplit("/", 1)[0] for n in results if "/repair/" in n}) == 1
     assert_quoted_as_data(body_file.read_text())
+
+    # Pass 2b, still down, and origin refuses the repair branch: the fault is open, so
+    # its pull request stays open (a failed push is not a recovery).
+    hook = refuse_repair_branch_after_main_moves(origin)
+    ran, published, _ = await passes.run("second-b")
+    assert published.errors != []
+    assert [c[:2] for c in passes.calls()] == [["pr", "create"], ["pr", "edit"]]
+    hook.unlink()
 
     # Pass 3: the gateway answers again: the fault is resolved, its pull request closed.
     upstream.script("m", [{"content": "back"}])
