@@ -214,6 +214,28 @@ def tamper(artifact: Path) -> None:
     (docs / "notes.txt").write_text("not a result\n")
 
 
+def plant_run(work: Path, patch: bytes, path: str) -> str:
+    """A completed run of task ``docs`` in ``work``'s results, whose patch (``patch``,
+    changing ``path``) was made by hand, as an attacker of the artifact would; its id."""
+    run_id = "01M8PQ0000000000000000TEST"
+    folder = work / "results" / "docs"
+    folder.mkdir(parents=True)
+    (folder / f"{run_id}.patch").write_bytes(patch)
+    result = {
+        "task_id": "docs",
+        "run_id": run_id,
+        "task_hash": "h",
+        "state": "completed",
+        "attempt": 1,
+        "started_at": "2026-11-30T00:00:00Z",
+        "finished_at": "2026-11-30T00:00:01Z",
+        "duration_s": 1.0,
+        "changes": {"patch": f"{run_id}.patch", "files": [path]},
+    }
+    (folder / f"{run_id}.json").write_text(json.dumps(result))
+    return run_id
+
+
 @pytest.mark.parametrize(
     ("path", "reason"),
     [
@@ -227,26 +249,11 @@ def test_a_patch_touching_what_its_task_may_not_is_refused(
 ) -> None:
     work = clone(origin, "work")
     monkeypatch.chdir(work)
-    run_id = "01M8PQ0000000000000000TEST"
-    folder = work / "results" / "docs"
-    folder.mkdir(parents=True)
     patch = (
         f"diff --git a/{path} b/{path}\nnew file mode 100644\nindex 0000000..e69de29\n"
         f"--- /dev/null\n+++ b/{path}\n@@ -0,0 +1 @@\n+evil\n"
     )
-    (folder / f"{run_id}.patch").write_text(patch)
-    result = {
-        "task_id": "docs",
-        "run_id": run_id,
-        "task_hash": "h",
-        "state": "completed",
-        "attempt": 1,
-        "started_at": "2026-11-30T00:00:00Z",
-        "finished_at": "2026-11-30T00:00:01Z",
-        "duration_s": 1.0,
-        "changes": {"patch": f"{run_id}.patch", "files": [path]},
-    }
-    (folder / f"{run_id}.json").write_text(json.dumps(result))
+    run_id = plant_run(work, patch.encode(), path)
     report = publish(Config(), paths_in(work), PublishOptions(push=True), environ={})
     [refusal] = report.checked.refused
     assert refusal.path == f"docs/{run_id}.patch"
@@ -276,25 +283,10 @@ def test_a_secret_in_a_binary_file_of_a_patch_is_refused(
 ) -> None:
     work = clone(origin, "work")
     monkeypatch.chdir(work)
-    run_id = "01M8PQ0000000000000000TEST"
-    folder = work / "results" / "docs"
-    folder.mkdir(parents=True)
     logo = b"\x89PNG\r\n\x1a\n\0\0" + SECRET.encode() + bytes(range(256))
     patch = binary_patch(origin.parent, "docs/logo.png", logo)
     assert b"GIT binary patch" in patch and SECRET.encode() not in patch  # deflated
-    (folder / f"{run_id}.patch").write_bytes(patch)
-    result = {
-        "task_id": "docs",
-        "run_id": run_id,
-        "task_hash": "h",
-        "state": "completed",
-        "attempt": 1,
-        "started_at": "2026-11-30T00:00:00Z",
-        "finished_at": "2026-11-30T00:00:01Z",
-        "duration_s": 1.0,
-        "changes": {"patch": f"{run_id}.patch", "files": ["docs/logo.png"]},
-    }
-    (folder / f"{run_id}.json").write_text(json.dumps(result))
+    run_id = plant_run(work, patch, "docs/logo.png")
     environ = {"OMNI_TEST_TOKEN": SECRET}
     report = publish(Config(), paths_in(work), PublishOptions(push=True), environ=environ)
     assert [(r.path, r.reason) for r in report.checked.refused] == [
