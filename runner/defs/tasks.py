@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
@@ -168,6 +169,8 @@ class LoadResult:
     problems: list[TaskFileError] = field(default_factory=list)
     ignored: list[Path] = field(default_factory=list)
     """Files not read although they look meant as task files (``.YAML``)."""
+    cached: int = 0
+    """Tasks answered from the parsed-task cache, their files not read."""
 
 
 def task_hash(spec: TaskSpec, task_id: str) -> str:
@@ -199,6 +202,11 @@ def root_for(path: Path, tasks_root: Path) -> Path:
 
 def load_task_file(path: Path, root: Path, max_bytes: int) -> Task:
     """Load one task file; raises :class:`InvalidTaskFile` listing every problem."""
+    return read_task_file(path, root, max_bytes)[0]
+
+
+def read_task_file(path: Path, root: Path, max_bytes: int) -> tuple[Task, dict[str, Any]]:
+    """:func:`load_task_file`, and the YAML value the task came from."""
     shown = str(path)
     try:
         data, text = read_yaml(path, max_bytes)
@@ -238,7 +246,7 @@ def load_task_file(path: Path, root: Path, max_bytes: int) -> Task:
                     )
                 ]
             ) from None
-    return Task(id=task_id, path=path, spec=spec, task_hash=task_hash(spec, task_id))
+    return Task(id=task_id, path=path, spec=spec, task_hash=task_hash(spec, task_id)), data
 
 
 def line_in_file(path: Path, loc: tuple[str | int, ...], max_bytes: int) -> int:
@@ -317,10 +325,19 @@ def find_task_files(root: Path) -> list[Path]:
     return scan_task_files(root)[0]
 
 
+#: Reads one task file as :func:`load_task_file` does (a cache may answer instead).
+TaskReader = Callable[[Path, Path, int], Task]
+
+
 def load_tasks(
-    root: Path, max_bytes: int = 1_048_576, files: Iterable[Path] | None = None
+    root: Path,
+    max_bytes: int = 1_048_576,
+    files: Iterable[Path] | None = None,
+    *,
+    read: TaskReader = load_task_file,
 ) -> LoadResult:
-    """Load every task file under ``root`` (or just ``files``); duplicate ids are problems."""
+    """Load every task file under ``root`` (or just ``files``) with ``read``; duplicate
+    ids are problems."""
     result = LoadResult()
     owners: dict[str, Path] = {}
     root_is_dir = root.is_dir()
@@ -328,7 +345,7 @@ def load_tasks(
         files, result.ignored, result.problems = scan_task_files(root)
     for path in files:
         try:
-            task = load_task_file(path, root if root_is_dir else path.parent, max_bytes)
+            task = read(path, root if root_is_dir else path.parent, max_bytes)
         except InvalidTaskFile as exc:
             result.problems.extend(exc.problems)
             continue
