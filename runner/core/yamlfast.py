@@ -40,11 +40,12 @@ _RESOLVERS: dict[Any, list[tuple[str, Any]]] = Resolver.yaml_implicit_resolvers
 _WILDCARD = _RESOLVERS.get(None, [])
 _NO_KEY = object()
 
+_PARSER: Any
 try:
     # pylint: disable-next=no-name-in-module,ungrouped-imports  # a C extension
-    from yaml._yaml import CParser
+    from yaml._yaml import CParser as _PARSER
 except ImportError:  # pragma: no cover - PyYAML built without libyaml
-    CParser = None
+    _PARSER = None
 
 
 class Unusual(Exception):
@@ -53,13 +54,13 @@ class Unusual(Exception):
 
 def available() -> bool:
     """True when libyaml is there to read events from."""
-    return CParser is not None
+    return _PARSER is not None
 
 
 def quick_load(text: str, max_depth: int, max_values: int) -> Any:
     """The value of the one plain document in ``text``; :class:`Unusual` for anything
     else (including every YAML error: the careful reader reports it)."""
-    parser = CParser(text)
+    parser = _PARSER(text)
     try:
         return _Builder(parser, max_depth, max_values).document()
     except (yaml.YAMLError, ValueError):  # ValueError: a timestamp that is no date
@@ -88,15 +89,13 @@ class _Builder:  # pylint: disable=too-few-public-methods  # one document, one c
         if type(start) is not DocumentStartEvent:
             raise Unusual
         value = self._node(events)
-        if type(events()) is not DocumentEndEvent or type(events()) is not StreamEndEvent:
+        if not isinstance(events(), DocumentEndEvent) or not isinstance(events(), StreamEndEvent):
             raise Unusual  # more than one document: the careful reader says so
         return value
 
-    def _node(self, events: Any) -> Any:  # noqa: C901  # one loop over the event kinds
-        # pylint: disable=too-many-branches
-        # Open containers, innermost last; for a mapping, the key waiting for its value.
-        stack: list[Any] = []
-        keys: list[Any] = []
+    def _node(self, events: Any) -> Any:
+        stack: list[Any] = []  # the open containers, innermost last
+        keys: list[Any] = []  # for each, the key waiting for its value (a mapping's)
         count = 0
         while True:
             event = events()
@@ -107,49 +106,37 @@ class _Builder:  # pylint: disable=too-few-public-methods  # one document, one c
                 if not stack:
                     return done
                 continue
-            count += 1
+            count += 1  # keys count too: over the cap, the careful reader decides
             if count > self._max_values or len(stack) >= self._max_depth:
                 raise Unusual  # the careful reader names the cap and the line
-            if event.anchor is not None or event.tag is not None:
-                raise Unusual
-            if kind is ScalarEvent:
-                value = self._scalar(event)
-            elif kind is MappingStartEvent:
-                value = {}
-            elif kind is SequenceStartEvent:
-                value = []
-            else:  # an alias
-                raise Unusual
-            if stack:
-                parent = stack[-1]
-                if type(parent) is list:
-                    parent.append(value)
-                else:
-                    key = keys[-1]
-                    if key is _NO_KEY:
-                        if type(value) is not str or value in parent:
-                            raise Unusual  # a key given twice, or not a string
-                        keys[-1] = value
-                        count -= 1  # keys are not values
-                        continue
-                    parent[key] = value
-                    keys[-1] = _NO_KEY
-            if kind is ScalarEvent:
-                if not stack:
-                    return value
-            else:
+            value = self._value(event, kind)
+            if stack and not _place(stack[-1], keys, value):
+                continue  # a key: its value comes next
+            if kind is not ScalarEvent:
                 stack.append(value)
                 keys.append(_NO_KEY)
+            elif not stack:
+                return value
+
+    def _value(self, event: Any, kind: type) -> Any:
+        """A scalar's value, or the empty container an event opens."""
+        if event.anchor is not None or event.tag is not None:
+            raise Unusual
+        if kind is ScalarEvent:
+            return self._scalar(event)
+        if kind is MappingStartEvent:
+            return {}
+        if kind is SequenceStartEvent:
+            return []
+        raise Unusual  # an alias
 
     def _scalar(self, event: Any) -> Any:
         text: str = event.value
         if not event.implicit[0]:
             return text  # quoted or a block scalar: a string
         resolvers = _RESOLVERS.get(text[0] if text else "", [])
-        for tag, regexp in [*resolvers, *_WILDCARD]:
-            if regexp.match(text):
-                break
-        else:
+        tag = next((tag for tag, regexp in [*resolvers, *_WILDCARD] if regexp.match(text)), None)
+        if tag is None:
             return text
         if tag not in _SIMPLE:
             raise Unusual  # a merge key (<<) or a value key (=)
@@ -157,3 +144,19 @@ class _Builder:  # pylint: disable=too-few-public-methods  # one document, one c
             self._constructor = SafeConstructor()
         build = SafeConstructor.yaml_constructors[tag]
         return build(self._constructor, ScalarNode(tag, text))
+
+
+def _place(parent: Any, keys: list[Any], value: Any) -> bool:
+    """Put ``value`` into ``parent``: False when it is a mapping's key (its value next)."""
+    if isinstance(parent, list):
+        parent.append(value)
+        return True
+    key = keys[-1]
+    if key is _NO_KEY:
+        if not isinstance(value, str) or value in parent:
+            raise Unusual  # a key given twice, or not a string
+        keys[-1] = value
+        return False
+    parent[key] = value
+    keys[-1] = _NO_KEY
+    return True

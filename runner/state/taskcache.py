@@ -19,6 +19,7 @@ Invalid files are never cached: they are read again, and keep their problems.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -155,7 +156,5 @@ class TaskCache:
             return
         body = json.dumps(self._new, separators=(",", ":")).encode()
         header = {"key": self._key, "sha256": hashlib.sha256(body).hexdigest()}
-        try:
+        with contextlib.suppress(OSError):
             atomic_write(self._path, json.dumps(header).encode() + b"\n" + body)
-        except OSError:
-            pass
