@@ -11,6 +11,7 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
@@ -35,10 +36,18 @@ TASK_SUFFIXES = (".yaml", ".yml")
 def check_schedule(schedule: str) -> None:
     """Raise ``ValueError`` unless ``schedule`` is a cron expression Debian cron would run
     (5 fields or an ``@name``) or ``every N s|m|h|d``; the message says why."""
+    problem = _schedule_problem(schedule)
+    if problem is not None:
+        raise ValueError(problem)
+
+
+@lru_cache(maxsize=4096)  # a thousand tasks share a handful of schedules
+def _schedule_problem(schedule: str) -> str | None:
     try:
         parse_schedule(schedule)
     except CronError as exc:
-        raise ValueError(f"bad cron {schedule.strip()!r}: {exc}") from None
+        return f"bad cron {schedule.strip()!r}: {exc}"
+    return None
 
 
 class PullRequest(BaseModel):
@@ -183,6 +192,14 @@ def task_hash(spec: TaskSpec, task_id: str) -> str:
 
 def default_id(path: Path, root: Path) -> str:
     """The id a file gets without ``id:``: its path under ``root`` without the suffix."""
+    shown, base = str(path), str(root)
+    if base != "." and shown.startswith(base) and shown[len(base) : len(base) + 1] == os.sep:
+        # What relative_to and with_suffix("") give, without their cost a file.
+        folder, name = os.path.split(shown[len(base) + 1 :])
+        dot = name.rfind(".")
+        if 0 < dot < len(name) - 1:
+            name = name[:dot]
+        return f"{folder}/{name}".replace(os.sep, "/") if folder else name
     try:
         rel = path.relative_to(root)
     except ValueError:
@@ -202,11 +219,6 @@ def root_for(path: Path, tasks_root: Path) -> Path:
 
 def load_task_file(path: Path, root: Path, max_bytes: int) -> Task:
     """Load one task file; raises :class:`InvalidTaskFile` listing every problem."""
-    return read_task_file(path, root, max_bytes)[0]
-
-
-def read_task_file(path: Path, root: Path, max_bytes: int) -> tuple[Task, dict[str, Any]]:
-    """:func:`load_task_file`, and the YAML value the task came from."""
     shown = str(path)
     try:
         data, text = read_yaml(path, max_bytes)
@@ -246,7 +258,7 @@ def read_task_file(path: Path, root: Path, max_bytes: int) -> tuple[Task, dict[s
                     )
                 ]
             ) from None
-    return Task(id=task_id, path=path, spec=spec, task_hash=task_hash(spec, task_id)), data
+    return Task(id=task_id, path=path, spec=spec, task_hash=task_hash(spec, task_id))
 
 
 def line_in_file(path: Path, loc: tuple[str | int, ...], max_bytes: int) -> int:
@@ -290,8 +302,8 @@ def scan_task_files(root: Path) -> TaskScan:
     """
     if not root.is_dir():
         return TaskScan([root] if os.path.lexists(root) else [], [], [])
-    found: list[Path] = []
-    ignored: list[Path] = []
+    found: list[str] = []
+    ignored: list[str] = []
     unreadable: list[TaskFileError] = []
     seen: set[tuple[int, int]] = set()
 
@@ -316,8 +328,14 @@ def scan_task_files(root: Path) -> TaskScan:
             suffix = os.path.splitext(name)[1]
             if name.startswith(".") or suffix.lower() not in TASK_SUFFIXES:
                 continue
-            (found if suffix in TASK_SUFFIXES else ignored).append(Path(folder, name))
-    return TaskScan(sorted(found), sorted(ignored), unreadable)
+            (found if suffix in TASK_SUFFIXES else ignored).append(os.path.join(folder, name))
+    return TaskScan(_sorted_paths(found), _sorted_paths(ignored), unreadable)
+
+
+def _sorted_paths(paths: list[str]) -> list[Path]:
+    """``sorted(map(Path, paths))``: Paths sort by their parts; comparing them costs more
+    than splitting the strings once."""
+    return [Path(p) for p in sorted(paths, key=lambda p: p.split(os.sep))]
 
 
 def find_task_files(root: Path) -> list[Path]:

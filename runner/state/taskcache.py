@@ -9,8 +9,9 @@ when it was read, and it had not changed for :data:`SETTLED_NS` before it was re
 in its stat). A fresh checkout gives every file a new inode and ctime, so a cache that
 came with one answers nothing.
 
-What is cached is the file's YAML value (re-validated by the task model on every hit,
-so a hit yields what parsing would) and its content hash. The file is keyed by its
+What is cached is the task as JSON (validated again by the task model on every hit, and
+kept only when that gives back the very task the file gave: no dates) and its content
+hash. The file is keyed by its
 format, omni's version, a fingerprint of the task model, the tasks folder and the size
 cap, and carries a checksum of its entries: a cache that is corrupt, from another
 version or for other limits is ignored (and rewritten). A miss only costs the parse.
@@ -22,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 import os
 import time
 from typing import TYPE_CHECKING, Any
@@ -32,14 +32,7 @@ from pydantic import ValidationError
 from runner.core.errors import FileRefusedError
 from runner.core.files import atomic_write, read_regular
 from runner.core.version import omni_version
-from runner.defs.tasks import (
-    PullRequest,
-    Task,
-    TaskSpec,
-    default_id,
-    load_task_file,
-    read_task_file,
-)
+from runner.defs.tasks import PullRequest, Task, TaskSpec, default_id, load_task_file
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -52,7 +45,6 @@ SETTLED_NS = 2_000_000_000
 #: A cache file larger than this is ignored (50,000 tasks take ~15 MB).
 MAX_CACHE_BYTES = 256 << 20
 _FORMAT = 1
-_PLAIN = (str, int, float, bool, type(None))
 
 
 def _fingerprint() -> str:
@@ -63,22 +55,6 @@ def _fingerprint() -> str:
         for name, info in model.model_fields.items()
     ]
     return hashlib.sha256(repr(shape).encode()).hexdigest()[:16]
-
-
-def _json_exact(value: Any) -> bool:
-    """True when JSON gives ``value`` back unchanged (no dates, no non-string keys)."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            if not all(type(k) is str for k in item):
-                return False
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-        elif type(item) not in _PLAIN or (type(item) is float and not math.isfinite(item)):
-            return False
-    return True
 
 
 class TaskCache:
@@ -131,20 +107,22 @@ class TaskCache:
                 self.hits += 1
                 self._new[shown] = entry
                 return task
-        task, data = read_task_file(path, root, max_bytes)
-        if max(stamp[1], stamp[2]) < looked - SETTLED_NS and _json_exact(data):
-            self._new[shown] = [*stamp, task.task_hash, data]
+        task = load_task_file(path, root, max_bytes)
+        if max(stamp[1], stamp[2]) < looked - SETTLED_NS:
+            text = task.spec.model_dump_json(exclude_unset=True)
+            if TaskSpec.model_validate_json(text) == task.spec:  # JSON keeps no dates
+                self._new[shown] = [*stamp, task.task_hash, text]
         return task
 
     @staticmethod
     def _answer(entry: Any, stamp: list[int], path: Path, root: Path) -> Task | None:
         if not isinstance(entry, list) or len(entry) != 7 or entry[:5] != stamp:
             return None
-        task_hash, data = entry[5], entry[6]
-        if not isinstance(task_hash, str) or not isinstance(data, dict):
+        task_hash, text = entry[5], entry[6]
+        if not isinstance(task_hash, str) or not isinstance(text, str):
             return None
         try:
-            spec = TaskSpec.model_validate(data)
+            spec = TaskSpec.model_validate_json(text)
         except ValidationError:
             return None
         return Task(spec.id or default_id(path, root), path, spec, task_hash)
