@@ -17,6 +17,7 @@ from runner.defs.tasks import LoadResult, load_tasks
 from runner.state.taskcache import CACHE_NAME, SETTLED_NS, TaskCache
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
 HELLO = "description: say hello\ntool: echo\nargs: {text: hello}\n"
@@ -38,9 +39,11 @@ def tasks(tmp_path: Path) -> Path:
     return folder
 
 
-def a_pass(tasks: Path, *, wall_ns: object = later, max_bytes: int = 1_048_576) -> LoadResult:
+def a_pass(
+    tasks: Path, *, wall_ns: Callable[[], int] = later, max_bytes: int = 1_048_576
+) -> LoadResult:
     """One pass that reads through the cache and writes it back."""
-    cache = TaskCache(tasks.parent / ".omni" / CACHE_NAME, tasks, max_bytes, wall_ns=wall_ns)  # type: ignore[arg-type]
+    cache = TaskCache(tasks.parent / ".omni" / CACHE_NAME, tasks, max_bytes, wall_ns=wall_ns)
     loaded = load_tasks(tasks, max_bytes, read=cache.read)
     loaded.cached = cache.hits
     cache.save()
@@ -127,10 +130,10 @@ def test_invalid_files_keep_their_problems(tasks: Path) -> None:
         lambda raw: b"",
     ],
 )
-def test_a_corrupt_cache_is_ignored(tasks: Path, damage: object) -> None:
+def test_a_corrupt_cache_is_ignored(tasks: Path, damage: Callable[[bytes], bytes]) -> None:
     a_pass(tasks)
     cache = tasks.parent / ".omni" / CACHE_NAME
-    cache.write_bytes(damage(cache.read_bytes()))  # type: ignore[operator]
+    cache.write_bytes(damage(cache.read_bytes()))
     again = a_pass(tasks)
     assert again.cached == 0
     assert summary(again) == summary(load_tasks(tasks))
@@ -180,3 +183,26 @@ def test_values_json_cannot_carry_are_not_cached(tasks: Path) -> None:
     args = {t.id: t.spec.args for t in again.tasks}
     assert args["dated"] == {"when": date(2026, 1, 1)}
     assert args["endless"] == {"n": math.inf}
+
+
+@pytest.mark.timeout(30)  # a FIFO read would wait for a writer for ever
+@pytest.mark.parametrize("kind", ["symlink", "fifo", "folder"])
+def test_a_cache_that_is_not_a_regular_file_is_not_read(tasks: Path, kind: str) -> None:
+    a_pass(tasks)
+    cache = tasks.parent / ".omni" / CACHE_NAME
+    elsewhere = tasks.parent / "planted.json"
+    cache.rename(elsewhere)
+    planted = elsewhere.read_bytes()
+    if kind == "symlink":
+        cache.symlink_to(elsewhere)
+    elif kind == "fifo":
+        os.mkfifo(cache)
+    else:
+        cache.mkdir()
+    again = a_pass(tasks)
+    assert again.cached == 0
+    assert summary(again) == summary(load_tasks(tasks))
+    if kind != "folder":  # replaced by a file of its own; the link's target untouched
+        assert cache.is_file() and not cache.is_symlink()
+        assert elsewhere.read_bytes() == planted
+        assert a_pass(tasks).cached == 3
