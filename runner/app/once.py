@@ -158,7 +158,7 @@ async def _run_tasks(
     on_planned: Callable[[int], None] | None,
     on_finished: Callable[[Finished], None] | None,
 ) -> OnceReport:
-    loaded = load_pass(config, paths, options.task_id)
+    loaded = load_pass(config, paths, options.task_id, remember=True)
     report = OnceReport(problems=loaded.problems, ignored=loaded.ignored)
     if options.task_id is not None and all(t.id != options.task_id for t in loaded.tasks):
         return report  # its file is invalid: the problems say why

@@ -13,6 +13,7 @@ from runner.defs.routing import waits_for_model
 from runner.defs.tasks import LoadResult, default_id, load_tasks
 from runner.dispatch.repairs import repair_waits
 from runner.planning.dueness import DueRule
+from runner.state.taskcache import CACHE_NAME, TaskCache
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -47,16 +48,31 @@ def waits_for(config: Config) -> Callable[[Task], str | None]:
     return why
 
 
-def load_pass(config: Config, paths: ResolvedPaths, task_id: str | None = None) -> LoadResult:
+def load_pass(
+    config: Config, paths: ResolvedPaths, task_id: str | None = None, *, remember: bool = False
+) -> LoadResult:
     """The tasks folder's tasks. :class:`UsageError` when the folder is missing, or
-    ``task_id`` names no task file (one that exists but is invalid is in the problems)."""
+    ``task_id`` names no task file (one that exists but is invalid is in the problems).
+
+    With a SQLite state file, unchanged files come from the parsed-task cache beside it
+    (:mod:`runner.state.taskcache`); ``remember`` writes what this pass parsed back to it
+    (a pass that keeps state: not ``--dry-run`` or the commands that only look).
+    """
     folder = paths.tasks
     if not folder.exists():
         raise UsageError(
             f"tasks folder {folder} not found (run `omni init` to make one with examples,"
             " or point --tasks or OMNI_TASKS at yours)"
         )
-    loaded = load_tasks(folder, config.limits.task_file_bytes)
+    max_bytes = config.limits.task_file_bytes
+    if paths.state_url is not None or not paths.state.is_file():
+        loaded = load_tasks(folder, max_bytes)  # no state kept here: nothing to remember
+    else:
+        cache = TaskCache(paths.state.with_name(CACHE_NAME), folder, max_bytes)
+        loaded = load_tasks(folder, max_bytes, read=cache.read)
+        loaded.cached = cache.hits
+        if remember:
+            cache.save()
     if task_id is None or any(t.id == task_id for t in loaded.tasks):
         return loaded
     root = folder if folder.is_dir() else folder.parent

@@ -12,12 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 from yaml.composer import Composer
-from yaml.constructor import SafeConstructor
+from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode
 from yaml.resolver import Resolver
 
 from runner.core.errors import FileRefusedError
 from runner.core.files import read_regular
+from runner.core.yamlfast import Unusual, available, quick_load
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -28,6 +29,7 @@ MAX_VALUES = 100_000
 #: Nesting a document may reach; real task files nest three or four levels.
 MAX_DEPTH = 64
 _MERGE = "tag:yaml.org,2002:merge"
+_QUICK = available()
 
 
 class YamlProblem(Exception):
@@ -94,6 +96,14 @@ class _Loader(_Base):  # pylint: disable=too-many-ancestors
                 first[key.tag, key.value] = line
         return node
 
+    def construct_object(self, node: Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except ValueError as exc:  # a timestamp that is no date: 2026-13-45
+            raise ConstructorError(
+                None, None, f"not a valid date or time ({exc})", node.start_mark
+            ) from None
+
     def flatten_mapping(self, node: MappingNode) -> None:
         merges = any(key.tag == _MERGE for key, _ in node.value)
         super().flatten_mapping(node)
@@ -153,7 +163,22 @@ def _compose(text: str) -> Node | None:
 
 
 def parse_yaml(text: str) -> Any:
-    """Parse one document of ``text`` with the safe loader and check its expansion."""
+    """Parse one document of ``text`` with the safe loader and check its expansion.
+
+    A plain document is built straight from libyaml's events (:mod:`runner.core.yamlfast`);
+    anything unusual, errors included, is read again by the careful loader, so values,
+    errors and their lines are the careful loader's.
+    """
+    if _QUICK:
+        try:
+            return quick_load(text, MAX_DEPTH, MAX_VALUES)
+        except Unusual:
+            pass
+    return parse_carefully(text)
+
+
+def parse_carefully(text: str) -> Any:
+    """:func:`parse_yaml` without the quick reader: a node tree, then its values."""
     try:
         data = _load(text)
     except yaml.MarkedYAMLError as exc:

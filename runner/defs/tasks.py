@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
@@ -34,10 +36,18 @@ TASK_SUFFIXES = (".yaml", ".yml")
 def check_schedule(schedule: str) -> None:
     """Raise ``ValueError`` unless ``schedule`` is a cron expression Debian cron would run
     (5 fields or an ``@name``) or ``every N s|m|h|d``; the message says why."""
+    problem = _schedule_problem(schedule)
+    if problem is not None:
+        raise ValueError(problem)
+
+
+@lru_cache(maxsize=4096)  # a thousand tasks share a handful of schedules
+def _schedule_problem(schedule: str) -> str | None:
     try:
         parse_schedule(schedule)
     except CronError as exc:
-        raise ValueError(f"bad cron {schedule.strip()!r}: {exc}") from None
+        return f"bad cron {schedule.strip()!r}: {exc}"
+    return None
 
 
 class PullRequest(BaseModel):
@@ -168,6 +178,8 @@ class LoadResult:
     problems: list[TaskFileError] = field(default_factory=list)
     ignored: list[Path] = field(default_factory=list)
     """Files not read although they look meant as task files (``.YAML``)."""
+    cached: int = 0
+    """Tasks answered from the parsed-task cache, their files not read."""
 
 
 def task_hash(spec: TaskSpec, task_id: str) -> str:
@@ -180,6 +192,14 @@ def task_hash(spec: TaskSpec, task_id: str) -> str:
 
 def default_id(path: Path, root: Path) -> str:
     """The id a file gets without ``id:``: its path under ``root`` without the suffix."""
+    shown, base = str(path), str(root)
+    if base != "." and shown.startswith(base) and shown[len(base) : len(base) + 1] == os.sep:
+        # What relative_to and with_suffix("") give, without their cost a file.
+        folder, name = os.path.split(shown[len(base) + 1 :])
+        dot = name.rfind(".")
+        if 0 < dot < len(name) - 1:
+            name = name[:dot]
+        return f"{folder}/{name}".replace(os.sep, "/") if folder else name
     try:
         rel = path.relative_to(root)
     except ValueError:
@@ -282,8 +302,8 @@ def scan_task_files(root: Path) -> TaskScan:
     """
     if not root.is_dir():
         return TaskScan([root] if os.path.lexists(root) else [], [], [])
-    found: list[Path] = []
-    ignored: list[Path] = []
+    found: list[str] = []
+    ignored: list[str] = []
     unreadable: list[TaskFileError] = []
     seen: set[tuple[int, int]] = set()
 
@@ -308,8 +328,14 @@ def scan_task_files(root: Path) -> TaskScan:
             suffix = os.path.splitext(name)[1]
             if name.startswith(".") or suffix.lower() not in TASK_SUFFIXES:
                 continue
-            (found if suffix in TASK_SUFFIXES else ignored).append(Path(folder, name))
-    return TaskScan(sorted(found), sorted(ignored), unreadable)
+            (found if suffix in TASK_SUFFIXES else ignored).append(os.path.join(folder, name))
+    return TaskScan(_sorted_paths(found), _sorted_paths(ignored), unreadable)
+
+
+def _sorted_paths(paths: list[str]) -> list[Path]:
+    """``sorted(map(Path, paths))``: Paths sort by their parts; comparing them costs more
+    than splitting the strings once."""
+    return [Path(p) for p in sorted(paths, key=lambda p: p.split(os.sep))]
 
 
 def find_task_files(root: Path) -> list[Path]:
@@ -317,10 +343,19 @@ def find_task_files(root: Path) -> list[Path]:
     return scan_task_files(root)[0]
 
 
+#: Reads one task file as :func:`load_task_file` does (a cache may answer instead).
+TaskReader = Callable[[Path, Path, int], Task]
+
+
 def load_tasks(
-    root: Path, max_bytes: int = 1_048_576, files: Iterable[Path] | None = None
+    root: Path,
+    max_bytes: int = 1_048_576,
+    files: Iterable[Path] | None = None,
+    *,
+    read: TaskReader = load_task_file,
 ) -> LoadResult:
-    """Load every task file under ``root`` (or just ``files``); duplicate ids are problems."""
+    """Load every task file under ``root`` (or just ``files``) with ``read``; duplicate
+    ids are problems."""
     result = LoadResult()
     owners: dict[str, Path] = {}
     root_is_dir = root.is_dir()
@@ -328,7 +363,7 @@ def load_tasks(
         files, result.ignored, result.problems = scan_task_files(root)
     for path in files:
         try:
-            task = load_task_file(path, root if root_is_dir else path.parent, max_bytes)
+            task = read(path, root if root_is_dir else path.parent, max_bytes)
         except InvalidTaskFile as exc:
             result.problems.extend(exc.problems)
             continue
