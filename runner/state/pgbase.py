@@ -12,11 +12,13 @@ at once, one query each), and the changes a transaction made reported to
 
 from __future__ import annotations
 
+import math
 import threading
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
 from runner.core.clock import iso, utc_now
@@ -42,7 +44,10 @@ COLS = ", ".join(RUN_COLUMNS)
 SELECT_RUNS = f"SELECT {COLS} FROM runs"
 #: Serialises migrations of one database (any constant; "omni" in ASCII).
 _MIGRATION_LOCK = 0x6F6D6E69
-_CONNECT_TIMEOUT = 10
+#: Seconds the store's connection may take to open, unless the URL names its own
+#: ``connect_timeout``: an unreachable host is a :class:`StoreError` then, not a wait for
+#: the system's TCP timeout (psycopg's default is 130 s).
+CONNECT_TIMEOUT = 10
 
 Cursor = psycopg.Cursor[Any]
 
@@ -94,8 +99,8 @@ class LedgerConnection(StateStore):  # pylint: disable=abstract-method  # moves:
             conn = psycopg.connect(
                 self._url,
                 autocommit=True,
-                connect_timeout=_CONNECT_TIMEOUT,
                 application_name="omni",
+                **timeout_option(self._url, CONNECT_TIMEOUT),
             )
             if self._read_only:  # the session's every statement, whatever the URL says
                 try:
@@ -286,6 +291,14 @@ class LedgerConnection(StateStore):  # pylint: disable=abstract-method  # moves:
                     f" COALESCE((SELECT MAX({column}) FROM {table}), 0) + 1, false)"
                 )
         return copied
+
+
+def timeout_option(url: str, seconds: float) -> dict[str, int]:
+    """``connect_timeout`` for ``psycopg.connect``: ``seconds`` (at least libpq's floor,
+    2), or nothing when ``url`` names its own (the URL wins)."""
+    if "connect_timeout" in conninfo_to_dict(url):
+        return {}
+    return {"connect_timeout": max(2, math.ceil(seconds))}
 
 
 def _placeholders(sql: str) -> str:
