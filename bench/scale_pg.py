@@ -42,11 +42,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # pylint: disable-next=wrong-import-position,wrong-import-order  # the repository's generator
 from bench.scale import NOW, omni, timed
 
-# pylint: disable-next=wrong-import-position,wrong-import-order  # tests helpers
-from tests.support.postgres import Cluster
-
 # pylint: disable-next=wrong-import-position,wrong-import-order
 from runner.core.clock import iso
+
+# pylint: disable-next=wrong-import-position,wrong-import-order  # tests helpers
+from tests.support.postgres import Cluster
 
 COMMANDS = {
     "idle_db": ["run", "--once", "--json"],
@@ -102,30 +102,29 @@ def prepare(root: Path, count: int, files: int, cluster: Cluster, env: dict[str,
     return url
 
 
+def one_run(cluster: Cluster, argv: list[str], env: dict[str, str], root: Path) -> list[float]:
+    """Wall s, client CPU s, server CPU s, transactions, peak RSS (MiB), exit code."""
+    before_cpu, before_xact = server_cpu(cluster), commits(cluster.url(), "scale")
+    wall, cpu, peak, code, _ = timed([*omni(), *argv], env, root)
+    xacts = commits(cluster.url(), "scale") - before_xact  # waits for the backends to exit
+    return [wall, cpu, server_cpu(cluster) - before_cpu, xacts, peak, code]
+
+
 def measure(cluster: Cluster, root: Path, url: str, repeat: int, env: dict[str, str]) -> dict:
     """Each command's figures (medians of ``repeat`` runs)."""
     env = env | {"OMNI_STATE_URL": url}
-    admin = cluster.url()
     figures: dict[str, dict[str, object]] = {}
     for name, argv in COMMANDS.items():
         timed([*omni(), *argv], env, root)  # bytecode cache; the first pass records tasks
-        walls, cpus, servers, peaks, xacts, codes = [], [], [], [], [], set()
-        for _ in range(repeat):
-            before_cpu, before_xact = server_cpu(cluster), commits(admin, "scale")
-            wall, cpu, peak, code, _ = timed([*omni(), *argv], env, root)
-            xacts.append(commits(admin, "scale") - before_xact)
-            servers.append(server_cpu(cluster) - before_cpu)
-            walls.append(wall)
-            cpus.append(cpu)
-            peaks.append(peak)
-            codes.add(code)
+        runs = [one_run(cluster, argv, env, root) for _ in range(repeat)]
+        walls, cpus, servers, xacts, peaks, codes = zip(*runs, strict=True)
         figures[name] = {
             "s": round(statistics.median(walls), 3),
             "cpu_s": round(statistics.median(cpus), 3),
             "server_cpu_s": round(statistics.median(servers), 3),
             "transactions": int(statistics.median(xacts)),
             "rss_mib": round(max(peaks), 1),
-            "exit": sorted(codes),
+            "exit": sorted({int(code) for code in codes}),
         }
     return figures
 

@@ -39,7 +39,7 @@ import psycopg
 
 from runner.core.errors import StoreError
 from runner.core.states import IN_FLIGHT
-from runner.state.pgbase import timeout_option
+from runner.state.pgbase import connect_timeout
 from runner.state.pgschema import WORK_CHANNEL
 from runner.state.recovery import settlement
 
@@ -79,7 +79,7 @@ class Fleet:
         self._check = check
         self._on_work = on_work
         self._every = store.lease_seconds / 3
-        self._timeout = timeout_option(store.url, self._every)
+        self._timeout = connect_timeout(store.url, self._every)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
@@ -88,10 +88,9 @@ class Fleet:
         try:
             conn = await self._connect()
         except psycopg.errors.ConnectionTimeout as exc:
-            limit = self._timeout.get("connect_timeout")
-            within = f"{limit} s" if limit else "the URL's connect_timeout"
             raise StoreError(
-                f"{self._store.where}: cannot connect to listen for work: no answer within {within}"
+                f"{self._store.where}: cannot connect to listen for work: no answer within"
+                f" {self._timeout} s"
             ) from exc
         except psycopg.Error as exc:
             raise StoreError(f"{self._store.where}: cannot connect to listen") from exc
@@ -109,7 +108,10 @@ class Fleet:
 
     async def _connect(self) -> psycopg.AsyncConnection[object]:
         conn = await psycopg.AsyncConnection.connect(
-            self._store.url, autocommit=True, application_name="omni fleet", **self._timeout
+            self._store.url,
+            autocommit=True,
+            application_name="omni fleet",
+            connect_timeout=self._timeout,
         )
         if self._on_work is not None:
             await conn.execute(f"LISTEN {WORK_CHANNEL}")
@@ -166,7 +168,7 @@ class Fleet:
 class _Heartbeat:
     """A thread that keeps the instance's row and its runs' leases fresh."""
 
-    def __init__(self, store: PostgresStore, every: float, timeout: dict[str, int]) -> None:
+    def __init__(self, store: PostgresStore, every: float, timeout: int) -> None:
         self._store = store
         self._every = every
         self._timeout = timeout
@@ -191,7 +193,7 @@ class _Heartbeat:
                         self._store.url,
                         autocommit=True,
                         application_name="omni heartbeat",
-                        **self._timeout,
+                        connect_timeout=self._timeout,
                     )
                 self._beat(conn)
             except (psycopg.Error, OSError) as exc:

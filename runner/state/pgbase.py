@@ -12,6 +12,7 @@ at once, one query each), and the changes a transaction made reported to
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 from contextlib import contextmanager
@@ -100,7 +101,7 @@ class LedgerConnection(StateStore):  # pylint: disable=abstract-method  # moves:
                 self._url,
                 autocommit=True,
                 application_name="omni",
-                **timeout_option(self._url, CONNECT_TIMEOUT),
+                connect_timeout=connect_timeout(self._url, CONNECT_TIMEOUT),
             )
             if self._read_only:  # the session's every statement, whatever the URL says
                 try:
@@ -293,12 +294,13 @@ class LedgerConnection(StateStore):  # pylint: disable=abstract-method  # moves:
         return copied
 
 
-def timeout_option(url: str, seconds: float) -> dict[str, int]:
-    """``connect_timeout`` for ``psycopg.connect``: ``seconds`` (at least libpq's floor,
-    2), or nothing when ``url`` names its own (the URL wins)."""
-    if "connect_timeout" in conninfo_to_dict(url):
-        return {}
-    return {"connect_timeout": max(2, math.ceil(seconds))}
+def connect_timeout(url: str, seconds: float) -> int:
+    """The ``connect_timeout`` to open a connection to ``url`` with: the URL's own when
+    it names one (the URL wins), else ``seconds`` (at least libpq's floor, 2)."""
+    own = conninfo_to_dict(url).get("connect_timeout")
+    with contextlib.suppress(TypeError, ValueError):
+        return int(float(str(own)))
+    return max(2, math.ceil(seconds))
 
 
 def _placeholders(sql: str) -> str:
