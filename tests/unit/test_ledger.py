@@ -19,8 +19,10 @@ from runner.core.redaction import Redactor
 from runner.core.states import Mode, RunState
 from runner.defs.tasks import Task, TaskSpec
 from runner.state.fleet import Fleet
+from runner.state.pgbase import connect_timeout
 from runner.state.postgres import PostgresStore
 from runner.state.queries import StoreQueries
+from runner.state.records import TaskRuns
 from runner.state.recovery import resume
 from runner.state.resultcheck import ResultCheck
 from runner.state.results import RunResult, write_result
@@ -303,12 +305,18 @@ def test_a_pass_over_many_tasks_sends_one_statement_a_step_with_task_by_task_ans
         )
         for i in range(3000)
     ]
+    # Hostile names: an array literal's NULL, quotes, braces, commas, backslashes.
+    tasks += [
+        Task(id="NULL", path=tmp_path / "NULL", spec=once, task_hash="h0"),
+        Task(id="q", path=tmp_path / "a'\"{},\\ NULL.yaml", spec=hourly, task_hash="{}"),
+    ]
     with PostgresStore(pg_url, role="service") as store:
-        for i, task in enumerate(tasks[:90]):
+        for i, task in enumerate([*tasks[:88], *tasks[-2:]]):
             scheduled = task.spec.schedule is not None
             plant(store, task, i % 6, f"2026-11-30T0{i % 6}:00:00.000Z" if scheduled else None)
             if i % 4 == 0:  # a second, newer run
                 plant(store, task, (i + 1) % 6, "2026-11-30T09:00:00.000Z" if scheduled else None)
+        plant(store, tasks[-2], 0, None)  # "NULL": completed
         with psycopg.connect(pg_url) as admin:
             [(pid,)] = admin.execute(
                 "SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name = 'omni'",
@@ -331,9 +339,18 @@ def test_a_pass_over_many_tasks_sends_one_statement_a_step_with_task_by_task_ans
         }
         assert {r.last_slot for r in found.values()} > {None, "2026-11-30T09:00:00.000Z"}
         assert store.task_paths() == {t.id: str(t.path) for t in tasks}
+        assert (newest["NULL"].task_id, newest["q"].task_id) == ("NULL", "q")
+        assert found["NULL"] == TaskRuns(completed=True, failed=False, last_slot=None)
 
 
 # -- an unreachable ledger ------------------------------------------------------------
+
+
+def test_a_connect_timeout_in_the_url_wins_over_the_runners_own() -> None:
+    assert connect_timeout("postgresql://omni@db.internal/omni?connect_timeout=7", 10) == 7
+    assert connect_timeout("postgresql://omni@db.internal/omni", 10) == 10
+    assert connect_timeout("postgresql://omni@db.internal/omni", 0.2) == 2  # libpq's floor
+    assert connect_timeout("postgresql://omni@db.internal/omni?connect_timeout=x", 3) == 3
 
 
 @pytest.fixture
