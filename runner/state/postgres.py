@@ -177,7 +177,7 @@ class PostgresStore(LedgerConnection):
         """Record task files as last loaded, all in one statement (a pass over thousands
         of tasks: one round trip, one commit; five array parameters, whatever the count);
         a row that would not change is not rewritten (its ``updated_at`` says when it last
-        changed). A task id given twice: the last one wins."""
+        changed). A task id given twice: the last one wins; rows are taken in id order."""
         rows = {
             # Plain strings, as the SQLite store: 10,000s of them.
             task.id: (
@@ -190,7 +190,10 @@ class PostgresStore(LedgerConnection):
         }
         if not rows:
             return
-        paths, hashes, schedules, enabled = zip(*rows.values(), strict=True)
+        # Rows are locked in the order given: in one order (by id) for every instance, two
+        # instances upserting the same tasks at once wait for each other, never deadlock.
+        ids = sorted(rows)
+        paths, hashes, schedules, enabled = zip(*(rows[i] for i in ids), strict=True)
         with self._write() as cur:
             cur.execute(
                 "INSERT INTO tasks (id, path, task_hash, schedule, enabled, updated_at)"
@@ -205,7 +208,7 @@ class PostgresStore(LedgerConnection):
                 " EXCLUDED.enabled)",
                 (
                     self._now(),
-                    list(rows),
+                    ids,
                     list(paths),
                     list(hashes),
                     list(schedules),

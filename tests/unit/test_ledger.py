@@ -343,6 +343,39 @@ def test_a_pass_over_many_tasks_sends_one_statement_a_step_with_task_by_task_ans
         assert found["NULL"] == TaskRuns(completed=True, failed=False, last_slot=None)
 
 
+def test_instances_recording_the_same_tasks_in_other_orders_at_once_never_deadlock(
+    pg_url: str, tmp_path: Path
+) -> None:
+    stores = [PostgresStore(pg_url, role="service") for _ in range(3)]
+    try:
+        for edit in range(4):
+            tasks = [
+                Task(
+                    id=f"t{i}",
+                    path=tmp_path / f"t{i}.yaml",
+                    spec=TaskSpec(tool="echo"),
+                    task_hash=f"h{edit}",
+                )
+                for i in range(2000)
+            ]
+            orders = [tasks, tasks[::-1], tasks[1::2] + tasks[::2]]
+            start = threading.Barrier(len(stores))
+
+            def record(
+                k: int, orders: list[list[Task]] = orders, start: threading.Barrier = start
+            ) -> None:
+                start.wait()
+                stores[k].upsert_tasks(orders[k])  # a deadlock would be a StoreError
+
+            with ThreadPoolExecutor(len(stores)) as pool:
+                list(pool.map(record, range(len(stores))))
+        with psycopg.connect(pg_url) as conn:
+            assert conn.execute("SELECT DISTINCT task_hash FROM tasks").fetchall() == [("h3",)]
+    finally:
+        for store in stores:
+            store.close()
+
+
 # -- an unreachable ledger ------------------------------------------------------------
 
 
