@@ -343,6 +343,18 @@ def test_a_pass_over_many_tasks_sends_one_statement_a_step_with_task_by_task_ans
         assert found["NULL"] == TaskRuns(completed=True, failed=False, last_slot=None)
 
 
+def record_at_once(stores: list[PostgresStore], orders: list[list[Task]]) -> None:
+    """Each store records its list of tasks, all starting at once."""
+    start = threading.Barrier(len(stores))
+
+    def record(k: int) -> None:
+        start.wait()
+        stores[k].upsert_tasks(orders[k])  # a deadlock would be a StoreError
+
+    with ThreadPoolExecutor(len(stores)) as pool:
+        list(pool.map(record, range(len(stores))))
+
+
 def test_instances_recording_the_same_tasks_in_other_orders_at_once_never_deadlock(
     pg_url: str, tmp_path: Path
 ) -> None:
@@ -358,17 +370,7 @@ def test_instances_recording_the_same_tasks_in_other_orders_at_once_never_deadlo
                 )
                 for i in range(2000)
             ]
-            orders = [tasks, tasks[::-1], tasks[1::2] + tasks[::2]]
-            start = threading.Barrier(len(stores))
-
-            def record(
-                k: int, orders: list[list[Task]] = orders, start: threading.Barrier = start
-            ) -> None:
-                start.wait()
-                stores[k].upsert_tasks(orders[k])  # a deadlock would be a StoreError
-
-            with ThreadPoolExecutor(len(stores)) as pool:
-                list(pool.map(record, range(len(stores))))
+            record_at_once(stores, [tasks, tasks[::-1], tasks[1::2] + tasks[::2]])
         with psycopg.connect(pg_url) as conn:
             assert conn.execute("SELECT DISTINCT task_hash FROM tasks").fetchall() == [("h3",)]
     finally:
