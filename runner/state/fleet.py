@@ -15,6 +15,12 @@ While :meth:`Fleet.running` is open:
   first; instances dead for two leases with nothing left in flight are forgotten;
 * between sweeps it ``LISTEN``\\ s: a run that becomes idle anywhere (created, retried,
   released by a sweep) wakes it through ``on_work``.
+
+Each of its connections must open within a heartbeat's interval (libpq's floor, 2 s, at
+least; a ``connect_timeout`` in the URL wins): a connection slower than that has missed
+a beat anyway, and an unreachable host (a dropped route, a full listen queue) then fails
+the attempt instead of holding it, and with it the instance's shutdown, for the
+system's TCP timeout.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import psycopg
 
 from runner.core.errors import StoreError
 from runner.core.states import IN_FLIGHT
+from runner.state.pgbase import connect_timeout
 from runner.state.pgschema import WORK_CHANNEL
 from runner.state.recovery import settlement
 
@@ -72,13 +79,19 @@ class Fleet:
         self._check = check
         self._on_work = on_work
         self._every = store.lease_seconds / 3
+        self._timeout = connect_timeout(store.url, self._every)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         """Keep this instance alive (and awake) while the block runs."""
-        heart = _Heartbeat(self._store, self._every)
+        heart = _Heartbeat(self._store, self._every, self._timeout)
         try:
             conn = await self._connect()
+        except psycopg.errors.ConnectionTimeout as exc:
+            raise StoreError(
+                f"{self._store.where}: cannot connect to listen for work: no answer within"
+                f" {self._timeout} s"
+            ) from exc
         except psycopg.Error as exc:
             raise StoreError(f"{self._store.where}: cannot connect to listen") from exc
         heart.start()
@@ -95,7 +108,10 @@ class Fleet:
 
     async def _connect(self) -> psycopg.AsyncConnection[object]:
         conn = await psycopg.AsyncConnection.connect(
-            self._store.url, autocommit=True, application_name="omni fleet"
+            self._store.url,
+            autocommit=True,
+            application_name="omni fleet",
+            connect_timeout=self._timeout,
         )
         if self._on_work is not None:
             await conn.execute(f"LISTEN {WORK_CHANNEL}")
@@ -152,9 +168,10 @@ class Fleet:
 class _Heartbeat:
     """A thread that keeps the instance's row and its runs' leases fresh."""
 
-    def __init__(self, store: PostgresStore, every: float) -> None:
+    def __init__(self, store: PostgresStore, every: float, timeout: int) -> None:
         self._store = store
         self._every = every
+        self._timeout = timeout
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="omni heartbeat", daemon=True)
 
@@ -173,7 +190,10 @@ class _Heartbeat:
             try:
                 if conn is None or conn.closed:
                     conn = psycopg.connect(
-                        self._store.url, autocommit=True, application_name="omni heartbeat"
+                        self._store.url,
+                        autocommit=True,
+                        application_name="omni heartbeat",
+                        connect_timeout=self._timeout,
                     )
                 self._beat(conn)
             except (psycopg.Error, OSError) as exc:

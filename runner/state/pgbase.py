@@ -5,33 +5,39 @@ Opening (and migrating: the mechanism of :mod:`runner.state.migrations`, with
 only look, a read-only session that migrates nothing), replacing a connection that
 broke, statements and transactions with psycopg's errors translated into
 :class:`StoreError` (the URL's password masked), the reads
-:class:`~runner.state.queries.StoreQueries` asks for, and the changes a transaction made
-reported to ``on_transition`` once it committed.
+:class:`~runner.state.queries.StoreQueries` asks for (and a pass's reads of every task
+at once, one query each), and the changes a transaction made reported to
+``on_transition`` once it committed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 import threading
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
 from runner.core.clock import iso, utc_now
 from runner.core.dsn import dsn_secrets, shown
 from runner.core.errors import StoreError
 from runner.core.redaction import Redactor
+from runner.core.states import RunState
 from runner.state.interface import StateStore
 from runner.state.migrations import check_version
 from runner.state.moves import RUN_COLUMNS, change_of, run_from_row
 from runner.state.pgschema import PG_MIGRATIONS
+from runner.state.records import TaskRuns
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
     from datetime import datetime
 
-    from runner.core.states import RunState
+    from runner.defs.tasks import Task
     from runner.state.records import RunChange, RunRecord
 
 #: The run columns, in :class:`RunRecord`'s order, and the select of them.
@@ -39,7 +45,10 @@ COLS = ", ".join(RUN_COLUMNS)
 SELECT_RUNS = f"SELECT {COLS} FROM runs"
 #: Serialises migrations of one database (any constant; "omni" in ASCII).
 _MIGRATION_LOCK = 0x6F6D6E69
-_CONNECT_TIMEOUT = 10
+#: Seconds the store's connection may take to open, unless the URL names its own
+#: ``connect_timeout``: an unreachable host is a :class:`StoreError` then, not a wait for
+#: the system's TCP timeout (psycopg's default is 130 s).
+CONNECT_TIMEOUT = 10
 
 Cursor = psycopg.Cursor[Any]
 
@@ -91,8 +100,8 @@ class LedgerConnection(StateStore):  # pylint: disable=abstract-method  # moves:
             conn = psycopg.connect(
                 self._url,
                 autocommit=True,
-                connect_timeout=_CONNECT_TIMEOUT,
                 application_name="omni",
+                connect_timeout=connect_timeout(self._url, CONNECT_TIMEOUT),
             )
             if self._read_only:  # the session's every statement, whatever the URL says
                 try:
@@ -170,6 +179,40 @@ class LedgerConnection(StateStore):  # pylint: disable=abstract-method  # moves:
             except psycopg.Error as exc:
                 raise self._error("state database error", exc) from None
         return [run_from_row(row) for row in rows]
+
+    def task_runs(self, tasks: Sequence[Task]) -> dict[str, TaskRuns]:
+        """As the shared read, in one query: the pass's tasks as three array parameters
+        (no limit on how many), correlated index lookups a task."""
+        wanted = {t.id: (t.task_hash, t.spec.schedule is not None) for t in tasks}
+        if not wanted:
+            return {}
+        hashes, scheduled = zip(*wanted.values(), strict=True)
+        done, failed = RunState.COMPLETED.value, RunState.FAILED.value
+        rows = self._read(
+            "SELECT w.id,"
+            " EXISTS (SELECT 1 FROM runs r WHERE r.task_id = w.id AND r.task_hash = w.hash"
+            "  AND r.state = %s) AS completed,"
+            " EXISTS (SELECT 1 FROM runs r WHERE r.task_id = w.id AND r.task_hash = w.hash"
+            "  AND r.state = %s AND r.attempt >= r.max_attempts"
+            "  AND COALESCE(r.result_path, '') <> '') AS failed,"
+            " CASE WHEN w.scheduled THEN (SELECT MAX(r.slot) FROM runs r"
+            "  WHERE r.task_id = w.id AND r.state IN (%s, %s)) END AS last_slot"
+            " FROM unnest(%s::text[], %s::text[], %s::bool[]) AS w(id, hash, scheduled)",
+            (done, failed, done, failed, list(wanted), list(hashes), list(scheduled)),
+        )
+        return {
+            row["id"]: TaskRuns(row["completed"], row["failed"], row["last_slot"]) for row in rows
+        }
+
+    def newest_runs(self, task_ids: Sequence[str]) -> dict[str, RunRecord]:
+        """As the shared read, in one query: the ids as one array parameter, an index
+        lookup a task."""
+        found = self._read_runs(
+            "WHERE seq IN (SELECT (SELECT r.seq FROM runs r WHERE r.task_id = w.id"
+            " ORDER BY r.seq DESC LIMIT 1) FROM unnest(%s::text[]) AS w(id))",
+            (list(dict.fromkeys(task_ids)),),
+        )
+        return {run.task_id: run for run in found}
 
     def _now(self) -> str:
         return iso(self._clock())
@@ -249,6 +292,15 @@ class LedgerConnection(StateStore):  # pylint: disable=abstract-method  # moves:
                     f" COALESCE((SELECT MAX({column}) FROM {table}), 0) + 1, false)"
                 )
         return copied
+
+
+def connect_timeout(url: str, seconds: float) -> int:
+    """The ``connect_timeout`` to open a connection to ``url`` with: the URL's own when
+    it names one (the URL wins), else ``seconds`` (at least libpq's floor, 2)."""
+    own = conninfo_to_dict(url).get("connect_timeout")
+    with contextlib.suppress(TypeError, ValueError):
+        return int(float(str(own)))
+    return max(2, math.ceil(seconds))
 
 
 def _placeholders(sql: str) -> str:

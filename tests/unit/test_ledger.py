@@ -17,14 +17,22 @@ from runner.core.clock import utc_now
 from runner.core.errors import StaleRunError, StoreError
 from runner.core.redaction import Redactor
 from runner.core.states import Mode, RunState
+from runner.defs.tasks import Task, TaskSpec
 from runner.state.fleet import Fleet
+from runner.state.pgbase import connect_timeout
 from runner.state.postgres import PostgresStore
+from runner.state.queries import StoreQueries
+from runner.state.records import TaskRuns
 from runner.state.recovery import resume
 from runner.state.resultcheck import ResultCheck
 from runner.state.results import RunResult, write_result
+from tests.support.relay import Relay
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
+
+    from tests.support.postgres import Cluster
 
 S = RunState
 
@@ -254,3 +262,186 @@ def test_the_ledger_redacts_every_text_it_writes(pg_url: str) -> None:
             assert all(secret not in row[0] for row in dump), table
         [(error, note)] = conn.execute("SELECT error, note FROM runs").fetchall()
     assert (error, note) == ("bad [redacted]", "note [redacted]")
+
+
+# -- a pass over many tasks -------------------------------------------------------------
+
+
+def plant(store: PostgresStore, task: Task, kind: int, slot: str | None) -> None:
+    """A run of ``task`` of one of six kinds: completed (current content, or an older
+    one), failed for good (with its result file, or without), failed with an attempt
+    left, idle."""
+    digest = "old" if kind == 1 else task.task_hash
+    run = store.create_run(task.id, digest, max_attempts=2 if kind == 4 else 1, slot=slot)
+    if kind == 5:
+        return
+    held = store.claim(run, executor="b", tool="x")
+    assert held is not None
+    path = None if kind == 3 else f"results/{task.id}/{run.run_id}.json"
+    store.transition(held, S.COMPLETED if kind < 2 else S.FAILED, result_path=path)
+
+
+def statements(log: Path, start: int, pid: int) -> list[str]:
+    """The statements the server logged for backend ``pid`` past byte ``start``."""
+    text = log.read_bytes()[start:].decode(errors="replace")
+    marks = (f"[{pid}] LOG:  execute", f"[{pid}] LOG:  statement:")
+    return [line for line in text.splitlines() if line.startswith(marks, line.find("["))]
+
+
+def test_a_pass_over_many_tasks_sends_one_statement_a_step_with_task_by_task_answers(
+    pg_cluster: Cluster, pg_url: str, tmp_path: Path
+) -> None:
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        [(name,)] = admin.execute("SELECT current_database()").fetchall()
+        admin.execute(f"ALTER DATABASE {name} SET log_statement = 'all'")
+        admin.execute(f"ALTER DATABASE {name} SET log_parameter_max_length = 0")
+    once, hourly = TaskSpec(tool="echo"), TaskSpec(tool="echo", schedule="0 * * * *")
+    tasks = [
+        Task(
+            id=f"g{i % 7}/t{i}",
+            path=tmp_path / f"t{i}.yaml",
+            spec=hourly if i % 5 == 0 else once,
+            task_hash=f"h{i % 3}",
+        )
+        for i in range(3000)
+    ]
+    # Hostile names: an array literal's NULL, quotes, braces, commas, backslashes.
+    tasks += [
+        Task(id="NULL", path=tmp_path / "NULL", spec=once, task_hash="h0"),
+        Task(id="q", path=tmp_path / "a'\"{},\\ NULL.yaml", spec=hourly, task_hash="{}"),
+    ]
+    with PostgresStore(pg_url, role="service") as store:
+        for i, task in enumerate([*tasks[:88], *tasks[-2:]]):
+            scheduled = task.spec.schedule is not None
+            plant(store, task, i % 6, f"2026-11-30T0{i % 6}:00:00.000Z" if scheduled else None)
+            if i % 4 == 0:  # a second, newer run
+                plant(store, task, (i + 1) % 6, "2026-11-30T09:00:00.000Z" if scheduled else None)
+        plant(store, tasks[-2], 0, None)  # "NULL": completed
+        with psycopg.connect(pg_url) as admin:
+            [(pid,)] = admin.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name = 'omni'",
+                (name,),
+            ).fetchall()
+        log = pg_cluster.folder / "log"
+        start = log.stat().st_size
+        store.upsert_tasks(tasks)
+        found = store.task_runs(tasks)
+        newest = store.newest_runs([t.id for t in tasks])
+        assert len(statements(log, start, pid)) == 3
+        # The same answers as the reads task by task (the shared per-task defaults).
+        assert found == StoreQueries.task_runs(store, tasks)
+        assert newest == StoreQueries.newest_runs(store, [t.id for t in tasks])
+        assert len(newest) == 90
+        assert {(r.completed, r.failed) for r in found.values()} == {
+            (True, False),
+            (False, True),
+            (False, False),
+        }
+        assert {r.last_slot for r in found.values()} > {None, "2026-11-30T09:00:00.000Z"}
+        assert store.task_paths() == {t.id: str(t.path) for t in tasks}
+        assert (newest["NULL"].task_id, newest["q"].task_id) == ("NULL", "q")
+        assert found["NULL"] == TaskRuns(completed=True, failed=False, last_slot=None)
+
+
+def record_at_once(stores: list[PostgresStore], orders: list[list[Task]]) -> None:
+    """Each store records its list of tasks, all starting at once."""
+    start = threading.Barrier(len(stores))
+
+    def record(k: int) -> None:
+        start.wait()
+        stores[k].upsert_tasks(orders[k])  # a deadlock would be a StoreError
+
+    with ThreadPoolExecutor(len(stores)) as pool:
+        list(pool.map(record, range(len(stores))))
+
+
+def test_instances_recording_the_same_tasks_in_other_orders_at_once_never_deadlock(
+    pg_url: str, tmp_path: Path
+) -> None:
+    stores = [PostgresStore(pg_url, role="service") for _ in range(3)]
+    try:
+        for edit in range(4):
+            tasks = [
+                Task(
+                    id=f"t{i}",
+                    path=tmp_path / f"t{i}.yaml",
+                    spec=TaskSpec(tool="echo"),
+                    task_hash=f"h{edit}",
+                )
+                for i in range(2000)
+            ]
+            record_at_once(stores, [tasks, tasks[::-1], tasks[1::2] + tasks[::2]])
+        with psycopg.connect(pg_url) as conn:
+            assert conn.execute("SELECT DISTINCT task_hash FROM tasks").fetchall() == [("h3",)]
+    finally:
+        for store in stores:
+            store.close()
+
+
+# -- an unreachable ledger ------------------------------------------------------------
+
+
+def test_a_connect_timeout_in_the_url_wins_over_the_runners_own() -> None:
+    assert connect_timeout("postgresql://omni@db.internal/omni?connect_timeout=7", 10) == 7
+    assert connect_timeout("postgresql://omni@db.internal/omni", 10) == 10
+    assert connect_timeout("postgresql://omni@db.internal/omni", 0.2) == 2  # libpq's floor
+    assert connect_timeout("postgresql://omni@db.internal/omni?connect_timeout=x", 3) == 3
+
+
+@pytest.fixture
+def relay(pg_cluster: Cluster) -> Iterator[Relay]:
+    """A relay to the cluster that can turn into a port nobody answers."""
+    through = Relay(pg_cluster.port)
+    try:
+        yield through
+    finally:
+        through.close()
+
+
+async def test_a_fleet_that_cannot_reach_the_ledger_fails_within_a_beat_as_a_store_error(
+    pg_cluster: Cluster, pg_url: str, relay: Relay, tmp_path: Path
+) -> None:
+    url = pg_url.replace(f":{pg_cluster.port}/", f":{relay.port}/")
+    with PostgresStore(url, role="service", lease_seconds=0.6) as store:
+        relay.black_hole()  # the store's own connection goes on; a new one gets no answer
+
+        async def listen() -> None:
+            async with Fleet(store, tmp_path, checks).running():
+                pass
+
+        with pytest.raises(StoreError) as caught:
+            await asyncio.wait_for(listen(), 60)  # psycopg's default would be 130 s
+    assert str(caught.value) == (
+        f"postgresql://omni@127.0.0.1:{relay.port}/{url.rsplit('/', 1)[1]}:"
+        " cannot connect to listen for work: no answer within 2 s"
+    )
+
+
+def test_a_fleet_cut_off_from_the_ledger_still_stops(
+    pg_cluster: Cluster,
+    pg_url: str,
+    relay: Relay,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url = pg_url.replace(f":{pg_cluster.port}/", f":{relay.port}/")
+
+    async def cut_off(store: PostgresStore) -> None:
+        async with Fleet(store, tmp_path, checks, on_work=lambda: None).running():
+            await asyncio.sleep(0.3)
+            relay.black_hole()
+            with psycopg.connect(pg_url, autocommit=True) as admin:  # both reconnect: no answer
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE application_name IN ('omni heartbeat', 'omni fleet')"
+                    " AND datname = current_database()"
+                )
+            await asyncio.sleep(3)  # a connect times out meanwhile (2 s)
+
+    with PostgresStore(url, role="service", lease_seconds=0.6) as store:
+        stopping = threading.Thread(target=asyncio.run, args=(cut_off(store),), daemon=True)
+        stopping.start()
+        stopping.join(60)  # psycopg's default connect timeout would hold it 130 s
+        assert not stopping.is_alive()
+    beats = [r.getMessage() for r in caplog.records if "heartbeat to" in r.getMessage()]
+    assert any("connection timeout expired" in beat for beat in beats), beats

@@ -503,9 +503,11 @@ def test_tasks_and_meta_are_stored(store: StateStore, tmp_path: Path) -> None:
     assert store.meta_get("git.last_commit") == "def"
 
 
-def task_rows(store: StateStore) -> list[tuple[object, ...]]:
-    """The ``tasks`` table, read past the store's API."""
-    sql = "SELECT id, task_hash, schedule, enabled FROM tasks"
+def task_rows(
+    store: StateStore, columns: str = "id, task_hash, schedule, enabled"
+) -> list[tuple[object, ...]]:
+    """The ``tasks`` table (by id), read past the store's API."""
+    sql = f"SELECT {columns} FROM tasks ORDER BY id"
     if isinstance(store, PostgresStore):
         with psycopg.connect(store.url) as conn:
             return list(conn.execute(sql).fetchall())
@@ -764,3 +766,27 @@ def test_a_pass_records_its_tasks_and_reads_their_runs_in_one_go(
     assert found["new"] == TaskRuns(completed=False, failed=False, last_slot=None)
     newest = store.newest_runs(["t", "u", "new"])
     assert newest == {"t": store.runs(task_id="t", limit=1)[0], "u": store.runs(task_id="u")[0]}
+
+
+def test_a_pass_rewrites_only_the_task_rows_that_changed(
+    store: StateStore, clock: FakeClock, tmp_path: Path
+) -> None:
+    store.upsert_tasks([])  # a pass with no task files
+    assert (store.task_paths(), store.task_runs([]), store.newest_runs([])) == ({}, {}, {})
+    once, hourly = TaskSpec(tool="echo"), TaskSpec(tool="echo", schedule="every 1h")
+    paused = TaskSpec(tool="echo", schedule="every 1h", enabled=False)
+    a = Task(id="a", path=tmp_path / "a.yaml", spec=once, task_hash="h1")  # no schedule: NULL
+    b = Task(id="b", path=tmp_path / "b.yaml", spec=hourly, task_hash="h1")
+    c = Task(id="c", path=tmp_path / "c.yaml", spec=hourly, task_hash="h1")
+    store.upsert_tasks([a, b, c])
+    first = iso(clock())
+    clock.advance(60)
+    b2 = Task(id="b", path=tmp_path / "b.yaml", spec=hourly, task_hash="h2")
+    c2 = Task(id="c", path=tmp_path / "c.yaml", spec=paused, task_hash="h1")
+    store.upsert_tasks([a, b2, c2])
+    later = iso(clock())
+    assert task_rows(store, "id, task_hash, schedule, enabled, updated_at") == [
+        ("a", "h1", None, 1, first),  # unchanged: not rewritten
+        ("b", "h2", "every 1h", 1, later),
+        ("c", "h1", "every 1h", 0, later),
+    ]
