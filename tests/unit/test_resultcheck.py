@@ -144,3 +144,19 @@ def test_read_regular_refuses_what_is_not_a_regular_file(tmp_path: Path) -> None
         read_regular(tmp_path / "link", 5, follow_symlinks=False)
     with pytest.raises(FileRefusedError, match="file is 5 bytes, over the 4-byte cap"):
         read_regular(tmp_path / "file", 4)
+
+
+def test_a_json_file_not_named_by_a_run_id_is_refused_by_its_name_unread(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A completed result of the current content, but under another name, and too large
+    # to read: the name alone refuses it (reading it would have said "over the cap").
+    plant(tmp_path, "once", name="notes.json", output="x" * 70_000)
+    check = ResultCheck(NOW, max_bytes=65_536)
+    task = Task("once", Path("tasks/once.yaml"), ONCE, HASH)
+    history = history_from_results(tmp_path, "once", check)
+    assert decide(task, history, DueRule(now=NOW, results=tmp_path)).verdict is Due.RUN
+    assert list(check.scan(tmp_path / "once", tmp_path)) == []
+    assert [r.getMessage() for r in caplog.records] == [
+        "result file once/notes.json skipped: its name is not <run_id>.json"
+    ] * 2
