@@ -4,6 +4,12 @@ A repository that commits results every 15 minutes would otherwise grow without 
 What due-ness needs is never pruned: besides the newest N, each task keeps its newest
 completed result (the proof that its content ran) and every result of a run that has
 not finished (waiting or in flight). Run ids sort by time, so "newest" is by name.
+
+Names are enough to rank, so a task's newest N files are never read; a file is read only
+when it could go: each older one (is it a result that counts, and did its run finish?)
+and, newest first until one, the newest N to find whether a completed result is among
+them. A file that does not pass the checks is never pruned (nor anything not named
+``<run-id>.json``).
 """
 
 from __future__ import annotations
@@ -13,15 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from runner.core.ids import is_run_id
 from runner.core.states import RunState
-from runner.state.results import result_path
 from runner.state.store import Store
 
 if TYPE_CHECKING:
     from runner.gitops.workspace import Published
     from runner.state.resultcheck import ResultCheck
 
-_PRUNABLE = frozenset({RunState.COMPLETED.value, RunState.FAILED.value})
+_PRUNABLE = frozenset({RunState.COMPLETED, RunState.FAILED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,55 +46,62 @@ class PruneReport:
 
     removed: list[ResultFile] = field(default_factory=list)
     kept: int = 0
+    """The ``<run-id>.json`` files left."""
     rows_deleted: int = 0
 
 
-def scan(results: Path, check: ResultCheck) -> list[ResultFile]:
-    """Every result file under ``results`` that passes ``check`` (temp files skipped;
-    the others are skipped with a warning, and never pruned)."""
-    found: list[ResultFile] = []
-    for folder, _dirs, names in os.walk(results):
-        for result in check.scan(Path(folder), results, names=names):
-            path = result_path(results, result.task_id, result.run_id)
-            found.append(ResultFile(path, result.task_id, result.run_id, result.state.value))
-    return found
-
-
-def choose(files: list[ResultFile], keep: int) -> tuple[list[ResultFile], list[ResultFile]]:
-    """Split ``files`` into (kept, removed) by the module's rule."""
+def choose(results: Path, keep: int, check: ResultCheck) -> PruneReport:
+    """What pruning ``results`` to the newest ``keep`` a task removes (by the module's
+    rule), in path order; nothing is removed here."""
     if keep < 1:
         raise ValueError("--keep must be at least 1")
-    by_task: dict[str, list[ResultFile]] = {}
-    for item in files:
-        by_task.setdefault(item.task_id, []).append(item)
-    kept: list[ResultFile] = []
+    report = PruneReport()
+    root = os.fspath(results)
+    for folder, _dirs, names in os.walk(root):
+        inside = os.path.relpath(folder, root)  # once a folder, not a file
+        where = "" if inside == "." else inside.replace(os.sep, "/")
+        runs = sorted((n for n in names if n.endswith(".json") and is_run_id(n[:-5])), reverse=True)
+        removed = _older(check, folder, where, runs, keep)
+        report.kept += len(runs) - len(removed)
+        report.removed.extend(removed)
+    # The order of paths (by their parts), without building a path to compare.
+    report.removed.sort(key=lambda f: (*f.task_id.split("/"), f.path.name))
+    return report
+
+
+def _older(
+    check: ResultCheck, folder: str, where: str, names: list[str], keep: int
+) -> list[ResultFile]:
+    """The files of one folder (``names``: its result files, newest first) that go."""
+    if len(names) <= keep:
+        return []
+    # Is the newest completed result among those kept anyway? Read until the first one.
+    newest = check.in_folder(folder, where, names[:keep])
+    proven = any(result.state is RunState.COMPLETED for result in newest)
     removed: list[ResultFile] = []
-    for items in by_task.values():
-        items.sort(key=lambda f: f.run_id, reverse=True)
-        newest_completed = next((f for f in items if f.state == RunState.COMPLETED.value), None)
-        for rank, item in enumerate(items):
-            if rank < keep or item is newest_completed or item.state not in _PRUNABLE:
-                kept.append(item)
-            else:
-                removed.append(item)
-    return kept, removed
+    for result in check.in_folder(folder, where, names[keep:]):
+        if result.state is RunState.COMPLETED and not proven:
+            proven = True  # the newest completed result: the proof that its content ran
+        elif result.state in _PRUNABLE:
+            path = Path(folder, f"{result.run_id}.json")
+            removed.append(ResultFile(path, result.task_id, result.run_id, result.state.value))
+    return removed
 
 
 def prune(
     results: Path, state: Path, keep: int, check: ResultCheck, *, dry_run: bool = False
 ) -> PruneReport:
     """Remove old result files (``.json`` and ``.md``) and the rows of their runs."""
-    kept, removed = choose(scan(results, check), keep)
-    report = PruneReport(removed=sorted(removed, key=lambda f: f.path), kept=len(kept))
-    if dry_run or not removed:
+    report = choose(results, keep, check)
+    if dry_run or not report.removed:
         return report
-    for item in removed:
+    for item in report.removed:
         item.path.with_suffix(".md").unlink(missing_ok=True)
         item.path.unlink(missing_ok=True)
         _remove_empty_folders(item.path.parent, results)
     if state.exists():
         with Store(state) as store:
-            report.rows_deleted = store.delete_runs([f.run_id for f in removed])
+            report.rows_deleted = store.delete_runs([f.run_id for f in report.removed])
     return report
 
 
