@@ -186,6 +186,13 @@ class StoreQueries(ABC):
         )
         return float(rows[0]["spent"])
 
+    def run_ids_since(self, prefix: str) -> set[str]:
+        """The ids of the runs created at or after the time the run id prefix ``prefix``
+        stands for (:func:`runner.core.ids.time_prefix`): what the store knows of the
+        result files named at or after it."""
+        rows = self._query("SELECT run_id FROM runs WHERE run_id >= ?", (prefix,))
+        return {row["run_id"] for row in rows}
+
     def rate_limits(self, now_iso: str) -> dict[str, tuple[str, str]]:
         """Models rate-limited after ``now_iso``: model -> (until, why)."""
         rows = self._query("SELECT model, until, why FROM rate_limits WHERE until > ?", (now_iso,))
