@@ -5,11 +5,12 @@ What due-ness needs is never pruned: besides the newest N, each task keeps its n
 completed result (the proof that its content ran) and every result of a run that has
 not finished (waiting or in flight). Run ids sort by time, so "newest" is by name.
 
-Names are enough to rank, so a task's newest N files are never read; a file is read only
-when it could go: each older one (is it a result that counts, and did its run finish?)
-and, newest first until one, the newest N to find whether a completed result is among
-them. A file that does not pass the checks is never pruned (nor anything not named
-``<run-id>.json``).
+Names are enough to rank, so a task's newest N files are never read. A file is read
+only when it could go and the state database does not hold its run as finished: each
+older one (is it a result that counts, and did its run finish?) and, newest first until
+one, the newest N to find whether a completed result is among them. A file that does not
+pass the checks is never pruned (nor anything not named ``<run-id>.json``); one whose
+finished run the database holds goes by the row (the database is omni's own).
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ from runner.core.states import RunState
 from runner.state.store import Store
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Mapping
+
     from runner.gitops.workspace import Published
+    from runner.state.interface import StateStore
     from runner.state.resultcheck import ResultCheck
 
 _PRUNABLE = frozenset({RunState.COMPLETED, RunState.FAILED})
@@ -50,41 +54,67 @@ class PruneReport:
     rows_deleted: int = 0
 
 
-def choose(results: Path, keep: int, check: ResultCheck) -> PruneReport:
+def choose(
+    results: Path, keep: int, check: ResultCheck, store: StateStore | None = None
+) -> PruneReport:
     """What pruning ``results`` to the newest ``keep`` a task removes (by the module's
-    rule), in path order; nothing is removed here."""
+    rule), in path order; nothing is removed here. ``store``: the state database, whose
+    finished runs' files need not be read."""
     if keep < 1:
         raise ValueError("--keep must be at least 1")
     report = PruneReport()
     root = os.fspath(results)
     for folder, _dirs, names in os.walk(root):
-        inside = os.path.relpath(folder, root)  # once a folder, not a file
-        where = "" if inside == "." else inside.replace(os.sep, "/")
         runs = sorted((n for n in names if n.endswith(".json") and is_run_id(n[:-5])), reverse=True)
-        removed = _older(check, folder, where, runs, keep)
-        report.kept += len(runs) - len(removed)
-        report.removed.extend(removed)
+        if len(runs) > keep:
+            inside = os.path.relpath(folder, root)  # once a folder, not a file
+            where = "" if inside == "." else inside.replace(os.sep, "/")
+            finished = store.finished_runs(where) if store is not None and where else {}
+            removed = _older(_Folder(check, folder, where, finished), runs, keep)
+            report.removed.extend(removed)
+            report.kept -= len(removed)
+        report.kept += len(runs)
     # The order of paths (by their parts), without building a path to compare.
     report.removed.sort(key=lambda f: (*f.task_id.split("/"), f.path.name))
     return report
 
 
-def _older(
-    check: ResultCheck, folder: str, where: str, names: list[str], keep: int
-) -> list[ResultFile]:
+@dataclass(frozen=True, slots=True)
+class _Folder:
+    """One folder's result files: how to read them, and what the store knows of them."""
+
+    check: ResultCheck
+    folder: str
+    where: str
+    """Its path under the results folder (a task's folder: its id)."""
+    finished: Mapping[str, RunState]
+    """The store's finished runs of that task, by run id."""
+
+    def states(self, names: Iterable[str]) -> Iterator[tuple[str, RunState]]:
+        """Each of ``names`` that counts, in order, with its run's state: the store's
+        when it holds the run as finished, else the file's (read only then; a file that
+        does not pass the checks is left out)."""
+        for name in names:
+            state = self.finished.get(name[:-5])
+            if state is not None:
+                yield name, state
+                continue
+            for result in self.check.in_folder(self.folder, self.where, (name,)):
+                yield name, result.state
+
+
+def _older(folder: _Folder, names: list[str], keep: int) -> list[ResultFile]:
     """The files of one folder (``names``: its result files, newest first) that go."""
-    if len(names) <= keep:
-        return []
-    # Is the newest completed result among those kept anyway? Read until the first one.
-    newest = check.in_folder(folder, where, names[:keep])
-    proven = any(result.state is RunState.COMPLETED for result in newest)
+    # Is the newest completed result among those kept anyway? Look until the first one.
+    newest = folder.states(names[:keep])
+    proven = any(state is RunState.COMPLETED for _name, state in newest)
     removed: list[ResultFile] = []
-    for result in check.in_folder(folder, where, names[keep:]):
-        if result.state is RunState.COMPLETED and not proven:
+    for name, state in folder.states(names[keep:]):
+        if state is RunState.COMPLETED and not proven:
             proven = True  # the newest completed result: the proof that its content ran
-        elif result.state in _PRUNABLE:
-            path = Path(folder, f"{result.run_id}.json")
-            removed.append(ResultFile(path, result.task_id, result.run_id, result.state.value))
+        elif state in _PRUNABLE:
+            path = Path(folder.folder, name)
+            removed.append(ResultFile(path, folder.where, name[:-5], state.value))
     return removed
 
 
@@ -92,16 +122,24 @@ def prune(
     results: Path, state: Path, keep: int, check: ResultCheck, *, dry_run: bool = False
 ) -> PruneReport:
     """Remove old result files (``.json`` and ``.md``) and the rows of their runs."""
-    report = choose(results, keep, check)
-    if dry_run or not report.removed:
-        return report
+    if not state.exists():
+        report = choose(results, keep, check)
+        return report if dry_run else _remove(report, results)
+    with Store(state, read_only=dry_run) as store:
+        report = choose(results, keep, check, store)
+        if dry_run or not report.removed:
+            return report
+        _remove(report, results)
+        report.rows_deleted = store.delete_runs([f.run_id for f in report.removed])
+    return report
+
+
+def _remove(report: PruneReport, results: Path) -> PruneReport:
+    """Remove the files ``report`` lists (``.md`` first), and folders left empty."""
     for item in report.removed:
         item.path.with_suffix(".md").unlink(missing_ok=True)
         item.path.unlink(missing_ok=True)
         _remove_empty_folders(item.path.parent, results)
-    if state.exists():
-        with Store(state) as store:
-            report.rows_deleted = store.delete_runs([f.run_id for f in report.removed])
     return report
 
 

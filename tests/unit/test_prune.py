@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
+from runner.core.states import RunState
+from runner.state.store import Store
 from tests.support.cli import run_omni
 
 if TYPE_CHECKING:
@@ -64,3 +66,26 @@ def test_prune_ranks_by_name_and_reads_only_what_could_go(tmp_path: Path) -> Non
         *(f"repair/x/{run_id(run)}.json" for run in (3, 4, 5)),
     ]
     assert not (results / "busy" / f"{run_id(1)}.md").exists()
+
+
+def test_a_finished_run_the_state_file_holds_goes_by_its_row_unread(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    with Store(tmp_path / ".omni" / "state.db") as store:
+        for run in range(1, 5):
+            plant(results, "busy", run)
+            store.create_run("busy", "h", max_attempts=1, run_id=run_id(run))
+            store.claim(run_id(run), executor="builtin", tool="echo")
+            store.transition(run_id(run), RunState.COMPLETED)
+    # A file the row vouches for is not read: mangled, it goes all the same, unwarned.
+    (results / "busy" / f"{run_id(2)}.json").write_text("{mangled")
+    dry = run_omni(tmp_path, "prune", "--keep", "1", "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    assert "skipped" not in dry.stderr
+    gone = [f"results/busy/{run_id(run)}.json" for run in (1, 2, 3)]
+    assert json.loads(dry.stdout) == {"removed": gone, "kept": 1, "rows_deleted": 0}
+    done = run_omni(tmp_path, "prune", "--keep", "1", "--json")
+    assert json.loads(done.stdout) == {"removed": gone, "kept": 1, "rows_deleted": 3}
+    assert sorted(p.name for p in (results / "busy").iterdir()) == [
+        f"{run_id(4)}.json",
+        f"{run_id(4)}.md",
+    ]

@@ -577,6 +577,11 @@ def test_spend_since_sums_costs_of_runs_finished_since(store: StateStore, clock:
     created = [run.run_id for run in store.runs()]  # newest first, an hour apart
     assert store.run_ids_since(time_prefix(T0)) == set(created)
     assert store.run_ids_since(time_prefix(T0 + timedelta(hours=1))) == set(created[:-1])
+    # What prune need not read: finished runs (a failed one with attempts left is not).
+    final = run_to(store, S.FAILED, max_attempts=1)
+    done = {run_id: S.COMPLETED for run_id in created[1:]} | {final.run_id: S.FAILED}
+    assert store.finished_runs("t") == done
+    assert store.finished_runs("other") == {}
 
 
 # -- one run a slot or content, whoever plans it ----------------------------------------
