@@ -38,7 +38,8 @@ _PRUNABLE = frozenset({RunState.COMPLETED, RunState.FAILED})
 class ResultFile:
     """One ``<run-id>.json`` as far as pruning cares."""
 
-    path: Path
+    path: str
+    """Where it lies (a plain string: there may be a hundred thousand)."""
     task_id: str
     run_id: str
     state: str
@@ -75,7 +76,7 @@ def choose(
             report.kept -= len(removed)
         report.kept += len(runs)
     # The order of paths (by their parts), without building a path to compare.
-    report.removed.sort(key=lambda f: (*f.task_id.split("/"), f.path.name))
+    report.removed.sort(key=lambda f: (*f.task_id.split("/"), f.run_id))
     return report
 
 
@@ -113,7 +114,7 @@ def _older(folder: _Folder, names: list[str], keep: int) -> list[ResultFile]:
         if state is RunState.COMPLETED and not proven:
             proven = True  # the newest completed result: the proof that its content ran
         elif state in _PRUNABLE:
-            path = Path(folder.folder, name)
+            path = os.path.join(folder.folder, name)
             removed.append(ResultFile(path, folder.where, name[:-5], state.value))
     return removed
 
@@ -137,9 +138,10 @@ def prune(
 def _remove(report: PruneReport, results: Path) -> PruneReport:
     """Remove the files ``report`` lists (``.md`` first), and folders left empty."""
     for item in report.removed:
-        item.path.with_suffix(".md").unlink(missing_ok=True)
-        item.path.unlink(missing_ok=True)
-        _remove_empty_folders(item.path.parent, results)
+        path = Path(item.path)
+        path.with_suffix(".md").unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
+        _remove_empty_folders(path.parent, results)
     return report
 
 
