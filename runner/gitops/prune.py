@@ -4,6 +4,13 @@ A repository that commits results every 15 minutes would otherwise grow without 
 What due-ness needs is never pruned: besides the newest N, each task keeps its newest
 completed result (the proof that its content ran) and every result of a run that has
 not finished (waiting or in flight). Run ids sort by time, so "newest" is by name.
+
+Names are enough to rank, so a task's newest N files are never read. A file is read
+only when it could go and the state database does not hold its run as finished: each
+older one (is it a result that counts, and did its run finish?) and, newest first until
+one, the newest N to find whether a completed result is among them. A file that does not
+pass the checks is never pruned (nor anything not named ``<run-id>.json``); one whose
+finished run the database holds goes by the row (the database is omni's own).
 """
 
 from __future__ import annotations
@@ -13,22 +20,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from runner.core.ids import is_run_id
 from runner.core.states import RunState
-from runner.state.results import result_path
 from runner.state.store import Store
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Mapping
+
     from runner.gitops.workspace import Published
+    from runner.state.interface import StateStore
     from runner.state.resultcheck import ResultCheck
 
-_PRUNABLE = frozenset({RunState.COMPLETED.value, RunState.FAILED.value})
+_PRUNABLE = frozenset({RunState.COMPLETED, RunState.FAILED})
 
 
 @dataclass(frozen=True, slots=True)
 class ResultFile:
     """One ``<run-id>.json`` as far as pruning cares."""
 
-    path: Path
+    path: str
+    """Where it lies (a plain string: there may be a hundred thousand)."""
     task_id: str
     run_id: str
     state: str
@@ -40,55 +51,97 @@ class PruneReport:
 
     removed: list[ResultFile] = field(default_factory=list)
     kept: int = 0
+    """The ``<run-id>.json`` files left."""
     rows_deleted: int = 0
 
 
-def scan(results: Path, check: ResultCheck) -> list[ResultFile]:
-    """Every result file under ``results`` that passes ``check`` (temp files skipped;
-    the others are skipped with a warning, and never pruned)."""
-    found: list[ResultFile] = []
-    for folder, _dirs, names in os.walk(results):
-        for result in check.scan(Path(folder), results, names=names):
-            path = result_path(results, result.task_id, result.run_id)
-            found.append(ResultFile(path, result.task_id, result.run_id, result.state.value))
-    return found
-
-
-def choose(files: list[ResultFile], keep: int) -> tuple[list[ResultFile], list[ResultFile]]:
-    """Split ``files`` into (kept, removed) by the module's rule."""
+def choose(
+    results: Path, keep: int, check: ResultCheck, store: StateStore | None = None
+) -> PruneReport:
+    """What pruning ``results`` to the newest ``keep`` a task removes (by the module's
+    rule), in path order; nothing is removed here. ``store``: the state database, whose
+    finished runs' files need not be read."""
     if keep < 1:
         raise ValueError("--keep must be at least 1")
-    by_task: dict[str, list[ResultFile]] = {}
-    for item in files:
-        by_task.setdefault(item.task_id, []).append(item)
-    kept: list[ResultFile] = []
+    report = PruneReport()
+    root = os.fspath(results)
+    for folder, _dirs, names in os.walk(root):
+        runs = sorted((n for n in names if n.endswith(".json") and is_run_id(n[:-5])), reverse=True)
+        if len(runs) > keep:
+            inside = os.path.relpath(folder, root)  # once a folder, not a file
+            where = "" if inside == "." else inside.replace(os.sep, "/")
+            finished = store.finished_runs(where) if store is not None and where else {}
+            removed = _older(_Folder(check, folder, where, finished), runs, keep)
+            report.removed.extend(removed)
+            report.kept -= len(removed)
+        report.kept += len(runs)
+    # The order of paths (by their parts), without building a path to compare.
+    report.removed.sort(key=lambda f: (*f.task_id.split("/"), f.run_id))
+    return report
+
+
+@dataclass(frozen=True, slots=True)
+class _Folder:
+    """One folder's result files: how to read them, and what the store knows of them."""
+
+    check: ResultCheck
+    folder: str
+    where: str
+    """Its path under the results folder (a task's folder: its id)."""
+    finished: Mapping[str, RunState]
+    """The store's finished runs of that task, by run id."""
+
+    def states(self, names: Iterable[str]) -> Iterator[tuple[str, RunState]]:
+        """Each of ``names`` that counts, in order, with its run's state: the store's
+        when it holds the run as finished, else the file's (read only then; a file that
+        does not pass the checks is left out)."""
+        for name in names:
+            state = self.finished.get(name[:-5])
+            if state is not None:
+                yield name, state
+                continue
+            for result in self.check.in_folder(self.folder, self.where, (name,)):
+                yield name, result.state
+
+
+def _older(folder: _Folder, names: list[str], keep: int) -> list[ResultFile]:
+    """The files of one folder (``names``: its result files, newest first) that go."""
+    # Is the newest completed result among those kept anyway? Look until the first one.
+    newest = folder.states(names[:keep])
+    proven = any(state is RunState.COMPLETED for _name, state in newest)
     removed: list[ResultFile] = []
-    for items in by_task.values():
-        items.sort(key=lambda f: f.run_id, reverse=True)
-        newest_completed = next((f for f in items if f.state == RunState.COMPLETED.value), None)
-        for rank, item in enumerate(items):
-            if rank < keep or item is newest_completed or item.state not in _PRUNABLE:
-                kept.append(item)
-            else:
-                removed.append(item)
-    return kept, removed
+    for name, state in folder.states(names[keep:]):
+        if state is RunState.COMPLETED and not proven:
+            proven = True  # the newest completed result: the proof that its content ran
+        elif state in _PRUNABLE:
+            path = os.path.join(folder.folder, name)
+            removed.append(ResultFile(path, folder.where, name[:-5], state.value))
+    return removed
 
 
 def prune(
     results: Path, state: Path, keep: int, check: ResultCheck, *, dry_run: bool = False
 ) -> PruneReport:
     """Remove old result files (``.json`` and ``.md``) and the rows of their runs."""
-    kept, removed = choose(scan(results, check), keep)
-    report = PruneReport(removed=sorted(removed, key=lambda f: f.path), kept=len(kept))
-    if dry_run or not removed:
-        return report
-    for item in removed:
-        item.path.with_suffix(".md").unlink(missing_ok=True)
-        item.path.unlink(missing_ok=True)
-        _remove_empty_folders(item.path.parent, results)
-    if state.exists():
-        with Store(state) as store:
-            report.rows_deleted = store.delete_runs([f.run_id for f in removed])
+    if not state.exists():
+        report = choose(results, keep, check)
+        return report if dry_run else _remove(report, results)
+    with Store(state, read_only=dry_run) as store:
+        report = choose(results, keep, check, store)
+        if dry_run or not report.removed:
+            return report
+        _remove(report, results)
+        report.rows_deleted = store.delete_runs([f.run_id for f in report.removed])
+    return report
+
+
+def _remove(report: PruneReport, results: Path) -> PruneReport:
+    """Remove the files ``report`` lists (``.md`` first), and folders left empty."""
+    for item in report.removed:
+        path = Path(item.path)
+        path.with_suffix(".md").unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
+        _remove_empty_folders(path.parent, results)
     return report
 
 

@@ -35,7 +35,7 @@ from runner.core.states import RunState
 from runner.planning.cron import fire_times
 from runner.planning.slots import due
 from runner.state.resultcheck import DEFAULT_RESULT_BYTES, ResultCheck
-from runner.state.results import result_dir
+from runner.state.results import result_folder
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
@@ -123,7 +123,7 @@ def history_from_results(results: Path | None, task_id: str, check: ResultCheck)
     last: datetime | None = None
     hashes: set[str] = set()
     failed: set[str] = set()
-    for found in check.scan(result_dir(results, task_id), results):
+    for found in _Files(result_folder(results, task_id), check, task_id).newest_first(str):
         # Result files are written for final outcomes only: a failed one used every
         # attempt.
         if found.state is RunState.COMPLETED:
@@ -169,7 +169,7 @@ def history_for(task: Task, known: History, rule: DueRule) -> History:
     """
     if rule.results is None:
         return known
-    files = _Files(rule.results, rule.check(), task.id)
+    files = _Files(result_folder(rule.results, task.id), rule.check(), task.id)
     schedule = task.spec.schedule
     if schedule is None:
         return _one_off_history(task, known, files)
@@ -210,23 +210,24 @@ def _scheduled_history(known: History, files: _Files) -> History:
 
 @dataclass(frozen=True, slots=True)
 class _Files:
-    """One task's result files under the results folder ``root``."""
+    """One task's result files: its ``folder`` (a plain path: this runs for every task)."""
 
-    root: Path
+    folder: str
     check: ResultCheck
     task_id: str
 
     def newest_first(self, floor: Callable[[], str]) -> Iterator[RunResult]:
-        """The files that pass the checks, newest first, up to the first whose run id
-        begins below ``floor()`` (created earlier)."""
-        folder = result_dir(self.root, self.task_id)
+        """The files that pass the checks, newest first (by name: a run id begins with
+        its creation time), up to the first whose run id begins below ``floor()``
+        (created earlier). The folder is listed once; a file is read only when reached."""
         try:
-            names = sorted(os.listdir(folder), reverse=True)
+            names = os.listdir(self.folder)
         except OSError:
             return
+        names.sort(reverse=True)
         # Lazily: the floor may rise with each file read.
         wanted = takewhile(lambda name: name[:_PREFIX] >= floor(), names)
-        yield from self.check.scan(folder, self.root, names=wanted)
+        yield from self.check.in_folder(self.folder, self.task_id, wanted)
 
 
 def history_from_store(store: StateStore, task: Task) -> History:

@@ -186,6 +186,23 @@ class StoreQueries(ABC):
         )
         return float(rows[0]["spent"])
 
+    def run_ids_since(self, prefix: str) -> set[str]:
+        """The ids of the runs created at or after the time the run id prefix ``prefix``
+        stands for (:func:`runner.core.ids.time_prefix`): what the store knows of the
+        result files named at or after it."""
+        rows = self._query("SELECT run_id FROM runs WHERE run_id >= ?", (prefix,))
+        return {row["run_id"] for row in rows}
+
+    def finished_runs(self, task_id: str) -> dict[str, RunState]:
+        """The state of each finished run of ``task_id`` (completed, or failed with every
+        attempt used), by run id."""
+        rows = self._query(
+            "SELECT run_id, state FROM runs WHERE task_id = ? AND (state = ?"
+            " OR (state = ? AND attempt >= max_attempts))",
+            (task_id, RunState.COMPLETED.value, RunState.FAILED.value),
+        )
+        return {row["run_id"]: RunState(row["state"]) for row in rows}
+
     def rate_limits(self, now_iso: str) -> dict[str, tuple[str, str]]:
         """Models rate-limited after ``now_iso``: model -> (until, why)."""
         rows = self._query("SELECT model, until, why FROM rate_limits WHERE until > ?", (now_iso,))

@@ -54,6 +54,7 @@ CLOCK_SKEW = timedelta(minutes=5)
 MAX_RUN_COST_USD = 1000.0
 #: The default size cap of a result file (config ``limits.result_file_bytes``).
 DEFAULT_RESULT_BYTES = 4_194_304
+_NOT_NAMED = "its name is not <run_id>.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,14 +124,27 @@ class ResultCheck:
                 names = os.listdir(base)
             except OSError:
                 return
-        # Plain strings, not pathlib: this runs for every result file of every task.
         inside = os.path.relpath(base, root)
-        prefix = "" if inside == "." else inside.replace(os.sep, "/") + "/"
+        where = "" if inside == "." else inside.replace(os.sep, "/")
+        yield from self.in_folder(base, where, names, since=since)
+
+    def in_folder(
+        self, folder: str, where: str, names: Iterable[str], *, since: str = ""
+    ) -> Iterator[RunResult]:
+        """:meth:`scan` for a caller that knows ``folder``'s POSIX path under the results
+        folder, ``where`` (``""``: the results folder itself; a task's folder: its id).
+
+        Only ``<run-id>.json`` names are read: temp files (``.``) and other suffixes are
+        passed over, and another ``.json`` name is refused by its name, unread. Plain
+        strings, not pathlib: this runs for every result file of every task."""
+        prefix = f"{where}/" if where else ""
         for name in names:
-            stem, dot, suffix = name.rpartition(".")
-            if suffix != "json" or not dot or name.startswith(".") or stem[: len(since)] < since:
+            if not name.endswith(".json") or name.startswith(".") or name[: len(since)] < since:
                 continue
-            found = self._read(os.path.join(base, name), prefix + name)
+            if not is_run_id(name[:-5]):
+                warn_skipped(prefix + name, _NOT_NAMED)
+                continue
+            found = self._read(os.path.join(folder, name), prefix + name)
             if found is not None:
                 yield found
 
@@ -159,7 +173,7 @@ def _check_place(result: RunResult, where: str) -> None:
     if not is_run_id(result.run_id):
         raise ResultFileError(where, "run_id is not a run id")
     if name != f"{result.run_id}.json":
-        raise ResultFileError(where, "its name is not <run_id>.json")
+        raise ResultFileError(where, _NOT_NAMED)
 
 
 def warn_skipped(where: str, reason: str) -> None:

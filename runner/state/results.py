@@ -64,7 +64,12 @@ class RunResult(BaseModel):
 
 def result_dir(results_root: Path, task_id: str) -> Path:
     """The folder holding a task's results; ``/`` in the id nests folders."""
-    return results_root.joinpath(*task_id.split("/"))
+    return Path(result_folder(results_root, task_id))
+
+
+def result_folder(results_root: str | os.PathLike[str], task_id: str) -> str:
+    """:func:`result_dir` as a plain string (cheaper where every task's folder is read)."""
+    return os.path.join(results_root, *task_id.split("/"))
 
 
 def result_path(results_root: Path, task_id: str, run_id: str) -> Path:

@@ -1,15 +1,16 @@
 """Model spend: today's total from the state database and the result files, and a
 running total per process so a prompt run does not walk the results folder.
 
-Today's spend is the larger of the store's figure and the result files' (the files are
-written first, and a CI run starts from the results branch with no database).
+Today's spend is the store's figure plus that of the result files of runs the store has
+no row for (the files are written first, and a CI run starts from the results branch
+with no database, or with one that never saw the branch's runs): a file whose run the
+store holds is not read, its cost being the row's (which counts every attempt).
 """
 
 from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from runner.core.clock import iso, parse_time
@@ -17,22 +18,42 @@ from runner.core.ids import time_prefix
 from runner.state.resultcheck import ResultCheck
 
 if TYPE_CHECKING:
+    from collections.abc import Container
     from datetime import datetime
+    from pathlib import Path
 
     from runner.state.interface import StateStore
 
 
-def spend_in_results(results_root: Path, moment: datetime, check: ResultCheck) -> float:
-    """Total ``usage.cost_usd`` of the result files of runs finished at or after ``moment``.
+def spend_in_results(
+    results_root: Path,
+    moment: datetime,
+    check: ResultCheck,
+    *,
+    known: Container[str] = frozenset(),
+) -> float:
+    """Total ``usage.cost_usd`` of the result files of runs finished at or after ``moment``,
+    but for the runs in ``known`` (the store's).
 
     Run ids begin with their creation time, so older files are skipped by name without
-    being read. A file that does not pass ``check`` (a cost that is not a finite number
-    from 0 to a sane maximum among others) does not count.
+    being read, and so are the runs in ``known``. A file that does not pass ``check`` (a
+    cost that is not a finite number from 0 to a sane maximum among others) does not count.
     """
     floor = time_prefix(moment)
+    width = len(floor)
     total = 0.0
-    for folder, _dirs, names in os.walk(results_root):
-        for found in check.scan(Path(folder), results_root, names=names, since=floor):
+    root = os.fspath(results_root)
+    for folder, _dirs, names in os.walk(root):
+        fresh = [
+            name
+            for name in names
+            if name[:width] >= floor and name.endswith(".json") and name[:-5] not in known
+        ]
+        if not fresh:
+            continue
+        inside = os.path.relpath(folder, root)
+        where = "" if inside == "." else inside.replace(os.sep, "/")
+        for found in check.in_folder(folder, where, fresh):
             cost = found.usage.cost_usd
             if cost is not None and parse_time(found.finished_at) >= moment:
                 total += cost
@@ -53,9 +74,12 @@ def spent_today(
     """Today's (the UTC day of ``now``) model spend; result files over ``result_bytes``
     do not count."""
     midnight = midnight_of(now)
-    from_store = store.spend_since(iso(midnight)) if store is not None else 0.0
-    in_files = spend_in_results(results_root, midnight, ResultCheck(now, result_bytes))
-    return max(from_store, in_files)
+    check = ResultCheck(now, result_bytes)
+    if store is None:
+        return spend_in_results(results_root, midnight, check)
+    known = store.run_ids_since(time_prefix(midnight))
+    in_files = spend_in_results(results_root, midnight, check, known=known)
+    return store.spend_since(iso(midnight)) + in_files
 
 
 class DailySpend:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -22,6 +22,7 @@ from runner.state.recovery import resume
 from runner.state.resultcheck import ResultCheck
 from runner.state.spend import spent_today
 from runner.state.store import Store
+from tests.support.cli import run_omni
 from tests.support.results import result_data
 
 NOW = datetime(2026, 11, 21, 10, 5, tzinfo=UTC)
@@ -144,3 +145,56 @@ def test_read_regular_refuses_what_is_not_a_regular_file(tmp_path: Path) -> None
         read_regular(tmp_path / "link", 5, follow_symlinks=False)
     with pytest.raises(FileRefusedError, match="file is 5 bytes, over the 4-byte cap"):
         read_regular(tmp_path / "file", 4)
+
+
+def test_a_json_file_not_named_by_a_run_id_is_refused_by_its_name_unread(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A completed result of the current content, but under another name, and too large
+    # to read: the name alone refuses it (reading it would have said "over the cap").
+    plant(tmp_path, "once", name="notes.json", output="x" * 70_000)
+    check = ResultCheck(NOW, max_bytes=65_536)
+    task = Task("once", Path("tasks/once.yaml"), ONCE, HASH)
+    history = history_from_results(tmp_path, "once", check)
+    assert decide(task, history, DueRule(now=NOW, results=tmp_path)).verdict is Due.RUN
+    assert list(check.scan(tmp_path / "once", tmp_path)) == []
+    assert [r.getMessage() for r in caplog.records] == [
+        "result file once/notes.json skipped: its name is not <run_id>.json"
+    ] * 2
+
+
+def test_status_takes_a_known_runs_spend_from_its_row_and_reads_only_the_other_files(
+    tmp_path: Path,
+) -> None:
+    results = tmp_path / "results"
+    with Store(tmp_path / ".omni" / "state.db", clock=lambda: NOW) as store:
+        run = store.create_run("once", HASH, max_attempts=1)
+        store.claim(run.run_id, executor="builtin", tool="echo")
+        store.transition(run.run_id, RunState.COMPLETED, cost_usd=0.25)
+    # The known run's file, rewritten with a plausible cost: the row is what counts.
+    plant(results, "once", run_id=run.run_id, finished_at=iso(NOW), usage={"cost_usd": 900})
+    # A run the state file never saw (from the results branch, say): its file counts.
+    plant(
+        results,
+        "elsewhere",
+        task_id="elsewhere",
+        run_id=new_run_id(NOW),
+        finished_at=iso(NOW),
+        usage={"cost_usd": 0.5},
+    )
+    yesterday = NOW - timedelta(days=1)
+    plant(
+        results,
+        "elsewhere",
+        task_id="elsewhere",
+        run_id=new_run_id(yesterday),
+        started_at=iso(yesterday),
+        finished_at=iso(yesterday),
+        usage={"cost_usd": 0.125},
+    )
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "OMNI_NOW": iso(NOW)}
+    done = run_omni(tmp_path, "status", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "spend today: $0.7500 (no daily cap); no per-run cap" in done.stdout.splitlines()
+    shown = run_omni(tmp_path, "status", "--json", "--state-file", "none.db", env=env)
+    assert json.loads(shown.stdout)["spend_today_usd"] == 900.5  # no state file: files alone

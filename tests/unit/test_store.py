@@ -16,6 +16,7 @@ import pytest
 
 from runner.core.clock import iso
 from runner.core.errors import IllegalTransitionError, StaleRunError, StoreError
+from runner.core.ids import time_prefix
 from runner.core.redaction import Redactor
 from runner.core.states import Mode, RunState
 from runner.defs.tasks import Task, TaskSpec
@@ -572,6 +573,15 @@ def test_spend_since_sums_costs_of_runs_finished_since(store: StateStore, clock:
     assert store.spend_since(iso(T0)) == pytest.approx(1.75)
     assert store.spend_since(iso(T0 + timedelta(hours=1))) == pytest.approx(1.25)
     assert store.spend_since(iso(T0 + timedelta(days=1))) == 0.0
+    # The runs a spend from result files leaves to the store: those created since.
+    created = [run.run_id for run in store.runs()]  # newest first, an hour apart
+    assert store.run_ids_since(time_prefix(T0)) == set(created)
+    assert store.run_ids_since(time_prefix(T0 + timedelta(hours=1))) == set(created[:-1])
+    # What prune need not read: finished runs (a failed one with attempts left is not).
+    final = run_to(store, S.FAILED, max_attempts=1)
+    done = {run_id: S.COMPLETED for run_id in created[1:]} | {final.run_id: S.FAILED}
+    assert store.finished_runs("t") == done
+    assert store.finished_runs("other") == {}
 
 
 # -- one run a slot or content, whoever plans it ----------------------------------------
