@@ -46,9 +46,8 @@ from runner.core.redaction import Redactor, secret_env_values
 from runner.core.version import omni_version
 
 if TYPE_CHECKING:
-    from rich.console import Console
-
     from runner.app.once import OnceOptions
+    from runner.cli.render import Screen
     from runner.defs.config import Config
     from runner.defs.environment import ResolvedPaths
 
@@ -193,7 +192,7 @@ for command in (*looks.COMMANDS, *publishing.COMMANDS):
 
 
 def _once_options(  # pylint: disable=too-many-arguments
-    err: Console,
+    err: Screen,
     task: str | None,
     force: bool,
     shard: str | None,
@@ -221,8 +220,8 @@ def _once_options(  # pylint: disable=too-many-arguments
 
 
 def _dry_run(
-    out: Console,
-    err: Console,
+    out: Screen,
+    err: Screen,
     cfg: Config,
     paths: ResolvedPaths,
     options: OnceOptions,
@@ -242,8 +241,8 @@ def _dry_run(
 
 
 def _once(  # pylint: disable=too-many-arguments
-    out: Console,
-    err: Console,
+    out: Screen,
+    err: Screen,
     loaded: tuple[Config, ResolvedPaths],
     options: OnceOptions,
     *,
@@ -280,7 +279,7 @@ def _git_json(published: Any, error: str | None) -> dict[str, Any]:
     return {"git": shown, "git_error": error}
 
 
-def _print_git(out: Console, err: Console, published: Any, error: str | None) -> None:
+def _print_git(out: Screen, err: Screen, published: Any, error: str | None) -> None:
     if error is not None:
         render.line(err, f"git: {error}", "red")
     elif published is not None:

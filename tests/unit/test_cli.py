@@ -13,8 +13,10 @@ from types import SimpleNamespace
 
 import pytest
 from rich.console import Console
+from rich.text import Text
 from typer.testing import CliRunner
 
+from runner.cli import render
 from runner.cli.main import app
 from runner.cli.render import RunProgress
 from runner.core.states import RunState
@@ -197,12 +199,29 @@ def test_show_from_the_result_files_alone(cli: CliRunner, tmp_path: Path) -> Non
     assert not (tmp_path / ".omni").exists()
 
 
+def test_plain_output_is_what_rich_prints_in_a_pipe(capsys: pytest.CaptureFixture[str]) -> None:
+    # Text from outside (a task's error, a result's Markdown) with a carriage return
+    # that would overwrite the line before it, a bell, a form feed, tabs, markup, an
+    # escape: written without rich, exactly as rich's console writes it to a pipe.
+    hostile = "ok\rFAKED\x07 bell\x0c\ta\tbc\t[red]x[/] \x1b[2Jend  \nwide 日本\tz"
+    log = io.StringIO()
+    Console(file=log, highlight=False, soft_wrap=True).print(Text(hostile, style="red"))
+    render.line(render.Plain(), hostile, "red")
+    render.table(render.Plain(stderr=True), ("a", "b"), [("x\r", "y\tz")], title="t")
+    table = io.StringIO()
+    render.table(Console(file=table, soft_wrap=True), ("a", "b"), [("x\r", "y\tz")], title="t")
+    printed = capsys.readouterr()
+    assert printed.out == log.getvalue()
+    assert printed.err == table.getvalue()
+
+
 #: The libraries each cheap command has no use for, so must not load (start-up, issue 16).
-_UNUSED = ("sqlite_utils", "numpy", "apscheduler", "psycopg", "mcp", "litellm")
+#: In a pipe (as here) nothing is drawn: rich (and the attrs it loads) has no use.
+_UNUSED = ("sqlite_utils", "numpy", "apscheduler", "psycopg", "mcp", "litellm", "rich", "attr")
 _NOT_LOADED = {
-    ("--version",): ("pydantic", "rich", "yaml", *_UNUSED),
+    ("--version",): ("pydantic", "yaml", *_UNUSED),
     ("--help",): ("pydantic", "yaml", *_UNUSED),
-    ("validate", "tasks/a.yaml"): _UNUSED,
+    ("validate", "tasks/a.yaml"): (*_UNUSED, "asyncio"),  # asyncio: only for --deep
     ("status",): _UNUSED,
 }
 
