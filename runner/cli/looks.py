@@ -226,13 +226,16 @@ def status(
     Example: `omni status` · `omni status --task hello --state failed --limit 50` ·
     `omni status --json | jq .runs_by_state`
     """
-    from runner.app.status import status_snapshot  # noqa: PLC0415
-    from runner.defs.environment import redactor_for  # noqa: PLC0415
-    from runner.planning.dueness import clock_from  # noqa: PLC0415
+    from runner.reach.sandbox import probing  # noqa: PLC0415
 
     out, err = render.consoles()
     cfg, paths = setup(err, config, state=state, as_json=as_json)
-    with failing(err, as_json=as_json):
+    # The trial sandbox starts now and runs while the state is read.
+    with probing(cfg.sandbox), failing(err, as_json=as_json):
+        from runner.app.status import status_snapshot  # noqa: PLC0415
+        from runner.defs.environment import redactor_for  # noqa: PLC0415
+        from runner.planning.dueness import clock_from  # noqa: PLC0415
+
         snapshot = status_snapshot(
             cfg,
             paths,
