@@ -17,7 +17,7 @@ from rich.text import Text
 from typer.testing import CliRunner
 
 from runner.cli import render
-from runner.cli.main import app
+from runner.cli.main import app, for_command
 from runner.cli.render import RunProgress
 from runner.core.states import RunState
 from runner.state.store import Store
@@ -197,6 +197,31 @@ def test_show_from_the_result_files_alone(cli: CliRunner, tmp_path: Path) -> Non
         "# ✅ hello — completed",
     ]
     assert not (tmp_path / ".omni").exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["status", "--help"],
+        ["status", "--limit", "0"],
+        ["validate", "--bogus"],
+        ["statu"],
+        ["--help"],
+        ["--version"],
+        [],
+    ],
+    ids=" ".join,
+)
+def test_a_command_built_alone_answers_as_the_whole_command_line(
+    cli: CliRunner, args: list[str]
+) -> None:
+    whole = cli.invoke(app, args)
+    alone = cli.invoke(for_command(args), args)
+    assert (alone.exit_code, alone.output) == (whole.exit_code, whole.output)
+    # A command it names is built alone; anything else needs them all.
+    built = [c.callback.__name__ for c in for_command(args).registered_commands if c.callback]
+    named = args[:1] in (["status"], ["validate"])
+    assert built == args[:1] if named else len(built) == len(app.registered_commands) > 10
 
 
 def test_plain_output_is_what_rich_prints_in_a_pipe(capsys: pytest.CaptureFixture[str]) -> None:
