@@ -27,7 +27,7 @@ from runner.core.redaction import RedactingWriter, Redactor
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from runner.cli.render import Screen
+    from runner.cli.screens import Screen
     from runner.defs.config import Config
     from runner.defs.environment import ResolvedPaths
     from runner.state.resultcheck import ResultCheck

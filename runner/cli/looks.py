@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from runner.app.inspect import DryRun
-    from runner.cli.render import Screen
+    from runner.cli.screens import Screen
     from runner.defs.config import Config
 
 

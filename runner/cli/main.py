@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from runner.app.once import OnceOptions
-    from runner.cli.render import Screen
+    from runner.cli.screens import Screen
     from runner.defs.config import Config
     from runner.defs.environment import ResolvedPaths
 

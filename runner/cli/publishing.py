@@ -30,7 +30,7 @@ from runner.cli.common import (
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from runner.cli.render import Screen
+    from runner.cli.screens import Screen
 
 
 def publish(

@@ -6,21 +6,19 @@ fold long cells. Anywhere else (a pipe, a file, a CI log) nothing is wrapped or 
 a table is a header and one line a row, columns padded with spaces, and every other
 line is printed whole.
 
-rich loads only for a terminal (or ``FORCE_COLOR``, which rich takes for one), not when
-this module is imported: anywhere else :class:`Plain` writes the same text without it
-(rich, with the ``attrs`` it loads, is a few hundredths of a second of start-up).
+rich loads when something is drawn on a terminal, not when this module is imported:
+anywhere else :class:`~runner.cli.screens.Plain` writes the same text without it.
 """
 # pylint: disable=import-outside-toplevel  # deliberate: see the module docstring
 
 from __future__ import annotations
 
-import os
-import sys
 import threading
 import time
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any
 
+from runner.cli.screens import Plain, Terminal, screen
 from runner.core.states import RunState
 
 if TYPE_CHECKING:
@@ -32,6 +30,7 @@ if TYPE_CHECKING:
 
     from runner.app.doctor import Diagnosis
     from runner.app.once import OnceReport
+    from runner.cli.screens import Screen
     from runner.defs.environment import ResolvedPaths
     from runner.dispatch.outcome import Finished
 
@@ -46,76 +45,9 @@ _STYLE = {
 }
 
 
-#: The control characters rich drops from text it prints (bell, backspace, vertical
-#: tab, form feed, carriage return): :class:`Plain` drops the same.
-_DROPPED = str.maketrans(dict.fromkeys((7, 8, 11, 12, 13)))
-#: Tab stops every 8 columns, as rich expands tabs.
-_TAB_SIZE = 8
-
-
-class Plain:
-    """stdout or stderr that is not a terminal (a pipe, a file, a CI log): each text is
-    written whole, unstyled and unwrapped, as rich's console writes it there (control
-    characters dropped, tabs expanded), without loading rich."""
-
-    is_terminal = False
-
-    def __init__(self, *, stderr: bool = False) -> None:
-        self._stderr = stderr
-
-    def write_line(self, text: str) -> None:
-        """``text`` and a newline, on the stream as it is now (the CLI wraps
-        ``sys.stdout`` and ``sys.stderr`` in its redactor)."""
-        stream = sys.stderr if self._stderr else sys.stdout
-        text = text.translate(_DROPPED)
-        stream.write((_expand_tabs(text) if "\t" in text else text) + "\n")
-
-
-def _expand_tabs(text: str) -> str:
-    """Tabs as rich expands them: to the next stop counted in terminal cells (a wide
-    character takes two)."""
-    from rich.cells import cell_len  # noqa: PLC0415  # only for text with a tab
-
-    lines = []
-    for one in text.split("\n"):
-        *parts, rest = one.split("\t")
-        column, pieces = 0, []
-        for part in parts:
-            column += cell_len(part) + 1  # the tab is a space ...
-            pad = -column % _TAB_SIZE  # ... and as many more as reach the next stop
-            pieces.append(part + " " * (1 + pad))
-            column += pad
-        lines.append("".join(pieces) + rest)
-    return "\n".join(lines)
-
-
-if TYPE_CHECKING:
-    #: Where a command prints: rich's console in a terminal, else :class:`Plain`.
-    Screen: TypeAlias = Console | Plain
-
-
 def consoles() -> tuple[Screen, Screen]:
     """stdout and stderr for one command: rich in a terminal, else plain (never wrapped)."""
-    return _screen(stderr=False), _screen(stderr=True)
-
-
-def _screen(*, stderr: bool) -> Screen:
-    stream = sys.stderr if stderr else sys.stdout
-    # rich takes FORCE_COLOR (any value) for a terminal.
-    if "FORCE_COLOR" not in os.environ and not _isatty(stream):
-        return Plain(stderr=stderr)
-    from rich.console import Console  # noqa: PLC0415
-
-    console = Console(stderr=stderr, highlight=False)
-    console.soft_wrap = not console.is_terminal
-    return console
-
-
-def _isatty(stream: Any) -> bool:
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):  # no isatty, or closed
-        return False
+    return screen(), screen(stderr=True)
 
 
 def line(console: Screen, text: str, style: str | None = None) -> None:
@@ -125,7 +57,7 @@ def line(console: Screen, text: str, style: str | None = None) -> None:
         return
     from rich.text import Text  # noqa: PLC0415
 
-    console.print(Text(text, style=style or ""))
+    console.console.print(Text(text, style=style or ""))
 
 
 def state_style(value: str) -> str:
@@ -145,7 +77,7 @@ def table(
     styles: dict[str, Callable[[str], str]] | None = None,
 ) -> None:
     """A table: rich in a terminal; elsewhere a header and one unwrapped line a row."""
-    if isinstance(console, Plain) or not console.is_terminal:
+    if isinstance(console, Plain):
         widths = [max(len(cells[i]) for cells in [columns, *rows]) for i in range(len(columns) - 1)]
         lines = [f"{title}:"] if title else []
         for cells in [columns, *rows]:
@@ -167,7 +99,7 @@ def table(
                 for name, cell in zip(columns, cells, strict=True)
             )
         )
-    console.print(grid)
+    console.console.print(grid)
 
 
 def print_status(out: Screen, snap: dict[str, Any], *, filtered: bool = False) -> None:
@@ -275,7 +207,7 @@ class RunProgress:  # pylint: disable=too-many-instance-attributes  # bar and ti
 
     def __init__(self, console: Screen, *, enabled: bool, interval: float = 5.0) -> None:
         self._console = console
-        self._lines = enabled and not console.is_terminal
+        self._lines = enabled and isinstance(console, Plain)
         self._interval = interval
         self._total = 0
         self._counts = dict.fromkeys(RunState, 0)
@@ -285,8 +217,8 @@ class RunProgress:  # pylint: disable=too-many-instance-attributes  # bar and ti
         self._started = time.monotonic()
         # The bar (rich) only in a terminal: a log gets lines, and no rich at all.
         self._progress: Progress | None = None
-        if enabled and not isinstance(console, Plain) and console.is_terminal:
-            self._progress = _bar(console)
+        if enabled and isinstance(console, Terminal):
+            self._progress = _bar(console.console)
         self._task: TaskID | None = None
 
     def __enter__(self) -> RunProgress:
@@ -453,7 +385,7 @@ def print_doctor(out: Screen, diagnosis: Diagnosis) -> None:
         style = _DOCTOR_STYLE[check.status.value]
         name, detail = escape(f"{check.name:<{width}}"), escape(check.detail)
         took = f"{check.took_ms:>6.0f} ms"
-        out.print(
+        out.console.print(
             f"[{style}]{check.status.value:<4}[/] {name} {took}  {detail}",
             highlight=False,
             soft_wrap=True,
