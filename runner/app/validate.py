@@ -11,7 +11,6 @@ asks a LiteLLM proxy which models it serves. Every problem is one
 
 from __future__ import annotations
 
-import asyncio
 import fnmatch
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -262,8 +261,11 @@ async def deep_check(
     """``--deep``: start every executor the loaded tasks use, check them against what
     it lists, and ask a proxy for its models; problems and executors go into
     ``checked``."""
-    # The MCP SDK loads only here: plain `validate` never imports it.
-    from runner.reach.executors import ExecutorPool  # noqa: PLC0415 # pylint: disable=import-outside-toplevel
+    # The MCP SDK (and asyncio) load only here: plain `validate` never imports them.
+    # pylint: disable=import-outside-toplevel
+    import asyncio  # noqa: PLC0415
+
+    from runner.reach.executors import ExecutorPool  # noqa: PLC0415
 
     configured = executor_names(config)
     used = sorted(

@@ -27,8 +27,7 @@ from runner.core.redaction import RedactingWriter, Redactor
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from rich.console import Console
-
+    from runner.cli.screens import Screen
     from runner.defs.config import Config
     from runner.defs.environment import ResolvedPaths
     from runner.state.resultcheck import ResultCheck
@@ -70,7 +69,7 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
-def fail(err: Console, message: str, code: int = 1, *, as_json: bool = False) -> NoReturn:
+def fail(err: Screen, message: str, code: int = 1, *, as_json: bool = False) -> NoReturn:
     """End the command: ``error: message`` on stderr (and ``{"error": ...}`` on stdout
     for ``--json``)."""
     render.line(err, f"error: {message}", "red")
@@ -80,7 +79,7 @@ def fail(err: Console, message: str, code: int = 1, *, as_json: bool = False) ->
 
 
 @contextmanager
-def failing(err: Console, *, as_json: bool = False) -> Iterator[None]:
+def failing(err: Screen, *, as_json: bool = False) -> Iterator[None]:
     """End the command on an error from the library: exit 2 for a :class:`UsageError`,
     1 for any other :class:`OmniError`, the message on stderr."""
     try:
@@ -103,7 +102,7 @@ def guard_output(redactor: Redactor) -> None:
 
 
 def setup(  # pylint: disable=too-many-arguments,too-many-locals  # one option a flag
-    err: Console,
+    err: Screen,
     config: Path | None,
     tasks: Path | None = None,
     results: Path | None = None,
@@ -156,7 +155,7 @@ def result_check(cfg: Config) -> ResultCheck:
     return ResultCheck(clock_from(os.environ)(), cfg.limits.result_file_bytes)
 
 
-def not_with(err: Console, given: dict[str, bool], reason: str) -> None:
+def not_with(err: Screen, given: dict[str, bool], reason: str) -> None:
     """Exit 2 naming the options in ``given`` that were used, when any was: they do
     not apply here (``reason`` says why)."""
     used = [name for name, present in given.items() if present]

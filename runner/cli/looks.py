@@ -33,9 +33,8 @@ from runner.core.states import RunState
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from rich.console import Console
-
     from runner.app.inspect import DryRun
+    from runner.cli.screens import Screen
     from runner.defs.config import Config
 
 
@@ -143,7 +142,7 @@ def show(
         _print_run(out, found)
 
 
-def _print_task(out: Console, found: dict[str, Any]) -> None:
+def _print_task(out: Screen, found: dict[str, Any]) -> None:
     task = found["task"]
     keys = ("id", "path", "gone", "enabled", "kind", "tool", "executor", "schedule", "next_fire")
     for key in keys:
@@ -181,7 +180,7 @@ def _shown(value: object) -> str:
     return str(value)
 
 
-def _print_run(out: Console, found: dict[str, Any]) -> None:
+def _print_run(out: Screen, found: dict[str, Any]) -> None:
     run, result = found["run"], found["result"]
     facts = run or result or {}
     render.line(
@@ -209,7 +208,7 @@ def _print_run(out: Console, found: dict[str, Any]) -> None:
         render.line(out, "state changes: unknown (no state database holds this run)")
     if found["markdown"]:
         render.line(out, "")
-        out.print(found["markdown"].rstrip("\n"), markup=False, highlight=False)
+        render.line(out, found["markdown"].rstrip("\n"))
 
 
 def status(
@@ -227,13 +226,16 @@ def status(
     Example: `omni status` · `omni status --task hello --state failed --limit 50` ·
     `omni status --json | jq .runs_by_state`
     """
-    from runner.app.status import status_snapshot  # noqa: PLC0415
-    from runner.defs.environment import redactor_for  # noqa: PLC0415
-    from runner.planning.dueness import clock_from  # noqa: PLC0415
+    from runner.reach.sandbox import probing  # noqa: PLC0415
 
     out, err = render.consoles()
     cfg, paths = setup(err, config, state=state, as_json=as_json)
-    with failing(err, as_json=as_json):
+    # The trial sandbox starts now and runs while the state is read.
+    with probing(cfg.sandbox), failing(err, as_json=as_json):
+        from runner.app.status import status_snapshot  # noqa: PLC0415
+        from runner.defs.environment import redactor_for  # noqa: PLC0415
+        from runner.planning.dueness import clock_from  # noqa: PLC0415
+
         snapshot = status_snapshot(
             cfg,
             paths,
@@ -307,8 +309,6 @@ def validate(  # pylint: disable=too-many-arguments,too-many-locals
 
     Example: `omni validate` · `omni validate tasks/nightly.yaml` · `omni validate --deep`
     """
-    import asyncio  # noqa: PLC0415
-
     from runner.app.validate import deep_check, validate_paths  # noqa: PLC0415
 
     out, err = render.consoles()
@@ -323,6 +323,8 @@ def validate(  # pylint: disable=too-many-arguments,too-many-locals
         cfg, paths or [resolved.tasks], resolved.tasks, resolved.results, resolved.config
     )
     if deep:
+        import asyncio  # noqa: PLC0415
+
         workspace = Path(cfg.workspace) if cfg.workspace else Path.cwd()
         environ = dict(os.environ)
         asyncio.run(deep_check(cfg, checked, resolved.config, environ=environ, workspace=workspace))
@@ -346,7 +348,7 @@ def validate(  # pylint: disable=too-many-arguments,too-many-locals
     raise typer.Exit(1 if checked.problems else 0)
 
 
-def print_dry_run(out: Console, err: Console, report: DryRun, cfg: Config) -> None:
+def print_dry_run(out: Screen, err: Screen, report: DryRun, cfg: Config) -> None:
     """``run --once --dry-run`` for a person: what would run and why, what would not."""
     from runner.app.inspect import dry_run_json  # noqa: PLC0415
 

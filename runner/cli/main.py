@@ -46,18 +46,12 @@ from runner.core.redaction import Redactor, secret_env_values
 from runner.core.version import omni_version
 
 if TYPE_CHECKING:
-    from rich.console import Console
+    from collections.abc import Sequence
 
     from runner.app.once import OnceOptions
+    from runner.cli.screens import Screen
     from runner.defs.config import Config
     from runner.defs.environment import ResolvedPaths
-
-app = typer.Typer(
-    name="omni",
-    help="Omni-Orchestrator (ARES): run AI-agent tasks from YAML files over MCP.",
-    no_args_is_help=True,
-    rich_markup_mode="markdown",
-)
 
 
 def _print_version(asked: bool) -> None:
@@ -66,7 +60,6 @@ def _print_version(asked: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def _root(
     ctx: typer.Context,
     _version: Annotated[
@@ -93,6 +86,21 @@ def _early(ctx: typer.Context, *, keep: bool) -> EarlySignals | None:
     if not keep:
         signals.release()
     return signals
+
+
+def _cli() -> typer.Typer:
+    """The ``omni`` group with its root options and no commands yet."""
+    cli = typer.Typer(
+        name="omni",
+        help="Omni-Orchestrator (ARES): run AI-agent tasks from YAML files over MCP.",
+        no_args_is_help=True,
+        rich_markup_mode="markdown",
+    )
+    cli.callback()(_root)
+    return cli
+
+
+app = _cli()
 
 
 @app.command()
@@ -193,7 +201,7 @@ for command in (*looks.COMMANDS, *publishing.COMMANDS):
 
 
 def _once_options(  # pylint: disable=too-many-arguments
-    err: Console,
+    err: Screen,
     task: str | None,
     force: bool,
     shard: str | None,
@@ -221,8 +229,8 @@ def _once_options(  # pylint: disable=too-many-arguments
 
 
 def _dry_run(
-    out: Console,
-    err: Console,
+    out: Screen,
+    err: Screen,
     cfg: Config,
     paths: ResolvedPaths,
     options: OnceOptions,
@@ -242,8 +250,8 @@ def _dry_run(
 
 
 def _once(  # pylint: disable=too-many-arguments
-    out: Console,
-    err: Console,
+    out: Screen,
+    err: Screen,
     loaded: tuple[Config, ResolvedPaths],
     options: OnceOptions,
     *,
@@ -280,7 +288,7 @@ def _git_json(published: Any, error: str | None) -> dict[str, Any]:
     return {"git": shown, "git_error": error}
 
 
-def _print_git(out: Console, err: Console, published: Any, error: str | None) -> None:
+def _print_git(out: Screen, err: Screen, published: Any, error: str | None) -> None:
     if error is not None:
         render.line(err, f"git: {error}", "red")
     elif published is not None:
@@ -451,15 +459,35 @@ def plain_help(cli: typer.Typer) -> None:
     cli.info.context_settings = {"terminal_width": 1_000_000, "max_content_width": 1_000_000}
 
 
+def for_command(argv: Sequence[str]) -> typer.Typer:
+    """The command line for ``argv``: the one command it names alone, when it names one
+    first (typer reads the signature, types and help of every command a group holds
+    before it parses anything: about 0.01 s for all of them); else the whole ``app``
+    (``--help``, completion, a mistyped command and its suggestion)."""
+    first = argv[0] if argv else None
+    named = [
+        info
+        for info in app.registered_commands
+        if info.callback is not None
+        and first == (info.name or info.callback.__name__.lower().replace("_", "-"))
+    ]
+    if len(named) != 1:
+        return app
+    cli = _cli()
+    cli.registered_commands = named
+    return cli
+
+
 def main(signals: EarlySignals | None = None) -> None:
     """The command line (:mod:`runner.cli.entry` notes the stop ``signals`` first)."""
     redactor = Redactor(secret_env_values(os.environ))
     guard_output(redactor)  # the config's secrets join once it is loaded
     configure_logging(LogFormat.TEXT, redactor, level=logging.WARNING)
+    cli = for_command(sys.argv[1:])
     if not (sys.stdout.isatty() and sys.stderr.isatty()):
-        plain_help(app)
+        plain_help(cli)
     try:
-        app(obj=signals, prog_name="omni")
+        cli(obj=signals, prog_name="omni")
     finally:
         sys.stdout.flush()
         sys.stderr.flush()

@@ -30,7 +30,7 @@ from runner.cli.common import (
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from rich.console import Console
+    from runner.cli.screens import Screen
 
 
 def publish(
@@ -78,7 +78,7 @@ def publish(
     raise typer.Exit(done.exit_code)
 
 
-def print_publish(out: Console, err: Console, done: Any) -> None:
+def print_publish(out: Screen, err: Screen, done: Any) -> None:
     """What a publish did, one line a thing."""
     results = done.results
     if results is not None:

@@ -6,8 +6,8 @@ fold long cells. Anywhere else (a pipe, a file, a CI log) nothing is wrapped or 
 a table is a header and one line a row, columns padded with spaces, and every other
 line is printed whole.
 
-rich loads when something is printed, not when this module is imported: ``omni
---version`` and ``--help`` print nothing through it.
+rich loads when something is drawn on a terminal, not when this module is imported:
+anywhere else :class:`~runner.cli.screens.Plain` writes the same text without it.
 """
 # pylint: disable=import-outside-toplevel  # deliberate: see the module docstring
 
@@ -18,6 +18,7 @@ import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from runner.cli.screens import Plain, Terminal, screen
 from runner.core.states import RunState
 
 if TYPE_CHECKING:
@@ -25,9 +26,11 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from rich.console import Console
+    from rich.progress import Progress, TaskID
 
     from runner.app.doctor import Diagnosis
     from runner.app.once import OnceReport
+    from runner.cli.screens import Screen
     from runner.defs.environment import ResolvedPaths
     from runner.dispatch.outcome import Finished
 
@@ -42,21 +45,19 @@ _STYLE = {
 }
 
 
-def consoles() -> tuple[Console, Console]:
-    """stdout and stderr for one command: never wrapped when not a terminal."""
-    from rich.console import Console  # noqa: PLC0415
-
-    out, err = Console(highlight=False), Console(stderr=True, highlight=False)
-    for console in (out, err):
-        console.soft_wrap = not console.is_terminal
-    return out, err
+def consoles() -> tuple[Screen, Screen]:
+    """stdout and stderr for one command: rich in a terminal, else plain (never wrapped)."""
+    return screen(), screen(stderr=True)
 
 
-def line(console: Console, text: str, style: str | None = None) -> None:
+def line(console: Screen, text: str, style: str | None = None) -> None:
     """One line of plain text (no markup read from it), whole."""
+    if isinstance(console, Plain):
+        console.write_line(text)
+        return
     from rich.text import Text  # noqa: PLC0415
 
-    console.print(Text(text, style=style or ""))
+    console.console.print(Text(text, style=style or ""))
 
 
 def state_style(value: str) -> str:
@@ -68,7 +69,7 @@ def state_style(value: str) -> str:
 
 
 def table(
-    console: Console,
+    console: Screen,
     columns: Sequence[str],
     rows: Sequence[Sequence[str]],
     *,
@@ -76,18 +77,18 @@ def table(
     styles: dict[str, Callable[[str], str]] | None = None,
 ) -> None:
     """A table: rich in a terminal; elsewhere a header and one unwrapped line a row."""
-    from rich.table import Table  # noqa: PLC0415
-    from rich.text import Text  # noqa: PLC0415
-
-    styles = styles or {}
-    if not console.is_terminal:
+    if isinstance(console, Plain):
         widths = [max(len(cells[i]) for cells in [columns, *rows]) for i in range(len(columns) - 1)]
         lines = [f"{title}:"] if title else []
         for cells in [columns, *rows]:
             padded = [cell.ljust(width) for cell, width in zip(cells, widths, strict=False)]
             lines.append("  ".join([*padded, cells[-1]]).rstrip())
-        console.print(Text("\n".join(lines)))  # one print: a row a print costs 10,000s
+        line(console, "\n".join(lines))  # one print: a row a print costs 10,000s
         return
+    from rich.table import Table  # noqa: PLC0415
+    from rich.text import Text  # noqa: PLC0415
+
+    styles = styles or {}
     grid = Table(title=title, title_justify="left")
     for column in columns:
         grid.add_column(column, overflow="fold")
@@ -98,10 +99,10 @@ def table(
                 for name, cell in zip(columns, cells, strict=True)
             )
         )
-    console.print(grid)
+    console.console.print(grid)
 
 
-def print_status(out: Console, snap: dict[str, Any], *, filtered: bool = False) -> None:
+def print_status(out: Screen, snap: dict[str, Any], *, filtered: bool = False) -> None:
     """The status snapshot for a person (``filtered``: its runs were asked for by task
     or state)."""
     mode = snap["mode"]
@@ -178,15 +179,35 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def _bar(console: Console) -> Progress:
+    """The progress bar of ``run --once`` on a terminal's ``console``."""
+    from rich.progress import (  # noqa: PLC0415
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    return Progress(
+        TextColumn("running"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=console,
+        transient=True,
+    )
+
+
 class RunProgress:  # pylint: disable=too-many-instance-attributes  # bar and ticker
     """Progress of ``run --once`` on stderr (silent for ``--json``): a bar in a
     terminal; elsewhere (a CI log) a line when the runs are planned, then one every
     ``interval`` seconds with the counts so far."""
 
-    def __init__(self, console: Console, *, enabled: bool, interval: float = 5.0) -> None:
+    def __init__(self, console: Screen, *, enabled: bool, interval: float = 5.0) -> None:
         self._console = console
-        self._bar = enabled and console.is_terminal
-        self._lines = enabled and not console.is_terminal
+        self._lines = enabled and isinstance(console, Plain)
         self._interval = interval
         self._total = 0
         self._counts = dict.fromkeys(RunState, 0)
@@ -194,28 +215,15 @@ class RunProgress:  # pylint: disable=too-many-instance-attributes  # bar and ti
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
         self._started = time.monotonic()
-        from rich.progress import (  # noqa: PLC0415
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
-
-        self._progress = Progress(
-            TextColumn("running"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.description}"),
-            console=console,
-            transient=True,
-            disable=not self._bar,
-        )
-        self._task = self._progress.add_task("", total=None)
+        # The bar (rich) only in a terminal: a log gets lines, and no rich at all.
+        self._progress: Progress | None = None
+        if enabled and isinstance(console, Terminal):
+            self._progress = _bar(console.console)
+        self._task: TaskID | None = None
 
     def __enter__(self) -> RunProgress:
-        if self._bar:  # a stopped rich Progress writes a newline even where it drew nothing
+        if self._progress is not None:
+            self._task = self._progress.add_task("", total=None)
             self._progress.start()
         return self
 
@@ -225,13 +233,14 @@ class RunProgress:  # pylint: disable=too-many-instance-attributes  # bar and ti
         self._stop.set()
         if self._ticker is not None:
             self._ticker.join()
-        if self._bar:
+        if self._progress is not None:
             self._progress.stop()
 
     def start(self, total: int) -> None:
         """The number of runs planned."""
         self._total = total
-        self._progress.update(self._task, total=total)
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, total=total)
         if self._lines and total:
             line(self._console, f"running {total} task(s)")
             self._ticker = threading.Thread(target=self._tick, name="omni-progress", daemon=True)
@@ -241,7 +250,8 @@ class RunProgress:  # pylint: disable=too-many-instance-attributes  # bar and ti
         """One run is done."""
         with self._lock:
             self._counts[finished.run.state] += 1
-        self._progress.update(self._task, advance=1, description=finished.task.id)
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, advance=1, description=finished.task.id)
 
     def status_line(self) -> str:
         """``running: 3/10 done (2 completed, 1 failed), 12 s``."""
@@ -296,7 +306,7 @@ def once_json(report: OnceReport) -> dict[str, Any]:
     }
 
 
-def print_notes(err: Console, problems: Sequence[Any], ignored: Sequence[Any]) -> None:
+def print_notes(err: Screen, problems: Sequence[Any], ignored: Sequence[Any]) -> None:
     """Invalid task files (one ``PATH:LINE: FIELD: message`` line each) and files not
     read as task files, on stderr."""
     for problem in problems:
@@ -305,7 +315,7 @@ def print_notes(err: Console, problems: Sequence[Any], ignored: Sequence[Any]) -
         line(err, f"note: {path} is not read: task files end in .yaml or .yml (lowercase)")
 
 
-def print_once(out: Console, err: Console, report: OnceReport, paths: ResolvedPaths) -> None:
+def print_once(out: Screen, err: Screen, report: OnceReport, paths: ResolvedPaths) -> None:
     """The ``run --once`` summary for a person."""
     print_notes(err, report.problems, report.ignored)
     resumed = report.resumed
@@ -361,16 +371,21 @@ def _took(started: str, finished: str | None) -> str:
 _DOCTOR_STYLE = {"ok": "green", "warn": "yellow", "fail": "red", "skip": "dim"}
 
 
-def print_doctor(out: Console, diagnosis: Diagnosis) -> None:
+def print_doctor(out: Screen, diagnosis: Diagnosis) -> None:
     """``omni doctor`` for a person: one line a check, with how long it took."""
+    width = max((len(c.name) for c in diagnosis.checks), default=0)
+    if isinstance(out, Plain):
+        for check in diagnosis.checks:
+            took = f"{check.took_ms:>6.0f} ms"
+            line(out, f"{check.status.value:<4} {check.name:<{width}} {took}  {check.detail}")
+        return
     from rich.markup import escape  # noqa: PLC0415
 
-    width = max((len(c.name) for c in diagnosis.checks), default=0)
     for check in diagnosis.checks:
         style = _DOCTOR_STYLE[check.status.value]
         name, detail = escape(f"{check.name:<{width}}"), escape(check.detail)
         took = f"{check.took_ms:>6.0f} ms"
-        out.print(
+        out.console.print(
             f"[{style}]{check.status.value:<4}[/] {name} {took}  {detail}",
             highlight=False,
             soft_wrap=True,

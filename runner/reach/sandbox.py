@@ -1,7 +1,8 @@
 """The OS sandbox for model-driven runs' executors: bubblewrap (``bwrap``) on Linux.
 
 :func:`probe` finds out once per process whether a sandbox can start here, and if not,
-why and what fixes it (Ubuntu 24.04, GitHub's ``ubuntu-latest``, blocks the user
+why and what fixes it (:func:`probing` starts that trial early, so that it runs while
+the caller does other work) (Ubuntu 24.04, GitHub's ``ubuntu-latest``, blocks the user
 namespaces bubblewrap needs through AppArmor). :class:`Confinement` turns one stdio
 executor's command into a ``bwrap`` command line: own PID, IPC, UTS, cgroup and network
 namespaces (network only with ``network``), no capabilities, a clean environment
@@ -19,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -27,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from runner.defs.config import SandboxMode
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping, Sequence
+    from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 #: The environment variable that names another ``bwrap`` (a testing aid, and for
 #: machines where it is not on ``PATH``).
@@ -133,6 +135,8 @@ def sandbox_state(mode: SandboxMode, found: Probe | None) -> SandboxState:
 
 
 _cached: dict[str, Probe] = {}
+#: Trials :func:`probing` started that no :func:`probe` has collected yet.
+_pending: dict[str, _Trial] = {}
 
 
 def find_bwrap(environ: Mapping[str, str] | None = None) -> str | None:
@@ -145,7 +149,8 @@ def find_bwrap(environ: Mapping[str, str] | None = None) -> str | None:
 
 
 def probe(environ: Mapping[str, str] | None = None, *, refresh: bool = False) -> Probe:
-    """Start a trial sandbox (``true`` in one) once per process and ``bwrap`` path."""
+    """Start a trial sandbox (``true`` in one) once per process and ``bwrap`` path (or
+    collect the one :func:`probing` started)."""
     if not sys.platform.startswith("linux"):
         return Probe(
             False,
@@ -161,35 +166,83 @@ def probe(environ: Mapping[str, str] | None = None, *, refresh: bool = False) ->
         return Probe(False, None, cause, fix)
     if not refresh and bwrap in _cached:
         return _cached[bwrap]
-    found = _trial(bwrap)
+    started = None if refresh else _pending.pop(bwrap, None)
+    found = (started or _Trial(bwrap)).result()
     _cached[bwrap] = found
     return found
 
 
-def _trial(bwrap: str) -> Probe:
-    true = shutil.which("true", path="/usr/bin:/bin") or "/bin/true"
-    with tempfile.TemporaryDirectory(prefix="omni-probe-") as tmp:
-        argv = Confinement(bwrap, Path(tmp)).argv(true, [])
+@contextmanager
+def probing(mode: SandboxMode, environ: Mapping[str, str] | None = None) -> Iterator[None]:
+    """Start the trial sandbox now (unless ``mode`` is ``off``, or it was tried
+    already): :func:`probe` inside collects it instead of starting one, so the few
+    hundredths of a second it takes pass while the caller works. Its answer is the
+    same, from the same trial. One nobody collected is waited for on the way out (its
+    folder removed)."""
+    linux = sys.platform.startswith("linux")
+    bwrap = find_bwrap(environ) if linux and mode is not SandboxMode.OFF else None
+    started = None
+    if bwrap is not None and bwrap not in _cached and bwrap not in _pending:
+        started = _pending[bwrap] = _Trial(bwrap)
+    try:
+        yield
+    finally:
+        if bwrap is not None and started is not None and _pending.get(bwrap) is started:
+            _cached[bwrap] = _pending.pop(bwrap).result()
+
+
+class _Trial:
+    """``true`` in a sandbox, started now and judged by :meth:`result`."""
+
+    def __init__(self, bwrap: str) -> None:
+        self.bwrap = bwrap
+        # pylint: disable-next=consider-using-with  # removed in result()
+        self._tmp = tempfile.TemporaryDirectory(prefix="omni-probe-")
+        true = shutil.which("true", path="/usr/bin:/bin") or "/bin/true"
+        argv = Confinement(bwrap, Path(self._tmp.name)).argv(true, [])
+        self._child: subprocess.Popen[str] | Probe
         try:
-            done = subprocess.run(
+            # pylint: disable-next=consider-using-with  # waited for in result()
+            self._child = subprocess.Popen(
                 argv,
-                capture_output=True,
-                text=True,
-                timeout=PROBE_TIMEOUT,
-                check=False,
                 stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
             )
         except OSError as exc:
-            return Probe(
-                False, bwrap, f"cannot start {bwrap}: {exc.strerror}", "reinstall bubblewrap"
-            )
+            why = f"cannot start {bwrap}: {exc.strerror}"
+            self._child = Probe(False, bwrap, why, "reinstall bubblewrap")
+
+    def result(self) -> Probe:
+        """Wait for the trial (at most :data:`PROBE_TIMEOUT` seconds) and judge it; once."""
+        try:
+            if isinstance(self._child, Probe):  # it could not start
+                return self._child
+            return self._judge(self._child)
+        finally:
+            self._tmp.cleanup()
+
+    def _judge(self, child: subprocess.Popen[str]) -> Probe:
+        try:
+            _, said = child.communicate(timeout=PROBE_TIMEOUT)
         except subprocess.TimeoutExpired:
+            child.kill()
+            child.communicate()
             return Probe(
-                False, bwrap, f"{bwrap} did not finish in {PROBE_TIMEOUT:g} s", "check the machine"
+                False,
+                self.bwrap,
+                f"{self.bwrap} did not finish in {PROBE_TIMEOUT:g} s",
+                "check the machine",
             )
-    if done.returncode == 0:
+        return _judged(self.bwrap, child.returncode, said)
+
+
+def _judged(bwrap: str, returncode: int, stderr: str) -> Probe:
+    """The probe from the trial's exit code and what it said on stderr."""
+    if returncode == 0:
         return Probe(True, bwrap)
-    said = " ".join(done.stderr.split())[:300] or f"exit code {done.returncode}"
+    said = " ".join(stderr.split())[:300] or f"exit code {returncode}"
     for knob, (bad, cause, fix) in _USERNS_KNOBS.items():
         if _read(knob) == bad:
             return Probe(False, bwrap, f"{cause}: bwrap says {said!r}", fix)

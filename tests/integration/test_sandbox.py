@@ -11,13 +11,15 @@ import json
 import os
 import socket
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from runner.defs.config import SandboxMode
 from runner.reach.executors import ExecutorPool
-from runner.reach.sandbox import BWRAP_ENV, Confinement, omni_read_paths, probe
+from runner.reach.sandbox import BWRAP_ENV, Confinement, omni_read_paths, probe, probing
 from tests.support.planted import SECRET
 
 pytestmark = pytest.mark.integration
@@ -141,6 +143,43 @@ def test_the_probe_names_cause_and_fix_when_user_namespaces_are_blocked(tmp_path
     assert "setting up uid map: Permission denied" in found.cause
     assert "namespaces" in found.cause
     assert "kernel.apparmor_restrict_unprivileged_userns=0" in found.fix
+
+
+def _counting_bwrap(folder: Path) -> tuple[dict[str, str], Path]:
+    """A bwrap that notes each start in a file and fails as AppArmor makes it fail."""
+    starts = folder / "starts"
+    fake = folder / "bwrap"
+    fake.write_text(
+        f"#!/bin/sh\necho started >> {starts}\n"
+        "echo 'bwrap: setting up uid map: Permission denied' >&2\nexit 1\n"
+    )
+    fake.chmod(0o755)
+    return {BWRAP_ENV: str(fake)}, starts
+
+
+def test_an_early_trial_is_the_one_the_probe_judges(tmp_path: Path) -> None:
+    environ, starts = _counting_bwrap(tmp_path)
+    with probing(SandboxMode.AUTO, environ):
+        for _ in range(1000):  # it starts before anyone asks (no time is asserted)
+            if starts.exists():
+                break
+            time.sleep(0.01)
+        assert starts.read_text() == "started\n"
+        found = probe(environ)
+    assert "setting up uid map: Permission denied" in found.cause
+    assert probe(environ) is found
+    assert starts.read_text() == "started\n"  # one trial for both answers
+
+
+def test_an_early_trial_nobody_asked_for_is_judged_on_the_way_out(tmp_path: Path) -> None:
+    environ, starts = _counting_bwrap(tmp_path)
+    with probing(SandboxMode.OFF, environ):
+        pass
+    assert not starts.exists()  # `sandbox: off` tries nothing
+    with probing(SandboxMode.REQUIRED, environ):
+        pass
+    assert not probe(environ).available
+    assert starts.read_text() == "started\n"
 
 
 def test_the_probe_says_when_bwrap_is_missing(tmp_path: Path) -> None:

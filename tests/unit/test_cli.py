@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
+import pty
 import subprocess
 import sys
 import time
@@ -13,9 +16,11 @@ from types import SimpleNamespace
 
 import pytest
 from rich.console import Console
+from rich.text import Text
 from typer.testing import CliRunner
 
-from runner.cli.main import app
+from runner.cli import render, screens
+from runner.cli.main import app, for_command
 from runner.cli.render import RunProgress
 from runner.core.states import RunState
 from runner.state.store import Store
@@ -163,7 +168,8 @@ def test_version_prints_the_installed_version_through_the_console_script() -> No
 
 def test_progress_in_a_log_is_a_line_every_interval_with_counts() -> None:
     log = io.StringIO()
-    with RunProgress(Console(file=log), enabled=True, interval=0.01) as progress:
+    progress_ = RunProgress(screens.Plain(stderr=True), enabled=True, interval=0.01)
+    with contextlib.redirect_stderr(log), progress_ as progress:
         progress.start(3)
         for state in (RunState.COMPLETED, RunState.FAILED):
             done = SimpleNamespace(run=SimpleNamespace(state=state), task=SimpleNamespace(id="t"))
@@ -197,12 +203,85 @@ def test_show_from_the_result_files_alone(cli: CliRunner, tmp_path: Path) -> Non
     assert not (tmp_path / ".omni").exists()
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["status", "--help"],
+        ["status", "--limit", "0"],
+        ["validate", "--bogus"],
+        ["statu"],
+        ["--help"],
+        ["--version"],
+        [],
+    ],
+    ids=" ".join,
+)
+def test_a_command_built_alone_answers_as_the_whole_command_line(
+    cli: CliRunner, args: list[str]
+) -> None:
+    whole = cli.invoke(app, args)
+    alone = cli.invoke(for_command(args), args)
+    assert (alone.exit_code, alone.output) == (whole.exit_code, whole.output)
+    # A command it names is built alone; anything else needs them all.
+    built = [c.callback.__name__ for c in for_command(args).registered_commands if c.callback]
+    named = args[:1] in (["status"], ["validate"])
+    assert built == args[:1] if named else len(built) == len(app.registered_commands) > 10
+
+
+def _rich_prints(text: str) -> str:
+    """What rich's console writes to a pipe for ``text`` (as omni printed before it
+    wrote pipes without rich)."""
+    log = io.StringIO()
+    Console(file=log, highlight=False, soft_wrap=True).print(Text(text, style="red"))
+    return log.getvalue()
+
+
+def test_plain_output_is_what_rich_prints_in_a_pipe(capsys: pytest.CaptureFixture[str]) -> None:
+    # Text from outside (a task's error, a result's Markdown) with a carriage return
+    # that would overwrite the line before it, a bell, a form feed, tabs, markup, an
+    # escape: written without rich, exactly as rich's console writes it to a pipe.
+    hostile = "ok\rFAKED\x07 bell\x0c\ta\tbc\t[red]x[/] \x1b[2Jend  \nwide 日本\tz"
+    render.line(screens.Plain(), hostile, "red")
+    render.table(screens.Plain(stderr=True), ("a", "b"), [("x\r", "y\tz")], title="t")
+    printed = capsys.readouterr()
+    assert printed.out == _rich_prints(hostile)
+    assert printed.err == _rich_prints("t:\na   b\nx\r  y\tz")  # columns as before
+
+
+def test_a_terminal_that_is_not_drawn_on_loads_no_rich(tmp_path: Path) -> None:
+    # `omni status --json | jq` in a terminal: stdout a pipe, stderr the terminal.
+    code = (
+        "import sys\n"
+        "from runner.cli import render\n"
+        "out, err = render.consoles()\n"
+        "assert err.is_terminal and not out.is_terminal\n"
+        "render.line(out, 'piped')\n"
+        "print(sorted(m for m in sys.modules if m.startswith('rich')))\n"
+    )
+    terminal, tty = pty.openpty()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            stdout=subprocess.PIPE,
+            stderr=tty,
+            text=True,
+            check=False,
+            cwd=tmp_path,
+            env={k: v for k, v in os.environ.items() if k != "FORCE_COLOR"},
+        )
+    finally:
+        os.close(tty)
+        os.close(terminal)
+    assert (done.returncode, done.stdout) == (0, "piped\n[]\n")
+
+
 #: The libraries each cheap command has no use for, so must not load (start-up, issue 16).
-_UNUSED = ("sqlite_utils", "numpy", "apscheduler", "psycopg", "mcp", "litellm")
+#: In a pipe (as here) nothing is drawn: rich (and the attrs it loads) has no use.
+_UNUSED = ("sqlite_utils", "numpy", "apscheduler", "psycopg", "mcp", "litellm", "rich", "attr")
 _NOT_LOADED = {
-    ("--version",): ("pydantic", "rich", "yaml", *_UNUSED),
+    ("--version",): ("pydantic", "yaml", *_UNUSED),
     ("--help",): ("pydantic", "yaml", *_UNUSED),
-    ("validate", "tasks/a.yaml"): _UNUSED,
+    ("validate", "tasks/a.yaml"): (*_UNUSED, "asyncio"),  # asyncio: only for --deep
     ("status",): _UNUSED,
 }
 
