@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import os
 from collections.abc import Callable, Coroutine, Mapping
@@ -46,9 +47,9 @@ from runner.core.states import RunState
 from runner.defs.environment import ResolvedPaths, redactor_for
 from runner.defs.tasks import Task, load_task_file
 from runner.dispatch.faults import FaultHandling, Resumer
-from runner.planning.dueness import Due, DueRule, decide, history_from_results, history_from_store
+from runner.planning.dueness import Due, DueRule, decide, history_for, history_from_runs
 from runner.planning.gitsource import GitSource
-from runner.planning.jobs import plan_of, save_plans
+from runner.planning.jobs import Plan, plan_of, save_plans
 from runner.planning.plan import Selection, close_orphans, orphans_of, plan
 from runner.planning.schedule import LIVE_GRACE, Firing, TaskScheduler
 from runner.planning.sources import ChangeKind, FolderSource, SourceChange, TaskRegistry
@@ -66,6 +67,9 @@ if TYPE_CHECKING:
     from runner.state.records import ResumeReport, RunRecord
 
 log = logging.getLogger(__name__)
+
+#: A batch of more changed task files than this logs one summary line, not a line a task.
+QUIET_BATCH = 50
 
 Background = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
@@ -110,14 +114,23 @@ class Planner:
         made (a scheduled task's result files grow with every slot)."""
         return self.plan([task], self.rule(with_results=False, live=True), quiet=True)
 
-    def catch_up(self, task: Task) -> bool:
-        """True when a newly (re)scheduled task is due now (a slot missed within the grace,
-        or the latest slot's run left unfinished)."""
+    def catch_ups(self, tasks: list[Task]) -> set[str]:
+        """The ids of the newly (re)scheduled ``tasks`` due now (a slot missed within the
+        grace, or the latest slot's run left unfinished): the store read once for all of
+        them, a task's result files only when the store does not show its latest slot
+        served (:func:`runner.planning.dueness.history_for`)."""
+        if not tasks:
+            return set()
         rule = self.rule(with_results=True)
-        history = history_from_store(self._store, task).merge(
-            history_from_results(self._results, task.id, rule.check())
-        )
-        return decide(task, history, rule).verdict is Due.RUN
+        known = self._store.task_runs(tasks)
+        return {
+            task.id
+            for task in tasks
+            if decide(
+                task, history_for(task, history_from_runs(known.get(task.id), task), rule), rule
+            ).verdict
+            is Due.RUN
+        }
 
 
 class Intake:  # pylint: disable=too-many-instance-attributes  # the wiring of one intake
@@ -147,10 +160,12 @@ class Intake:  # pylint: disable=too-many-instance-attributes  # the wiring of o
         self._closed = True
 
     def apply(self, changes: list[SourceChange]) -> None:
-        """Removals first (a rename is a removal and an addition), then new content."""
+        """Removals first (a rename is a removal and an addition), then new content: the
+        one-offs planned together, the scheduled tasks recorded and checked for catch-ups
+        together (one store transaction and one read for a batch, however large)."""
         if self._closed:
             return
-        before = self._scheduler.plans()
+        version = self._scheduler.version
         gone: dict[str, str] = {}
         for change in changes:
             if change.kind is ChangeKind.REMOVED:
@@ -158,25 +173,42 @@ class Intake:  # pylint: disable=too-many-instance-attributes  # the wiring of o
                 if task_id is not None:
                     self._forget(task_id, f"{change.path} is gone")
                     gone[task_id] = f"task file {change.path} is gone"
+        loud = sum(change.kind is ChangeKind.CHANGED for change in changes) <= QUIET_BATCH
         fresh = [
             task
             for change in changes
-            if change.kind is ChangeKind.CHANGED and (task := self._load(change)) is not None
+            if change.kind is ChangeKind.CHANGED
+            and (task := self._load(change, loud=loud)) is not None
         ]
-        for task in fresh:
-            try:
-                if task.spec.schedule is None:
-                    self._start_one_off(task)
-                else:
-                    self._schedule(task)
-            except OmniError as exc:  # e.g. the state database busy: this task, not all
+        one_offs = [task for task in fresh if task.spec.schedule is None]
+        scheduled = [task for task in fresh if task.spec.schedule is not None]
+        self._take_in(one_offs, self._start_one_offs)
+        self._take_in(scheduled, functools.partial(self._schedule, loud=loud))
+        if not loud:
+            log.info(
+                "tasks: %d loaded or changed (%d one-off, %d scheduled; %d jobs in all)",
+                len(fresh),
+                len(one_offs),
+                len(scheduled),
+                len(self._scheduler.plans()),
+            )
+        if self._scheduler.version != version:
+            save_plans(self._store, self._scheduler.plans())
+        self._close_runs_of_gone(gone)
+
+    def _take_in(self, tasks: list[Task], how: Callable[[list[Task]], None]) -> None:
+        """``how(tasks)``; when the store fails them (e.g. the database busy), they are
+        forgotten, to be taken in again when their files change."""
+        if not tasks:
+            return
+        try:
+            how(tasks)
+        except OmniError as exc:
+            for task in tasks:
                 log.error(
                     "task %s: not taken in: %s (edit or touch the file to retry)", task.id, exc
                 )
                 self._registry.drop(task.id)
-        if self._scheduler.plans() != before:
-            save_plans(self._store, self._scheduler.plans())
-        self._close_runs_of_gone(gone)
 
     def _close_runs_of_gone(self, gone: dict[str, str]) -> None:
         """Close ``skipped`` the unfinished runs of tasks whose file went away (and did
@@ -190,7 +222,7 @@ class Intake:  # pylint: disable=too-many-instance-attributes  # the wiring of o
             except OmniError as exc:  # e.g. the database busy: the next start closes them
                 log.error("task %s: its unfinished runs stay open: %s", task_id, exc)
 
-    def _load(self, change: SourceChange) -> Task | None:
+    def _load(self, change: SourceChange, *, loud: bool) -> Task | None:
         """The task in a changed file if it is new or its content changed, else None."""
         try:
             task = load_task_file(change.path, change.root, self._max_bytes)
@@ -218,7 +250,7 @@ class Intake:  # pylint: disable=too-many-instance-attributes  # the wiring of o
             return None  # touched, re-saved or re-formatted: same content
         what = f"schedule {task.spec.schedule!r}" if task.spec.schedule else "one-off"
         verb = "changed" if owner is not None else "loaded"
-        log.info("task %s: %s from %s (%s)", task.id, verb, task.path, what)
+        log.log(_level(loud), "task %s: %s from %s (%s)", task.id, verb, task.path, what)
         return task
 
     def _forget(self, task_id: str, why: str) -> None:
@@ -226,31 +258,51 @@ class Intake:  # pylint: disable=too-many-instance-attributes  # the wiring of o
         unscheduled = "; unscheduled" if self._scheduler.remove(task_id) else ""
         log.info("task %s: removed (%s)%s", task_id, why, unscheduled)
 
-    def _start_one_off(self, task: Task) -> None:
-        if self._scheduler.remove(task.id):
-            log.info("task %s: unscheduled (no schedule any more)", task.id)
-        for planned, run in self._planner.plan([task], self._planner.rule(with_results=True)):
+    def _start_one_offs(self, tasks: list[Task]) -> None:
+        for task in tasks:
+            if self._scheduler.remove(task.id):
+                log.info("task %s: unscheduled (no schedule any more)", task.id)
+        for planned, run in self._planner.plan(tasks, self._planner.rule(with_results=True)):
             self._runs.start(planned, run)
 
-    def _schedule(self, task: Task) -> None:
-        self._store.upsert_task(task)
-        plan_ = plan_of(task, self._timezone)
-        waits = self._planner.waits(task)
-        if plan_ is None or waits is not None:
-            if self._scheduler.remove(task.id):
-                log.info("task %s: unscheduled (%s)", task.id, waits or "enabled: false")
-            elif waits is not None:
-                log.info("task %s: not scheduled: %s", task.id, waits)
-            return
-        if not self._scheduler.set(plan_):
-            return
-        catch_up = self._planner.catch_up(task)
-        if catch_up:
-            self._scheduler.fire_now(task.id)
-        fires = "now (catching up)" if catch_up else str(self._scheduler.next_fire(task.id))
-        log.info(
-            "task %s: scheduled %r (%s); fires %s", task.id, plan_.schedule, plan_.timezone, fires
-        )
+    def _schedule(self, tasks: list[Task], *, loud: bool) -> None:
+        """Record the tasks, then (re)schedule those whose plan changed, firing at once
+        the ones a catch-up is due for."""
+        self._store.upsert_tasks(tasks)
+        changed: list[tuple[Task, Plan]] = []
+        for task in tasks:
+            plan_ = plan_of(task, self._timezone)
+            waits = self._planner.waits(task)
+            if plan_ is None or waits is not None:
+                if self._scheduler.remove(task.id):
+                    log.info("task %s: unscheduled (%s)", task.id, waits or "enabled: false")
+                elif waits is not None:
+                    log.info("task %s: not scheduled: %s", task.id, waits)
+            elif not self._scheduler.has(plan_):
+                changed.append((task, plan_))
+        due = self._planner.catch_ups([task for task, _ in changed])
+        with self._scheduler.batch():
+            for task, plan_ in changed:
+                self._scheduler.set(plan_)
+                if task.id in due:
+                    self._scheduler.fire_now(task.id)
+                fires = (
+                    "now (catching up)" if task.id in due else self._scheduler.next_fire(task.id)
+                )
+                log.log(
+                    _level(loud),
+                    "task %s: scheduled %r (%s); fires %s",
+                    task.id,
+                    plan_.schedule,
+                    plan_.timezone,
+                    fires,
+                )
+
+
+def _level(loud: bool) -> int:
+    """A task's own intake lines: INFO in a small batch, DEBUG in a large one (start-up
+    over 10,000 files), which gets one INFO summary instead."""
+    return logging.INFO if loud else logging.DEBUG
 
 
 class Service:  # pylint: disable=too-many-instance-attributes  # the service's wiring
