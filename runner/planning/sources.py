@@ -12,9 +12,12 @@ written (write-then-rename) is therefore read as soon as it appears, or at most
 ``settle_ms`` after its last write (on a file system whose timestamps are whole
 seconds, a second more: the last write may hide in it); a writer pausing longer than
 that mid-file should write elsewhere and rename. Editors' temp and swap files, hidden
-files and folders are ignored, a change that leaves a file's size and times as they
-were is no change, and a full rescan every ``service.rescan_interval`` catches events
-the watcher missed. Watch errors become :class:`SourceError`, logged once per distinct
+files and folders are ignored, a change that leaves a file's size, times and inode as
+they were is no change (a file read within the second its whole-second time stamps
+name is read again at the next event or rescan: a same-size write later in that second
+would leave them as they were), and a full rescan every ``service.rescan_interval``
+catches events the watcher missed: it stats every file and reads only the new and
+changed ones. Watch errors become :class:`SourceError`, logged once per distinct
 message; the source keeps going.
 """
 
@@ -150,6 +153,10 @@ def _signature(info: os.stat_result) -> Signature:
 _COARSE_MTIME_S = 1.0
 
 
+#: The signature of a file read while its coarse time stamps could still hide a write.
+_UNSURE: Signature = (-1, -1, -1, -1)
+
+
 def _last_write(info: os.stat_result) -> float:
     """When the file was last written, at the latest (wall-clock seconds)."""
     if info.st_mtime_ns % 1_000_000_000 == 0:  # a coarse clock, or a write exactly on it
@@ -248,7 +255,10 @@ class FolderSource:  # pylint: disable=too-many-instance-attributes  # one watch
                 continue
             del self._pending[path]
             if self._known.get(path) != signature:
-                self._known[path] = signature
+                # Read within the second its whole-second time stamps name: a write later
+                # in that second may leave them, and the size, as they are. Such a file
+                # keeps no signature, so the next event or rescan reads it again.
+                self._known[path] = signature if wall >= _last_write(info) else _UNSURE
                 ready.append(SourceChange(ChangeKind.CHANGED, Path(path), self.root))
         self._report_removed(gone)
         if ready:
