@@ -195,6 +195,8 @@ def measure(root: Path, drops: int, idle: float, scheduled: int) -> dict[str, ob
     """Run the service on ``root``, take every figure, stop it with SIGTERM."""
     (root / "tasks").mkdir(exist_ok=True)
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(root)}
+    if "PYTHONPATH" in os.environ:  # another checkout measured with this interpreter
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     command = [sys.executable, "-m", "runner", "run"]
     started = time.perf_counter()
     with (
