@@ -41,7 +41,7 @@ from runner.core.clock import iso
 from runner.core.ids import new_run_id
 from runner.core.redaction import Redactor
 from runner.core.states import RunState
-from runner.defs.tasks import load_tasks
+from runner.defs.tasks import Task, load_tasks
 from runner.planning.cron import fire_times
 from runner.state.results import RunResult, write_result
 from runner.state.store import Store
@@ -97,33 +97,37 @@ def fill(root: Path, count: int, now: datetime) -> int:
         store.close()
     redactor, rows = Redactor([]), []
     for task in loaded:
-        schedule = task.spec.schedule or ""
-        slot = fire_times(schedule, task.spec.timezone or "UTC").latest_at(now)
-        if slot is None:
-            continue
-        at = slot + timedelta(seconds=1)
-        run_id, stamp = new_run_id(at), iso(at)
-        result = RunResult(
-            task_id=task.id,
-            run_id=run_id,
-            task_hash=task.task_hash,
-            slot=iso(slot),
-            state=RunState.COMPLETED,
-            attempt=1,
-            executor="builtin",
-            tool="echo",
-            started_at=stamp,
-            finished_at=iso(at + timedelta(milliseconds=5)),
-            duration_s=0.005,
-            output=task.id,
-        )
-        path = write_result(root / "results", result, redactor)
-        run = (run_id, task.id, task.task_hash, iso(slot), "completed", 1, 1, "builtin", "echo")
-        rows.append((*run, stamp, stamp, stamp, stamp, str(path), len(rows) + 1))
+        slot = fire_times(task.spec.schedule or "", task.spec.timezone or "UTC").latest_at(now)
+        if slot is not None:
+            rows.append((*served(root / "results", task, slot, redactor), len(rows) + 1))
     with sqlite3.connect(state) as conn:
         marks = ", ".join("?" * len(_RUN_COLUMNS.split(",")))
         conn.executemany(f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({marks})", rows)
     return len(rows)
+
+
+def served(results: Path, task: Task, slot: datetime, redactor: Redactor) -> tuple[object, ...]:
+    """Write the result file of ``task``'s completed run for ``slot``; its run row (less
+    ``seq``)."""
+    at = slot + timedelta(seconds=1)
+    run_id, stamp = new_run_id(at), iso(at)
+    result = RunResult(
+        task_id=task.id,
+        run_id=run_id,
+        task_hash=task.task_hash,
+        slot=iso(slot),
+        state=RunState.COMPLETED,
+        attempt=1,
+        executor="builtin",
+        tool="echo",
+        started_at=stamp,
+        finished_at=iso(at + timedelta(milliseconds=5)),
+        duration_s=0.005,
+        output=task.id,
+    )
+    path = write_result(results, result, redactor)
+    run = (run_id, task.id, task.task_hash, iso(slot), "completed", 1, 1, "builtin", "echo")
+    return (*run, stamp, stamp, stamp, stamp, str(path))
 
 
 def drop_and_time(tasks: Path, results: Path, name: str, text: str, timeout: float) -> float:

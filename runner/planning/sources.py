@@ -24,6 +24,7 @@ message; the source keeps going.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import stat
@@ -103,42 +104,44 @@ class Walk:
 
 
 def walk(root: Path) -> Walk:
-    """The task files under ``root`` with their ``stat`` (the rules of
-    :func:`runner.defs.tasks.scan_task_files`, and no part an ignored name): one
-    ``stat`` a file and no parsing, so a rescan costs little per unchanged file."""
+    """The task files under ``root`` with their ``stat`` (as
+    :func:`runner.defs.tasks.scan_task_files` finds them, less any with a part an ignored
+    name; symlinked folders followed, each folder once): one ``stat`` a file and no
+    parsing, so a rescan costs little per unchanged file."""
     result = Walk({}, [], [])
-    seen: set[tuple[int, int]] = set()
-
-    def refused(exc: OSError) -> None:
-        where = exc.filename if exc.filename is not None else root
-        result.unreadable.append(
-            TaskFileError(str(where), None, "(folder)", f"cannot list: {exc.strerror}")
-        )
-
-    for folder, dirs, files in os.walk(root, onerror=refused, followlinks=True):
+    visited: set[tuple[int, int]] = set()
+    folders = [os.fspath(root)]
+    while folders:
+        folder = folders.pop()
         try:
             here = os.stat(folder)
-        except OSError as exc:  # gone since it was listed
-            refused(exc)
+            if (here.st_dev, here.st_ino) in visited:  # a symlink loop
+                continue
+            visited.add((here.st_dev, here.st_ino))
+            with os.scandir(folder) as listing:
+                entries = list(listing)
+        except OSError as exc:  # unreadable, or gone since its parent was listed
+            problem = f"cannot list: {exc.strerror}"
+            result.unreadable.append(TaskFileError(folder, None, "(folder)", problem))
             continue
-        if (here.st_dev, here.st_ino) in seen:  # a symlink loop
-            dirs[:] = []
-            continue
-        seen.add((here.st_dev, here.st_ino))
-        dirs[:] = [d for d in dirs if not is_ignored_name(d)]
-        prefix = os.path.join(folder, "")
-        for name in files:
-            if not name.endswith(TASK_SUFFIXES):
-                if name.lower().endswith(TASK_SUFFIXES) and not is_ignored_name(name):
-                    result.ignored.append(prefix + name)
+        for entry in entries:
+            if is_ignored_name(entry.name):
                 continue
-            if is_ignored_name(name):
-                continue
-            try:
-                result.found[prefix + name] = os.stat(prefix + name)
-            except OSError:  # gone since it was listed
-                continue
+            if _is_folder(entry):
+                folders.append(entry.path)
+            elif entry.name.endswith(TASK_SUFFIXES):
+                with contextlib.suppress(OSError):  # gone since it was listed
+                    result.found[entry.path] = entry.stat()
+            elif entry.name.lower().endswith(TASK_SUFFIXES):
+                result.ignored.append(entry.path)
     return result
+
+
+def _is_folder(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()  # a symlink to a folder too
+    except OSError:
+        return False
 
 
 Signature = tuple[int, int, int, int]

@@ -9,6 +9,7 @@ import itertools
 import logging
 import os
 import sqlite3
+import time
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -296,6 +297,9 @@ async def test_a_start_over_many_files_logs_a_summary_and_rewrites_no_unchanged_
     for i in range(60):
         drop(tasks / "many" / f"t{i:02}.yaml", echo_task(f"t{i}", schedule='"0 0 1 1 *"'))
     drop(tasks / "hourly.yaml", echo_task("hourly", schedule='"every 1h"'))
+    old = time.time() - 10
+    for path in tasks.rglob("*.yaml"):  # settled before the start: one batch
+        os.utime(path, (old, old))
     with caplog.at_level(logging.INFO, logger="runner"):
         async with running(tmp_path):  # new: the hourly one's slot is within the grace
             await wait_for(lambda: completed(tmp_path) == 1, what="the hourly catch-up")
