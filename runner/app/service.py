@@ -4,11 +4,10 @@ The pieces, each given its dependencies:
 
 * the sources (:mod:`runner.planning.sources`: the watched tasks folder, an optional git source)
   report task files that changed or went away;
-* :class:`Intake` loads them into the :class:`TaskRegistry` (one task an id, one id a
-  file). One-off tasks go through :func:`runner.planning.plan.plan`, the rule ``run --once``
-  uses (once per content); scheduled ones get an APScheduler job
-  (:mod:`runner.planning.schedule`) and, when a slot was missed or a run left unfinished, an
-  immediate catch-up fire;
+* :class:`~runner.app.intake.Intake` loads them into the :class:`TaskRegistry` (one task
+  an id, one id a file): one-off tasks run once per content, scheduled ones get an
+  APScheduler job (:mod:`runner.planning.schedule`) and, when a slot was missed or a run
+  left unfinished, an immediate catch-up fire;
 * :class:`Firing` is what a job does: serve the due slot through :class:`Runs`;
 * :class:`~runner.app.runs.Runs` runs each run on the dispatcher, one at a time per task,
   and at shutdown gives them ``service.shutdown_grace`` to finish before cancelling the
@@ -28,7 +27,6 @@ started can be closed again (exit 0).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import os
 from collections.abc import Callable, Coroutine, Mapping
@@ -36,29 +34,23 @@ from typing import TYPE_CHECKING, Any
 
 from runner.app.adoption import Adopter
 from runner.app.assembly import dispatching
+from runner.app.intake import Intake, Planner
 from runner.app.logs import LogFormat, configure_logging, log_run_change
-from runner.app.passes import due_rule, waits_for
 from runner.app.runs import Runs
 from runner.app.signals import STOP_SIGNALS
 from runner.core.clock import utc_now
-from runner.core.errors import InvalidTaskFile, OmniError, ServiceError, TaskFileError
-from runner.core.states import RunState
+from runner.core.errors import OmniError, ServiceError
 from runner.defs.environment import ResolvedPaths, redactor_for
-from runner.defs.tasks import Task, load_task_file
 from runner.dispatch.faults import FaultHandling, Resumer
-from runner.planning.dueness import Due, DueRule, decide, history_from_results, history_from_store
 from runner.planning.gitsource import GitSource
-from runner.planning.jobs import plan_of, save_plans
-from runner.planning.plan import Selection, close_orphans, orphans_of, plan
-from runner.planning.schedule import LIVE_GRACE, Firing, TaskScheduler
-from runner.planning.sources import ChangeKind, FolderSource, SourceChange, TaskRegistry
+from runner.planning.schedule import Firing, TaskScheduler
+from runner.planning.sources import FolderSource, TaskRegistry
 from runner.state.backend import fleet, location, open_store, runner_lock
 from runner.state.recovery import resume
 from runner.state.resultcheck import ResultCheck
 
 if TYPE_CHECKING:
     from datetime import datetime
-    from pathlib import Path
 
     from runner.app.signals import EarlySignals
     from runner.defs.config import Config
@@ -68,189 +60,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Background = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
-
-
-class Planner:
-    """Due-ness for the service: :func:`runner.planning.plan.plan` (the ``run --once`` rule) at
-    the clock's now; the result files count too where ``results`` is given."""
-
-    def __init__(
-        self, config: Config, store: StateStore, results: Path, clock: Callable[[], datetime]
-    ) -> None:
-        self._config = config
-        self._store = store
-        self._results = results
-        self._clock = clock
-        self.waits = waits_for(config)
-        """Why a task cannot run at all yet (a prompt task with no model, a repair task
-        without its executor), or None."""
-
-    def rule(self, *, with_results: bool, live: bool = False) -> DueRule:
-        """The rule now. A live fire is on time by construction: ``misfire_grace``
-        bounds catch-ups after downtime, not a fire a few milliseconds late."""
-        rule = due_rule(self._config, self._results if with_results else None, self._clock())
-        if live:
-            rule = dataclasses.replace(rule, misfire_grace=max(rule.misfire_grace, LIVE_GRACE))
-        return rule
-
-    def plan(
-        self, tasks: list[Task], rule: DueRule, *, quiet: bool = False
-    ) -> list[tuple[Task, RunRecord]]:
-        """Plan ``tasks`` (creating or reusing their runs); log why the others wait."""
-        runnable, skipped = plan(tasks, self._store, Selection(), rule, waits_for=self.waits)
-        for item in skipped:
-            done = quiet or item.state is RunState.COMPLETED
-            log.log(
-                logging.DEBUG if done else logging.INFO, "task %s: %s", item.task_id, item.reason
-            )
-        return runnable
-
-    def due_now(self, task: Task) -> list[tuple[Task, RunRecord]]:
-        """A live fire's plan: from the store alone, which holds every run the service
-        made (a scheduled task's result files grow with every slot)."""
-        return self.plan([task], self.rule(with_results=False, live=True), quiet=True)
-
-    def catch_up(self, task: Task) -> bool:
-        """True when a newly (re)scheduled task is due now (a slot missed within the grace,
-        or the latest slot's run left unfinished)."""
-        rule = self.rule(with_results=True)
-        history = history_from_store(self._store, task).merge(
-            history_from_results(self._results, task.id, rule.check())
-        )
-        return decide(task, history, rule).verdict is Due.RUN
-
-
-class Intake:  # pylint: disable=too-many-instance-attributes  # the wiring of one intake
-    """Source changes -> registered tasks -> one-off runs and schedule jobs."""
-
-    def __init__(
-        self,
-        *,
-        config: Config,
-        store: StateStore,
-        registry: TaskRegistry,
-        scheduler: TaskScheduler,
-        planner: Planner,
-        runs: Runs,
-    ) -> None:
-        self._store = store
-        self._registry = registry
-        self._scheduler = scheduler
-        self._planner = planner
-        self._runs = runs
-        self._max_bytes = config.limits.task_file_bytes
-        self._timezone = config.schedule.timezone
-        self._closed = False
-
-    def close(self) -> None:
-        """Take no more changes (shutdown)."""
-        self._closed = True
-
-    def apply(self, changes: list[SourceChange]) -> None:
-        """Removals first (a rename is a removal and an addition), then new content."""
-        if self._closed:
-            return
-        before = self._scheduler.plans()
-        gone: dict[str, str] = {}
-        for change in changes:
-            if change.kind is ChangeKind.REMOVED:
-                task_id = self._registry.id_at(change.path)
-                if task_id is not None:
-                    self._forget(task_id, f"{change.path} is gone")
-                    gone[task_id] = f"task file {change.path} is gone"
-        fresh = [
-            task
-            for change in changes
-            if change.kind is ChangeKind.CHANGED and (task := self._load(change)) is not None
-        ]
-        for task in fresh:
-            try:
-                if task.spec.schedule is None:
-                    self._start_one_off(task)
-                else:
-                    self._schedule(task)
-            except OmniError as exc:  # e.g. the state database busy: this task, not all
-                log.error(
-                    "task %s: not taken in: %s (edit or touch the file to retry)", task.id, exc
-                )
-                self._registry.drop(task.id)
-        if self._scheduler.plans() != before:
-            save_plans(self._store, self._scheduler.plans())
-        self._close_runs_of_gone(gone)
-
-    def _close_runs_of_gone(self, gone: dict[str, str]) -> None:
-        """Close ``skipped`` the unfinished runs of tasks whose file went away (and did
-        not come back in the same batch, as a rename would); a run in flight finishes."""
-        for task_id, reason in gone.items():
-            if self._registry.get(task_id) is not None:
-                continue
-            try:
-                for run in close_orphans(orphans_of(task_id, reason, self._store), self._store):
-                    log.info("run %s %s: closed skipped (%s)", task_id, run.run_id, reason)
-            except OmniError as exc:  # e.g. the database busy: the next start closes them
-                log.error("task %s: its unfinished runs stay open: %s", task_id, exc)
-
-    def _load(self, change: SourceChange) -> Task | None:
-        """The task in a changed file if it is new or its content changed, else None."""
-        try:
-            task = load_task_file(change.path, change.root, self._max_bytes)
-        except InvalidTaskFile as exc:
-            kept = self._registry.id_at(change.path)
-            note = f" (task {kept!r} keeps its last valid version)" if kept else ""
-            for problem in exc.problems:
-                log.error("invalid task file: %s%s", problem.render(), note)
-            return None
-        earlier_id = self._registry.id_at(task.path)
-        if earlier_id is not None and earlier_id != task.id:
-            self._forget(earlier_id, f"{task.path} now says id {task.id!r}")
-        owner = self._registry.get(task.id)
-        if owner is not None and owner.path != task.path:
-            if owner.path.exists():
-                problem = TaskFileError(
-                    str(task.path), 1, "id", f"id {task.id!r} is already used by {owner.path}"
-                )
-                log.error("invalid task file: %s", problem.render())
-                return None
-            self._forget(task.id, f"moved from {owner.path} to {task.path}")
-            owner = None
-        self._registry.put(task)
-        if owner is not None and owner.task_hash == task.task_hash:
-            return None  # touched, re-saved or re-formatted: same content
-        what = f"schedule {task.spec.schedule!r}" if task.spec.schedule else "one-off"
-        verb = "changed" if owner is not None else "loaded"
-        log.info("task %s: %s from %s (%s)", task.id, verb, task.path, what)
-        return task
-
-    def _forget(self, task_id: str, why: str) -> None:
-        self._registry.drop(task_id)
-        unscheduled = "; unscheduled" if self._scheduler.remove(task_id) else ""
-        log.info("task %s: removed (%s)%s", task_id, why, unscheduled)
-
-    def _start_one_off(self, task: Task) -> None:
-        if self._scheduler.remove(task.id):
-            log.info("task %s: unscheduled (no schedule any more)", task.id)
-        for planned, run in self._planner.plan([task], self._planner.rule(with_results=True)):
-            self._runs.start(planned, run)
-
-    def _schedule(self, task: Task) -> None:
-        self._store.upsert_task(task)
-        plan_ = plan_of(task, self._timezone)
-        waits = self._planner.waits(task)
-        if plan_ is None or waits is not None:
-            if self._scheduler.remove(task.id):
-                log.info("task %s: unscheduled (%s)", task.id, waits or "enabled: false")
-            elif waits is not None:
-                log.info("task %s: not scheduled: %s", task.id, waits)
-            return
-        if not self._scheduler.set(plan_):
-            return
-        catch_up = self._planner.catch_up(task)
-        if catch_up:
-            self._scheduler.fire_now(task.id)
-        fires = "now (catching up)" if catch_up else str(self._scheduler.next_fire(task.id))
-        log.info(
-            "task %s: scheduled %r (%s); fires %s", task.id, plan_.schedule, plan_.timezone, fires
-        )
 
 
 class Service:  # pylint: disable=too-many-instance-attributes  # the service's wiring

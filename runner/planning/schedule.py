@@ -20,11 +20,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.schedulers.base import STATE_RUNNING
 from apscheduler.triggers.base import BaseTrigger
 
 from runner.core.errors import OmniError
@@ -136,6 +138,9 @@ class TaskScheduler:
     def __init__(self, *, fire: Fire, misfire_grace: float) -> None:
         self._fire = fire
         self._plans: dict[str, Plan] = {}
+        self.version = 0
+        """Counts the changes of :meth:`plans` (a set, reschedule or removal)."""
+        self._batching = False
         self._scheduler = AsyncIOScheduler(
             timezone=UTC,
             job_defaults={
@@ -160,6 +165,25 @@ class TaskScheduler:
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
 
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Make many changes at once: APScheduler looks at its jobs once at the end, not
+        after each change (10,000 tasks at start-up: one look, not 10,000)."""
+        if self._batching or self._scheduler.state != STATE_RUNNING:  # not started, or paused
+            yield
+            return
+        self._batching = True
+        self._scheduler.pause()
+        try:
+            yield
+        finally:
+            self._batching = False
+            self._scheduler.resume()
+
+    def has(self, plan: Plan) -> bool:
+        """True when the task's job is scheduled by exactly this plan."""
+        return self._plans.get(plan.task_id) == plan
+
     def plans(self) -> list[Plan]:
         """Every scheduled job's plan, by task id."""
         return [self._plans[key] for key in sorted(self._plans)]
@@ -176,6 +200,7 @@ class TaskScheduler:
                 self._fire, trigger, args=[plan.task_id], id=plan.task_id, name=plan.task_id
             )
         self._plans[plan.task_id] = plan
+        self.version += 1
         return True
 
     def remove(self, task_id: str) -> bool:
@@ -183,6 +208,7 @@ class TaskScheduler:
         if self._plans.pop(task_id, None) is None:
             return False
         self._scheduler.remove_job(task_id)
+        self.version += 1
         return True
 
     def fire_now(self, task_id: str) -> None:

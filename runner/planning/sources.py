@@ -12,31 +12,32 @@ written (write-then-rename) is therefore read as soon as it appears, or at most
 ``settle_ms`` after its last write (on a file system whose timestamps are whole
 seconds, a second more: the last write may hide in it); a writer pausing longer than
 that mid-file should write elsewhere and rename. Editors' temp and swap files, hidden
-files and folders are ignored, a change that leaves a file's size and times as they
-were is no change, and a full rescan every ``service.rescan_interval`` catches events
-the watcher missed. Watch errors become :class:`SourceError`, logged once per distinct
+files and folders are ignored, a change that leaves a file's size, times and inode as
+they were is no change (a file read within the second its whole-second time stamps
+name is read again at the next event or rescan: a same-size write later in that second
+would leave them as they were), and a full rescan every ``service.rescan_interval``
+catches events the watcher missed: it stats every file and reads only the new and
+changed ones. Watch errors become :class:`SourceError`, logged once per distinct
 message; the source keeps going.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import stat
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from watchfiles import Change, awatch
 
-from runner.core.errors import SourceError
-from runner.defs.tasks import TASK_SUFFIXES, Task, TaskScan, find_task_files, scan_task_files
-
-if TYPE_CHECKING:
-    import os
+from runner.core.errors import SourceError, TaskFileError
+from runner.defs.tasks import TASK_SUFFIXES, Task, find_task_files
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,58 @@ def task_files(root: Path) -> list[Path]:
     return [p for p in find_task_files(root) if is_task_file(p, root)]
 
 
+@dataclass(slots=True)
+class Walk:
+    """What one walk of the tasks folder found: each task file's path (a string: a
+    rescan compares 10,000s of them) with its ``stat``, the files that look meant as
+    task files but are not read (``.YAML``), and the folders that could not be listed."""
+
+    found: dict[str, os.stat_result]
+    ignored: list[str]
+    unreadable: list[TaskFileError]
+
+
+def walk(root: Path) -> Walk:
+    """The task files under ``root`` with their ``stat`` (as
+    :func:`runner.defs.tasks.scan_task_files` finds them, less any with a part an ignored
+    name; symlinked folders followed, each folder once): one ``stat`` a file and no
+    parsing, so a rescan costs little per unchanged file."""
+    result = Walk({}, [], [])
+    visited: set[tuple[int, int]] = set()
+    folders = [os.fspath(root)]
+    while folders:
+        folder = folders.pop()
+        try:
+            here = os.stat(folder)
+            if (here.st_dev, here.st_ino) in visited:  # a symlink loop
+                continue
+            visited.add((here.st_dev, here.st_ino))
+            with os.scandir(folder) as listing:
+                entries = list(listing)
+        except OSError as exc:  # unreadable, or gone since its parent was listed
+            problem = f"cannot list: {exc.strerror}"
+            result.unreadable.append(TaskFileError(folder, None, "(folder)", problem))
+            continue
+        for entry in entries:
+            if is_ignored_name(entry.name):
+                continue
+            if _is_folder(entry):
+                folders.append(entry.path)
+            elif entry.name.endswith(TASK_SUFFIXES):
+                with contextlib.suppress(OSError):  # gone since it was listed
+                    result.found[entry.path] = entry.stat()
+            elif entry.name.lower().endswith(TASK_SUFFIXES):
+                result.ignored.append(entry.path)
+    return result
+
+
+def _is_folder(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()  # a symlink to a folder too
+    except OSError:
+        return False
+
+
 Signature = tuple[int, int, int, int]
 
 
@@ -101,6 +154,10 @@ def _signature(info: os.stat_result) -> Signature:
 #: Seconds a whole-second modification time may hide: file systems with coarse
 #: timestamps (ext4 with 128-byte inodes) round the last write down to the second.
 _COARSE_MTIME_S = 1.0
+
+
+#: The signature of a file read while its coarse time stamps could still hide a write.
+_UNSURE: Signature = (-1, -1, -1, -1)
 
 
 def _last_write(info: os.stat_result) -> float:
@@ -140,9 +197,11 @@ class FolderSource:  # pylint: disable=too-many-instance-attributes  # one watch
         self._rescan_interval = rescan_interval
         self._monotonic = monotonic
         self._wall = wall
-        self._known: dict[Path, Signature] = {}  # as last reported
-        self._pending: dict[Path, _Pending] = {}
-        self._named: set[Path] = set()  # files named once as not read (``.YAML``)
+        # Paths as strings: a rescan compares every file's, and 10,000s of Path objects
+        # cost more than the stat calls.
+        self._known: dict[str, Signature] = {}  # as last reported
+        self._pending: dict[str, _Pending] = {}
+        self._named: set[str] = set()  # files named once as not read (``.YAML``)
         self._wake = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -155,28 +214,21 @@ class FolderSource:  # pylint: disable=too-many-instance-attributes  # one watch
     def rescan(self) -> None:
         """Compare the folder with what was reported: new or changed files start
         settling, vanished ones are reported removed."""
-        scan = scan_task_files(self.root) if self.root.is_dir() else TaskScan([], [], [])
-        files, ignored, unreadable = scan
-        found = [p for p in files if is_task_file(p, self.root)]
-        for path in ignored:
+        found = walk(self.root) if self.root.is_dir() else Walk({}, [], [])
+        for path in found.ignored:
             if path not in self._named:  # once, not at every rescan
                 self._named.add(path)
                 log.warning("%s is not read: task files end in .yaml or .yml (lowercase)", path)
-        for problem in unreadable:
-            if Path(problem.path) not in self._named:
-                self._named.add(Path(problem.path))
+        for problem in found.unreadable:
+            if problem.path not in self._named:
+                self._named.add(problem.path)
                 log.warning("%s", problem.render())
-        present = set(found)
-        gone = [p for p in self._known if p not in present]
-        for path in found:
-            if path in self._pending:
-                continue
-            try:
-                signature = _signature(path.stat())
-            except OSError:
-                continue
-            if self._known.get(path) != signature:
-                self._pending[path] = _Pending()
+        files = found.found
+        gone = [p for p in self._known if p not in files]
+        known, pending = self._known, self._pending
+        for path, info in files.items():
+            if path not in pending and known.get(path) != _signature(info):
+                pending[path] = _Pending()
         self._report_removed(gone)
         self._wake.set()
 
@@ -184,11 +236,11 @@ class FolderSource:  # pylint: disable=too-many-instance-attributes  # one watch
         """Report the pending files that are quiet now; seconds until the next check."""
         now, wall = self._monotonic(), self._wall()
         ready: list[SourceChange] = []
-        gone: list[Path] = []
+        gone: list[str] = []
         delay: float | None = None
-        for path, pending in list(self._pending.items()):
+        for path, pending in sorted(self._pending.items()):  # in order: the first of an id wins
             try:
-                info = path.stat()
+                info = os.stat(path)
             except OSError:
                 del self._pending[path]
                 gone.append(path)
@@ -206,8 +258,11 @@ class FolderSource:  # pylint: disable=too-many-instance-attributes  # one watch
                 continue
             del self._pending[path]
             if self._known.get(path) != signature:
-                self._known[path] = signature
-                ready.append(SourceChange(ChangeKind.CHANGED, path, self.root))
+                # Read within the second its whole-second time stamps name: a write later
+                # in that second may leave them, and the size, as they are. Such a file
+                # keeps no signature, so the next event or rescan reads it again.
+                self._known[path] = signature if wall >= _last_write(info) else _UNSURE
+                ready.append(SourceChange(ChangeKind.CHANGED, Path(path), self.root))
         self._report_removed(gone)
         if ready:
             self._on_changes(ready)
@@ -216,28 +271,29 @@ class FolderSource:  # pylint: disable=too-many-instance-attributes  # one watch
     def on_batch(self, batch: Iterable[tuple[Change, str]]) -> None:
         """Take one batch of watchfiles events: what exists settles, what is gone is
         reported at once (a folder's files with it)."""
-        gone: list[Path] = []
+        gone: list[str] = []
         for _change, raw in batch:
             path = Path(raw)
             if path.is_dir():
                 for found in task_files(path):
-                    self._pending[found] = _Pending()
+                    self._pending[str(found)] = _Pending()
             elif path.exists():
                 if is_task_file(path, self.root):
-                    self._pending[path] = _Pending()
+                    self._pending[str(path)] = _Pending()
             else:
-                self._pending.pop(path, None)
-                gone.append(path)
+                self._pending.pop(str(path), None)
+                gone.append(str(path))
         self._report_removed(gone)
         self._wake.set()
 
-    def _report_removed(self, paths: list[Path]) -> None:
+    def _report_removed(self, paths: list[str]) -> None:
         removed: list[SourceChange] = []
         for path in paths:
-            inside = [k for k in self._known if k == path or path in k.parents]
+            below = path + os.sep
+            inside = [k for k in self._known if k == path or k.startswith(below)]
             for known in inside:
                 del self._known[known]
-                removed.append(SourceChange(ChangeKind.REMOVED, known, self.root))
+                removed.append(SourceChange(ChangeKind.REMOVED, Path(known), self.root))
         if removed:
             self._on_changes(removed)
 

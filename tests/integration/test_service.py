@@ -8,6 +8,8 @@ import asyncio
 import itertools
 import logging
 import os
+import sqlite3
+import time
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -281,3 +283,33 @@ async def test_a_file_not_read_is_named_once(
     assert named == [
         f"{tasks.resolve() / 'Loud.YAML'} is not read: task files end in .yaml or .yml (lowercase)"
     ]
+
+
+def task_rows(root: Path) -> list[tuple[str, str]]:
+    with sqlite3.connect(root / ".omni" / "state.db") as conn:
+        return conn.execute("SELECT id, updated_at FROM tasks ORDER BY id").fetchall()
+
+
+async def test_a_start_over_many_files_logs_a_summary_and_rewrites_no_unchanged_row(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    tasks = tmp_path / "tasks"
+    for i in range(60):
+        drop(tasks / "many" / f"t{i:02}.yaml", echo_task(f"t{i}", schedule='"0 0 1 1 *"'))
+    drop(tasks / "hourly.yaml", echo_task("hourly", schedule='"every 1h"'))
+    old = time.time() - 10
+    for path in tasks.rglob("*.yaml"):  # settled before the start: one batch
+        os.utime(path, (old, old))
+    with caplog.at_level(logging.INFO, logger="runner"):
+        async with running(tmp_path):  # new: the hourly one's slot is within the grace
+            await wait_for(lambda: completed(tmp_path) == 1, what="the hourly catch-up")
+        first = task_rows(tmp_path)
+        async with running(tmp_path):
+            await asyncio.sleep(0.4)
+    assert len(first) == 61
+    assert task_rows(tmp_path) == first  # the restart rewrote no row of an unchanged task
+    assert [r["slot"] is not None for r in results_of(tmp_path, "hourly")] == [True]
+    messages = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    summary = "tasks: 61 loaded or changed (0 one-off, 61 scheduled; 61 jobs in all)"
+    assert messages.count(summary) == 2
+    assert not [m for m in messages if m.startswith("task many/")]  # no line a task

@@ -369,3 +369,40 @@ async def test_an_unreachable_remote_is_logged_once_and_retried(
         await wait_for(lambda: seen.changes, what="the remote coming back")
     assert seen.names() == [("changed", "a.yaml")]
     assert any("reachable again" in r.getMessage() for r in caplog.records)
+
+
+def test_a_file_read_within_its_whole_second_is_read_again_at_the_next_rescan(
+    tasks: Path,
+) -> None:
+    # On a file system with whole-second time stamps a same-size write later in the
+    # second a file was read in leaves its size, times and inode as they were: a rescan
+    # could not tell. Such a file is read again once that second is over; a file whose
+    # time stamps are sure is not read again.
+    second = float(int(time.time()) - 5)
+    clock = {"wall": second + 0.5, "monotonic": 100.0}
+    seen = Seen()
+    source = FolderSource(
+        tasks,
+        on_changes=seen,
+        settle_ms=100,
+        rescan_interval=60,
+        wall=lambda: clock["wall"],
+        monotonic=lambda: clock["monotonic"],
+    )
+    coarse, fine = tasks / "coarse.yaml", tasks / "fine.yaml"
+    coarse.write_text(echo_task("coarse"))
+    os.utime(coarse, (second, second))
+    fine.write_text(echo_task("fine"))
+    os.utime(fine, (second - 9.25, second - 9.25))
+    source.rescan()
+    source.settle()
+    clock["monotonic"] += 0.2  # quiet for settle_ms: read, within its second
+    assert source.settle() is None
+    assert seen.names() == [("changed", "fine.yaml"), ("changed", "coarse.yaml")]
+    clock["wall"], clock["monotonic"] = second + 3, 160.0
+    source.rescan()
+    assert source.settle() is None
+    assert seen.names()[2:] == [("changed", "coarse.yaml")]
+    source.rescan()  # sure of both now: neither is read again
+    assert source.settle() is None
+    assert len(seen.changes) == 3
