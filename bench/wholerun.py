@@ -145,9 +145,15 @@ def medians(turns: list[dict[str, float]]) -> dict[str, float]:
     return {key: round(statistics.median(t[key] for t in turns), 3) for key in turns[0]}
 
 
-def measure(work: Path, server: list[str], tasks: int, rounds: int) -> dict[str, Any]:
-    """The sides in turns (projects made in ``work``); medians and the overhead a task."""
+def measure(
+    work: Path, server: list[str], tasks: int, rounds: int, pycache: Path
+) -> dict[str, Any]:
+    """The sides in turns (projects made in ``work``, bytecode cached in ``pycache``);
+    medians and the overhead a task."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OMNI_")}
+    # Bytecode cached on both sides (a private cache, warmed by the first turns).
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(pycache)
     sides: dict[str, list[dict[str, float]]] = {
         "omni": [],
         "bare_serial": [],
@@ -193,7 +199,7 @@ def main() -> None:
                 "python": platform.python_version(),
                 "machine": {"cores": os.cpu_count(), "load_average": os.getloadavg()},
                 "bar_ms_per_task": BAR_MS_PER_TASK,
-                **measure(Path(runs), server, opts.tasks, opts.rounds),
+                **measure(Path(runs), server, opts.tasks, opts.rounds, cache / "pycache"),
             }
     print(json.dumps(report, indent=2))
 
