@@ -5,6 +5,8 @@ PostgreSQL schema) are tested apart at the end."""
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -493,6 +495,30 @@ def test_database_uses_wal_and_survives_reopening(db_path: Path) -> None:
     conn.close()
     with Store(db_path) as store:
         assert store.get_run(run.run_id) == run
+
+
+def test_a_new_database_is_made_without_loading_numpy_which_loads_after(db_path: Path) -> None:
+    # sqlite-utils imports numpy (a fifth of a second) when it is installed; creating the
+    # state file (every CI run's first step) does without it, and numpy imports as
+    # usual afterwards.
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from runner.state.store import Store\n"
+        "with Store(Path(sys.argv[1])) as store:\n"
+        "    store.create_run('t', 'h', max_attempts=1)\n"
+        "print(sorted(m for m in ('numpy', 'pandas', 'sqlite_utils') if m in sys.modules))\n"
+        "import numpy\n"
+        "print(numpy.__name__)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(db_path)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["['sqlite_utils']", "numpy"]
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 1
+    conn.close()
 
 
 def test_database_from_a_newer_omni_is_refused(db_path: Path) -> None:
