@@ -25,7 +25,7 @@ figure. ``file_create_us``: what creating one file costs on the results' file sy
 at the start and the end (an ext4 without a journal is slow for minutes after many
 deletions: see bench/README.md, dispatch). Prints one JSON object.
 
-    uv run python bench/wholerun.py [--tasks 2000] [--rounds 5] [--work DIR]
+    uv run python bench/wholerun.py [--tasks 2000] [--rounds 5] [--work DIR] [--baseline SRC]
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def timed(argv: list[str], cwd: Path, env: dict[str, str]) -> dict[str, float]:
 
 
 def one_omni(
-    work: Path, server: list[str], tasks: int, turn: int, env: dict[str, str]
+    work: Path, server: list[str], tasks: int, turn: str, env: dict[str, str]
 ) -> dict[str, float]:
     """One whole ``omni run --once`` over ``tasks`` new tasks in a new project."""
     project = work / f"project-{turn}"
@@ -145,11 +145,17 @@ def medians(turns: list[dict[str, float]]) -> dict[str, float]:
     return {key: round(statistics.median(t[key] for t in turns), 3) for key in turns[0]}
 
 
-def measure(
-    work: Path, server: list[str], tasks: int, rounds: int, pycache: Path
+def measure(  # pylint: disable=too-many-arguments,too-many-locals
+    work: Path,
+    server: list[str],
+    tasks: int,
+    rounds: int,
+    pycache: Path,
+    baseline: Path | None = None,
 ) -> dict[str, Any]:
     """The sides in turns (projects made in ``work``, bytecode cached in ``pycache``);
-    medians and the overhead a task."""
+    medians and the overhead a task; with ``baseline`` (a folder holding another
+    version's ``runner`` package), that version's whole run too, in the same turns."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OMNI_")}
     # Bytecode cached on both sides (a private cache, warmed by the first turns).
     env.pop("PYTHONDONTWRITEBYTECODE", None)
@@ -159,24 +165,32 @@ def measure(
         "bare_serial": [],
         "bare_concurrent": [],
     }
+    # ``--baseline SRC``: omni's code from another checkout, run by this environment.
+    old = env | {"PYTHONPATH": str(baseline)} if baseline is not None else None
     probe_start = file_create_us(work / "probe-start")
     # One untimed turn of each warms the page cache and the bytecode.
-    one_omni(work, server, 20, -1, env)
+    one_omni(work, server, 20, "warm", env)
     one_bare(server, 20, 1, env)
+    if old is not None:
+        sides["omni_baseline"] = []
+        one_omni(work, server, 20, "warm-baseline", old)
     for turn in range(rounds):
         sides["bare_serial"].append(one_bare(server, tasks, 1, env))
-        sides["omni"].append(one_omni(work, server, tasks, turn, env))
+        sides["omni"].append(one_omni(work, server, tasks, str(turn), env))
         sides["bare_concurrent"].append(one_bare(server, tasks, CONCURRENCY, env))
+        if old is not None:
+            sides["omni_baseline"].append(one_omni(work, server, tasks, f"{turn}-baseline", old))
     out: dict[str, Any] = {"tasks": tasks, "rounds": rounds}
     for side, turns in sides.items():
         out[side] = medians(turns) | {"turns": turns}
-    omni = out["omni"]
-    for bare in ("bare_serial", "bare_concurrent"):
-        ref = out[bare]
-        out[f"overhead_vs_{bare}"] = {
-            "wall_ms_per_task": round((omni["wall_s"] - ref["wall_s"]) * 1000 / tasks, 3),
-            "cpu_ms_per_task": round((omni["cpu_s"] - ref["cpu_s"]) * 1000 / tasks, 3),
-        }
+    for side in ("omni", "omni_baseline") if old is not None else ("omni",):
+        mine = out[side]
+        for bare in ("bare_serial", "bare_concurrent"):
+            ref = out[bare]
+            out[f"{side}_overhead_vs_{bare}"] = {
+                "wall_ms_per_task": round((mine["wall_s"] - ref["wall_s"]) * 1000 / tasks, 3),
+                "cpu_ms_per_task": round((mine["cpu_s"] - ref["cpu_s"]) * 1000 / tasks, 3),
+            }
     out["file_create_us"] = {"start": probe_start, "end": file_create_us(work / "probe-end")}
     return out
 
@@ -189,6 +203,12 @@ def main() -> None:
     parser.add_argument(
         "--work", type=Path, help="keeps the npm install between runs (default: a temp folder)"
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a folder holding another version's runner/ (e.g. `git archive main runner`):"
+        " its whole run too, in the same turns",
+    )
     opts = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="omni-wholerun-") as tmp:
         cache = opts.work or Path(tmp)
@@ -199,7 +219,14 @@ def main() -> None:
                 "python": platform.python_version(),
                 "machine": {"cores": os.cpu_count(), "load_average": os.getloadavg()},
                 "bar_ms_per_task": BAR_MS_PER_TASK,
-                **measure(Path(runs), server, opts.tasks, opts.rounds, cache / "pycache"),
+                **measure(
+                    Path(runs),
+                    server,
+                    opts.tasks,
+                    opts.rounds,
+                    cache / "pycache",
+                    opts.baseline.resolve() if opts.baseline else None,
+                ),
             }
     print(json.dumps(report, indent=2))
 
