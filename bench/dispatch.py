@@ -32,13 +32,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mcp.client.client import Client
-from mcp.client.stdio import StdioServerParameters
+from bare import Timer, bare_loop
 
 from runner.core.files import atomic_write
 from runner.core.redaction import Redactor
@@ -47,6 +45,9 @@ from runner.defs.tasks import Task, TaskSpec, task_hash
 from runner.dispatch.dispatcher import Dispatcher
 from runner.reach.executors import ExecutorPool, builtin_server
 from runner.state.store import Store
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
 
 
 def make_tasks(first: int, end: int, executor: str, tool: str, args: dict[str, Any]) -> list[Task]:
@@ -57,41 +58,6 @@ def make_tasks(first: int, end: int, executor: str, tool: str, args: dict[str, A
         spec = TaskSpec(id=f"t{i}", executor=executor, tool=tool, args={**args})
         tasks.append(Task(f"t{i}", Path(f"t{i}.yaml"), spec, task_hash(spec, f"t{i}")))
     return tasks
-
-
-Timer = Callable[[int], Awaitable[float]]
-"""Runs ``n`` more calls (or tasks) on a warm server; returns the seconds they took."""
-
-
-@asynccontextmanager
-async def bare_loop(
-    server: McpServer, tool: str, args: dict[str, Any], conc: int
-) -> AsyncIterator[Timer]:
-    """Calls over one bare SDK session, ``conc`` in flight."""
-    assert server.command is not None
-    env = {k: v for k, v in os.environ.items() if k in {"HOME", "PATH"}} | server.env
-    params = StdioServerParameters(command=server.command, args=server.args, env=env)
-    async with Client(params, read_timeout_seconds=60) as client:
-        for _ in range(20):  # warm up
-            await client.call_tool(tool, args)
-        yield lambda n: timed(lambda: client.call_tool(tool, args), n, conc)
-
-
-async def timed(call: Callable[[], Awaitable[Any]], n: int, conc: int) -> float:
-    """Seconds for ``n`` awaits of ``call()``, at most ``conc`` at once."""
-    limit = asyncio.Semaphore(conc)
-
-    async def one() -> None:
-        async with limit:
-            await call()
-
-    start = time.perf_counter()
-    if conc == 1:
-        for _ in range(n):
-            await call()
-    else:
-        await asyncio.gather(*(one() for _ in range(n)))
-    return time.perf_counter() - start
 
 
 @asynccontextmanager
@@ -153,7 +119,7 @@ async def compare(
     for conc in (1, 8):
         bares, ours = [], []
         async with (
-            bare_loop(server, tool, args, conc) as bare,
+            bare_loop(server.command or "", server.args, server.env, tool, args, conc) as bare,
             runner_loop(server, tool, args, conc, work) as runner,
         ):
             for _ in range(rounds):

@@ -22,6 +22,7 @@ from runner.planning.dueness import (
     history_for,
     history_from_runs,
 )
+from runner.state.records import NewRun
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -95,44 +96,62 @@ def plan(
     reuse) their run rows. A task for which ``waits_for`` gives a reason (a prompt task
     with no model configured) stays idle."""
     rule = rule or DueRule(now=utc_now(), results=None)
-    runnable: list[tuple[Task, RunRecord]] = []
-    skipped: list[Skipped] = []
     chosen = [task for task in tasks if selection.picks(task.id)]
     store.upsert_tasks(chosen)
     known = store.task_runs(chosen)
-    for task in chosen:
-        verdict = _verdict(task, history_from_runs(known.get(task.id), task), selection, rule)
-        if isinstance(verdict, Skipped):
-            skipped.append(verdict)
-            continue
-        run = store.open_run(task.id, task.task_hash, verdict.slot)
+    verdicts = [
+        _verdict(task, history_from_runs(known.get(task.id), task), selection, rule)
+        for task in chosen
+    ]
+    runs = iter(_runs_for([v for v in verdicts if isinstance(v, Planned)], store, selection))
+    runnable: list[tuple[Task, RunRecord]] = []
+    skipped: list[Skipped] = []
+    for verdict in verdicts:
+        ready = verdict if isinstance(verdict, Skipped) else _ready(verdict, next(runs), store)
+        if isinstance(ready, Skipped):
+            skipped.append(ready)
+        elif waits_for is not None and (reason := waits_for(ready[0])) is not None:
+            if ready[1].note != reason:
+                store.set_note(ready[1].run_id, reason)
+            skipped.append(Skipped(ready[0].id, reason, RunState.IDLE))
+        else:
+            runnable.append(ready)
+    return runnable, skipped
+
+
+def _runs_for(due: list[Planned], store: StateStore, selection: Selection) -> list[RunRecord]:
+    """The run of each due task: its open run for the slot (or content), else a new one;
+    a pass's new runs are created in one transaction (thousands of new task files, one
+    commit)."""
+    found = []
+    for planned in due:
+        task = planned.task
+        run = store.open_run(task.id, task.task_hash, planned.slot)
         if selection.force and run is not None and run.slot is not None:
             run = None  # a forced run serves no slot: it leaves that slot's run be
-        if run is None:
-            run = store.create_run(
-                task.id,
-                task.task_hash,
-                max_attempts=task.spec.retries + 1,
-                slot=verdict.slot,
-                unique=not selection.force,
-            )
-            if run.task_hash != task.task_hash:  # another content already serves the slot
-                skipped.append(
-                    Skipped(
-                        task.id,
-                        f"slot {run.slot} is served by run {run.run_id} of an earlier content",
-                    )
-                )
-                continue
-        if run.state is RunState.FAILED:
-            run = _retry(store, run)
-        if waits_for is not None and (reason := waits_for(task)) is not None:
-            if run.note != reason:
-                store.set_note(run.run_id, reason)
-            skipped.append(Skipped(task.id, reason, RunState.IDLE))
-            continue
-        runnable.append((task, run))
-    return runnable, skipped
+        found.append(run)
+    wanted = [
+        NewRun(
+            p.task.id, p.task.task_hash, p.task.spec.retries + 1, p.slot, unique=not selection.force
+        )
+        for p, run in zip(due, found, strict=True)
+        if run is None
+    ]
+    created = iter(store.create_runs(wanted))
+    return [run if run is not None else next(created) for run in found]
+
+
+def _ready(planned: Planned, run: RunRecord, store: StateStore) -> tuple[Task, RunRecord] | Skipped:
+    """The task and its run, ready to claim (a failed run with attempts left back to
+    idle); skipped when another content's run already serves the slot."""
+    task = planned.task
+    if run.task_hash != task.task_hash:
+        return Skipped(
+            task.id, f"slot {run.slot} is served by run {run.run_id} of an earlier content"
+        )
+    if run.state is RunState.FAILED:
+        run = _retry(store, run)
+    return task, run
 
 
 def _retry(store: StateStore, run: RunRecord) -> RunRecord:

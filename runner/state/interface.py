@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from runner.core.states import Mode, RunState
     from runner.defs.tasks import Task
-    from runner.state.records import ModeRecord, RunRecord, Settlement
+    from runner.state.records import ModeRecord, NewRun, RunRecord, Settlement
 
 
 class StateStore(StoreQueries):
@@ -65,6 +65,16 @@ class StateStore(StoreQueries):
         (:data:`runner.state.moves.HOLDS_KEY`) is returned instead: the database decides
         which run serves it, whoever planned it. A ``run_id`` already taken is a
         :class:`StoreError`."""
+
+    def create_runs(self, new: Sequence[NewRun]) -> list[RunRecord]:
+        """:meth:`create_run` for each of ``new``, in order; a backend may do it in one
+        transaction (SQLite does: a pass creating thousands of runs, one commit)."""
+        return [
+            self.create_run(
+                n.task_id, n.task_hash, max_attempts=n.max_attempts, slot=n.slot, unique=n.unique
+            )
+            for n in new
+        ]
 
     @abstractmethod
     def claim(

@@ -46,6 +46,19 @@ class RunRecord:  # pylint: disable=too-many-instance-attributes  # mirrors the 
 
 
 @dataclass(frozen=True, slots=True)
+class NewRun:
+    """A run to create (:meth:`~runner.state.interface.StateStore.create_runs`): what
+    :meth:`~runner.state.interface.StateStore.create_run` takes, as one record."""
+
+    task_id: str
+    task_hash: str
+    max_attempts: int
+    slot: str | None = None
+    unique: bool = False
+    """Return the run that already holds this slot or content, if one does."""
+
+
+@dataclass(frozen=True, slots=True)
 class ModeRecord:
     """The current system mode, when it was entered (``None``: never changed), and why."""
 

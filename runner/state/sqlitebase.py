@@ -11,6 +11,7 @@ reported to ``on_transition`` once it committed.
 from __future__ import annotations
 
 import sqlite3
+import sys
 import threading
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -172,6 +173,22 @@ class SqliteConnection(StateStore):  # pylint: disable=abstract-method  # moves:
             self._utils = Database(self._conn, recursive_triggers=False, execute_plugins=False)
         return self._utils
 
+    def _utils_for_migrations(self) -> Database:
+        """:attr:`_db` for the migrations at open, loading sqlite-utils without numpy and
+        pandas when they are not loaded yet: it imports them, if installed, only to map
+        their types, which omni never writes (numpy alone costs a fifth of a second of
+        every fresh state file: a CI machine's every run). Only here, at open, before
+        the process starts other threads that might import them meanwhile."""
+        blocked = [name for name in ("numpy", "pandas") if name not in sys.modules]
+        for name in blocked:
+            sys.modules[name] = None  # type: ignore[assignment]  # import fails: "not installed"
+        try:
+            return self._db
+        finally:
+            for name in blocked:
+                if name in sys.modules and sys.modules[name] is None:
+                    del sys.modules[name]
+
     def _now(self) -> str:
         return iso(self._clock())
 
@@ -182,7 +199,7 @@ class SqliteConnection(StateStore):  # pylint: disable=abstract-method  # moves:
         if self._schema_version() == known:
             return
         with self._write() as conn:
-            self._db.table("schema_migrations").create(
+            self._utils_for_migrations().table("schema_migrations").create(
                 {"version": int, "applied_at": str}, pk="version", if_not_exists=True
             )
             found = self._schema_version()

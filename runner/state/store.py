@@ -30,7 +30,7 @@ from runner.state.moves import (
     run_from_row,
     stale,
 )
-from runner.state.records import ModeRecord, RunRecord, TaskRuns
+from runner.state.records import ModeRecord, NewRun, RunRecord, TaskRuns
 from runner.state.sqlitebase import SELECT_RUNS, SqliteConnection
 
 if TYPE_CHECKING:
@@ -190,24 +190,49 @@ class Store(SqliteConnection):
     ) -> RunRecord:
         """A new idle run; with ``unique``, the run that already holds its key (looked up
         in the write transaction that would insert it: one writer at a time decides)."""
+        with self._write() as conn:
+            return self._insert_run(
+                conn, NewRun(task_id, task_hash, max_attempts, slot, unique), run_id
+            )
+
+    def create_runs(self, new: Sequence[NewRun]) -> list[RunRecord]:
+        """As :meth:`create_run` for each, all in one transaction."""
+        if not new:
+            return []
+        with self._write() as conn:
+            return [self._insert_run(conn, one) for one in new]
+
+    def _insert_run(
+        self, conn: sqlite3.Connection, new: NewRun, run_id: str | None = None
+    ) -> RunRecord:
+        """Insert one idle run (or find the one holding its key, with ``new.unique``);
+        the caller holds ``_write()``."""
         run_id = run_id or new_run_id(self._clock())
         now = self._now()
-        with self._write() as conn:
-            if unique and (found := self._same_key(conn, task_id, task_hash, slot)):
-                return found
-            try:
-                row = conn.execute(
-                    "INSERT INTO runs (run_id, task_id, task_hash, slot, state, attempt,"
-                    " max_attempts, created_at, updated_at, seq) VALUES (?, ?, ?, ?, ?, 0, ?,"
-                    " ?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM runs))"
-                    f" RETURNING {', '.join(RUN_COLUMNS)}",
-                    (run_id, task_id, task_hash, slot, RunState.IDLE.value, max_attempts, now, now),
-                ).fetchall()[0]
-            except sqlite3.IntegrityError as exc:
-                raise StoreError(f"{self.path}: run {run_id} already exists") from exc
-            self._event(conn, run_id, None, RunState.IDLE, detail="created", now=now)
-            created = run_from_row(row)
-            self._note(created, None, RunState.IDLE, "created")
+        if new.unique and (found := self._same_key(conn, new.task_id, new.task_hash, new.slot)):
+            return found
+        try:
+            row = conn.execute(
+                "INSERT INTO runs (run_id, task_id, task_hash, slot, state, attempt,"
+                " max_attempts, created_at, updated_at, seq) VALUES (?, ?, ?, ?, ?, 0, ?,"
+                " ?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM runs))"
+                f" RETURNING {', '.join(RUN_COLUMNS)}",
+                (
+                    run_id,
+                    new.task_id,
+                    new.task_hash,
+                    new.slot,
+                    RunState.IDLE.value,
+                    new.max_attempts,
+                    now,
+                    now,
+                ),
+            ).fetchall()[0]
+        except sqlite3.IntegrityError as exc:
+            raise StoreError(f"{self.path}: run {run_id} already exists") from exc
+        self._event(conn, run_id, None, RunState.IDLE, detail="created", now=now)
+        created = run_from_row(row)
+        self._note(created, None, RunState.IDLE, "created")
         return created
 
     @staticmethod

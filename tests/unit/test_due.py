@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -10,7 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from runner.core.clock import iso, parse_time
-from runner.core.errors import ConfigError
+from runner.core.errors import ConfigError, StoreError
 from runner.core.ids import new_run_id
 from runner.core.redaction import Redactor
 from runner.core.states import RunState
@@ -276,6 +277,32 @@ def test_a_slot_is_planned_once_whoever_plans_it_and_whatever_the_content(
             f"slot 2026-11-21T10:00:00.000Z is served by run {run_id} of an earlier content"
         ]
         assert len(first.runs(task_id="hourly")) == 1
+
+
+def test_a_pass_creates_its_new_runs_all_or_none(tmp_path: Path) -> None:
+    # One transaction for a pass's new runs: a database that refuses one of them (here a
+    # trigger) leaves none of them half-made, and a second pass creates them all, in the
+    # order of the tasks.
+    tasks = [make_task(name) for name in ("a", "b", "c")]
+    rule = DueRule(now=at("2026-11-21T10:20"), results=None)
+    with Store(tmp_path / "state.db") as store:
+        with sqlite3.connect(tmp_path / "state.db") as db:
+            db.execute(
+                "CREATE TRIGGER refuse_b BEFORE INSERT ON runs WHEN NEW.task_id = 'b'"
+                " BEGIN SELECT RAISE(ABORT, 'refused'); END"
+            )
+        with pytest.raises(StoreError):
+            plan(tasks, store, Selection(), rule)
+        assert store.runs() == []
+        with sqlite3.connect(tmp_path / "state.db") as db:
+            db.execute("DROP TRIGGER refuse_b")
+        runnable, skipped = plan(tasks, store, Selection(), rule)
+        assert skipped == []
+        assert [(t.id, r.state, r.seq) for t, r in runnable] == [
+            ("a", RunState.IDLE, 1),
+            ("b", RunState.IDLE, 2),
+            ("c", RunState.IDLE, 3),
+        ]
 
 
 def test_a_bare_force_leaves_a_paused_task_paused(tmp_path: Path) -> None:

@@ -5,6 +5,8 @@ PostgreSQL schema) are tested apart at the end."""
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -21,7 +23,7 @@ from runner.core.redaction import Redactor
 from runner.core.states import Mode, RunState
 from runner.defs.tasks import Task, TaskSpec
 from runner.state.postgres import PostgresStore
-from runner.state.records import TaskRuns
+from runner.state.records import NewRun, TaskRuns
 from runner.state.recovery import resume
 from runner.state.resultcheck import ResultCheck
 from runner.state.results import RunResult, result_path, write_result
@@ -379,6 +381,32 @@ def test_open_run_and_has_completed(store: StateStore) -> None:
     assert not store.has_completed("t", "h2")
 
 
+def test_create_runs_gives_what_create_run_gives_each_in_order(store: StateStore) -> None:
+    held = store.create_run("t", "h1", max_attempts=2, slot="03:00", unique=True)
+    once = store.create_run("u", "h5", max_attempts=1, unique=True)
+    created = store.create_runs(
+        [
+            NewRun("t", "h1", 2, "04:00", unique=True),
+            NewRun("t", "h2", 2, "03:00", unique=True),  # the slot's run is h1's
+            NewRun("u", "h5", 1, unique=True),  # this content's run exists
+            NewRun("u", "h5", 1),  # not unique (a forced run): a new one
+            NewRun("v", "h7", 3),
+        ]
+    )
+    assert [r.run_id for r in created[1:3]] == [held.run_id, once.run_id]
+    new = [created[0], created[3], created[4]]
+    assert [(r.task_id, r.task_hash, r.slot, r.state, r.attempt, r.max_attempts) for r in new] == [
+        ("t", "h1", "04:00", "idle", 0, 2),
+        ("u", "h5", None, "idle", 0, 1),
+        ("v", "h7", None, "idle", 0, 3),
+    ]
+    seqs = [r.seq for r in new]
+    assert seqs == sorted(seqs) and seqs[0] > once.seq  # after every earlier run, in order
+    assert all(store.get_run(r.run_id) == r for r in new)
+    assert transitions(store, new[2].run_id) == [(None, "idle")]
+    assert store.create_runs([]) == []
+
+
 # -- resume after a crash -------------------------------------------------------------
 
 
@@ -467,6 +495,30 @@ def test_database_uses_wal_and_survives_reopening(db_path: Path) -> None:
     conn.close()
     with Store(db_path) as store:
         assert store.get_run(run.run_id) == run
+
+
+def test_a_new_database_is_made_without_loading_numpy_which_loads_after(db_path: Path) -> None:
+    # sqlite-utils imports numpy (a fifth of a second) when it is installed; creating the
+    # state file (every CI run's first step) does without it, and numpy imports as
+    # usual afterwards.
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from runner.state.store import Store\n"
+        "with Store(Path(sys.argv[1])) as store:\n"
+        "    store.create_run('t', 'h', max_attempts=1)\n"
+        "print(sorted(m for m in ('numpy', 'pandas', 'sqlite_utils') if m in sys.modules))\n"
+        "import numpy\n"
+        "print(numpy.__name__)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(db_path)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["['sqlite_utils']", "numpy"]
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 1
+    conn.close()
 
 
 def test_database_from_a_newer_omni_is_refused(db_path: Path) -> None:
