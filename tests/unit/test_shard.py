@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from runner.app.once import OnceOptions
+from runner.app.once import OnceOptions, OnceReport
 from runner.defs.tasks import Task, TaskSpec, task_hash
 from runner.planning.dueness import DueRule
-from runner.planning.plan import Shard, plan
+from runner.planning.plan import Shard, Skipped, plan
 from runner.state.results import result_dir
 from runner.state.store import Store
 
@@ -60,3 +60,13 @@ def test_shard_assignment_is_stable_and_balanced() -> None:
 def test_bad_shards_are_refused(text: str) -> None:
     with pytest.raises(ValueError, match="--shard"):
         Shard.parse(text)
+
+
+def test_a_pass_report_shows_its_counts_not_every_task() -> None:
+    # asyncio formats the main task's result when asyncio.run restores SIGINT's handler:
+    # a repr of every task of a large pass was paid at the end of every run --once.
+    skipped = [Skipped(f"t{i:05d}", "already completed for this content") for i in range(3)]
+    report = OnceReport(skipped=skipped)
+    assert repr(report) == (
+        "OnceReport(problems=0, finished=0, skipped=3, closed=0, ignored=0, exit_code=0)"
+    )
