@@ -1,10 +1,10 @@
 """The state store's one interface: what every backend offers.
 
 :class:`StateStore` is the type callers hold (planning, dispatch, the app). Its reads
-are written once (:class:`runner.state.queries.StoreQueries`); its writes are abstract
-here and made by each backend through its one checked move path: SQLite
-(:class:`runner.state.store.Store`) and PostgreSQL
-(:class:`runner.state.postgres.PostgresStore`). A method added here is abstract until
+are written once (:class:`runner.state.queries.StoreQueries`; its two pass-wide reads
+are each backend's own query); its writes are abstract here and made by each backend
+through its one checked move path: SQLite (:class:`runner.state.store.Store`) and
+PostgreSQL (:class:`runner.state.postgres.PostgresStore`). A method added here is abstract until
 both backends have it: a backend without it cannot even be opened, and the store's
 test suite runs every method on both.
 """
@@ -37,15 +37,15 @@ class StateStore(StoreQueries):
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    @abstractmethod
     def upsert_task(self, task: Task) -> None:
-        """Record a task file as last loaded (id, absolute path, hash, schedule, enabled)."""
+        """Record a task file as last loaded, as :meth:`upsert_tasks` does for one."""
+        self.upsert_tasks([task])
 
+    @abstractmethod
     def upsert_tasks(self, tasks: Sequence[Task]) -> None:
-        """Record a pass's task files as :meth:`upsert_task` does; a backend may do it in
-        one transaction (SQLite does: thousands of tasks, one commit)."""
-        for task in tasks:
-            self.upsert_task(task)
+        """Record a pass's task files as last loaded (id, absolute path, hash, schedule,
+        enabled) in one transaction (thousands of tasks, one commit); a row that would
+        not change is not rewritten (its ``updated_at`` says when it last changed)."""
 
     @abstractmethod
     def create_run(  # pylint: disable=too-many-arguments

@@ -169,10 +169,6 @@ class PostgresStore(LedgerConnection):
 
     # -- tasks and runs -------------------------------------------------------------
 
-    def upsert_task(self, task: Task) -> None:
-        """Record a task file as last loaded (id, path, hash, schedule, enabled)."""
-        self.upsert_tasks([task])
-
     def upsert_tasks(self, tasks: Sequence[Task]) -> None:
         """Record task files as last loaded, all in one statement (a pass over thousands
         of tasks: one round trip, one commit; five array parameters, whatever the count);

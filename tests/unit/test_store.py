@@ -852,3 +852,17 @@ def test_a_pass_rewrites_only_the_task_rows_that_changed(
         ("b", "h2", "every 1h", 1, later),
         ("c", "h1", "every 1h", 0, later),
     ]
+
+
+def test_an_unchanged_upsert_task_keeps_its_updated_at(
+    store: StateStore, clock: FakeClock, tmp_path: Path
+) -> None:
+    task = Task(id="a", path=tmp_path / "a.yaml", spec=TaskSpec(tool="echo"), task_hash="h1")
+    store.upsert_task(task)
+    first = iso(clock())
+    clock.advance(60)
+    store.upsert_task(task)  # the same file again: as upsert_tasks, not rewritten
+    assert task_rows(store, "id, updated_at") == [("a", first)]
+    edited = Task(id="a", path=tmp_path / "a.yaml", spec=TaskSpec(tool="echo"), task_hash="h2")
+    store.upsert_task(edited)
+    assert task_rows(store, "id, task_hash, updated_at") == [("a", "h2", iso(clock()))]
