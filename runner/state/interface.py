@@ -1,8 +1,8 @@
 """The state store's one interface: what every backend offers.
 
 :class:`StateStore` is the type callers hold (planning, dispatch, the app). Its reads
-are written once (:class:`runner.state.queries.StoreQueries`; its two pass-wide reads
-are each backend's own query); its writes are abstract here and made by each backend
+are written once (:class:`runner.state.queries.StoreQueries`; two pass-wide reads are
+also each backend's own query); its writes are abstract here and made by each backend
 through its one checked move path: SQLite (:class:`runner.state.store.Store`) and
 PostgreSQL (:class:`runner.state.postgres.PostgresStore`). A method added here is abstract until
 both backends have it: a backend without it cannot even be opened, and the store's

@@ -181,7 +181,7 @@ class LedgerConnection(StateStore):  # pylint: disable=abstract-method  # moves:
         return [run_from_row(row) for row in rows]
 
     def task_runs(self, tasks: Sequence[Task]) -> dict[str, TaskRuns]:
-        """As the interface says, in one query: the pass's tasks as three array parameters
+        """As the shared read, in one query: the pass's tasks as three array parameters
         (no limit on how many), correlated index lookups a task."""
         wanted = {t.id: (t.task_hash, t.spec.schedule is not None) for t in tasks}
         if not wanted:
@@ -205,7 +205,7 @@ class LedgerConnection(StateStore):  # pylint: disable=abstract-method  # moves:
         }
 
     def newest_runs(self, task_ids: Sequence[str]) -> dict[str, RunRecord]:
-        """As the interface says, in one query: the ids as one array parameter, an index
+        """As the shared read, in one query: the ids as one array parameter, an index
         lookup a task."""
         found = self._read_runs(
             "WHERE seq IN (SELECT (SELECT r.seq FROM runs r WHERE r.task_id = w.id"

@@ -4,9 +4,9 @@
 and the PostgreSQL ledger (:mod:`runner.state.postgres`): each backend gives it two
 primitives, :meth:`~StoreQueries._query` (rows as dicts) and
 :meth:`~StoreQueries._query_runs` (run records), taking SQL with ``?`` placeholders. A
-new read added here is on both backends at once. The pass-wide reads
-(:meth:`~StoreQueries.task_runs`, :meth:`~StoreQueries.newest_runs`) are abstract: each
-backend answers them in one query of its own dialect.
+new read added here is on both backends at once. Two pass-wide reads
+(:meth:`~StoreQueries.task_runs`, :meth:`~StoreQueries.newest_runs`) are each
+backend's own single query; the ones here, task by task, are their reference.
 """
 
 from __future__ import annotations
@@ -134,17 +134,36 @@ class StoreQueries(ABC):
 
     # -- tasks, modes, spend, rate limits, metadata ---------------------------------
 
-    @abstractmethod
     def task_runs(self, tasks: Sequence[Task]) -> dict[str, TaskRuns]:
         """What each task's finished runs say for due-ness (:class:`TaskRuns`, by task
         id): :meth:`has_completed` and :meth:`last_finished_slot` for a whole pass at
-        once, and whether its current content failed with every attempt used and its
-        result file written; each backend answers in one query."""
+        once. Both backends answer in one query of their own; this, task by task, is
+        the reference their answers are tested against."""
+        found = {}
+        for task in tasks:
+            failed = self._query(
+                "SELECT 1 AS found FROM runs WHERE task_id = ? AND task_hash = ? AND state = ?"
+                " AND attempt >= max_attempts AND COALESCE(result_path, '') != '' LIMIT 1",
+                (task.id, task.task_hash, RunState.FAILED.value),
+            )
+            scheduled = task.spec.schedule is not None
+            found[task.id] = TaskRuns(
+                completed=self.has_completed(task.id, task.task_hash),
+                failed=bool(failed),
+                last_slot=self.last_finished_slot(task.id) if scheduled else None,
+            )
+        return found
 
-    @abstractmethod
     def newest_runs(self, task_ids: Sequence[str]) -> dict[str, RunRecord]:
         """Each of ``task_ids``' newest run (by creation), by task id; tasks without a run
-        are left out; each backend answers in one query."""
+        are left out. Both backends answer in one query of their own; this, task by
+        task, is the reference their answers are tested against."""
+        newest = {}
+        for task_id in task_ids:
+            found = self.runs(task_id=task_id, limit=1)
+            if found:
+                newest[task_id] = found[0]
+        return newest
 
     def task_paths(self) -> dict[str, str]:
         """Each recorded task's file, as last loaded (task id -> absolute path)."""

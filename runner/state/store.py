@@ -134,7 +134,7 @@ class Store(SqliteConnection):
             )
 
     def task_runs(self, tasks: Sequence[Task]) -> dict[str, TaskRuns]:
-        """As the interface says, in one query (correlated index lookups a task)."""
+        """As the shared read, in one query (correlated index lookups a task)."""
         wanted = [[t.id, t.task_hash, t.spec.schedule is not None] for t in tasks]
         done, failed = RunState.COMPLETED.value, RunState.FAILED.value
         with self._locked() as conn:
@@ -156,7 +156,7 @@ class Store(SqliteConnection):
         return {row[0]: TaskRuns(bool(row[1]), bool(row[2]), row[3]) for row in rows}
 
     def newest_runs(self, task_ids: Sequence[str]) -> dict[str, RunRecord]:
-        """As the interface says, in one query."""
+        """As the shared read, in one query."""
         found = self._query_runs(
             "WHERE seq IN (SELECT MAX(seq) FROM runs WHERE task_id IN"
             " (SELECT value FROM json_each(?)) GROUP BY task_id)",
