@@ -405,6 +405,9 @@ def test_create_runs_gives_what_create_run_gives_each_in_order(store: StateStore
     assert all(store.get_run(r.run_id) == r for r in new)
     assert transitions(store, new[2].run_id) == [(None, "idle")]
     assert store.create_runs([]) == []
+    # One key twice in one pass: the first creates the run, the second is given it.
+    twice = store.create_runs([NewRun("w", "h1", 1, "05:00", unique=True)] * 2)
+    assert twice[0] == twice[1] and store.runs(task_id="w") == [twice[0]]
 
 
 # -- resume after a crash -------------------------------------------------------------
