@@ -66,15 +66,11 @@ class StateStore(StoreQueries):
         which run serves it, whoever planned it. A ``run_id`` already taken is a
         :class:`StoreError`."""
 
+    @abstractmethod
     def create_runs(self, new: Sequence[NewRun]) -> list[RunRecord]:
-        """:meth:`create_run` for each of ``new``, in order; a backend may do it in one
-        transaction (SQLite does: a pass creating thousands of runs, one commit)."""
-        return [
-            self.create_run(
-                n.task_id, n.task_hash, max_attempts=n.max_attempts, slot=n.slot, unique=n.unique
-            )
-            for n in new
-        ]
+        """:meth:`create_run` for each of ``new``, in order, in one transaction (a pass
+        creating thousands of runs: one commit); with ``unique``, a run whose key another
+        holds (created earlier, or earlier in ``new``) is that other run."""
 
     @abstractmethod
     def claim(

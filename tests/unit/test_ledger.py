@@ -376,8 +376,10 @@ def test_a_pass_creating_many_runs_sends_them_in_one_transaction(
         start = log.stat().st_size
         created = store.create_runs(wanted)
         sent = statements(log, start, pid)
-        # BEGIN, the inserts (one executemany: one logged line a row), t7's holder, COMMIT.
-        assert len([line for line in sent if "INSERT INTO runs" not in line]) == 3, sent
+        # One transaction: BEGIN, the inserts (one executemany), t7's holder, COMMIT.
+        ends = [line.rsplit("  ", 1)[1] for line in sent if "statement: " in line]
+        assert (ends, len(sent)) == (["statement: BEGIN", "statement: COMMIT"], 303)
+        assert sent[0].endswith("BEGIN") and sent[-1].endswith("COMMIT")
         assert created[7] == held
         assert [(r.task_id, r.slot) for r in created] == [(n.task_id, n.slot) for n in wanted]
         assert len({r.run_id for r in created}) == 300
