@@ -42,7 +42,6 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from runner.defs.tasks import Task
-    from runner.state.interface import StateStore
     from runner.state.records import TaskRuns
     from runner.state.results import RunResult
 
@@ -113,30 +112,6 @@ class DueRule:
     def check(self) -> ResultCheck:
         """The checks a result file passes before it counts, at this rule's ``now``."""
         return ResultCheck(self.now, self.result_bytes)
-
-
-def history_from_results(results: Path | None, task_id: str, check: ResultCheck) -> History:
-    """The history the result files of ``task_id`` hold (files that do not pass
-    ``check`` are skipped with a warning)."""
-    if results is None:
-        return History()
-    last: datetime | None = None
-    hashes: set[str] = set()
-    failed: set[str] = set()
-    for found in _Files(result_folder(results, task_id), check, task_id).newest_first(str):
-        # Result files are written for final outcomes only: a failed one used every
-        # attempt.
-        if found.state is RunState.COMPLETED:
-            hashes.add(found.task_hash)
-        elif found.state is RunState.FAILED:
-            failed.add(found.task_hash)
-        if found.state in _SERVED and found.slot is not None:
-            served = parse_time(found.slot)  # the check made sure it parses
-            if last is None or served > last:
-                last = served
-    return History(
-        last_slot=last, completed_hashes=frozenset(hashes), failed_hashes=frozenset(failed)
-    )
 
 
 def history_from_runs(runs: TaskRuns | None, task: Task) -> History:
@@ -228,23 +203,6 @@ class _Files:
         # Lazily: the floor may rise with each file read.
         wanted = takewhile(lambda name: name[:_PREFIX] >= floor(), names)
         yield from self.check.in_folder(self.folder, self.task_id, wanted)
-
-
-def history_from_store(store: StateStore, task: Task) -> History:
-    """The history the state database holds for ``task``."""
-    slot = store.last_finished_slot(task.id)
-    done = store.has_completed(task.id, task.task_hash)
-    # As with the result files, only a recorded failure counts: a run that a crash cut
-    # short with no attempts left (failed by resume, no result file) must run again.
-    failed = any(
-        run.task_hash == task.task_hash and not run.attempts_left and run.result_path
-        for run in store.runs(task_id=task.id, state=RunState.FAILED)
-    )
-    return History(
-        last_slot=parse_time(slot) if slot else None,
-        completed_hashes=frozenset({task.task_hash}) if done else frozenset(),
-        failed_hashes=frozenset({task.task_hash}) if failed else frozenset(),
-    )
 
 
 def decide(task: Task, history: History, rule: DueRule) -> Decision:

@@ -1,10 +1,10 @@
 """The state store's one interface: what every backend offers.
 
 :class:`StateStore` is the type callers hold (planning, dispatch, the app). Its reads
-are written once (:class:`runner.state.queries.StoreQueries`); its writes are abstract
-here and made by each backend through its one checked move path: SQLite
-(:class:`runner.state.store.Store`) and PostgreSQL
-(:class:`runner.state.postgres.PostgresStore`). A method added here is abstract until
+are written once (:class:`runner.state.queries.StoreQueries`; two pass-wide reads are
+also each backend's own query); its writes are abstract here and made by each backend
+through its one checked move path: SQLite (:class:`runner.state.store.Store`) and
+PostgreSQL (:class:`runner.state.postgres.PostgresStore`). A method added here is abstract until
 both backends have it: a backend without it cannot even be opened, and the store's
 test suite runs every method on both.
 """
@@ -37,15 +37,15 @@ class StateStore(StoreQueries):
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    @abstractmethod
     def upsert_task(self, task: Task) -> None:
-        """Record a task file as last loaded (id, absolute path, hash, schedule, enabled)."""
+        """Record a task file as last loaded, as :meth:`upsert_tasks` does for one."""
+        self.upsert_tasks([task])
 
+    @abstractmethod
     def upsert_tasks(self, tasks: Sequence[Task]) -> None:
-        """Record a pass's task files as :meth:`upsert_task` does; a backend may do it in
-        one transaction (SQLite does: thousands of tasks, one commit)."""
-        for task in tasks:
-            self.upsert_task(task)
+        """Record a pass's task files as last loaded (id, absolute path, hash, schedule,
+        enabled) in one transaction (thousands of tasks, one commit); a row that would
+        not change is not rewritten (its ``updated_at`` says when it last changed)."""
 
     @abstractmethod
     def create_run(  # pylint: disable=too-many-arguments
@@ -66,15 +66,11 @@ class StateStore(StoreQueries):
         which run serves it, whoever planned it. A ``run_id`` already taken is a
         :class:`StoreError`."""
 
+    @abstractmethod
     def create_runs(self, new: Sequence[NewRun]) -> list[RunRecord]:
-        """:meth:`create_run` for each of ``new``, in order; a backend may do it in one
-        transaction (SQLite does: a pass creating thousands of runs, one commit)."""
-        return [
-            self.create_run(
-                n.task_id, n.task_hash, max_attempts=n.max_attempts, slot=n.slot, unique=n.unique
-            )
-            for n in new
-        ]
+        """:meth:`create_run` for each of ``new``, in order, in one transaction (a pass
+        creating thousands of runs: one commit); with ``unique``, a run whose key another
+        holds (created earlier, or earlier in ``new``) is that other run."""
 
     @abstractmethod
     def claim(

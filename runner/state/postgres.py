@@ -26,27 +26,30 @@ import os
 import socket
 from typing import TYPE_CHECKING, Any
 
-import psycopg
-
 from runner.core.clock import iso, utc_now
 from runner.core.errors import StoreError
 from runner.core.ids import new_run_id
 from runner.core.states import IN_FLIGHT, Mode, RunState, check_mode_change
 from runner.state.moves import (
     CLAIMABLE,
-    HOLDS_KEY,
     check_changes,
     check_steps,
     claim_plan,
     move_values,
     run_from_row,
     stale,
-    unique_key,
 )
 from runner.state.pgbase import COLS as _COLS
 from runner.state.pgbase import SELECT_RUNS as _SELECT_RUNS
-from runner.state.pgbase import Cursor, LedgerConnection, steps_values
-from runner.state.records import InstanceRecord, ModeRecord, RunChange, RunRecord, Settlement
+from runner.state.pgbase import Cursor, steps_values
+from runner.state.pgruns import LedgerRuns
+from runner.state.records import (
+    InstanceRecord,
+    ModeRecord,
+    RunChange,
+    RunRecord,
+    Settlement,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -56,11 +59,9 @@ if TYPE_CHECKING:
     from runner.defs.tasks import Task
 
 _IN_FLIGHT = [s.value for s in IN_FLIGHT]
-# The partial unique index's predicate (pgschema's runs_key), for ON CONFLICT.
-_KEYED = f"run_key IS NOT NULL AND {HOLDS_KEY}"
 
 
-class PostgresStore(LedgerConnection):
+class PostgresStore(LedgerRuns):
     """The ledger at ``url``; one object per process (or per test).
 
     ``role`` (``service``, ``run --once``) joins the fleet: the process gets an instance
@@ -169,10 +170,6 @@ class PostgresStore(LedgerConnection):
 
     # -- tasks and runs -------------------------------------------------------------
 
-    def upsert_task(self, task: Task) -> None:
-        """Record a task file as last loaded (id, path, hash, schedule, enabled)."""
-        self.upsert_tasks([task])
-
     def upsert_tasks(self, tasks: Sequence[Task]) -> None:
         """Record task files as last loaded, all in one statement (a pass over thousands
         of tasks: one round trip, one commit; five array parameters, whatever the count);
@@ -215,66 +212,6 @@ class PostgresStore(LedgerConnection):
                     list(enabled),
                 ),
             )
-
-    def create_run(
-        self,
-        task_id: str,
-        task_hash: str,
-        *,
-        max_attempts: int,
-        slot: str | None = None,
-        run_id: str | None = None,
-        unique: bool = False,
-    ) -> RunRecord:
-        """A new idle run (attempt 0), after every existing run in ``seq``.
-
-        With ``unique`` the run takes its key (slot, or content for a one-off); when a
-        run already serves that key (not failed with every attempt spent), that run is
-        returned instead: whichever instance inserted first decides."""
-        run_id = run_id or new_run_id(self._clock())
-        key = unique_key(task_hash, slot) if unique else None
-        for _ in range(3):  # the run found may fail for good just before it is read
-            created = self._insert_run(run_id, task_id, task_hash, slot, max_attempts, key)
-            if created is not None or key is None:
-                break
-            found = self._read_runs(
-                f"WHERE task_id = %s AND run_key = %s AND {_KEYED}", (task_id, key)
-            )
-            if found:
-                return found[0]
-        if created is None:
-            raise StoreError(f"{self.where}: cannot create a run of {task_id}: its key is busy")
-        return created
-
-    def _insert_run(
-        self,
-        run_id: str,
-        task_id: str,
-        task_hash: str,
-        slot: str | None,
-        max_attempts: int,
-        key: str | None,
-    ) -> RunRecord | None:
-        now = self._now()
-        conflict = f" ON CONFLICT (task_id, run_key) WHERE {_KEYED} DO NOTHING" if key else ""
-        with self._write() as cur:
-            try:
-                row = cur.execute(
-                    "WITH made AS (INSERT INTO runs (run_id, task_id, task_hash, slot, state,"
-                    " attempt, max_attempts, created_at, updated_at, run_key)"
-                    f" VALUES (%s, %s, %s, %s, 'idle', 0, %s, %s, %s, %s){conflict}"
-                    f" RETURNING {_COLS}), logged AS (INSERT INTO events"
-                    " (run_id, at, from_state, to_state, detail)"
-                    " SELECT run_id, %s, NULL, 'idle', 'created' FROM made)"
-                    f" SELECT {_COLS} FROM made",
-                    (run_id, task_id, task_hash, slot, max_attempts, now, now, key, now),
-                ).fetchone()
-            except psycopg.errors.UniqueViolation:
-                raise StoreError(f"{self.where}: run {run_id} already exists") from None
-            created = None if row is None else run_from_row(row)
-            if created is not None:
-                self._note(created, None, RunState.IDLE, "created")
-        return created
 
     def claim(
         self,

@@ -4,7 +4,9 @@
 and the PostgreSQL ledger (:mod:`runner.state.postgres`): each backend gives it two
 primitives, :meth:`~StoreQueries._query` (rows as dicts) and
 :meth:`~StoreQueries._query_runs` (run records), taking SQL with ``?`` placeholders. A
-new read added here is on both backends at once.
+new read added here is on both backends at once. Two pass-wide reads
+(:meth:`~StoreQueries.task_runs`, :meth:`~StoreQueries.newest_runs`) are each
+backend's own single query; the ones here, task by task, are their reference.
 """
 
 from __future__ import annotations
@@ -135,7 +137,8 @@ class StoreQueries(ABC):
     def task_runs(self, tasks: Sequence[Task]) -> dict[str, TaskRuns]:
         """What each task's finished runs say for due-ness (:class:`TaskRuns`, by task
         id): :meth:`has_completed` and :meth:`last_finished_slot` for a whole pass at
-        once (a backend may answer in one query: SQLite does)."""
+        once. Both backends answer in one query of their own; this, task by task, is
+        the reference their answers are tested against."""
         found = {}
         for task in tasks:
             failed = self._query(
@@ -153,7 +156,8 @@ class StoreQueries(ABC):
 
     def newest_runs(self, task_ids: Sequence[str]) -> dict[str, RunRecord]:
         """Each of ``task_ids``' newest run (by creation), by task id; tasks without a run
-        are left out (a backend may answer in one query: SQLite does)."""
+        are left out. Both backends answer in one query of their own; this, task by
+        task, is the reference their answers are tested against."""
         newest = {}
         for task_id in task_ids:
             found = self.runs(task_id=task_id, limit=1)

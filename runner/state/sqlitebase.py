@@ -164,8 +164,8 @@ class SqliteConnection(StateStore):  # pylint: disable=abstract-method  # moves:
 
     @property
     def _db(self) -> Database:
-        """sqlite-utils over the connection, for migrations and single upserts; loaded
-        only when one of those runs (it imports numpy: a tenth of a second)."""
+        """sqlite-utils over the connection, for migrations; loaded only when one
+        runs (it imports numpy: a tenth of a second)."""
         if self._utils is None:
             # pylint: disable-next=import-outside-toplevel
             from sqlite_utils import Database  # noqa: PLC0415

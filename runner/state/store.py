@@ -105,29 +105,15 @@ class Store(SqliteConnection):
 
     # -- tasks and runs -------------------------------------------------------------
 
-    def upsert_task(self, task: Task) -> None:
-        """Record a task file as last loaded (id, path, hash, schedule, enabled)."""
-        row = {
-            "id": task.id,
-            "path": str(task.path.absolute()),  # so a later pass from elsewhere finds it
-            "task_hash": task.task_hash,
-            "schedule": task.spec.schedule,
-            "enabled": int(task.spec.enabled),
-            "updated_at": self._now(),
-        }
-        with self._write():
-            self._db.table("tasks").upsert(row, pk="id")
-
     def upsert_tasks(self, tasks: Sequence[Task]) -> None:
-        """Record task files as last loaded, as :meth:`upsert_task` does, all in one
-        transaction (a pass over thousands of tasks: one commit, not one a task); a row
-        that would not change is not rewritten (its ``updated_at`` says when it last
-        changed)."""
+        """Record task files as last loaded, all in one transaction (a pass over
+        thousands of tasks: one commit, not one a task); a row that would not change is
+        not rewritten (its ``updated_at`` says when it last changed)."""
         now = self._now()
         rows = [
             (
                 task.id,
-                os.path.abspath(task.path),  # as upsert_task; plain strings: 10,000s of them
+                os.path.abspath(task.path),  # so a later pass from elsewhere finds it
                 task.task_hash,
                 task.spec.schedule,
                 int(task.spec.enabled),
@@ -358,5 +344,9 @@ class Store(SqliteConnection):
 
     def meta_set(self, key: str, value: str) -> None:
         """Store ``value`` under ``key``, replacing any earlier one."""
-        with self._write():
-            self._db.table("meta").upsert({"key": key, "value": value}, pk="key")
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )

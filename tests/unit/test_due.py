@@ -22,12 +22,11 @@ from runner.planning.dueness import (
     History,
     clock_from,
     decide,
-    history_from_results,
-    history_from_store,
+    history_for,
+    history_from_runs,
 )
 from runner.planning.plan import Selection, close_orphans, orphans, plan, preview
 from runner.state import results as result_files
-from runner.state.resultcheck import ResultCheck
 from runner.state.results import RunResult
 from runner.state.store import Store
 
@@ -37,8 +36,6 @@ def at(text: str) -> datetime:
 
 
 T_RAN = "2026-11-20T00:00:00Z"
-#: The result files' checks at a time after every test's runs.
-LATER = ResultCheck(at("2027-01-01T00:00"))
 
 
 def make_task(task_id: str = "t", **fields: object) -> Task:
@@ -51,7 +48,8 @@ def write_result(
 ) -> None:
     folder = results.joinpath(*task.id.split("/"))
     folder.mkdir(parents=True, exist_ok=True)
-    run_id = f"01K{run:023d}"
+    # Named as a runner names it: created at (just after) the slot it serves.
+    run_id = new_run_id(parse_time(slot or T_RAN) + timedelta(seconds=run))
     data = {"task_id": task.id, "run_id": run_id, "task_hash": task.task_hash, "slot": slot}
     times = {"started_at": slot or T_RAN, "finished_at": slot or T_RAN, "duration_s": 0.1}
     (folder / f"{run_id}.json").write_text(
@@ -175,9 +173,8 @@ def test_scheduled_due_ness_from_result_files(
         # Served under some earlier content: the slot counts whatever the hash.
         old = make_task(schedule="every 5m")
         write_result(tmp_path, old, slot=iso(at(served)))
-    decision = decide(
-        task, history_from_results(tmp_path, task.id, LATER), DueRule(now=at(now), results=tmp_path)
-    )
+    rule = DueRule(now=at(now), results=tmp_path)
+    decision = decide(task, history_for(task, History(), rule), rule)
     assert decision.verdict is verdict, decision.reason
     assert decision.slot == (at(slot) if slot else None)
 
@@ -186,9 +183,9 @@ def test_a_failed_slot_is_served_but_a_waiting_one_is_not(tmp_path: Path) -> Non
     task = make_task(schedule="every 1h")
     rule = DueRule(now=at("2026-11-21T10:30"), results=tmp_path)
     write_result(tmp_path, task, slot="2026-11-21T10:00:00.000Z", state="waiting", run=1)
-    assert decide(task, history_from_results(tmp_path, task.id, LATER), rule).verdict is Due.RUN
+    assert decide(task, history_for(task, History(), rule), rule).verdict is Due.RUN
     write_result(tmp_path, task, slot="2026-11-21T10:00:00.000Z", state="failed", run=2)
-    decision = decide(task, history_from_results(tmp_path, task.id, LATER), rule)
+    decision = decide(task, history_for(task, History(), rule), rule)
     assert decision.verdict is Due.SERVED  # never twice, even after a failure
 
 
@@ -196,22 +193,22 @@ def test_one_offs_run_once_per_content(tmp_path: Path) -> None:
     rule = DueRule(now=at("2026-11-21T10:00"), results=tmp_path)
     first = make_task(args={"text": "v1"})
     edited = make_task(args={"text": "v2"})
-    assert decide(first, history_from_results(tmp_path, "t", LATER), rule).verdict is Due.RUN
+    assert decide(first, history_for(first, History(), rule), rule).verdict is Due.RUN
     write_result(tmp_path, first, slot=None, run=1)
-    assert decide(first, history_from_results(tmp_path, "t", LATER), rule).verdict is Due.DONE
+    assert decide(first, history_for(first, History(), rule), rule).verdict is Due.DONE
     # An edited one-off has a new hash: it runs; edited back, it is done again.
-    assert decide(edited, history_from_results(tmp_path, "t", LATER), rule).verdict is Due.RUN
-    assert decide(first, history_from_results(tmp_path, "t", LATER), rule).verdict is Due.DONE
+    assert decide(edited, history_for(edited, History(), rule), rule).verdict is Due.RUN
+    assert decide(first, history_for(first, History(), rule), rule).verdict is Due.DONE
 
 
 def test_a_failed_one_off_waits_for_an_edit(tmp_path: Path) -> None:
     rule = DueRule(now=at("2026-11-21T10:00"), results=tmp_path)
     broken, fixed = make_task(args={"text": "v1"}), make_task(args={"text": "v2"})
     write_result(tmp_path, broken, slot=None, state="failed", run=1)
-    decision = decide(broken, history_from_results(tmp_path, "t", LATER), rule)
+    decision = decide(broken, history_for(broken, History(), rule), rule)
     assert decision.verdict is Due.FAILED
     assert "edit the task or use --force" in decision.reason
-    assert decide(fixed, history_from_results(tmp_path, "t", LATER), rule).verdict is Due.RUN
+    assert decide(fixed, history_for(fixed, History(), rule), rule).verdict is Due.RUN
 
 
 def test_result_files_of_other_tasks_and_junk_are_ignored(tmp_path: Path) -> None:
@@ -219,14 +216,28 @@ def test_result_files_of_other_tasks_and_junk_are_ignored(tmp_path: Path) -> Non
     write_result(tmp_path, child, slot=None)  # results/a/b/... lies inside results/a/
     (tmp_path / "a" / "broken.json").write_text("{not json")
     (tmp_path / "a" / "list.json").write_text("[]")
-    assert history_from_results(tmp_path, parent.id, LATER) == History()
-    assert history_from_results(tmp_path, child.id, LATER).completed_hashes == {child.task_hash}
-    assert history_from_results(tmp_path / "missing", "x", LATER) == History()
-    assert history_from_results(None, "x", LATER) == History()
+    rule = DueRule(now=at("2026-11-21T10:00"), results=tmp_path)
+    assert history_for(parent, History(), rule) == History()
+    assert decide(parent, history_for(parent, History(), rule), rule).verdict is Due.RUN
+    assert child.task_hash in history_for(child, History(), rule).completed_hashes
+    assert decide(child, history_for(child, History(), rule), rule).verdict is Due.DONE
+    missing = DueRule(now=rule.now, results=tmp_path / "missing")
+    assert history_for(parent, History(), missing) == History()
+    assert history_for(parent, History(), DueRule(now=rule.now, results=None)) == History()
 
 
-def test_store_and_files_merge_to_the_newest_slot(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("from_file", "newest"),
+    [
+        ("2026-11-21T07:00:00.000Z", "2026-11-21T08:00"),  # the store knows more
+        ("2026-11-21T09:00:00.000Z", "2026-11-21T09:00"),  # a file knows more
+    ],
+)
+def test_store_and_files_merge_to_the_newest_slot(
+    tmp_path: Path, from_file: str, newest: str
+) -> None:
     task = make_task(schedule="every 1h")
+    rule = DueRule(now=at("2026-11-21T10:30"), results=tmp_path)
     with Store(tmp_path / "state.db") as store:
         run = store.create_run(
             task.id, task.task_hash, max_attempts=1, slot="2026-11-21T08:00:00.000Z"
@@ -235,12 +246,16 @@ def test_store_and_files_merge_to_the_newest_slot(tmp_path: Path) -> None:
         store.transition(run.run_id, RunState.EXECUTING)
         store.transition(run.run_id, RunState.COMPLETED)
         # An unfinished run does not count as served: run --once takes it up again.
-        store.create_run(task.id, task.task_hash, max_attempts=1, slot="2026-11-21T09:00:00.000Z")
-        from_store = history_from_store(store, task)
-    write_result(tmp_path, task, slot="2026-11-21T07:00:00.000Z")
-    merged = from_store.merge(history_from_results(tmp_path, task.id, LATER))
-    assert merged.last_slot == at("2026-11-21T08:00")
+        store.create_run(task.id, task.task_hash, max_attempts=1, slot="2026-11-21T10:00:00.000Z")
+        from_store = history_from_runs(store.task_runs([task]).get(task.id), task)
+    write_result(tmp_path, task, slot=from_file)
+    merged = history_for(task, from_store, rule)
+    assert merged.last_slot == at(newest)
     assert merged.completed_hashes == {task.task_hash}
+    decision = decide(task, merged, rule)
+    assert (decision.verdict, decision.slot) == (Due.RUN, at("2026-11-21T10:00"))
+    write_result(tmp_path, task, slot="2026-11-21T10:00:00.000Z", run=2)
+    assert decide(task, history_for(task, from_store, rule), rule).verdict is Due.SERVED
 
 
 def test_plan_serves_the_due_slot_and_reuses_an_unfinished_run(tmp_path: Path) -> None:

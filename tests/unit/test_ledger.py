@@ -22,7 +22,7 @@ from runner.state.fleet import Fleet
 from runner.state.pgbase import connect_timeout
 from runner.state.postgres import PostgresStore
 from runner.state.queries import StoreQueries
-from runner.state.records import TaskRuns
+from runner.state.records import NewRun, TaskRuns
 from runner.state.recovery import resume
 from runner.state.resultcheck import ResultCheck
 from runner.state.results import RunResult, write_result
@@ -353,6 +353,37 @@ def record_at_once(stores: list[PostgresStore], orders: list[list[Task]]) -> Non
 
     with ThreadPoolExecutor(len(stores)) as pool:
         list(pool.map(record, range(len(stores))))
+
+
+def test_a_pass_creating_many_runs_sends_them_in_one_transaction(
+    pg_cluster: Cluster, pg_url: str
+) -> None:
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        [(name,)] = admin.execute("SELECT current_database()").fetchall()
+        admin.execute(f"ALTER DATABASE {name} SET log_statement = 'all'")
+        admin.execute(f"ALTER DATABASE {name} SET log_parameter_max_length = 0")
+    wanted = [
+        NewRun(f"t{i}", "h", 1, f"2026-11-30T{i % 24:02d}:00", unique=True) for i in range(300)
+    ]
+    with PostgresStore(pg_url, role="service") as store:
+        held = store.create_run("t7", "h", max_attempts=1, slot="2026-11-30T07:00", unique=True)
+        with psycopg.connect(pg_url) as admin:
+            [(pid,)] = admin.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name = 'omni'",
+                (name,),
+            ).fetchall()
+        log = pg_cluster.folder / "log"
+        start = log.stat().st_size
+        created = store.create_runs(wanted)
+        sent = statements(log, start, pid)
+        # One transaction: BEGIN, the inserts (one executemany), t7's holder, COMMIT.
+        ends = [line.rsplit("  ", 1)[1] for line in sent if "statement: " in line]
+        assert (ends, len(sent)) == (["statement: BEGIN", "statement: COMMIT"], 303)
+        assert sent[0].endswith("BEGIN") and sent[-1].endswith("COMMIT")
+        assert created[7] == held
+        assert [(r.task_id, r.slot) for r in created] == [(n.task_id, n.slot) for n in wanted]
+        assert len({r.run_id for r in created}) == 300
+        assert len(store.runs()) == 300
 
 
 def test_instances_recording_the_same_tasks_in_other_orders_at_once_never_deadlock(

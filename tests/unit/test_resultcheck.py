@@ -17,7 +17,7 @@ from runner.core.files import read_regular
 from runner.core.ids import new_run_id
 from runner.core.states import RunState
 from runner.defs.tasks import Task, TaskSpec, task_hash
-from runner.planning.dueness import Due, DueRule, decide, history_from_results
+from runner.planning.dueness import Due, DueRule, History, decide, history_for
 from runner.state.recovery import resume
 from runner.state.resultcheck import ResultCheck
 from runner.state.spend import spent_today
@@ -28,6 +28,10 @@ from tests.support.results import result_data
 NOW = datetime(2026, 11, 21, 10, 5, tzinfo=UTC)
 ONCE = TaskSpec(tool="echo")
 HASH = task_hash(ONCE, "once")
+#: The same task id, scheduled: its latest slot at NOW is 10:00.
+HOURLY_SPEC = TaskSpec(tool="echo", schedule="every 1h")
+HOURLY = Task("once", Path("tasks/once.yaml"), HOURLY_SPEC, task_hash(HOURLY_SPEC, "once"))
+SERVED = "2026-11-21T10:00:00.000Z"
 
 
 def plant(results: Path, folder: str, **fields: object) -> Path:
@@ -66,16 +70,26 @@ def test_a_forged_completed_result_counts_for_nothing(
     fields: dict[str, object],
     why: str,
 ) -> None:
-    path = plant(tmp_path, folder, **fields)
+    # Completed for the one-off's content, and serving the scheduled task's latest slot.
+    path = plant(tmp_path, folder, **{"slot": SERVED} | fields)
     check = ResultCheck(NOW)
     assert check.read(path, tmp_path) is None
     [record] = caplog.records
     where = path.relative_to(tmp_path).as_posix()
     assert record.getMessage().startswith(f"result file {where} skipped: {why}")
-    task = Task("once", Path("tasks/once.yaml"), ONCE, HASH)
     rule = DueRule(now=NOW, results=tmp_path)
-    history = history_from_results(tmp_path, "once", check)
-    assert decide(task, history, rule).verdict is Due.RUN  # the one-off is not suppressed
+    for task in (Task("once", Path("tasks/once.yaml"), ONCE, HASH), HOURLY):
+        # Neither the one-off is suppressed nor the scheduled task's slot taken as served.
+        decision = decide(task, history_for(task, History(), rule), rule)
+        assert decision.verdict is Due.RUN, task.spec.schedule
+
+
+def test_an_unforged_result_file_counts(tmp_path: Path) -> None:
+    plant(tmp_path, "once", slot=SERVED)  # the forged tests' file, as a runner writes it
+    rule = DueRule(now=NOW, results=tmp_path)
+    once = Task("once", Path("tasks/once.yaml"), ONCE, HASH)
+    assert decide(once, history_for(once, History(), rule), rule).verdict is Due.DONE
+    assert decide(HOURLY, history_for(HOURLY, History(), rule), rule).verdict is Due.SERVED
 
 
 def test_costs_that_are_not_sane_are_not_spent(tmp_path: Path) -> None:
@@ -155,8 +169,8 @@ def test_a_json_file_not_named_by_a_run_id_is_refused_by_its_name_unread(
     plant(tmp_path, "once", name="notes.json", output="x" * 70_000)
     check = ResultCheck(NOW, max_bytes=65_536)
     task = Task("once", Path("tasks/once.yaml"), ONCE, HASH)
-    history = history_from_results(tmp_path, "once", check)
-    assert decide(task, history, DueRule(now=NOW, results=tmp_path)).verdict is Due.RUN
+    rule = DueRule(now=NOW, results=tmp_path, result_bytes=65_536)
+    assert decide(task, history_for(task, History(), rule), rule).verdict is Due.RUN
     assert list(check.scan(tmp_path / "once", tmp_path)) == []
     assert [r.getMessage() for r in caplog.records] == [
         "result file once/notes.json skipped: its name is not <run_id>.json"

@@ -405,6 +405,9 @@ def test_create_runs_gives_what_create_run_gives_each_in_order(store: StateStore
     assert all(store.get_run(r.run_id) == r for r in new)
     assert transitions(store, new[2].run_id) == [(None, "idle")]
     assert store.create_runs([]) == []
+    # One key twice in one pass: the first creates the run, the second is given it.
+    twice = store.create_runs([NewRun("w", "h1", 1, "05:00", unique=True)] * 2)
+    assert twice[0] == twice[1] and store.runs(task_id="w") == [twice[0]]
 
 
 # -- resume after a crash -------------------------------------------------------------
@@ -852,3 +855,17 @@ def test_a_pass_rewrites_only_the_task_rows_that_changed(
         ("b", "h2", "every 1h", 1, later),
         ("c", "h1", "every 1h", 0, later),
     ]
+
+
+def test_an_unchanged_upsert_task_keeps_its_updated_at(
+    store: StateStore, clock: FakeClock, tmp_path: Path
+) -> None:
+    task = Task(id="a", path=tmp_path / "a.yaml", spec=TaskSpec(tool="echo"), task_hash="h1")
+    store.upsert_task(task)
+    first = iso(clock())
+    clock.advance(60)
+    store.upsert_task(task)  # the same file again: as upsert_tasks, not rewritten
+    assert task_rows(store, "id, updated_at") == [("a", first)]
+    edited = Task(id="a", path=tmp_path / "a.yaml", spec=TaskSpec(tool="echo"), task_hash="h2")
+    store.upsert_task(edited)
+    assert task_rows(store, "id, task_hash, updated_at") == [("a", "h2", iso(clock()))]
