@@ -41,6 +41,11 @@ _INSERT_RUN = (
     " SELECT run_id, %s, NULL, 'idle', 'created' FROM made)"
     f" SELECT {_COLS} FROM made"
 )
+#: The advisory lock a pass's run creation holds for its transaction: two instances
+#: inserting the same keys in other orders (checkouts that differ, explicit ids) would
+#: each wait on a key the other inserted first (a deadlock); one at a time, the second
+#: finds the first's runs. A single ``create_run`` inserts one key and needs none.
+CREATE_RUNS_LOCK = 0x6F6D6E69  # "omni"
 
 
 class LedgerRuns(LedgerConnection):  # pylint: disable=abstract-method  # the store's
@@ -77,8 +82,9 @@ class LedgerRuns(LedgerConnection):  # pylint: disable=abstract-method  # the st
         return created
 
     def create_runs(self, new: Sequence[NewRun]) -> list[RunRecord]:
-        """As :meth:`create_run` for each, in order, all in one transaction: the rows go
-        in one ``executemany`` (one round trip), then a run whose key another run holds
+        """As :meth:`create_run` for each, in order, all in one transaction (one
+        instance's at a time: :data:`CREATE_RUNS_LOCK`): the rows go in one
+        ``executemany`` (one round trip), then a run whose key another run holds
         (inserted earlier, or earlier in ``new``) is looked up, as :meth:`create_run`
         does."""
         if not new:
@@ -93,6 +99,7 @@ class LedgerRuns(LedgerConnection):  # pylint: disable=abstract-method  # the st
             for one in new
         ]
         with self._write(transaction=True) as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (CREATE_RUNS_LOCK,))
             try:
                 cur.executemany(
                     _INSERT_RUN,

@@ -376,9 +376,10 @@ def test_a_pass_creating_many_runs_sends_them_in_one_transaction(
         start = log.stat().st_size
         created = store.create_runs(wanted)
         sent = statements(log, start, pid)
-        # One transaction: BEGIN, the inserts (one executemany), t7's holder, COMMIT.
+        # One transaction: BEGIN, the pass's lock, the inserts (one executemany), t7's
+        # holder, COMMIT.
         ends = [line.rsplit("  ", 1)[1] for line in sent if "statement: " in line]
-        assert (ends, len(sent)) == (["statement: BEGIN", "statement: COMMIT"], 303)
+        assert (ends, len(sent)) == (["statement: BEGIN", "statement: COMMIT"], 304)
         assert sent[0].endswith("BEGIN") and sent[-1].endswith("COMMIT")
         assert created[7] == held
         assert [(r.task_id, r.slot) for r in created] == [(n.task_id, n.slot) for n in wanted]
@@ -404,6 +405,35 @@ def test_instances_recording_the_same_tasks_in_other_orders_at_once_never_deadlo
             record_at_once(stores, [tasks, tasks[::-1], tasks[1::2] + tasks[::2]])
         with psycopg.connect(pg_url) as conn:
             assert conn.execute("SELECT DISTINCT task_hash FROM tasks").fetchall() == [("h3",)]
+    finally:
+        for store in stores:
+            store.close()
+
+
+def create_at_once(stores: list[PostgresStore], orders: list[list[NewRun]]) -> list[set[str]]:
+    """Each store creates its list of runs, all starting at once; the run ids each got."""
+    start = threading.Barrier(len(stores))
+
+    def create(k: int) -> set[str]:
+        start.wait()
+        return {run.run_id for run in stores[k].create_runs(orders[k])}  # or a StoreError
+
+    with ThreadPoolExecutor(len(stores)) as pool:
+        return list(pool.map(create, range(len(stores))))
+
+
+def test_instances_creating_the_same_runs_in_other_orders_at_once_get_one_run_a_key(
+    pg_url: str,
+) -> None:
+    stores = [PostgresStore(pg_url, role="service") for _ in range(3)]
+    try:
+        for hour in range(4):
+            wanted = [
+                NewRun(f"t{i}", "h", 1, f"2026-11-30T{hour:02d}:00", unique=True)
+                for i in range(500)
+            ]
+            made = create_at_once(stores, [wanted, wanted[::-1], wanted[1::2] + wanted[::2]])
+            assert made[0] == made[1] == made[2] and len(made[0]) == 500
     finally:
         for store in stores:
             store.close()
