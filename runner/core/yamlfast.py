@@ -81,12 +81,12 @@ class _Builder:  # pylint: disable=too-few-public-methods  # one document, one c
     def document(self) -> Any:
         """The document's value (``None`` for an empty stream, as the careful reader)."""
         events = self._parser.get_event
-        if type(events()) is not StreamStartEvent:
+        if not isinstance(events(), StreamStartEvent):
             raise Unusual
         start = events()
-        if type(start) is StreamEndEvent:
+        if isinstance(start, StreamEndEvent):
             return None
-        if type(start) is not DocumentStartEvent:
+        if not isinstance(start, DocumentStartEvent):
             raise Unusual
         value = self._node(events)
         if not isinstance(events(), DocumentEndEvent) or not isinstance(events(), StreamEndEvent):
