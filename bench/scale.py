@@ -44,6 +44,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import measured
+
 from runner.core.clock import iso
 from runner.core.ids import new_run_id
 from runner.defs.tasks import load_tasks
@@ -136,17 +138,11 @@ def write_history(  # pylint: disable=too-many-locals  # one row a file
 def timed(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float, float, int, str]:
     """Wall seconds, CPU seconds (user + system), peak RSS (MiB), exit code and stdout
     of one run of ``argv``."""
-    start = time.perf_counter()
     with tempfile.TemporaryFile() as out:
-        # pylint: disable-next=consider-using-with  # wait4 gives the child's own rusage
-        child = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.DEVNULL)
-        _, status, usage = os.wait4(child.pid, 0)
-        wall = time.perf_counter() - start
-        child.returncode = os.waitstatus_to_exitcode(status)
+        figures = measured.run(argv, env=env, cwd=cwd, stdout=out)
         out.seek(0)
         text = out.read().decode(errors="replace")
-    cpu = usage.ru_utime + usage.ru_stime
-    return wall, cpu, usage.ru_maxrss / 1024, child.returncode, text
+    return figures.wall_s, figures.cpu_s, figures.rss_mib, figures.exit_code, text
 
 
 def omni() -> list[str]:

@@ -37,6 +37,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import measured
+
 BAR_CACHED_S = 0.3
 BAR_UNCACHED_S = 1.0
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,15 +54,8 @@ def omni_command() -> list[str]:
 def timed(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float, int, int]:
     """Wall seconds, CPU seconds (user + system), peak RSS (KiB) and exit code of one
     run of ``argv``."""
-    start = time.perf_counter()
-    # pylint: disable-next=consider-using-with  # wait4 gives the child's own rusage
-    child = subprocess.Popen(
-        argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    _, status, usage = os.wait4(child.pid, 0)
-    wall = time.perf_counter() - start
-    child.returncode = os.waitstatus_to_exitcode(status)
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss, child.returncode
+    figures = measured.run(argv, env=env, cwd=cwd)
+    return figures.wall_s, figures.cpu_s, round(figures.rss_mib * 1024), figures.exit_code
 
 
 def commands(work: Path) -> dict[str, list[str]]:

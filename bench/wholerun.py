@@ -39,11 +39,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 from dispatch import file_create_us
+from measured import launch
 
 BAR_MS_PER_TASK = 1.0
 PACKAGE = "@modelcontextprotocol/server-everything"
@@ -99,24 +99,21 @@ def timed(argv: list[str], cwd: Path, env: dict[str, str]) -> dict[str, float]:
     """Wall and CPU seconds and peak RSS (MiB) of one whole run of ``argv``, its output
     read from a pipe as it comes; fails the bench when it exits non-zero."""
     with tempfile.TemporaryFile() as err:
-        start = time.perf_counter()
-        # pylint: disable-next=consider-using-with  # wait4 gives the child's own rusage
-        child = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=err)
-        assert child.stdout is not None
-        while child.stdout.read(65536):
+        started = launch(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=err)
+        pipe = started.process.stdout
+        assert pipe is not None
+        while pipe.read(65536):
             pass
-        _, status, usage = os.wait4(child.pid, 0)
-        wall = time.perf_counter() - start
-        child.stdout.close()
-        child.returncode = os.waitstatus_to_exitcode(status)
-        if child.returncode:
+        pipe.close()
+        figures = started.finish()
+        if figures.exit_code:
             err.seek(0)
             tail = err.read().decode(errors="replace")[-2000:]
-            raise SystemExit(f"{argv[0]} exited {child.returncode}: {tail}")
+            raise SystemExit(f"{argv[0]} exited {figures.exit_code}: {tail}")
     return {
-        "wall_s": round(wall, 3),
-        "cpu_s": round(usage.ru_utime + usage.ru_stime, 3),
-        "rss_mib": round(usage.ru_maxrss / 1024, 1),
+        "wall_s": round(figures.wall_s, 3),
+        "cpu_s": round(figures.cpu_s, 3),
+        "rss_mib": round(figures.rss_mib, 1),
     }
 
 
