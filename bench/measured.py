@@ -75,7 +75,8 @@ def launch(
     stdout: Output = subprocess.DEVNULL,
     stderr: Output = subprocess.DEVNULL,
 ) -> Launch:
-    """Start ``argv`` under the launcher; ``finish()`` the result for its figures."""
+    """Start ``argv`` under the launcher; ``finish()`` the result for its figures
+    (``launch(argv, env=env, cwd=cwd).finish()`` runs it to its end)."""
     handle, name = tempfile.mkstemp(prefix="omni-bench-", suffix=".txt")
     os.close(handle)
     process = subprocess.Popen(  # pylint: disable=consider-using-with  # Launch.finish waits
@@ -86,15 +87,3 @@ def launch(
         stderr=stderr,
     )
     return Launch(process, Path(name))
-
-
-def run(
-    argv: list[str],
-    *,
-    env: dict[str, str],
-    cwd: Path,
-    stdout: Output = subprocess.DEVNULL,
-    stderr: Output = subprocess.DEVNULL,
-) -> Measured:
-    """Run ``argv`` to its end under the launcher and return its figures."""
-    return launch(argv, env=env, cwd=cwd, stdout=stdout, stderr=stderr).finish()

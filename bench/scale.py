@@ -139,7 +139,7 @@ def timed(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float
     """Wall seconds, CPU seconds (user + system), peak RSS (MiB), exit code and stdout
     of one run of ``argv``."""
     with tempfile.TemporaryFile() as out:
-        figures = measured.run(argv, env=env, cwd=cwd, stdout=out)
+        figures = measured.launch(argv, env=env, cwd=cwd, stdout=out).finish()
         out.seek(0)
         text = out.read().decode(errors="replace")
     return figures.wall_s, figures.cpu_s, figures.rss_mib, figures.exit_code, text

@@ -54,7 +54,7 @@ def omni_command() -> list[str]:
 def timed(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float, int, int]:
     """Wall seconds, CPU seconds (user + system), peak RSS (KiB) and exit code of one
     run of ``argv``."""
-    figures = measured.run(argv, env=env, cwd=cwd)
+    figures = measured.launch(argv, env=env, cwd=cwd).finish()
     return figures.wall_s, figures.cpu_s, round(figures.rss_mib * 1024), figures.exit_code
 
 
