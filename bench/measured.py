@@ -61,9 +61,13 @@ class Launch:
         """Wait for the command and read its figures."""
         self.process.wait()
         try:
-            wall, cpu, rss_kib, code = self.report.read_text(encoding="ascii").split()
+            fields = self.report.read_text(encoding="ascii").split()
         finally:
             self.report.unlink(missing_ok=True)
+        if len(fields) != 4:
+            status = self.process.returncode
+            raise SystemExit(f"the bench's launcher exited {status} without figures")
+        wall, cpu, rss_kib, code = fields
         return Measured(float(wall), float(cpu), int(rss_kib) / 1024, int(code))
 
 
