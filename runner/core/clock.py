@@ -21,9 +21,15 @@ def iso(moment: datetime) -> str:
 
 
 def parse_time(text: str) -> datetime:
-    """An ISO 8601 time; a naive one is taken as UTC. Raises ``ValueError``."""
+    """An ISO 8601 time; a naive one is taken as UTC. Raises ``ValueError``, also for a
+    time UTC cannot hold (``0001-01-01T00:00:00+01:00`` is in the year 0 there)."""
     moment = datetime.fromisoformat(text.strip())
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the time lies outside the years 1 to 9999 in UTC") from None
 
 
 def check_timezone(value: str) -> str:

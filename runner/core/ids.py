@@ -39,7 +39,12 @@ def new_run_id(now: datetime) -> str:
 
 
 def time_prefix(now: datetime) -> str:
-    """The first ten characters of every run id created at ``now`` (for name comparisons)."""
+    """The first ten characters of every run id created at ``now`` (for name comparisons).
+
+    A time before 1970 (a result file may say anything that parses) gives the prefix
+    below every run id: its negative milliseconds would otherwise wrap to one above them."""
+    if now.timestamp() < 0:
+        return "0" * 10
     return new_run_id(now)[:10]
 
 

@@ -52,6 +52,9 @@ FORGED = [
     ("once", {"slot": "9999-12-31T23:00:00Z"}, "slot lies in the future"),
     ("once", {"finished_at": "9999-12-31T23:00:00Z"}, "finished_at lies in the future"),
     ("once", {"started_at": "yesterday"}, "started_at is not an ISO 8601 time"),
+    # Times UTC cannot hold: the year 0 and the year 10000 there.
+    ("once", {"started_at": "0001-01-01T00:00:00+01:00"}, "started_at is not an ISO 8601 time"),
+    ("once", {"finished_at": "9999-12-31T23:59:59-01:00"}, "finished_at is not an ISO 8601 time"),
     ("once", {"usage": {"cost_usd": float("nan")}}, "usage.cost_usd is not a number"),
     ("once", {"usage": {"cost_usd": float("inf")}}, "usage.cost_usd is not a number"),
     ("once", {"usage": {"cost_usd": -1e9}}, "usage.cost_usd is not a number"),
@@ -90,6 +93,33 @@ def test_an_unforged_result_file_counts(tmp_path: Path) -> None:
     once = Task("once", Path("tasks/once.yaml"), ONCE, HASH)
     assert decide(once, history_for(once, History(), rule), rule).verdict is Due.DONE
     assert decide(HOURLY, history_for(HOURLY, History(), rule), rule).verdict is Due.SERVED
+
+
+def test_a_slot_before_1970_does_not_hide_the_slot_served(tmp_path: Path) -> None:
+    plant(tmp_path, "once", slot=SERVED)  # the runner's own result of the latest slot
+    # A newer file (by its name) serving a slot before 1970: its run-id prefix must not
+    # wrap above every run id, or the files older than it go unread.
+    plant(tmp_path, "once", run_id=new_run_id(NOW), slot="1969-12-31T23:00:00Z")
+    rule = DueRule(now=NOW, results=tmp_path)
+    assert decide(HOURLY, history_for(HOURLY, History(), rule), rule).verdict is Due.SERVED
+
+
+def test_times_utc_cannot_hold_are_a_warning_for_every_command(tmp_path: Path) -> None:
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "once.yaml").write_text("tool: echo\nargs: {text: hi}\n")
+    results = tmp_path / "results"
+    for run_id, field in ((new_run_id(NOW), "started_at"), (new_run_id(NOW), "finished_at")):
+        moment = (
+            "0001-01-01T00:00:00+01:00" if field == "started_at" else "9999-12-31T23:59:59-01:00"
+        )
+        plant(results, "once", run_id=run_id, **{field: moment})
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "OMNI_NOW": iso(NOW)}
+    for args in (("status",), ("prune", "--keep", "1", "--dry-run"), ("run", "--once")):
+        done = run_omni(tmp_path, *args, env=env)
+        assert done.returncode == 0, (args, done.stderr)
+        assert "Traceback" not in done.stderr
+        assert "started_at is not an ISO 8601 time" in done.stderr, args
+    assert "1 completed, 0 failed" in done.stdout  # the task ran: the files count for nothing
 
 
 def test_costs_that_are_not_sane_are_not_spent(tmp_path: Path) -> None:
