@@ -207,6 +207,21 @@ def default_id(path: Path, root: Path) -> str:
     return rel.with_suffix("").as_posix()
 
 
+def _utf8(text: str) -> bool:
+    """True if ``text`` (a path as Python decodes it) is valid UTF-8: bytes that are not
+    come back as lone surrogates, which no file, row or terminal can take."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _printable_path(text: str) -> str:
+    """A path whose bytes are not all UTF-8, with those bytes as ``\\xNN``."""
+    return text.encode(errors="surrogateescape").decode(errors="backslashreplace")
+
+
 def root_for(path: Path, tasks_root: Path) -> Path:
     """The folder a file's default id is taken relative to: the tasks folder when the
     file is inside it, else the file's own folder."""
@@ -220,6 +235,11 @@ def root_for(path: Path, tasks_root: Path) -> Path:
 def load_task_file(path: Path, root: Path, max_bytes: int) -> Task:
     """Load one task file; raises :class:`InvalidTaskFile` listing every problem."""
     shown = str(path)
+    if not shown.isascii() and not _utf8(shown):
+        # Its path could be neither stored nor printed: a problem, not a stop for all.
+        raise InvalidTaskFile(
+            [TaskFileError(_printable_path(shown), 1, "(file)", "its name is not valid UTF-8")]
+        )
     try:
         data, text = read_yaml(path, max_bytes)
     except YamlProblem as exc:

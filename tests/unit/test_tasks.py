@@ -6,6 +6,7 @@ Every bad input is checked the way a person reads ``omni validate``: the exact
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from runner.defs.tasks import (
     find_task_files,
     load_tasks,
 )
+from tests.support.cli import run_omni
 
 GOOD = "tool: git_status\n"
 
@@ -314,6 +316,32 @@ def test_python_object_tag_is_refused_and_never_runs(tmp_path: Path) -> None:
 def test_invalid_utf8(tmp_path: Path) -> None:
     [line] = load_with_good(tmp_path, "latin1.yaml", b"tool: x\ndescription: caf\xe9\n")
     assert_line(line, tmp_path / "tasks" / "latin1.yaml", 2, "(file)", "not valid utf-8")
+
+
+def test_a_file_name_that_is_not_utf8_is_a_problem_and_the_others_run(tmp_path: Path) -> None:
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    # Bytes no UTF-8 decoder takes, in a file's name and in a folder's: with `id:` set,
+    # nothing refused the file until its path reached SQLite and stopped every task.
+    (tasks / os.fsdecode(b"w\xff.yaml")).write_text("id: weird\ntool: echo\nargs: {text: w}\n")
+    (tasks / os.fsdecode(b"d\xfe")).mkdir()
+    (tasks / os.fsdecode(b"d\xfe") / "t.yaml").write_text("id: indir\ntool: echo\n")
+    (tasks / "good.yaml").write_text("tool: echo\nargs: {text: ok}\n")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    problems = [
+        "tasks/d\\xfe/t.yaml:1: (file): its name is not valid UTF-8",
+        "tasks/w\\xff.yaml:1: (file): its name is not valid UTF-8",
+    ]
+    checked = run_omni(tmp_path, "validate", env=env)
+    assert checked.returncode == 1, checked.stderr
+    assert [line for line in checked.stdout.splitlines() if "UTF-8" in line] == problems
+    done = run_omni(tmp_path, "run", "--once", env=env)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert [line for line in done.stderr.splitlines() if "UTF-8" in line] == [
+        f"invalid {line}" for line in problems
+    ]
+    assert "1 completed, 0 failed, 0 not run, 2 invalid task file problem(s)" in done.stdout
 
 
 def test_every_problem_file_is_reported_and_valid_ones_load(tmp_path: Path) -> None:
