@@ -26,6 +26,7 @@ from git.exc import GitError, ODBError
 
 from runner.core.errors import GitOpsError, ResultFileError
 from runner.state.resultcheck import warn_skipped
+from runner.state.results import COMPANIONS
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Iterator
@@ -35,8 +36,6 @@ if TYPE_CHECKING:
     from runner.state.resultcheck import ResultCheck
     from runner.state.results import RunResult
 
-#: Files that may sit beside a result file ``<run-id>.json``: its Markdown view, its patch.
-COMPANIONS = (".md", ".patch")
 _REGULAR = frozenset({"100644", "100755"})
 
 

@@ -15,6 +15,7 @@ finished run the database holds goes by the row (the database is omni's own).
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from runner.core.ids import is_run_id
 from runner.core.states import RunState
+from runner.state.results import COMPANIONS
 from runner.state.store import Store
 
 if TYPE_CHECKING:
@@ -30,6 +32,8 @@ if TYPE_CHECKING:
     from runner.gitops.workspace import Published
     from runner.state.interface import StateStore
     from runner.state.resultcheck import ResultCheck
+
+log = logging.getLogger(__name__)
 
 _PRUNABLE = frozenset({RunState.COMPLETED, RunState.FAILED})
 
@@ -136,12 +140,20 @@ def prune(
 
 
 def _remove(report: PruneReport, results: Path) -> PruneReport:
-    """Remove the files ``report`` lists (``.md`` first), and folders left empty."""
+    """Remove the files ``report`` lists (their ``.md`` and ``.patch`` first), and
+    folders left empty. What cannot be removed (a folder named like a companion, say)
+    stays, with a warning; the rest goes on."""
     for item in report.removed:
-        path = Path(item.path)
-        path.with_suffix(".md").unlink(missing_ok=True)
-        path.unlink(missing_ok=True)
-        _remove_empty_folders(path.parent, results)
+        stem = item.path[:-5]
+        for name in (*(stem + suffix for suffix in COMPANIONS), item.path):
+            try:
+                os.unlink(name)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                shown = os.path.relpath(name, results).replace(os.sep, "/")
+                log.warning("prune: %s left in place: %s", shown, exc.strerror or exc)
+        _remove_empty_folders(Path(item.path).parent, results)
     return report
 
 

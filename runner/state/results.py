@@ -77,6 +77,8 @@ def result_path(results_root: Path, task_id: str, run_id: str) -> Path:
     return result_dir(results_root, task_id) / f"{run_id}.json"
 
 
+#: Files that may sit beside a result file ``<run-id>.json``: its Markdown view, its patch.
+COMPANIONS = (".md", ".patch")
 #: The longest path the system takes, in bytes (with its terminating NUL).
 PATH_MAX = 4096
 #: What a result's temp file name adds to the task's folder: ``/.<run-id>.json.<pid>.tmp``.
@@ -124,7 +126,7 @@ def write_result(
             atomic_write(f"{stem}.md", markdown)
         atomic_write(f"{stem}.json", text + b"\n")
     except BaseException:
-        for suffix in (".md", ".patch"):
+        for suffix in COMPANIONS:
             with contextlib.suppress(OSError):
                 os.unlink(f"{stem}{suffix}")
         raise

@@ -89,3 +89,30 @@ def test_a_finished_run_the_state_file_holds_goes_by_its_row_unread(tmp_path: Pa
         f"{run_id(4)}.json",
         f"{run_id(4)}.md",
     ]
+
+
+def test_a_pruned_runs_patch_goes_too_and_what_cannot_go_stays_with_a_warning(
+    tmp_path: Path,
+) -> None:
+    results = tmp_path / "results"
+    for run in range(1, 4):
+        plant(results, "busy", run)
+    # A model-driven run's patch beside its result: left behind, publish refused it
+    # ("no result file beside it") on every later run.
+    (results / "busy" / f"{run_id(1)}.patch").write_text("diff --git a/x b/x\n")
+    # A folder where a companion file would be (anyone able to push the results branch
+    # could make one): unlink raised, the prune stopped half-way with a traceback.
+    (results / "busy" / f"{run_id(2)}.md").unlink()
+    (results / "busy" / f"{run_id(2)}.md").mkdir()
+    done = run_omni(tmp_path, "prune", "--keep", "1", "--json")
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert json.loads(done.stdout)["removed"] == [
+        f"results/busy/{run_id(run)}.json" for run in (1, 2)
+    ]
+    assert f"prune: busy/{run_id(2)}.md left in place: " in done.stderr
+    assert sorted(p.name for p in (results / "busy").iterdir()) == [
+        f"{run_id(2)}.md",
+        f"{run_id(3)}.json",
+        f"{run_id(3)}.md",
+    ]
