@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 from runner.app.looking import looking
 from runner.app.passes import due_rule, load_pass, waits_for
 from runner.core.clock import iso
-from runner.core.errors import TaskFileError, UsageError
+from runner.core.errors import FileRefusedError, TaskFileError, UsageError
+from runner.core.files import read_regular
 from runner.core.ids import is_run_id
 from runner.defs.config import BUILTIN
 from runner.defs.problems import did_you_mean
@@ -132,7 +133,9 @@ def task_rows(
         for task in loaded.tasks:
             row = _task_row(config, task, now)
             row |= {"due_now": task.id in due_ids, "why": why.get(task.id, "")}
-            row["last_run"] = _last_run(newest.get(task.id), paths.results, task.id)
+            row["last_run"] = _last_run(
+                newest.get(task.id), paths.results, task.id, config.limits.result_file_bytes
+            )
             if _keep(row, only):
                 rows.append(row)
     return rows, loaded.problems, loaded.ignored
@@ -169,13 +172,15 @@ def _keep(row: dict[str, Any], only: TaskFilter) -> bool:
     return all(wanted is None or wanted == value for wanted, value in checks)
 
 
-def _last_run(run: RunRecord | None, results: Path, task_id: str) -> dict[str, Any] | None:
+def _last_run(
+    run: RunRecord | None, results: Path, task_id: str, max_bytes: int
+) -> dict[str, Any] | None:
     """The task's newest run: the store's (``run``), else from its newest result file."""
     if run is not None:
         return {"run_id": run.run_id, "state": run.state.value, "at": run.updated_at}
     files = sorted(result_dir(results, task_id).glob("*.json"), reverse=True)
     for path in files:
-        data = _read_json(path)
+        data = _read_json(path, max_bytes)
         if data is not None and data.get("task_id") == task_id:
             return {
                 "run_id": data.get("run_id"),
@@ -190,12 +195,27 @@ def _newest(store: StateStore | None, task_id: str) -> RunRecord | None:
     return found[0] if found else None
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def _read_json(path: Path, max_bytes: int) -> dict[str, Any] | None:
     try:
-        data = json.loads(path.read_bytes())
-    except (OSError, ValueError):
+        data = json.loads(read_regular(path, max_bytes, follow_symlinks=False))
+    except (OSError, ValueError, FileRefusedError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def _read_view(path: Path, max_bytes: int) -> str | None:
+    """A result's ``.md`` view as text, or why it is not shown. Result files are input
+    (the results branch): a FIFO, a link, a folder or a huge file is not read, and bytes
+    that are not UTF-8 are shown replaced."""
+    try:
+        raw = read_regular(path, max_bytes, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    except FileRefusedError as exc:
+        return f"(not shown: {exc.reason})"
+    except OSError as exc:
+        return f"(not shown: cannot read: {exc.strerror or exc})"
+    return raw.decode(errors="replace")
 
 
 # -- omni show -------------------------------------------------------------------------
@@ -205,16 +225,17 @@ def show(config: Config, paths: ResolvedPaths, ident: str, now: datetime) -> dic
     """One run (by id or a unique prefix of it) or one task (by id) in full: for a
     run, its row, result, ``.md`` view and every state change; for a task, its
     definition, next fire, recent runs and its newest run in full."""
+    cap = config.limits.result_file_bytes
     with looking(paths) as store:
         if is_run_id(ident.upper()):
-            return _run_view(store, paths.results, ident.upper())
+            return _run_view(store, paths.results, ident.upper(), cap)
         task = _find_task(config, paths, ident)
         if task is not None:
             return _task_view(config, paths, store, task, now)
         if store is not None and store.runs(task_id=ident, limit=1):
-            return _gone_task_view(paths, store, ident)
+            return _gone_task_view(paths, store, ident, cap)
         run_id = _run_by_prefix(store, paths.results, ident)
-        return _run_view(store, paths.results, run_id)
+        return _run_view(store, paths.results, run_id, cap)
 
 
 def _find_task(config: Config, paths: ResolvedPaths, task_id: str) -> Task | None:
@@ -240,17 +261,19 @@ def _run_by_prefix(store: StateStore | None, results: Path, prefix: str) -> str:
     raise UsageError(f"{prefix!r} is neither a task id nor a run id (or the start of one)")
 
 
-def _run_view(store: StateStore | None, results: Path, run_id: str) -> dict[str, Any]:
+def _run_view(
+    store: StateStore | None, results: Path, run_id: str, max_bytes: int
+) -> dict[str, Any]:
     run = store.get_run(run_id) if store is not None else None
     path = Path(run.result_path) if run is not None and run.result_path else None
     if path is None:
         found = list(results.rglob(f"{run_id}.json"))
         path = found[0] if found else None
-    data = _read_json(path) if path is not None else None
+    data = _read_json(path, max_bytes) if path is not None else None
     if run is None and data is None:
         raise UsageError(f"no run {run_id} in the state database or under {results}")
     markdown = path.with_suffix(".md") if path is not None else None
-    view = markdown.read_text(encoding="utf-8") if markdown and markdown.exists() else None
+    view = _read_view(markdown, max_bytes) if markdown is not None else None
     events = store.events(run_id) if store is not None and run is not None else []
     return {
         "run": _run_json(run) if run is not None else None,
@@ -272,21 +295,24 @@ def _run_json(run: RunRecord) -> dict[str, Any]:
 def _task_view(
     config: Config, paths: ResolvedPaths, store: StateStore | None, task: Task, now: datetime
 ) -> dict[str, Any]:
-    last = _last_run(_newest(store, task.id), paths.results, task.id)
+    cap = config.limits.result_file_bytes
+    last = _last_run(_newest(store, task.id), paths.results, task.id, cap)
     return {
         "task": _task_row(config, task, now) | {"spec": task.spec.model_dump(exclude_none=True)},
         "runs": _recent_runs(store, task.id),
-        "latest": _run_view(store, paths.results, last["run_id"]) if last else None,
+        "latest": _run_view(store, paths.results, last["run_id"], cap) if last else None,
     }
 
 
-def _gone_task_view(paths: ResolvedPaths, store: StateStore, task_id: str) -> dict[str, Any]:
+def _gone_task_view(
+    paths: ResolvedPaths, store: StateStore, task_id: str, max_bytes: int
+) -> dict[str, Any]:
     """A task the store knows runs of but no task file defines any more."""
-    last = _last_run(_newest(store, task_id), paths.results, task_id)
+    last = _last_run(_newest(store, task_id), paths.results, task_id, max_bytes)
     return {
         "task": {"id": task_id, "path": None, "gone": "no task file defines this task now"},
         "runs": _recent_runs(store, task_id),
-        "latest": _run_view(store, paths.results, last["run_id"]) if last else None,
+        "latest": _run_view(store, paths.results, last["run_id"], max_bytes) if last else None,
     }
 
 

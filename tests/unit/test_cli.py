@@ -203,6 +203,41 @@ def test_show_from_the_result_files_alone(cli: CliRunner, tmp_path: Path) -> Non
     assert not (tmp_path / ".omni").exists()
 
 
+def _plant_view(view: Path, kind: str) -> None:
+    """A run's ``.md`` as someone able to push the results branch could leave it."""
+    if kind == "not utf-8":
+        view.write_bytes(b"# caf\xe9\n")
+    elif kind == "link":
+        secret = view.parent.parent.parent / "secret.txt"
+        secret.write_text("not for show\n")
+        view.symlink_to(secret)
+    else:
+        os.mkfifo(view)  # reading it would wait for a writer for ever
+
+
+@pytest.mark.parametrize(
+    ("kind", "shown"),
+    [
+        ("not utf-8", "# caf\ufffd"),
+        ("link", "(not shown: a symbolic link; it is not followed)"),
+        ("fifo", "(not shown: not a regular file (a FIFO); only files are read)"),
+    ],
+)
+def test_show_reads_a_runs_view_as_input(
+    cli: CliRunner, tmp_path: Path, kind: str, shown: str
+) -> None:
+    run_id = "01M8PJTGW3RPWFY5JB4YYZGHJ1"
+    folder = tmp_path / "results" / "hello"
+    folder.mkdir(parents=True)
+    data = {"task_id": "hello", "run_id": run_id, "state": "completed", "attempt": 1}
+    (folder / f"{run_id}.json").write_text(json.dumps(data))
+    _plant_view(folder / f"{run_id}.md", kind)
+    result = cli.invoke(app, ["show", run_id], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[-1] == shown
+    assert "not for show" not in result.output
+
+
 @pytest.mark.parametrize(
     "args",
     [
