@@ -10,7 +10,8 @@ only when it could go and the state database does not hold its run as finished: 
 older one (is it a result that counts, and did its run finish?) and, newest first until
 one, the newest N to find whether a completed result is among them. A file that does not
 pass the checks is never pruned (nor anything not named ``<run-id>.json``); one whose
-finished run the database holds goes by the row (the database is omni's own).
+finished run the database holds goes by the row (the database is omni's own). Runs
+created since the start of yesterday (UTC) are never pruned: today's spend counts them.
 """
 
 from __future__ import annotations
@@ -18,16 +19,19 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from runner.core.ids import is_run_id
+from runner.core.ids import is_run_id, time_prefix
 from runner.core.states import RunState
 from runner.state.results import COMPANIONS
+from runner.state.spend import midnight_of
 from runner.state.store import Store
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping
+    from datetime import datetime
 
     from runner.gitops.workspace import Published
     from runner.state.interface import StateStore
@@ -69,19 +73,29 @@ def choose(
         raise ValueError("--keep must be at least 1")
     report = PruneReport()
     root = os.fspath(results)
+    recent = recent_floor(check.now)
     for folder, _dirs, names in os.walk(root):
         runs = sorted((n for n in names if n.endswith(".json") and is_run_id(n[:-5])), reverse=True)
-        if len(runs) > keep:
+        # Newest first: the runs created since the start of yesterday lead the list.
+        keep_here = max(keep, sum(1 for n in runs if n[:10] >= recent))
+        if len(runs) > keep_here:
             inside = os.path.relpath(folder, root)  # once a folder, not a file
             where = "" if inside == "." else inside.replace(os.sep, "/")
             finished = store.finished_runs(where) if store is not None and where else {}
-            removed = _older(_Folder(check, folder, where, finished), runs, keep)
+            removed = _older(_Folder(check, folder, where, finished), runs, keep_here)
             report.removed.extend(removed)
             report.kept -= len(removed)
         report.kept += len(runs)
     # The order of paths (by their parts), without building a path to compare.
     report.removed.sort(key=lambda f: (*f.task_id.split("/"), f.run_id))
     return report
+
+
+def recent_floor(now: datetime) -> str:
+    """The run-id prefix of the start of yesterday (UTC): runs created since are never
+    pruned. Today's spend counts them (by their rows and files), so pruning them would
+    lower it and loosen the daily cap; yesterday's too, for a run finished after midnight."""
+    return time_prefix(midnight_of(now) - timedelta(days=1))
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from runner.core.clock import iso
+from runner.core.ids import new_run_id
 from runner.core.states import RunState
 from runner.state.store import Store
 from tests.support.cli import run_omni
@@ -116,3 +119,38 @@ def test_a_pruned_runs_patch_goes_too_and_what_cannot_go_stays_with_a_warning(
         f"{run_id(3)}.json",
         f"{run_id(3)}.md",
     ]
+
+
+def test_runs_of_today_and_yesterday_stay_so_pruning_never_lowers_todays_spend(
+    tmp_path: Path,
+) -> None:
+    now = datetime(2026, 11, 21, 10, 5, tzinfo=UTC)
+    results = tmp_path / "results"
+    made = {
+        "old": now - timedelta(days=3),
+        "yesterday": now - timedelta(days=1, hours=9),  # 2026-11-20 01:05
+        "crossed": now - timedelta(hours=10, minutes=10),  # created 23:55, finished today
+        "today-1": now - timedelta(hours=2),
+        "today-2": now - timedelta(hours=1),
+    }
+    ids = {name: new_run_id(moment) for name, moment in made.items()}
+    clock = [now]
+    with Store(tmp_path / ".omni" / "state.db", clock=lambda: clock[0]) as store:
+        for name, run in ids.items():
+            clock[0] = made[name] + timedelta(minutes=10)  # when it finished
+            store.create_run("paid", "h", max_attempts=1, run_id=run)
+            store.claim(run, executor="builtin", tool="echo")
+            store.transition(run, RunState.COMPLETED, cost_usd=1.0)
+            (results / "paid").mkdir(parents=True, exist_ok=True)
+            data = {"task_id": "paid", "run_id": run, "task_hash": "h", "state": "completed"}
+            times = {"attempt": 1, "started_at": T0, "finished_at": T0, "duration_s": 0.1}
+            (results / "paid" / f"{run}.json").write_text(json.dumps(data | times))
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "OMNI_NOW": iso(now)}
+    before = json.loads(run_omni(tmp_path, "status", "--json", env=env).stdout)
+    assert before["spend_today_usd"] == 3.0  # crossed, today-1, today-2
+    done = run_omni(tmp_path, "prune", "--keep", "1", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    # Only the run older than yesterday goes; --keep 1 would have left one.
+    assert json.loads(done.stdout)["removed"] == [f"results/paid/{ids['old']}.json"]
+    after = json.loads(run_omni(tmp_path, "status", "--json", env=env).stdout)
+    assert after["spend_today_usd"] == before["spend_today_usd"]
