@@ -245,10 +245,15 @@ class FolderSource:  # pylint: disable=too-many-instance-attributes  # one watch
                 del self._pending[path]
                 gone.append(path)
                 continue
-            if not stat.S_ISREG(info.st_mode):
-                del self._pending[path]
-                continue
             signature = _signature(info)
+            if not stat.S_ISREG(info.st_mode):
+                # A FIFO, a device, a folder: nothing to settle. Reported as changed, so
+                # the loader says once that it is not read (it was dropped unnamed).
+                del self._pending[path]
+                if self._known.get(path) != signature:
+                    self._known[path] = signature
+                    ready.append(SourceChange(ChangeKind.CHANGED, Path(path), self.root))
+                continue
             if signature != pending.signature:
                 pending.signature, pending.since = signature, now
             quiet = max(wall - _last_write(info), now - pending.since)

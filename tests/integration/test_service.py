@@ -313,3 +313,30 @@ async def test_a_start_over_many_files_logs_a_summary_and_rewrites_no_unchanged_
     summary = "tasks: 61 loaded or changed (0 one-off, 61 scheduled; 61 jobs in all)"
     assert messages.count(summary) == 2
     assert not [m for m in messages if m.startswith("task many/")]  # no line a task
+
+
+async def test_a_task_file_replaced_by_a_fifo_is_named_once_as_an_invalid_edit(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    task = tmp_path / "tasks" / "tick.yaml"
+    drop(task, echo_task("tick", schedule='"every 1s"'))
+    with caplog.at_level(logging.WARNING):
+        async with running(tmp_path, service={"settle_ms": 50, "rescan_interval": 0.1}):
+            await wait_for(lambda: len(results_of(tmp_path, "tick")) >= 1, what="a tick")
+            task.unlink()
+            os.mkfifo(task)  # nothing to settle: it was dropped unnamed
+            await wait_for(
+                lambda: any("tick.yaml" in r.getMessage() for r in caplog.records),
+                what="the FIFO named",
+            )
+            await asyncio.sleep(0.5)  # several rescans
+            # As after any invalid edit, the task keeps its last valid version.
+            ticks = len(results_of(tmp_path, "tick"))
+            await wait_for(lambda: len(results_of(tmp_path, "tick")) > ticks, what="a tick")
+    named = [r.getMessage() for r in caplog.records if "tick.yaml" in r.getMessage()]
+    assert len(named) == 1, named
+    assert named[0].startswith("invalid task file: ")
+    assert named[0].endswith(
+        "tick.yaml:1: (file): not a regular file (a FIFO); only files are read"
+        " (task 'tick' keeps its last valid version)"
+    )
