@@ -99,10 +99,16 @@ class _Loader(_Base):  # pylint: disable=too-many-ancestors
     def construct_object(self, node: Node, deep: bool = False) -> Any:
         try:
             return super().construct_object(node, deep)
-        except ValueError as exc:  # a timestamp that is no date: 2026-13-45
-            raise ConstructorError(
-                None, None, f"not a valid date or time ({exc})", node.start_mark
-            ) from None
+        except (ValueError, AttributeError, KeyError, IndexError, TypeError) as exc:
+            # PyYAML's constructors trust a value's tag: `2026-13-45`, `!!timestamp soon`,
+            # `!!bool maybe`, `!!int ""` fail inside them with Python's own errors.
+            kind = node.tag.rsplit(":", 1)[-1]
+            if kind == "timestamp":
+                why = f" ({exc})" if isinstance(exc, ValueError) else ""
+                message = f"not a valid date or time{why}"
+            else:
+                message = f"not a valid value for its tag !!{kind}"
+            raise ConstructorError(None, None, message, node.start_mark) from None
 
     def flatten_mapping(self, node: MappingNode) -> None:
         merges = any(key.tag == _MERGE for key, _ in node.value)

@@ -37,8 +37,9 @@ def spend_in_results(
 
     Run ids begin with their creation time, so older files are skipped by name without
     being read, and so are the runs in ``known``. A run created before ``moment`` and
-    finished after it counts only by its row (the store's figure is by finish time). A file that does not pass ``check`` (a
-    cost that is not a finite number from 0 to a sane maximum among others) does not count.
+    finished after it counts only by its row (the store's figure is by finish time). A
+    file that does not pass ``check`` (a cost that is not a finite number from 0 to a
+    sane maximum among others) does not count.
     """
     floor = time_prefix(moment)
     width = len(floor)

@@ -80,6 +80,28 @@ def test_a_date_that_does_not_exist_is_a_problem_with_its_line() -> None:
     assert caught.value.line == 2
 
 
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ("!!timestamp soon", "not a valid date or time"),
+        ('!!timestamp ""', "not a valid date or time"),
+        ("!!bool maybe", "not a valid value for its tag !!bool"),
+        ('!!bool ""', "not a valid value for its tag !!bool"),
+        ('!!int ""', "not a valid value for its tag !!int"),
+        ("!!int abc", "not a valid value for its tag !!int"),
+        ('!!float ""', "not a valid value for its tag !!float"),
+        ("!!float", "not a valid value for its tag !!float"),
+        ("!<tag:yaml.org,2002:int> zz", "not a valid value for its tag !!int"),
+    ],
+)
+def test_a_value_its_safe_tag_cannot_build_is_a_problem_with_its_line(value: str, why: str) -> None:
+    # PyYAML's constructors trust the tag and fail with Python's own errors (an
+    # AttributeError, a KeyError, an IndexError): a traceback that stopped every task.
+    with pytest.raises(YamlProblem) as caught:
+        parse_yaml(f"tool: x\nargs:\n  when: {value}\n")
+    assert (caught.value.line, caught.value.message) == (3, f"invalid YAML: {why}")
+
+
 def test_billion_laughs_stops_at_the_first_alias() -> None:
     lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
     for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
