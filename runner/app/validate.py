@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from runner.core.errors import OmniError, TaskFileError
-from runner.core.yamlio import line_of
+from runner.core.yamlio import Lines
 from runner.defs.config import BUILTIN, Config
 from runner.defs.problems import did_you_mean
 from runner.defs.routing import ModelPolicy, choose_executor, model_list_names
@@ -103,9 +103,10 @@ def config_problems(
     shown = str(config_path) if config_path is not None else "(defaults)"
     configured = executor_names(config)
     found: list[TaskFileError] = []
+    lines = Lines(text)
 
     def add(loc: tuple[str | int, ...], key: str, message: str) -> None:
-        found.append(TaskFileError(shown, line_of(text, loc), key, message))
+        found.append(TaskFileError(shown, lines.of(loc), key, message))
 
     router = config.router
     if router.default_executor not in configured:

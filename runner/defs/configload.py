@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from runner.core.errors import ConfigError, FileRefusedError, TaskFileError
 from runner.core.files import read_regular
-from runner.core.yamlio import YamlProblem, dotted, line_of, read_yaml
+from runner.core.yamlio import Lines, YamlProblem, dotted, read_yaml
 from runner.defs.config import CONFIG_MAX_BYTES, Config, McpServer
 from runner.defs.expand import Unexpanded, expand_env
 from runner.defs.problems import message as problem_message
@@ -41,9 +41,8 @@ def load_config(
     data, text = _read_config(path, shown, required=required)
     unexpanded: list[Unexpanded] = []
     data = expand_env(data, env, unexpanded)
-    problems = [
-        TaskFileError(shown, line_of(text, u.loc), dotted(u.loc), u.message) for u in unexpanded
-    ]
+    lines = Lines(text)
+    problems = [TaskFileError(shown, lines.of(u.loc), dotted(u.loc), u.message) for u in unexpanded]
     data.setdefault("lite_llm_key", env.get("LITELLM_API_KEY") or None)
     data.setdefault("github_key", env.get("GITHUB_LITELLM_KEY") or None)
     config: Config | None = None
@@ -56,9 +55,9 @@ def load_config(
             if any(loc[: len(f)] == f for f in failed):
                 continue  # already said: its variable is not set
             message = problem_message(Config, err, show_value=False)
-            problems.append(TaskFileError(shown, line_of(text, loc), dotted(loc), message))
+            problems.append(TaskFileError(shown, lines.of(loc), dotted(loc), message))
     if (reason := _workspace_problem(data.get("workspace"), env)) is not None:
-        problems.append(TaskFileError(shown, line_of(text, ("workspace",)), "workspace", reason))
+        problems.append(TaskFileError(shown, lines.of(("workspace",)), "workspace", reason))
     if problems or config is None:
         raise ConfigError(sorted(problems, key=lambda p: p.line or 0))
     if config.mcp_servers_from:

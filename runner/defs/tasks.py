@@ -23,7 +23,7 @@ from runner.core.errors import FileRefusedError, InvalidTaskFile, TaskFileError
 from runner.core.files import read_regular
 from runner.core.ids import check_task_id
 from runner.core.pathglob import compile_glob
-from runner.core.yamlio import YamlProblem, dotted, line_of, read_yaml
+from runner.core.yamlio import Lines, YamlProblem, dotted, line_of, read_yaml
 from runner.defs.cron import CronError, parse_schedule
 from runner.defs.problems import message as problem_message
 
@@ -264,7 +264,8 @@ def load_task_file(path: Path, root: Path, max_bytes: int) -> Task:
     try:
         spec = TaskSpec.model_validate(data)
     except ValidationError as exc:
-        problems = [_problem(shown, text, err) for err in exc.errors()]
+        lines = Lines(text)
+        problems = [_problem(shown, lines, err) for err in exc.errors()]
         raise InvalidTaskFile(sorted(problems, key=lambda p: p.line or 1)) from None
     task_id = spec.id or default_id(path, root)
     if spec.id is None:
@@ -291,13 +292,13 @@ def line_in_file(path: Path, loc: tuple[str | int, ...], max_bytes: int) -> int:
     return line_of(text, loc)
 
 
-def _problem(path: str, text: str, err: Any) -> TaskFileError:
+def _problem(path: str, lines: Lines, err: Any) -> TaskFileError:
     loc = tuple(err["loc"])
     ctx = err.get("ctx") or {}
     if not loc and "field" in ctx:
         loc = (ctx["field"],)
     message = problem_message(TaskSpec, err, show_value=True)
-    return TaskFileError(path, line_of(text, loc), dotted(loc), message)
+    return TaskFileError(path, lines.of(loc), dotted(loc), message)
 
 
 class TaskScan(NamedTuple):
