@@ -24,7 +24,17 @@ _KINDS = (
 def read_regular(
     path: str | os.PathLike[str], max_bytes: int, *, follow_symlinks: bool = True
 ) -> bytes:
-    """The content of the regular file ``path``, at most ``max_bytes`` long.
+    """The content of the regular file ``path``, at most ``max_bytes`` long
+    (:func:`read_regular_stat`, without the ``stat``)."""
+    return read_regular_stat(path, max_bytes, follow_symlinks=follow_symlinks)[0]
+
+
+def read_regular_stat(
+    path: str | os.PathLike[str], max_bytes: int, *, follow_symlinks: bool = True
+) -> tuple[bytes, os.stat_result]:
+    """The content of the regular file ``path``, at most ``max_bytes`` long, and the
+    ``stat`` of the very file read (taken on its descriptor as it was opened: a path
+    ``stat``-ed before or after may name another file by then).
 
     Anything else is refused before a byte is read (:class:`FileRefusedError`): a FIFO
     (reading one would wait for a writer for ever), a device (``/dev/zero`` never ends),
@@ -61,7 +71,7 @@ def read_regular(
             if total > max_bytes:
                 raise FileRefusedError(shown, _over(max(total, info.st_size), max_bytes))
             if len(chunk) < wanted:  # a short read of a regular file: its end
-                return b"".join(chunks)
+                return b"".join(chunks), info
     finally:
         os.close(fd)
 

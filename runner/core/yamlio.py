@@ -142,6 +142,12 @@ def read_yaml(path: Path, max_bytes: int) -> tuple[Any, str]:
         raw = read_regular(path, max_bytes)
     except FileRefusedError as exc:
         raise YamlProblem(1, exc.reason) from None
+    return yaml_from_bytes(raw)
+
+
+def yaml_from_bytes(raw: bytes) -> tuple[Any, str]:
+    """:func:`read_yaml` of a file's bytes already read: the data and the decoded text,
+    or :class:`YamlProblem`."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

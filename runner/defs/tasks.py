@@ -23,7 +23,7 @@ from runner.core.errors import FileRefusedError, InvalidTaskFile, TaskFileError
 from runner.core.files import read_regular
 from runner.core.ids import check_task_id
 from runner.core.pathglob import compile_glob
-from runner.core.yamlio import Lines, YamlProblem, dotted, line_of, read_yaml
+from runner.core.yamlio import Lines, YamlProblem, dotted, line_of, read_yaml, yaml_from_bytes
 from runner.defs.cron import CronError, parse_schedule
 from runner.defs.problems import message as problem_message
 
@@ -232,8 +232,9 @@ def root_for(path: Path, tasks_root: Path) -> Path:
     return tasks_root
 
 
-def load_task_file(path: Path, root: Path, max_bytes: int) -> Task:
-    """Load one task file; raises :class:`InvalidTaskFile` listing every problem."""
+def load_task_file(path: Path, root: Path, max_bytes: int, *, raw: bytes | None = None) -> Task:
+    """Load one task file (``raw``: its bytes, when the caller has read them); raises
+    :class:`InvalidTaskFile` listing every problem."""
     shown = str(path)
     if not shown.isascii() and not _utf8(shown):
         # Its path could be neither stored nor printed: a problem, not a stop for all.
@@ -241,7 +242,7 @@ def load_task_file(path: Path, root: Path, max_bytes: int) -> Task:
             [TaskFileError(_printable_path(shown), 1, "(file)", "its name is not valid UTF-8")]
         )
     try:
-        data, text = read_yaml(path, max_bytes)
+        data, text = read_yaml(path, max_bytes) if raw is None else yaml_from_bytes(raw)
     except YamlProblem as exc:
         raise InvalidTaskFile([TaskFileError(shown, exc.line, "(file)", exc.message)]) from None
     except OSError as exc:

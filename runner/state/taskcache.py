@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from runner.core.errors import FileRefusedError
-from runner.core.files import atomic_write, read_regular
+from runner.core.files import atomic_write, read_regular, read_regular_stat
 from runner.core.version import omni_version
 from runner.defs.tasks import PullRequest, Task, TaskSpec, default_id, load_task_file
 
@@ -55,6 +55,11 @@ def _fingerprint() -> str:
         for name, info in model.model_fields.items()
     ]
     return hashlib.sha256(repr(shape).encode()).hexdigest()[:16]
+
+
+def _stamp(info: os.stat_result) -> list[int]:
+    """What must not have changed for an entry to answer: size, mtime, ctime, inode, device."""
+    return [info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino, info.st_dev]
 
 
 class TaskCache:
@@ -95,19 +100,24 @@ class TaskCache:
         """The task in ``path``, as :func:`load_task_file` gives it."""
         shown = str(path)
         looked = self._wall_ns()
-        try:
-            info = os.stat(path)
-        except OSError:
-            return load_task_file(path, root, max_bytes)  # it says why
-        stamp = [info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino, info.st_dev]
         entry = self._old.get(shown)
         if entry is not None:
-            task = self._answer(entry, stamp, path, root)
+            try:
+                task = self._answer(entry, _stamp(os.stat(path)), path, root)
+            except OSError:
+                task = None
             if task is not None:
                 self.hits += 1
                 self._new[shown] = entry
                 return task
-        task = load_task_file(path, root, max_bytes)
+        try:
+            # The stamp kept is the read file's own: a folder renamed or a link flipped
+            # between a stat and the read would give one file's stamp another's content.
+            raw, info = read_regular_stat(path, max_bytes)
+        except (OSError, FileRefusedError):
+            return load_task_file(path, root, max_bytes)  # it says why
+        task = load_task_file(path, root, max_bytes, raw=raw)
+        stamp = _stamp(info)
         if max(stamp[1], stamp[2]) < looked - SETTLED_NS:
             text = task.spec.model_dump_json(exclude_unset=True)
             if TaskSpec.model_validate_json(text) == task.spec:  # JSON keeps no dates

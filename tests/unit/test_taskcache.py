@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from runner.defs.tasks import LoadResult, load_tasks
+from runner.state import taskcache
 from runner.state.taskcache import CACHE_NAME, SETTLED_NS, TaskCache
 
 if TYPE_CHECKING:
@@ -206,3 +207,30 @@ def test_a_cache_that_is_not_a_regular_file_is_not_read(tasks: Path, kind: str) 
         assert cache.is_file() and not cache.is_symlink()
         assert elsewhere.read_bytes() == planted
         assert a_pass(tasks).cached == 3
+
+
+def test_a_folder_swapped_while_a_file_is_read_never_gives_it_the_others_content(
+    tasks: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("a", "b"):
+        (tasks / name).mkdir()
+        (tasks / name / "t.yaml").write_text(f"tool: echo\nargs: {{text: {name * 3}}}\n")
+
+    def swap() -> None:  # another process flipping two folders (a deploy, a rollback)
+        os.rename(tasks / "a", tasks / "tmp")
+        os.rename(tasks / "b", tasks / "a")
+        os.rename(tasks / "tmp", tasks / "b")
+
+    real = taskcache.load_task_file
+
+    def racing(path: Path, root: Path, max_bytes: int, **kwargs: object) -> object:
+        if path == tasks / "a" / "t.yaml":
+            swap()  # between the stat that made its stamp and the read, before
+        return real(path, root, max_bytes, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(taskcache, "load_task_file", racing)
+    a_pass(tasks)  # its a/t.yaml stamp must be the stamp of the file whose content it keeps
+    monkeypatch.setattr(taskcache, "load_task_file", real)
+    swap()  # flipped back: a/t.yaml is the very file the first pass stamped
+    texts = {t.id: t.spec.args["text"] for t in a_pass(tasks).tasks if t.id in ("a/t", "b/t")}
+    assert texts == {"a/t": "aaa", "b/t": "bbb"}
