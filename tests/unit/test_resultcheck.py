@@ -114,8 +114,10 @@ def test_times_utc_cannot_hold_are_a_warning_for_every_command(tmp_path: Path) -
         )
         plant(results, "once", run_id=run_id, **{field: moment})
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "OMNI_NOW": iso(NOW)}
+    # prune keeps (unread) the runs created since the start of yesterday: it looks later.
+    days_later = env | {"OMNI_NOW": iso(NOW + timedelta(days=3))}
     for args in (("status",), ("prune", "--keep", "1", "--dry-run"), ("run", "--once")):
-        done = run_omni(tmp_path, *args, env=env)
+        done = run_omni(tmp_path, *args, env=days_later if args[0] == "prune" else env)
         assert done.returncode == 0, (args, done.stderr)
         assert "Traceback" not in done.stderr
         assert "started_at is not an ISO 8601 time" in done.stderr, args
