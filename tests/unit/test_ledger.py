@@ -281,6 +281,26 @@ def plant(store: PostgresStore, task: Task, kind: int, slot: str | None) -> None
     store.transition(held, S.COMPLETED if kind < 2 else S.FAILED, result_path=path)
 
 
+def log_every_statement(pg_url: str) -> str:
+    """Have the server log every statement (parameters left out) on the test's database,
+    from its next connection on; returns the database's name."""
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        [(name,)] = admin.execute("SELECT current_database()").fetchall()
+        admin.execute(f"ALTER DATABASE {name} SET log_statement = 'all'")
+        admin.execute(f"ALTER DATABASE {name} SET log_parameter_max_length = 0")
+    return str(name)
+
+
+def omni_backend(pg_url: str, name: str) -> int:
+    """The server process of the one connection omni holds to database ``name``."""
+    with psycopg.connect(pg_url) as admin:
+        [(pid,)] = admin.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name = 'omni'",
+            (name,),
+        ).fetchall()
+    return int(pid)
+
+
 def statements(log: Path, start: int, pid: int) -> list[str]:
     """The statements the server logged for backend ``pid`` past byte ``start``."""
     text = log.read_bytes()[start:].decode(errors="replace")
@@ -291,10 +311,7 @@ def statements(log: Path, start: int, pid: int) -> list[str]:
 def test_a_pass_over_many_tasks_sends_one_statement_a_step_with_task_by_task_answers(
     pg_cluster: Cluster, pg_url: str, tmp_path: Path
 ) -> None:
-    with psycopg.connect(pg_url, autocommit=True) as admin:
-        [(name,)] = admin.execute("SELECT current_database()").fetchall()
-        admin.execute(f"ALTER DATABASE {name} SET log_statement = 'all'")
-        admin.execute(f"ALTER DATABASE {name} SET log_parameter_max_length = 0")
+    name = log_every_statement(pg_url)
     once, hourly = TaskSpec(tool="echo"), TaskSpec(tool="echo", schedule="0 * * * *")
     tasks = [
         Task(
@@ -317,11 +334,7 @@ def test_a_pass_over_many_tasks_sends_one_statement_a_step_with_task_by_task_ans
             if i % 4 == 0:  # a second, newer run
                 plant(store, task, (i + 1) % 6, "2026-11-30T09:00:00.000Z" if scheduled else None)
         plant(store, tasks[-2], 0, None)  # "NULL": completed
-        with psycopg.connect(pg_url) as admin:
-            [(pid,)] = admin.execute(
-                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name = 'omni'",
-                (name,),
-            ).fetchall()
+        pid = omni_backend(pg_url, name)
         log = pg_cluster.folder / "log"
         start = log.stat().st_size
         store.upsert_tasks(tasks)
@@ -358,20 +371,13 @@ def record_at_once(stores: list[PostgresStore], orders: list[list[Task]]) -> Non
 def test_a_pass_creating_many_runs_sends_them_in_one_transaction(
     pg_cluster: Cluster, pg_url: str
 ) -> None:
-    with psycopg.connect(pg_url, autocommit=True) as admin:
-        [(name,)] = admin.execute("SELECT current_database()").fetchall()
-        admin.execute(f"ALTER DATABASE {name} SET log_statement = 'all'")
-        admin.execute(f"ALTER DATABASE {name} SET log_parameter_max_length = 0")
+    name = log_every_statement(pg_url)
     wanted = [
         NewRun(f"t{i}", "h", 1, f"2026-11-30T{i % 24:02d}:00", unique=True) for i in range(300)
     ]
     with PostgresStore(pg_url, role="service") as store:
         held = store.create_run("t7", "h", max_attempts=1, slot="2026-11-30T07:00", unique=True)
-        with psycopg.connect(pg_url) as admin:
-            [(pid,)] = admin.execute(
-                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name = 'omni'",
-                (name,),
-            ).fetchall()
+        pid = omni_backend(pg_url, name)
         log = pg_cluster.folder / "log"
         start = log.stat().st_size
         created = store.create_runs(wanted)
