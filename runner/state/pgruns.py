@@ -69,7 +69,10 @@ class LedgerRuns(LedgerConnection):  # pylint: disable=abstract-method  # the st
         run_id = run_id or new_run_id(self._clock())
         key = unique_key(task_hash, slot) if unique else None
         for _ in range(3):  # the run found may fail for good just before it is read
-            created = self._insert_run(run_id, task_id, task_hash, slot, max_attempts, key)
+            params = _insert_params(
+                run_id, task_id, task_hash, slot, max_attempts, key, self._now()
+            )
+            created = self._insert_run(run_id, params)
             if created is not None or key is None:
                 break
             found = self._read_runs(
@@ -104,7 +107,7 @@ class LedgerRuns(LedgerConnection):  # pylint: disable=abstract-method  # the st
                 cur.executemany(
                     _INSERT_RUN,
                     [
-                        (r, n.task_id, n.task_hash, n.slot, n.max_attempts, now, now, key, now)
+                        _insert_params(r, n.task_id, n.task_hash, n.slot, n.max_attempts, key, now)
                         for r, n, key in rows
                     ],
                     returning=True,
@@ -138,45 +141,43 @@ class LedgerRuns(LedgerConnection):  # pylint: disable=abstract-method  # the st
             ).fetchone()
             if found is not None:
                 return run_from_row(found)
-            row = cur.execute(
-                _INSERT_RUN,
-                (
-                    run_id,
-                    new.task_id,
-                    new.task_hash,
-                    new.slot,
-                    new.max_attempts,
-                    now,
-                    now,
-                    key,
-                    now,
+            created = self._insert_on(
+                cur,
+                _insert_params(
+                    run_id, new.task_id, new.task_hash, new.slot, new.max_attempts, key, now
                 ),
-            ).fetchone()
-            if row is not None:
-                created = run_from_row(row)
-                self._note(created, None, RunState.IDLE, "created")
+            )
+            if created is not None:
                 return created
         raise StoreError(f"{self.where}: cannot create a run of {new.task_id}: its key is busy")
 
-    def _insert_run(
-        self,
-        run_id: str,
-        task_id: str,
-        task_hash: str,
-        slot: str | None,
-        max_attempts: int,
-        key: str | None,
-    ) -> RunRecord | None:
-        now = self._now()
+    def _insert_run(self, run_id: str, params: tuple[object, ...]) -> RunRecord | None:
+        """:meth:`_insert_on` in a transaction of its own; a taken ``run_id`` is a
+        :class:`StoreError`."""
         with self._write() as cur:
             try:
-                row = cur.execute(
-                    _INSERT_RUN,
-                    (run_id, task_id, task_hash, slot, max_attempts, now, now, key, now),
-                ).fetchone()
+                return self._insert_on(cur, params)
             except psycopg.errors.UniqueViolation:
                 raise StoreError(f"{self.where}: run {run_id} already exists") from None
-            created = None if row is None else run_from_row(row)
-            if created is not None:
-                self._note(created, None, RunState.IDLE, "created")
+
+    def _insert_on(self, cur: Cursor, params: tuple[object, ...]) -> RunRecord | None:
+        """One run inserted in ``cur``'s transaction with its "created" event; ``None``
+        when another run holds its key."""
+        row = cur.execute(_INSERT_RUN, params).fetchone()
+        created = None if row is None else run_from_row(row)
+        if created is not None:
+            self._note(created, None, RunState.IDLE, "created")
         return created
+
+
+def _insert_params(  # pylint: disable=too-many-arguments
+    run_id: str,
+    task_id: str,
+    task_hash: str,
+    slot: str | None,
+    max_attempts: int,
+    key: str | None,
+    now: str,
+) -> tuple[object, ...]:
+    """:data:`_INSERT_RUN`'s parameters for one new run created ``now``."""
+    return (run_id, task_id, task_hash, slot, max_attempts, now, now, key, now)
